@@ -1,0 +1,164 @@
+"""Attribute values: coercion to OpenTelemetry types, truncation and limits.
+
+OpenTelemetry allows str, bool, int, float and homogeneous sequences of one of
+those. Everything else is converted (to str, or to a list of str), never raised
+on: a tracing library must not fail because a caller passed an odd value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from ._limits import Limits
+
+_INT64_MIN = -(1 << 63)
+_INT64_MAX = (1 << 63) - 1
+_SCALARS = (str, bool, int, float)
+
+
+def safe_str(value: object) -> str:
+    """``str(value)``, or a placeholder when its ``__str__`` raises."""
+    try:
+        text = str(value)
+        if type(text) is not str:  # a __str__ returning a str subclass
+            text = str.__str__(text)
+        return text
+    except Exception:
+        try:
+            return f"<unprintable {type(value).__qualname__}>"
+        except Exception:
+            return "<unprintable>"
+
+
+def clean_name(name: object) -> str:
+    """A span or event name as a str (anything else is converted)."""
+    if type(name) is str:
+        return name
+    return safe_str(name)
+
+
+def _truncate(text: str, limit: int | None) -> str:
+    if limit is not None and len(text) > limit:
+        return text[:limit]
+    return text
+
+
+def coerce(value: Any, limit: int | None = None) -> Any:
+    """Return ``value`` as a valid OpenTelemetry attribute value, or None to drop it.
+
+    None is dropped, as OpenTelemetry does. Ints outside int64 become str, since
+    OTLP's intValue is 64-bit. Sequences keep their element type when all
+    elements share one (None elements allowed); mixed ones become lists of str.
+    """
+    cls = type(value)
+    if cls is str:
+        return value if limit is None or len(value) <= limit else value[:limit]
+    if cls is bool or cls is float:
+        return value
+    if cls is int:
+        return value if _INT64_MIN <= value <= _INT64_MAX else str(value)
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        return _coerce_sequence(value, limit)
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return coerce(int(value), limit)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, str):
+        return _truncate(str.__str__(value), limit)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return _truncate(bytes(value).decode("utf-8", "backslashreplace"), limit)
+    if isinstance(value, (set, frozenset, range)):
+        try:
+            return _coerce_sequence(list(value), limit)
+        except Exception:
+            pass
+    return _truncate(safe_str(value), limit)
+
+
+def _coerce_sequence(seq: list[Any] | tuple[Any, ...], limit: int | None) -> list[Any]:
+    kinds = set()
+    for item in seq:
+        if item is None:
+            continue
+        cls = type(item)
+        kinds.add(cls if cls in _SCALARS else object)
+    if len(kinds) == 1:
+        (kind,) = kinds
+        if kind is str:
+            return [None if v is None else _truncate(v, limit) for v in seq]
+        if kind is int:
+            if all(v is None or _INT64_MIN <= v <= _INT64_MAX for v in seq):
+                return list(seq)
+        elif kind is not object:
+            return list(seq)
+    elif not kinds:
+        return list(seq)
+    return [None if v is None else _truncate(safe_str(v), limit) for v in seq]
+
+
+def put(attrs: dict[str, Any], key: Any, value: Any, limits: Limits) -> bool:
+    """Store one coerced value; False when the attribute limit refused it."""
+    if type(key) is not str:
+        key = safe_str(key)
+    if not key:
+        return True  # OpenTelemetry ignores empty keys; nothing to count
+    try:
+        value = coerce(value, limits.max_attribute_length)
+    except Exception:
+        value = "<unconvertible>"
+    if value is None:
+        attrs.pop(key, None)
+        return True
+    if key not in attrs and len(attrs) >= limits.max_attributes:
+        return False
+    attrs[key] = value
+    return True
+
+
+def clean(attributes: Mapping[str, Any] | None, limits: Limits) -> tuple[dict[str, Any], int]:
+    """Coerce a mapping into a new attribute dict; returns it and how many were dropped."""
+    out: dict[str, Any] = {}
+    dropped = 0
+    if not attributes:
+        return out, 0
+    try:
+        items = list(attributes.items())
+    except Exception:
+        return out, 0
+    for key, value in items:
+        if not put(out, key, value, limits):
+            dropped += 1
+    return out, dropped
+
+
+class ReadOnlyDict(Mapping[str, Any]):
+    """A read-only view of a span's attribute dict."""
+
+    __slots__ = ("_d",)
+
+    def __init__(self, d: dict[str, Any]) -> None:
+        self._d = d
+
+    def __getitem__(self, key: str) -> Any:
+        return self._d[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._d)
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def __repr__(self) -> str:
+        return repr(self._d)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ReadOnlyDict):
+            return self._d == other._d
+        return self._d == other
+
+    __hash__ = None  # type: ignore[assignment]

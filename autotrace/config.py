@@ -1,0 +1,250 @@
+"""Configuration as data: TraceConfig, read from code or from the environment.
+
+``TraceConfig`` is frozen and validated when built, so a bad setting fails at
+configure time with a ``ValueError`` that names it, never later on the hot path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import sys
+import urllib.parse
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from .sampling import ParentBased, Sampler, TraceIdRatioBased, sampler_from_name
+
+__all__ = ["TraceConfig"]
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off", ""}
+
+
+def _default_service_name() -> str:
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else "python"
+    return "unknown_service:" + os.path.basename(argv0)
+
+
+@dataclasses.dataclass(frozen=True)
+class TraceConfig:
+    """Everything autotrace can be told: sampling, storage, resource, limits, exporters."""
+
+    sample_rate: float = 0.1
+    """Share of new traces recorded, 0..1 (OpenTelemetry's TraceIdRatioBased rule)."""
+    max_traces: int = 1000
+    """Whole traces kept in memory; the oldest is evicted first."""
+    service_name: str | None = None
+    """``service.name``; default ``unknown_service:<program>`` as OpenTelemetry does."""
+    service_version: str | None = None
+    """``service.version`` on the resource, when given."""
+    resource_attributes: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """More resource attributes (``deployment.environment``, ``host.name``...)."""
+    exporters: Sequence[Any] = ()
+    """Exporters that run beside the in-memory store (see ``autotrace.export``)."""
+    sampler: Sampler | None = None
+    """A custom sampler; when set it replaces the ``sample_rate`` rule."""
+    enabled: bool = True
+    """False turns tracing into no-ops (``OTEL_SDK_DISABLED=true``)."""
+    max_attributes: int = 128
+    """Attributes per span (and per event or link); more are dropped and counted."""
+    max_events: int = 128
+    """Events per span."""
+    max_links: int = 128
+    """Links per span."""
+    max_attribute_length: int | None = None
+    """Longest string value kept; longer ones are truncated. None: no limit."""
+    max_spans_per_trace: int = 10_000
+    """Spans one trace may hold in the store, so a runaway loop cannot eat memory."""
+    capture_max_length: int = 1000
+    """Longest repr kept by ``capture_args`` / ``capture_result``."""
+    redact: Callable[[str, Any], Any] | None = None
+    """Called as ``redact(key, value)`` on captured arguments and results; returns the value to keep."""
+
+    def __post_init__(self) -> None:
+        rate = self.sample_rate
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or math.isnan(rate):
+            raise ValueError(f"sample_rate must be a number between 0 and 1; got {rate!r}")
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"sample_rate must be between 0 and 1; got {rate!r}")
+        object.__setattr__(self, "sample_rate", float(rate))
+        for name in ("max_traces", "max_attributes", "max_events", "max_links", "max_spans_per_trace"):
+            _check_int(name, getattr(self, name), minimum=1 if name in ("max_traces", "max_spans_per_trace") else 0)
+        _check_int("capture_max_length", self.capture_max_length, minimum=1)
+        if self.max_attribute_length is not None:
+            _check_int("max_attribute_length", self.max_attribute_length, minimum=0)
+        for name in ("service_name", "service_version"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"{name} must be a str; got {value!r}")
+        if not isinstance(self.resource_attributes, Mapping):
+            raise ValueError(f"resource_attributes must be a mapping; got {self.resource_attributes!r}")
+        object.__setattr__(self, "resource_attributes", dict(self.resource_attributes))
+        if self.sampler is not None and not callable(self.sampler.should_sample):
+            raise ValueError(f"sampler must have a should_sample method; got {self.sampler!r}")
+        if isinstance(self.exporters, (str, bytes)) or not isinstance(self.exporters, Sequence):
+            raise ValueError(f"exporters must be a list of exporters; got {self.exporters!r}")
+        object.__setattr__(self, "exporters", tuple(self.exporters))
+        if self.redact is not None and not callable(self.redact):
+            raise ValueError(f"redact must be callable; got {self.redact!r}")
+
+    # ------------------------------------------------------------------------------
+
+    def make_sampler(self) -> Sampler:
+        """The sampler in force: the custom one, else parent-based ratio sampling."""
+        if self.sampler is not None:
+            return self.sampler
+        return ParentBased(TraceIdRatioBased(self.sample_rate))
+
+    def resource(self) -> dict[str, Any]:
+        """Resource attributes: configured ones, ``service.*`` and ``telemetry.sdk.*``."""
+        from ._version import __version__
+
+        attrs: dict[str, Any] = dict(self.resource_attributes)
+        attrs["service.name"] = self.service_name or attrs.get("service.name") or _default_service_name()
+        if self.service_version is not None:
+            attrs["service.version"] = self.service_version
+        attrs["telemetry.sdk.name"] = "autotrace"
+        attrs["telemetry.sdk.language"] = "python"
+        attrs["telemetry.sdk.version"] = __version__
+        return attrs
+
+    def replace(self, **changes: Any) -> TraceConfig:
+        """A copy with some fields changed (validated again)."""
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            raise ValueError(f"unknown TraceConfig setting(s): {', '.join(unknown)}")
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> TraceConfig:
+        """Read the AUTOTRACE_* and standard OTEL_* variables; a bad one raises ValueError naming it."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+
+        def get(name: str) -> str | None:
+            raw = env.get(name)
+            if raw is None:
+                return None
+            raw = raw.strip()
+            return raw or None
+
+        disabled = get("OTEL_SDK_DISABLED")
+        if disabled is not None:
+            values["enabled"] = not _parse_bool("OTEL_SDK_DISABLED", disabled)
+
+        resource = _parse_kv_list("OTEL_RESOURCE_ATTRIBUTES", get("OTEL_RESOURCE_ATTRIBUTES") or "")
+        if resource:
+            values["resource_attributes"] = resource
+            if "service.version" in resource:
+                values["service_version"] = resource["service.version"]
+        service = get("OTEL_SERVICE_NAME") or resource.get("service.name")
+        if service:
+            values["service_name"] = service
+
+        sampler_name = get("OTEL_TRACES_SAMPLER")
+        sampler_arg = get("OTEL_TRACES_SAMPLER_ARG")
+        arg: float | None = None
+        if sampler_arg is not None:
+            arg = _parse_float("OTEL_TRACES_SAMPLER_ARG", sampler_arg, 0.0, 1.0)
+        if sampler_name is not None:
+            try:
+                sampler = sampler_from_name(sampler_name, arg)
+            except ValueError as exc:
+                raise ValueError(f"OTEL_TRACES_SAMPLER: {exc}") from None
+            rate = getattr(sampler, "root_bound", 0) / float(1 << 64)
+            values["sample_rate"] = rate
+            if sampler_name.strip().lower() != "parentbased_traceidratio":
+                values["sampler"] = sampler
+        elif arg is not None:
+            values["sample_rate"] = arg
+
+        rate_text = get("AUTOTRACE_SAMPLE_RATE")
+        if rate_text is not None:
+            values["sample_rate"] = _parse_float("AUTOTRACE_SAMPLE_RATE", rate_text, 0.0, 1.0)
+            values.pop("sampler", None)  # ours wins over the OTEL ones
+        max_traces = get("AUTOTRACE_MAX_TRACES")
+        if max_traces is not None:
+            values["max_traces"] = _parse_int("AUTOTRACE_MAX_TRACES", max_traces, 1)
+
+        for var, field in (
+            ("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "max_attributes"),
+            ("OTEL_SPAN_EVENT_COUNT_LIMIT", "max_events"),
+            ("OTEL_SPAN_LINK_COUNT_LIMIT", "max_links"),
+            ("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "max_attribute_length"),
+            ("AUTOTRACE_MAX_SPANS_PER_TRACE", "max_spans_per_trace"),
+        ):
+            text = get(var)
+            if text is not None:
+                values[field] = _parse_int(var, text, 0 if field != "max_spans_per_trace" else 1)
+
+        exporter_names = get("OTEL_TRACES_EXPORTER")
+        if exporter_names is not None:
+            values["exporters"] = _exporters_from_env(exporter_names, env)
+
+        values.update(overrides)
+        return cls(**values)
+
+
+def _exporters_from_env(names: str, env: Mapping[str, str]) -> tuple[Any, ...]:
+    try:
+        from .export import exporters_from_env
+    except ImportError as exc:  # pragma: no cover - export module always ships
+        raise ValueError(f"OTEL_TRACES_EXPORTER: exporters are unavailable ({exc})") from None
+    return tuple(exporters_from_env(names, env))
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer; got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}; got {value!r}")
+
+
+def _parse_bool(var: str, text: str) -> bool:
+    low = text.strip().lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise ValueError(f"{var} must be true or false; got {text!r}")
+
+
+def _parse_float(var: str, text: str, low: float, high: float) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{var} must be a number between {low:g} and {high:g}; got {text!r}") from None
+    if math.isnan(value) or not low <= value <= high:
+        raise ValueError(f"{var} must be a number between {low:g} and {high:g}; got {text!r}")
+    return value
+
+
+def _parse_int(var: str, text: str, minimum: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{var} must be a whole number; got {text!r}") from None
+    if value < minimum:
+        raise ValueError(f"{var} must be at least {minimum}; got {text!r}")
+    return value
+
+
+def _parse_kv_list(var: str, text: str) -> dict[str, str]:
+    """Parse ``k1=v1,k2=v2`` with percent-decoded values (W3C Baggage style)."""
+    out: dict[str, str] = {}
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"{var} must be a comma-separated list of key=value; got {part!r}")
+        out[urllib.parse.unquote(key)] = urllib.parse.unquote(value.strip())
+    return out
+
+
+parse_kv_list = _parse_kv_list

@@ -1,0 +1,96 @@
+"""InferenceSpanBuilder: an inference span with GenAI semantic-convention names."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .spans import Span, SpanKind
+
+__all__ = ["InferenceSpanBuilder"]
+
+
+class InferenceSpanBuilder:
+    """Builds a span describing one model call, then records it.
+
+    ``InferenceSpanBuilder("inference").with_request_id(123).with_prompt_length(50)
+    .with_max_tokens(100).with_model("tiny-llm").build_and_record()``
+
+    Attribute names follow the OpenTelemetry GenAI conventions where one exists
+    (``gen_ai.request.model``, ``gen_ai.request.max_tokens``,
+    ``gen_ai.usage.input_tokens``...); the rest live under ``autotrace.``.
+    """
+
+    def __init__(self, name: str = "inference", *, kind: SpanKind | str = SpanKind.INTERNAL) -> None:
+        self._name = name
+        self._kind = kind
+        self._attrs: dict[str, Any] = {}
+        self._start: int | None = None
+        self._end: int | None = None
+        self._error: BaseException | None = None
+
+    def _set(self, key: str, value: Any) -> InferenceSpanBuilder:
+        self._attrs[key] = value
+        return self
+
+    def with_request_id(self, request_id: int | str) -> InferenceSpanBuilder:
+        """The caller's request id (``autotrace.request.id``)."""
+        return self._set("autotrace.request.id", request_id)
+
+    def with_prompt_length(self, tokens: int) -> InferenceSpanBuilder:
+        """Prompt length in tokens (``gen_ai.usage.input_tokens``)."""
+        return self._set("gen_ai.usage.input_tokens", tokens)
+
+    def with_output_tokens(self, tokens: int) -> InferenceSpanBuilder:
+        """Generated tokens (``gen_ai.usage.output_tokens``)."""
+        return self._set("gen_ai.usage.output_tokens", tokens)
+
+    def with_max_tokens(self, tokens: int) -> InferenceSpanBuilder:
+        """The request's token budget (``gen_ai.request.max_tokens``)."""
+        return self._set("gen_ai.request.max_tokens", tokens)
+
+    def with_model(self, model: str) -> InferenceSpanBuilder:
+        """The requested model (``gen_ai.request.model``)."""
+        return self._set("gen_ai.request.model", model)
+
+    def with_temperature(self, temperature: float) -> InferenceSpanBuilder:
+        """Sampling temperature (``gen_ai.request.temperature``)."""
+        return self._set("gen_ai.request.temperature", float(temperature))
+
+    def with_operation(self, operation: str) -> InferenceSpanBuilder:
+        """``gen_ai.operation.name``: chat, text_completion, embeddings..."""
+        return self._set("gen_ai.operation.name", operation)
+
+    def with_attribute(self, key: str, value: Any) -> InferenceSpanBuilder:
+        """Any other attribute."""
+        return self._set(key, value)
+
+    def with_times(self, start_time_unix_nano: int, end_time_unix_nano: int) -> InferenceSpanBuilder:
+        """Explicit start and end times (unix nanoseconds)."""
+        self._start, self._end = start_time_unix_nano, end_time_unix_nano
+        return self
+
+    def with_error(self, exc: BaseException) -> InferenceSpanBuilder:
+        """Mark the call failed with this exception."""
+        self._error = exc
+        return self
+
+    def build(self) -> Span:
+        """The span, not yet recorded (``record_span`` stores it)."""
+        attrs = dict(self._attrs)
+        attrs.setdefault("gen_ai.operation.name", "text_completion")
+        span = Span(
+            self._name,
+            attributes=attrs,
+            kind=self._kind,
+            start_time_unix_nano=self._start,
+            end_time_unix_nano=self._end,
+        )
+        if self._error is not None:
+            span._fail(self._error, escaped=False)
+        return span
+
+    def build_and_record(self) -> bool:
+        """Build the span and store it; True when its trace was sampled and it was stored."""
+        from .tracer import record_span
+
+        return record_span(self.build())

@@ -1,0 +1,162 @@
+"""Pure functions from spans to OTLP/JSON, exactly as the OTLP specification encodes it.
+
+lowerCamelCase keys, hex ids, enums as integers, 64-bit integers as decimal
+strings, attributes as ``AnyValue``. See opentelemetry-proto's
+``trace/v1/trace.proto`` and the OTLP/JSON rules.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+
+if TYPE_CHECKING:
+    from .spans import Span
+
+__all__ = ["any_value", "encode_span", "encode_spans", "encode_traces", "key_values"]
+
+SCOPE = {"name": "autotrace", "version": __version__}
+
+
+def any_value(value: Any) -> dict[str, Any]:
+    """One attribute value as an OTLP ``AnyValue``."""
+    cls = type(value)
+    if cls is str:
+        return {"stringValue": value}
+    if cls is bool:
+        return {"boolValue": value}
+    if cls is int:
+        return {"intValue": str(value)}
+    if cls is float:
+        if math.isfinite(value):
+            return {"doubleValue": value}
+        return {"doubleValue": "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")}
+    if isinstance(value, bool):
+        return {"boolValue": bool(value)}
+    if isinstance(value, int):
+        return {"intValue": str(int(value))}
+    if isinstance(value, float):
+        return any_value(float(value))
+    if isinstance(value, str):
+        return {"stringValue": str(value)}
+    if isinstance(value, (bytes, bytearray)):
+        return {"bytesValue": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, Mapping):
+        return {"kvlistValue": {"values": key_values(value)}}
+    if isinstance(value, (list, tuple)):
+        return {"arrayValue": {"values": [any_value(v) for v in value if v is not None]}}
+    return {"stringValue": str(value)}
+
+
+def key_values(attributes: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Attributes as a list of OTLP ``KeyValue``."""
+    return [{"key": key, "value": any_value(value)} for key, value in attributes.items()]
+
+
+def _hex64(value: int) -> str:
+    return value.to_bytes(8, "big").hex()
+
+
+def encode_span(span: Span) -> dict[str, Any]:
+    """One span as an OTLP/JSON ``Span`` object."""
+    out: dict[str, Any] = {
+        "traceId": span._trace_id.to_bytes(16, "big").hex(),
+        "spanId": _hex64(span._span_id),
+    }
+    if span._trace_state:
+        out["traceState"] = span._trace_state
+    if span._parent_id is not None:
+        out["parentSpanId"] = _hex64(span._parent_id)
+    start = span._start
+    end = span._end if span._end is not None else start
+    out["name"] = span._name
+    out["kind"] = int(span._kind)
+    out["startTimeUnixNano"] = str(start)
+    out["endTimeUnixNano"] = str(end if end >= start else start)
+    out["attributes"] = key_values(span._attrs)
+    dropped = span._dropped
+    if dropped and dropped[0]:
+        out["droppedAttributesCount"] = dropped[0]
+    events = span._events
+    out["events"] = (
+        [
+            _drop_zero(
+                {
+                    "timeUnixNano": str(ev.timestamp),
+                    "name": ev.name,
+                    "attributes": key_values(ev.attributes),
+                },
+                "droppedAttributesCount",
+                ev.dropped_attributes_count,
+            )
+            for ev in events
+        ]
+        if events
+        else []
+    )
+    if dropped and dropped[1]:
+        out["droppedEventsCount"] = dropped[1]
+    links = span._links
+    out["links"] = (
+        [
+            _drop_zero(
+                {
+                    "traceId": lk.context.trace_id.to_bytes(16, "big").hex(),
+                    "spanId": _hex64(lk.context.span_id),
+                    "traceState": lk.context.trace_state,
+                    "attributes": key_values(lk.attributes),
+                    "flags": 0x100 | (0x200 if lk.context.is_remote else 0) | int(lk.context.sampled),
+                },
+                "droppedAttributesCount",
+                lk.dropped_attributes_count,
+            )
+            for lk in links
+        ]
+        if links
+        else []
+    )
+    if dropped and dropped[2]:
+        out["droppedLinksCount"] = dropped[2]
+    status = span._status
+    if status.code:
+        st: dict[str, Any] = {"code": int(status.code)}
+        if status.code == 2 and status.description:
+            st["message"] = status.description
+        out["status"] = st
+    else:
+        out["status"] = {}
+    return out
+
+
+def _drop_zero(obj: dict[str, Any], key: str, value: int) -> dict[str, Any]:
+    if value:
+        obj[key] = value
+    return obj
+
+
+def encode_spans(spans: Iterable[Span], resource: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Spans of one resource and scope as an ``ExportTraceServiceRequest``."""
+    if resource is None:
+        from .tracer import resource_attributes
+
+        resource = resource_attributes()
+    encoded = [encode_span(s) for s in spans]
+    if not encoded:
+        return {"resourceSpans": []}
+    return {
+        "resourceSpans": [
+            {
+                "resource": {"attributes": key_values(resource)},
+                "scopeSpans": [{"scope": dict(SCOPE), "spans": encoded}],
+            }
+        ]
+    }
+
+
+def encode_traces(traces: Iterable[Iterable[Span]], resource: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Whole traces (lists of spans) as one ``ExportTraceServiceRequest``."""
+    return encode_spans((s for trace in traces for s in trace), resource)

@@ -1,0 +1,695 @@
+"""The span model: Span, its context, events, links, kinds and status codes.
+
+A `Span` keeps its ids as integers and its attributes as the dict it was given
+until somebody writes to it; hex strings and copies are made only when asked
+for (see `trace_id`, `span_id`, `set_attribute`), which keeps the hot path free
+of formatting and allocation.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+from . import attributes as _attributes
+from ._current import CURRENT
+from ._limits import LIMITS
+
+__all__ = [
+    "INVALID_SPAN_CONTEXT",
+    "Link",
+    "NonRecordingSpan",
+    "Span",
+    "SpanContext",
+    "SpanEvent",
+    "SpanKind",
+    "Status",
+    "StatusCode",
+]
+
+_getrandbits = random.getrandbits
+_time_ns = time.time_ns
+_cv_set = CURRENT.set
+_cv_reset = CURRENT.reset
+
+
+def _finish(span: Span) -> None:
+    """Replaced by tracer._finish when the tracer loads (it imports this module)."""
+
+
+class SpanKind(enum.IntEnum):
+    """What a span represents, with the integer values of OTLP's SpanKind."""
+
+    INTERNAL = 1
+    SERVER = 2
+    CLIENT = 3
+    PRODUCER = 4
+    CONSUMER = 5
+
+    @classmethod
+    def coerce(cls, value: SpanKind | str | int) -> SpanKind:
+        """Return the member for a member, its lower-case name or its integer value."""
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, str):
+            try:
+                return cls[value.strip().upper()]
+            except KeyError:
+                pass
+        elif isinstance(value, int) and not isinstance(value, bool):
+            try:
+                return cls(value)
+            except ValueError:
+                pass
+        names = ", ".join(m.name.lower() for m in cls)
+        raise ValueError(f"kind must be a SpanKind or one of {names}; got {value!r}")
+
+
+class StatusCode(enum.IntEnum):
+    """A span's outcome, with the integer values of OTLP's Status.StatusCode."""
+
+    UNSET = 0
+    OK = 1
+    ERROR = 2
+
+
+class Status(NamedTuple):
+    """A status code and, for ERROR only, a description."""
+
+    code: StatusCode = StatusCode.UNSET
+    description: str | None = None
+
+
+_UNSET_STATUS = Status()
+
+
+class SpanContext(NamedTuple):
+    """The part of a span that crosses process boundaries (W3C trace context)."""
+
+    trace_id: int
+    span_id: int
+    sampled: bool = True
+    is_remote: bool = False
+    trace_state: str = ""
+
+    @property
+    def trace_id_hex(self) -> str:
+        """The trace id as 32 lower-case hex characters."""
+        return self.trace_id.to_bytes(16, "big").hex()
+
+    @property
+    def span_id_hex(self) -> str:
+        """The span id as 16 lower-case hex characters."""
+        return self.span_id.to_bytes(8, "big").hex()
+
+    @property
+    def is_valid(self) -> bool:
+        """True when neither id is zero."""
+        return self.trace_id != 0 and self.span_id != 0
+
+
+INVALID_SPAN_CONTEXT = SpanContext(0, 0, False)
+
+
+class SpanEvent(NamedTuple):
+    """A timestamped annotation on a span (``add_event``), such as ``exception``."""
+
+    name: str
+    attributes: Mapping[str, Any]
+    timestamp: int  # unix nanoseconds
+    dropped_attributes_count: int = 0
+
+
+class Link(NamedTuple):
+    """A reference from a span to another span, possibly in another trace."""
+
+    context: SpanContext
+    attributes: Mapping[str, Any] = {}
+    dropped_attributes_count: int = 0
+
+    @property
+    def trace_id(self) -> str:
+        """The linked trace id as hex."""
+        return self.context.trace_id_hex
+
+    @property
+    def span_id(self) -> str:
+        """The linked span id as hex."""
+        return self.context.span_id_hex
+
+
+class _Detached:
+    """Marks a hand-built Span: it is stored by record_span(), not by end()."""
+
+    __slots__ = ("token",)
+
+    def __init__(self, token: Any = None) -> None:
+        self.token = token
+
+
+DETACHED = _Detached()
+
+
+def new_span_id() -> int:
+    """Return a random non-zero 64-bit span id."""
+    return _getrandbits(64) or 1
+
+
+def new_trace_id() -> int:
+    """Return a random non-zero 128-bit trace id."""
+    return _getrandbits(128) or 1
+
+
+def _as_link(link: Link | SpanContext | Span | NonRecordingSpan) -> Link:
+    if isinstance(link, Link):
+        return link
+    if isinstance(link, SpanContext):
+        return Link(link)
+    if isinstance(link, (Span, NonRecordingSpan)):
+        return Link(link.get_span_context())
+    raise TypeError(f"a link must be a Link, SpanContext or Span; got {type(link).__name__}")
+
+
+def _exception_attributes(exc: BaseException, escaped: bool | None) -> dict[str, Any]:
+    cls = type(exc)
+    module = getattr(cls, "__module__", None)
+    qualname = getattr(cls, "__qualname__", cls.__name__)
+    type_name = qualname if module in (None, "builtins", "__builtin__") else f"{module}.{qualname}"
+    attrs: dict[str, Any] = {
+        "exception.type": type_name,
+        "exception.message": _attributes.safe_str(exc),
+        "exception.stacktrace": _format_traceback(exc),
+    }
+    if escaped is not None:
+        attrs["exception.escaped"] = escaped
+    return attrs
+
+
+def _format_traceback(exc: BaseException) -> str:
+    try:
+        return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    except Exception:  # a broken __str__ or __repr__ inside the chain
+        try:
+            return "".join(traceback.format_tb(exc.__traceback__)) + type(exc).__qualname__
+        except Exception:
+            return type(exc).__qualname__
+
+
+def _status_description(exc: BaseException) -> str:
+    return f"{type(exc).__qualname__}: {_attributes.safe_str(exc)}"
+
+
+class Span:
+    """One timed operation in a trace, with attributes, events, links and a status.
+
+    Made by ``span()`` and ``@traced``; can also be built by hand and stored with
+    ``autotrace.record_span(Span("name", attributes={...}))``. Ids are integers
+    inside and hex strings outside. Writes after ``end()`` are ignored, as in
+    OpenTelemetry.
+    """
+
+    # Slots keep a span small (the store holds many) and attribute access fast.
+    # `_attrs` may be a dict shared with the decorator that made the span
+    # (`_owns` False); it is copied on the first write.
+    __slots__ = (
+        "_attrs",
+        "_dropped",
+        "_end",
+        "_events",
+        "_kind",
+        "_links",
+        "_name",
+        "_owns",
+        "_parent_id",
+        "_span_id",
+        "_start",
+        "_status",
+        "_token",
+        "_trace_id",
+        "_trace_state",
+    )
+
+    _attrs: dict[str, Any]
+    _dropped: list[int] | None
+    _end: int | None
+    _events: list[SpanEvent] | None
+    _kind: SpanKind
+    _links: list[Link] | None
+    _name: str
+    _owns: bool
+    _parent_id: int | None
+    _span_id: int
+    _start: int
+    _status: Status
+    _token: Any
+    _trace_id: int
+    _trace_state: str
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        attributes: Mapping[str, Any] | None = None,
+        kind: SpanKind | str = SpanKind.INTERNAL,
+        trace_id: int | str | None = None,
+        span_id: int | str | None = None,
+        parent_span_id: int | str | None = None,
+        start_time_unix_nano: int | None = None,
+        end_time_unix_nano: int | None = None,
+        links: Sequence[Link | SpanContext] | None = None,
+    ) -> None:
+        self._name = _attributes.clean_name(name)
+        self._kind = SpanKind.coerce(kind)
+        self._trace_id = _parse_id(trace_id, 128, "trace_id") if trace_id is not None else new_trace_id()
+        self._span_id = _parse_id(span_id, 64, "span_id") if span_id is not None else new_span_id()
+        self._parent_id = _parse_id(parent_span_id, 64, "parent_span_id") if parent_span_id is not None else None
+        self._start = int(start_time_unix_nano) if start_time_unix_nano is not None else _time_ns()
+        self._end = None
+        self._attrs = {}
+        self._owns = True
+        self._dropped = None
+        self._events = None
+        self._links = None
+        self._status = _UNSET_STATUS
+        self._token = DETACHED  # stored by record_span(), not by end()
+        self._trace_state = ""
+        if attributes:
+            self.set_attributes(attributes)
+        if links:
+            for link in links:
+                self.add_link(link)
+        if end_time_unix_nano is not None:
+            self._end = max(int(end_time_unix_nano), self._start)
+
+    # -- identity -----------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The span's name."""
+        return self._name
+
+    @property
+    def trace_id(self) -> str:
+        """The trace id: 32 lower-case hex characters."""
+        return self._trace_id.to_bytes(16, "big").hex()
+
+    @property
+    def span_id(self) -> str:
+        """The span id: 16 lower-case hex characters."""
+        return self._span_id.to_bytes(8, "big").hex()
+
+    @property
+    def parent_span_id(self) -> str | None:
+        """The parent's span id in hex, or None for a root span."""
+        p = self._parent_id
+        return None if p is None else p.to_bytes(8, "big").hex()
+
+    @property
+    def kind(self) -> SpanKind:
+        """The SpanKind."""
+        return self._kind
+
+    @property
+    def is_recording(self) -> bool:
+        """True until the span ends; writes are kept only while recording."""
+        return self._end is None
+
+    @property
+    def is_sampled(self) -> bool:
+        """Always True: a Span object is only made for sampled traces."""
+        return True
+
+    def get_span_context(self) -> SpanContext:
+        """The ids and flags to propagate to children and other services."""
+        return SpanContext(self._trace_id, self._span_id, True, False, self._trace_state)
+
+    # -- time ---------------------------------------------------------------------
+
+    @property
+    def start_time_unix_nano(self) -> int:
+        """Start time, nanoseconds since the epoch."""
+        return self._start
+
+    @property
+    def end_time_unix_nano(self) -> int | None:
+        """End time, nanoseconds since the epoch, or None while the span is open."""
+        return self._end
+
+    @property
+    def duration_ns(self) -> int | None:
+        """End minus start in nanoseconds (never negative), or None while open."""
+        end = self._end
+        return None if end is None else max(0, end - self._start)
+
+    # -- content ------------------------------------------------------------------
+
+    @property
+    def attributes(self) -> Mapping[str, Any]:
+        """The span's attributes (read-only view; write with set_attribute)."""
+        return _attributes.ReadOnlyDict(self._attrs)
+
+    @property
+    def events(self) -> tuple[SpanEvent, ...]:
+        """The span's events, oldest first."""
+        return tuple(self._events) if self._events else ()
+
+    @property
+    def links(self) -> tuple[Link, ...]:
+        """The span's links."""
+        return tuple(self._links) if self._links else ()
+
+    @property
+    def status(self) -> Status:
+        """The span's Status (code and, for ERROR, description)."""
+        return self._status
+
+    @property
+    def dropped_attributes_count(self) -> int:
+        """Attributes refused because the span was at its attribute limit."""
+        return self._dropped[0] if self._dropped else 0
+
+    @property
+    def dropped_events_count(self) -> int:
+        """Events refused because the span was at its event limit."""
+        return self._dropped[1] if self._dropped else 0
+
+    @property
+    def dropped_links_count(self) -> int:
+        """Links refused because the span was at its link limit."""
+        return self._dropped[2] if self._dropped else 0
+
+    def _drop(self, index: int) -> None:
+        if self._dropped is None:
+            self._dropped = [0, 0, 0]
+        self._dropped[index] += 1
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        """Set one attribute; values are coerced to OpenTelemetry types, never raised on."""
+        if self._end is not None:
+            return
+        if not self._owns:
+            self._attrs = dict(self._attrs)
+            self._owns = True
+        if not _attributes.put(self._attrs, key, value, LIMITS):
+            self._drop(0)
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        """Set several attributes at once."""
+        try:
+            items = list(attributes.items())
+        except Exception:
+            return
+        for key, value in items:
+            self.set_attribute(key, value)
+
+    def add_event(
+        self,
+        name: str,
+        attributes: Mapping[str, Any] | None = None,
+        timestamp: int | None = None,
+    ) -> None:
+        """Add a timestamped event (time in unix nanoseconds; now by default)."""
+        if self._end is not None:
+            return
+        events = self._events
+        if events is None:
+            events = self._events = []
+        if len(events) >= LIMITS.max_events:
+            self._drop(1)
+            return
+        attrs, dropped = _attributes.clean(attributes, LIMITS)
+        when = _time_ns() if timestamp is None else int(timestamp)
+        events.append(SpanEvent(_attributes.clean_name(name), attrs, when, dropped))
+
+    def add_link(self, link: Link | SpanContext, attributes: Mapping[str, Any] | None = None) -> None:
+        """Link this span to another span context."""
+        if self._end is not None:
+            return
+        lk = _as_link(link)
+        if attributes:
+            lk = lk._replace(attributes=attributes)
+        attrs, dropped = _attributes.clean(lk.attributes, LIMITS)
+        lk = Link(lk.context, attrs, dropped)
+        links = self._links
+        if links is None:
+            links = self._links = []
+        if len(links) >= LIMITS.max_links:
+            self._drop(2)
+            return
+        links.append(lk)
+
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: Mapping[str, Any] | None = None,
+        timestamp: int | None = None,
+        escaped: bool | None = None,
+    ) -> None:
+        """Add an ``exception`` event with type, message and stacktrace."""
+        if self._end is not None:
+            return
+        attrs = _exception_attributes(exception, escaped)
+        if attributes:
+            attrs.update(attributes)
+        self.add_event("exception", attrs, timestamp)
+
+    def set_status(self, status: Status | StatusCode | str, description: str | None = None) -> None:
+        """Set the status; a description is kept only with ERROR, and OK is final."""
+        if self._end is not None:
+            return
+        if isinstance(status, Status):
+            code, description = status.code, status.description
+        elif isinstance(status, str):
+            try:
+                code = StatusCode[status.upper()]
+            except KeyError:
+                return
+        else:
+            try:
+                code = StatusCode(status)
+            except ValueError:
+                return
+        if self._status.code == StatusCode.OK:
+            return  # OpenTelemetry: OK is final
+        if code == StatusCode.UNSET:
+            return
+        if code != StatusCode.ERROR:
+            description = None
+        elif description is not None:
+            description = _attributes.safe_str(description)
+        self._status = Status(code, description)
+
+    def _fail(self, exc: BaseException, escaped: bool = True) -> None:
+        """Record an exception leaving the span and mark it ERROR."""
+        self.record_exception(exc, escaped=escaped)
+        if self._status.code != StatusCode.OK:
+            self._status = Status(StatusCode.ERROR, _status_description(exc))
+
+    def update_name(self, name: str) -> None:
+        """Rename the span."""
+        if self._end is None:
+            self._name = _attributes.clean_name(name)
+
+    def end(self, end_time: int | None = None) -> None:
+        """End the span (idempotent) and hand it to the store and exporters."""
+        if self._end is not None:
+            return
+        end = _time_ns() if end_time is None else int(end_time)
+        self._end = end if end >= self._start else self._start
+        if not isinstance(self._token, _Detached):
+            _finish(self)
+
+    # -- context manager (span() returns a Span) -------------------------------------
+
+    def __enter__(self) -> Span:
+        _enter(self)
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        _exit(self, exc)
+
+    async def __aenter__(self) -> Span:
+        _enter(self)
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        _exit(self, exc)
+
+    def __repr__(self) -> str:
+        return (
+            f"Span(name={self._name!r}, trace_id={self.trace_id}, span_id={self.span_id}, "
+            f"parent_span_id={self.parent_span_id}, kind={self._kind.name}, "
+            f"status={self._status.code.name})"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The span as one OTLP/JSON ``Span`` object."""
+        from .otlp import encode_span
+
+        return encode_span(self)
+
+
+class NonRecordingSpan:
+    """A span that records nothing but carries ids, so propagation still works.
+
+    Returned for unsampled traces and by ``current_span()`` outside any span.
+    Every write is accepted and ignored.
+    """
+
+    __slots__ = ("_context", "_token")
+
+    def __init__(self, context: SpanContext = INVALID_SPAN_CONTEXT) -> None:
+        self._context = context
+        self._token: Any = None
+
+    name = ""
+    kind = SpanKind.INTERNAL
+    parent_span_id = None
+    start_time_unix_nano = 0
+    end_time_unix_nano = None
+    duration_ns = None
+    attributes: Mapping[str, Any] = _attributes.ReadOnlyDict({})
+    events: tuple[SpanEvent, ...] = ()
+    links: tuple[Link, ...] = ()
+    status = _UNSET_STATUS
+    is_recording = False
+    dropped_attributes_count = dropped_events_count = dropped_links_count = 0
+
+    @property
+    def is_sampled(self) -> bool:
+        """The sampled flag this span propagates."""
+        return self._context.sampled
+
+    @property
+    def trace_id(self) -> str:
+        """The trace id in hex (all zeros when there is no trace)."""
+        return self._context.trace_id_hex
+
+    @property
+    def span_id(self) -> str:
+        """The span id in hex (all zeros when there is no trace)."""
+        return self._context.span_id_hex
+
+    @property
+    def _trace_id(self) -> int:
+        return self._context.trace_id
+
+    @property
+    def _span_id(self) -> int:
+        return self._context.span_id
+
+    def get_span_context(self) -> SpanContext:
+        """The ids and flags to propagate."""
+        return self._context
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        """Ignored."""
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        """Ignored."""
+
+    def add_event(self, name: str, attributes: Mapping[str, Any] | None = None, timestamp: int | None = None) -> None:
+        """Ignored."""
+
+    def add_link(self, link: Link | SpanContext, attributes: Mapping[str, Any] | None = None) -> None:
+        """Ignored."""
+
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: Mapping[str, Any] | None = None,
+        timestamp: int | None = None,
+        escaped: bool | None = None,
+    ) -> None:
+        """Ignored."""
+
+    def set_status(self, status: Status | StatusCode | str, description: str | None = None) -> None:
+        """Ignored."""
+
+    def update_name(self, name: str) -> None:
+        """Ignored."""
+
+    def end(self, end_time: int | None = None) -> None:
+        """Ignored."""
+
+    def __enter__(self) -> NonRecordingSpan:
+        _enter(self)
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        _exit(self, exc)
+
+    async def __aenter__(self) -> NonRecordingSpan:
+        _enter(self)
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        _exit(self, exc)
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __repr__(self) -> str:
+        c = self._context
+        return f"NonRecordingSpan(trace_id={c.trace_id_hex}, span_id={c.span_id_hex}, sampled={c.sampled})"
+
+
+def _parse_id(value: int | str, bits: int, what: str) -> int:
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if len(text) != bits // 4 or any(ch not in "0123456789abcdef" for ch in text):
+            raise ValueError(f"{what} must be {bits // 4} hex characters; got {value!r}")
+        number = int(text, 16)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    else:
+        raise TypeError(f"{what} must be an int or a hex string; got {type(value).__name__}")
+    if not 0 < number < 1 << bits:
+        raise ValueError(f"{what} must be a non-zero {bits}-bit id; got {value!r}")
+    return number
+
+
+def _enter(s: Span | NonRecordingSpan) -> None:
+    """Make ``s`` current; the token to undo it is kept on the span."""
+    try:
+        token = _cv_set(s)
+        prev = s._token
+        s._token = _Detached(token) if isinstance(prev, _Detached) else token
+    except Exception as exc:
+        _internal_error("span enter", exc)
+
+
+def _exit(s: Span | NonRecordingSpan, exc: BaseException | None) -> None:
+    """Undo ``_enter``, record an escaping exception and end the span; never raises."""
+    try:
+        token = s._token
+        detached = isinstance(token, _Detached)
+        if detached:
+            token = token.token  # type: ignore[union-attr]
+        s._token = DETACHED if detached else None
+        if token is not None:
+            try:
+                _cv_reset(token)
+            except ValueError:  # left in another context than it was entered in
+                pass
+        if s.__class__ is Span:
+            if exc is not None:
+                s._fail(exc)  # type: ignore[union-attr]
+            if detached:
+                from .tracer import record_span
+
+                record_span(s)  # type: ignore[arg-type]
+            else:
+                s.end()
+    except Exception as error:
+        _internal_error("span exit", error)
+
+
+def _internal_error(where: str, exc: BaseException) -> None:
+    from .tracer import internal_error
+
+    internal_error(where, exc)

@@ -1,0 +1,404 @@
+"""The hot path: starting and ending spans, sampling, and the global state.
+
+Everything here runs on every traced call, so it is written for speed: state
+lives in one slotted object read by attribute, ids stay integers, the sampling
+decision for a new trace is one comparison of the trace id's low 64 bits with
+a precomputed bound, and a finished span is handed over with one deque append.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from . import attributes as _attributes
+from . import spans as _spans
+from ._limits import LIMITS
+from .context import CURRENT
+from .spans import _UNSET_STATUS, Link, NonRecordingSpan, Span, SpanContext, SpanKind, _Detached
+from .store import DRAIN_THRESHOLD, TraceStore
+
+if TYPE_CHECKING:
+    from .config import TraceConfig
+    from .sampling import Sampler
+
+__all__ = ["SpanProcessor", "record_span", "span"]
+
+logger = logging.getLogger("autotrace")
+
+_getrandbits = random.getrandbits
+_time_ns = time.time_ns
+_new = object.__new__
+_cv_get = CURRENT.get
+_cv_set = CURRENT.set
+_cv_reset = CURRENT.reset
+_TWO64 = 1 << 64
+
+
+class SpanProcessor(Protocol):
+    """Receives every finished sampled span (exporters, capture_spans)."""
+
+    def on_end(self, span: Span) -> None:
+        """Called once per finished span; must not block."""
+
+    def force_flush(self, timeout: float | None = None) -> bool:
+        """Send what is queued; True when done within the timeout."""
+        ...
+
+    def shutdown(self, timeout: float | None = None) -> bool:
+        """Flush and stop; True when done within the timeout."""
+        ...
+
+
+class _State:
+    """All mutable global state, in one place (replaced wholesale by configure())."""
+
+    __slots__ = (
+        "bound",
+        "config",
+        "custom",
+        "enabled",
+        "errors",
+        "force",
+        "lock",
+        "pending",
+        "processors",
+        "resource",
+        "sampler",
+        "store",
+    )
+
+    def __init__(self) -> None:
+        self.bound = 0  # roots are sampled when trace_id & (2**64-1) < bound
+        self.custom: Sampler | None = None  # a sampler with no root_bound, asked per root
+        self.sampler: Sampler | None = None
+        self.enabled = True
+        self.force = 0  # >0 while capture_spans() is active: sample everything
+        self.store = TraceStore()
+        self.pending = self.store._pending
+        self.processors: tuple[Any, ...] = ()
+        self.resource: dict[str, Any] = {}
+        self.config: TraceConfig | None = None
+        self.errors: dict[str, int] = {}
+        self.lock = threading.RLock()
+
+
+_S = _State()
+
+
+def internal_error(where: str, exc: BaseException | None = None) -> None:
+    """Count a failure inside autotrace; log it the first time it happens at ``where``."""
+    errors = _S.errors
+    count = errors.get(where, 0)
+    errors[where] = count + 1
+    if count == 0:
+        logger.warning("autotrace: %s failed; tracing goes on without it (%r)", where, exc, exc_info=exc)
+
+
+# -- finishing ------------------------------------------------------------------------
+
+
+def _finish(span: Span) -> None:
+    """Hand a finished sampled span to the store and processors; never raises."""
+    try:
+        pending = _S.pending
+        pending.append(span)
+        if len(pending) >= DRAIN_THRESHOLD:
+            _S.store.drain()
+        procs = _S.processors
+        if procs:
+            for proc in procs:
+                try:
+                    proc.on_end(span)
+                except Exception as exc:
+                    internal_error(f"span processor {type(proc).__name__}.on_end", exc)
+    except Exception as exc:  # the store itself broke: drop the span, keep the host alive
+        internal_error("trace store", exc)
+
+
+_spans._finish = _finish  # Span.end() hands finished spans here
+
+
+def _new_span(
+    name: str, kind: SpanKind, attrs: dict[str, Any], owns: bool, trace_id: int, parent_id: int | None
+) -> Span:
+    # object.__new__ plus slot stores is cheaper than a keyword __init__ call.
+    s = _new(Span)
+    s._name = name
+    s._kind = kind
+    s._trace_id = trace_id
+    s._span_id = _getrandbits(64) or 1
+    s._parent_id = parent_id
+    s._attrs = attrs
+    s._owns = owns
+    s._dropped = None
+    s._events = None
+    s._links = None
+    s._status = _UNSET_STATUS
+    s._token = None
+    s._trace_state = ""
+    s._end = None
+    s._start = _time_ns()
+    return s
+
+
+def start(
+    name: str,
+    kind: SpanKind,
+    attrs: dict[str, Any],
+    owns: bool,
+    parent: Span | NonRecordingSpan | SpanContext | int | None,
+) -> Span | int | None:
+    """Start a span under ``parent``: a Span when sampled, an int seed for a new
+    unsampled trace, or None when the parent is unsampled (the caller then runs
+    without a span of its own, keeping the parent's context)."""
+    if parent is None:
+        lo = _getrandbits(64)
+        if lo >= _S.bound:
+            return lo
+        trace_id = (_getrandbits(64) << 64) | lo or 1
+        custom = _S.custom
+        if custom is not None and not _ask(custom, trace_id, None, name):
+            return lo
+        return _new_span(name, kind, attrs, owns, trace_id, None)
+    if parent.__class__ is Span:
+        return _new_span(name, kind, attrs, owns, parent._trace_id, parent._span_id)  # type: ignore[union-attr]
+    if parent.__class__ is int:
+        return None
+    ctx = parent if isinstance(parent, SpanContext) else parent.get_span_context()  # type: ignore[union-attr]
+    if not ctx.is_valid:
+        return start(name, kind, attrs, owns, None)
+    if not _parent_sampled(ctx, name):
+        return None
+    s = _new_span(name, kind, attrs, owns, ctx.trace_id, ctx.span_id)
+    s._trace_state = ctx.trace_state
+    return s
+
+
+def _ask(sampler: Sampler, trace_id: int, parent: SpanContext | None, name: str) -> bool:
+    try:
+        return bool(sampler.should_sample(trace_id, parent, name))
+    except Exception as exc:
+        internal_error(f"sampler {type(sampler).__name__}", exc)
+        return False
+
+
+def _parent_sampled(ctx: SpanContext, name: str) -> bool:
+    if not _S.enabled:
+        return False
+    if _S.force:
+        return True
+    if not ctx.is_remote:
+        return ctx.sampled
+    sampler = _S.sampler
+    return ctx.sampled if sampler is None else _ask(sampler, ctx.trace_id, ctx, name)
+
+
+# -- span() ---------------------------------------------------------------------------
+
+
+def span(
+    name: str,
+    *,
+    kind: SpanKind | str = SpanKind.INTERNAL,
+    attributes: Mapping[str, Any] | None = None,
+    parent: Span | NonRecordingSpan | SpanContext | None = None,
+    links: Sequence[Link | SpanContext] | None = None,
+) -> Span | NonRecordingSpan:
+    """A span to use as ``with span(...) as s`` or ``async with span(...) as s``.
+
+    It is a child of the current span, or of ``parent`` when given (a span or a
+    context from ``autotrace.propagation.extract``). Entering makes it current;
+    leaving ends it, recording an exception that escapes. Unsampled traces get
+    a non-recording span that still carries ids.
+    """
+    try:
+        if kind.__class__ is not SpanKind:
+            kind = SpanKind.coerce(kind)
+        if name.__class__ is not str:
+            name = _attributes.clean_name(name)
+        cur = _cv_get() if parent is None else parent
+        result = start(name, kind, {}, True, cur)  # type: ignore[arg-type]
+        if result.__class__ is Span:
+            s: Span = result  # type: ignore[assignment]
+            if attributes:
+                s.set_attributes(attributes)
+            if links:
+                for link in links:
+                    s.add_link(link)
+            return s
+        if result is None:
+            if cur.__class__ is int:
+                from .context import unsampled_context
+
+                return NonRecordingSpan(unsampled_context(cur))  # type: ignore[arg-type]
+            ctx = cur if isinstance(cur, SpanContext) else cur.get_span_context()  # type: ignore[union-attr]
+            return NonRecordingSpan(ctx._replace(is_remote=False))
+        from .context import unsampled_context
+
+        return NonRecordingSpan(unsampled_context(result))  # type: ignore[arg-type]
+    except Exception as exc:
+        internal_error("span()", exc)
+        return NonRecordingSpan()
+
+
+def record_span(s: Span) -> bool:
+    """Store a hand-built span if its trace is sampled; True when it was stored.
+
+    An open span is ended now. The decision is the same one a traced call in
+    that trace would get (ratio rule on the trace id, or forced by capture_spans).
+    """
+    try:
+        if not isinstance(s, Span):
+            raise TypeError(f"record_span takes a Span; got {type(s).__name__}")
+        if not isinstance(s._token, _Detached):
+            s.end()  # made by span()/@traced: already sampled, stored once when it ends
+            return True
+        if not _S.enabled:
+            return False
+        if not _S.force:
+            sampler = _S.sampler
+            if sampler is not None and not _ask(sampler, s._trace_id, None, s._name):
+                return False
+        s._token = None
+        if s._end is None:
+            end = _time_ns()
+            s._end = end if end >= s._start else s._start
+        _finish(s)
+        return True
+    except TypeError:
+        raise
+    except Exception as exc:
+        internal_error("record_span", exc)
+        return False
+
+
+# -- configuration -----------------------------------------------------------------------
+
+
+def apply_config(config: TraceConfig) -> TraceStore:
+    """Install ``config``: sampler, limits, resource, store and exporters."""
+    with _S.lock:
+        old_store = _S.store
+        old_processors = [p for p in _S.processors if not getattr(p, "_autotrace_capture", False)]
+        captures = [p for p in _S.processors if getattr(p, "_autotrace_capture", False)]
+        store = TraceStore(config.max_traces, max_spans_per_trace=config.max_spans_per_trace)
+        # Nothing already recorded is lost by reconfiguring: carry the traces over.
+        store.add_many(s for trace in old_store.traces() for s in trace)
+        processors = [_processor_for(e) for e in config.exporters]
+        LIMITS.max_attributes = config.max_attributes
+        LIMITS.max_events = config.max_events
+        LIMITS.max_links = config.max_links
+        LIMITS.max_attribute_length = config.max_attribute_length
+        LIMITS.max_spans_per_trace = config.max_spans_per_trace
+        _S.config = config
+        _S.resource = config.resource()
+        _S.enabled = config.enabled
+        _S.sampler = config.make_sampler()
+        _S.store = store
+        _S.pending = store._pending
+        _S.processors = tuple(processors + captures)
+        _update_bound()
+    for proc in old_processors:
+        try:
+            proc.shutdown(5.0)
+        except Exception as exc:
+            internal_error("shutting down an old exporter", exc)
+    return store
+
+
+def _processor_for(exporter: Any) -> Any:
+    if hasattr(exporter, "on_end"):
+        return exporter
+    from .export import BatchSpanProcessor
+
+    return BatchSpanProcessor(exporter)
+
+
+def _update_bound() -> None:
+    sampler = _S.sampler
+    bound = getattr(sampler, "root_bound", None)
+    _S.custom = None
+    if not _S.enabled:
+        _S.bound = 0
+    elif _S.force:
+        _S.bound = _TWO64
+    elif bound is None:
+        _S.bound = _TWO64  # every root goes on to ask the custom sampler
+        _S.custom = sampler
+    else:
+        _S.bound = bound
+
+
+def add_processor(proc: Any) -> None:
+    """Start sending finished spans to ``proc`` as well."""
+    with _S.lock:
+        _S.processors = (*_S.processors, proc)
+
+
+def remove_processor(proc: Any) -> None:
+    """Stop sending finished spans to ``proc``."""
+    with _S.lock:
+        _S.processors = tuple(p for p in _S.processors if p is not proc)
+
+
+def force_sampling(delta: int) -> None:
+    """Raise or lower the count of active capture_spans() blocks."""
+    with _S.lock:
+        _S.force = max(0, _S.force + delta)
+        _update_bound()
+
+
+def get_trace_store() -> TraceStore:
+    """The global trace store."""
+    return _S.store
+
+
+def get_config() -> TraceConfig | None:
+    """The configuration in force (None before any configure())."""
+    return _S.config
+
+
+def resource_attributes() -> dict[str, Any]:
+    """The resource attributes in force."""
+    if not _S.resource:
+        from .config import TraceConfig
+
+        _S.resource = TraceConfig().resource()
+    return _S.resource
+
+
+def errors() -> dict[str, int]:
+    """Failures inside autotrace so far, by where they happened."""
+    return dict(_S.errors)
+
+
+def flush(timeout: float | None = 5.0) -> bool:
+    """Send whatever exporters have queued; True when all finished within ``timeout`` seconds."""
+    ok = True
+    for proc in _S.processors:
+        try:
+            ok = bool(proc.force_flush(timeout)) and ok
+        except Exception as exc:
+            internal_error(f"{type(proc).__name__}.force_flush", exc)
+            ok = False
+    return ok
+
+
+def shutdown(timeout: float | None = 5.0) -> bool:
+    """Flush and stop every exporter; spans still go to the in-memory store afterwards."""
+    with _S.lock:
+        procs = [p for p in _S.processors if not getattr(p, "_autotrace_capture", False)]
+        _S.processors = tuple(p for p in _S.processors if getattr(p, "_autotrace_capture", False))
+    ok = True
+    for proc in procs:
+        try:
+            ok = bool(proc.shutdown(timeout)) and ok
+        except Exception as exc:
+            internal_error(f"{type(proc).__name__}.shutdown", exc)
+            ok = False
+    return ok
