@@ -20,6 +20,8 @@ __all__ = ["TraceStore"]
 # Pending spans are folded into traces once this many wait; it bounds the memory
 # between reads and amortises the lock over many spans.
 DRAIN_THRESHOLD = 256
+# Hard cap on the queue while the store's lock is held elsewhere.
+PENDING_LIMIT = 100_000
 
 
 class TraceStore:
@@ -45,7 +47,29 @@ class TraceStore:
         pending = self._pending
         pending.append(span)
         if len(pending) >= DRAIN_THRESHOLD:
-            self.drain()
+            self.try_drain()
+
+    def try_drain(self) -> None:
+        """Drain if the lock is free right now; a recording thread never waits for a reader.
+
+        If the lock stays busy (a reader stuck, a debugger), the queue is capped
+        at PENDING_LIMIT spans: the newest are dropped and counted rather than
+        letting memory grow without bound.
+        """
+        lock = self._lock
+        if lock.acquire(blocking=False):
+            try:
+                self._drain_locked()
+            finally:
+                lock.release()
+            return
+        pending = self._pending
+        while len(pending) > PENDING_LIMIT:
+            try:
+                pending.pop()
+            except IndexError:
+                break
+            self.dropped_spans += 1
 
     def add_many(self, spans: Iterable[Span]) -> None:
         """Queue several finished spans."""

@@ -108,7 +108,7 @@ def _finish(span: Span) -> None:
         pending = _S.pending
         pending.append(span)
         if len(pending) >= DRAIN_THRESHOLD:
-            _S.store.drain()
+            _S.store.try_drain()
         procs = _S.processors
         if procs:
             for proc in procs:
