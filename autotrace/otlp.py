@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import math
+import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -21,12 +22,29 @@ __all__ = ["any_value", "encode_span", "encode_spans", "encode_traces", "key_val
 
 SCOPE = {"name": "autotrace", "version": __version__}
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _text(value: str) -> str:
+    """``value`` as valid UTF-8 text: lone surrogates, which no OTLP parser accepts, become U+FFFD."""
+    if value.__class__ is not str:
+        from .attributes import safe_str
+
+        value = safe_str(value)
+    if value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", value)
+    return value
+
 
 def any_value(value: Any) -> dict[str, Any]:
     """One attribute value as an OTLP ``AnyValue``."""
     cls = type(value)
     if cls is str:
-        return {"stringValue": value}
+        return {"stringValue": _text(value)}
     if cls is bool:
         return {"boolValue": value}
     if cls is int:
@@ -42,19 +60,21 @@ def any_value(value: Any) -> dict[str, Any]:
     if isinstance(value, float):
         return any_value(float(value))
     if isinstance(value, str):
-        return {"stringValue": str(value)}
+        return {"stringValue": _text(str.__str__(value))}
     if isinstance(value, (bytes, bytearray)):
         return {"bytesValue": base64.b64encode(bytes(value)).decode("ascii")}
     if isinstance(value, Mapping):
         return {"kvlistValue": {"values": key_values(value)}}
     if isinstance(value, (list, tuple)):
         return {"arrayValue": {"values": [any_value(v) for v in value if v is not None]}}
-    return {"stringValue": str(value)}
+    from .attributes import safe_str
+
+    return {"stringValue": _text(safe_str(value))}
 
 
 def key_values(attributes: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Attributes as a list of OTLP ``KeyValue``."""
-    return [{"key": key, "value": any_value(value)} for key, value in attributes.items()]
+    return [{"key": _text(key), "value": any_value(value)} for key, value in attributes.items()]
 
 
 def _hex64(value: int) -> str:
@@ -73,7 +93,7 @@ def encode_span(span: Span) -> dict[str, Any]:
         out["parentSpanId"] = _hex64(span._parent_id)
     start = span._start
     end = span._end if span._end is not None else start
-    out["name"] = span._name
+    out["name"] = _text(span._name)
     out["kind"] = int(span._kind)
     out["startTimeUnixNano"] = str(start)
     out["endTimeUnixNano"] = str(end if end >= start else start)
@@ -87,7 +107,7 @@ def encode_span(span: Span) -> dict[str, Any]:
             _drop_zero(
                 {
                     "timeUnixNano": str(ev.timestamp),
-                    "name": ev.name,
+                    "name": _text(ev.name),
                     "attributes": key_values(ev.attributes),
                 },
                 "droppedAttributesCount",
@@ -125,7 +145,7 @@ def encode_span(span: Span) -> dict[str, Any]:
     if status.code:
         st: dict[str, Any] = {"code": int(status.code)}
         if status.code == 2 and status.description:
-            st["message"] = status.description
+            st["message"] = _text(status.description)
         out["status"] = st
     else:
         out["status"] = {}
