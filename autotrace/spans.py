@@ -176,8 +176,12 @@ def _as_link(link: Link | SpanContext | Span | NonRecordingSpan) -> Link:
 
 def _exception_attributes(exc: BaseException, escaped: bool | None) -> dict[str, Any]:
     cls = type(exc)
-    module = getattr(cls, "__module__", None)
-    qualname = getattr(cls, "__qualname__", cls.__name__)
+    qualname = cls.__qualname__
+    try:  # a class may carry any object as __module__, even one whose __str__ raises
+        module = getattr(cls, "__module__", None)
+        module = None if module is None else _attributes.safe_str(module)
+    except Exception:
+        module = None
     type_name = qualname if module in (None, "builtins", "__builtin__") else f"{module}.{qualname}"
     attrs: dict[str, Any] = {
         "exception.type": type_name,
