@@ -111,6 +111,8 @@ def _sync_capture_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capt
             result = wrapped(*args, **kwargs)
         except BaseException as exc:
             _fail(s, exc)  # type: ignore[arg-type]
+            s._end = _time_ns()  # type: ignore[union-attr]
+            _finish(s)  # type: ignore[arg-type]
             raise
         finally:
             _cv_reset(token)
@@ -146,6 +148,9 @@ def _async_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture: _C
             result = await coro
         except BaseException as exc:
             _fail(s, exc)  # type: ignore[arg-type]
+            if capture is not None:  # the span would otherwise end only after a result
+                s._end = _time_ns()  # type: ignore[union-attr]
+                _finish(s)  # type: ignore[arg-type]
             raise
         finally:
             _cv_reset(token)
