@@ -403,8 +403,7 @@ def test_generator_items_and_outcome_unchanged(
     """A traced generator yields the same objects and ends with the same return value or exception."""
 
     def plain() -> Any:
-        for item in items:
-            yield item
+        yield from items
         if exc is not None:
             raise exc
         return result
@@ -418,7 +417,7 @@ def test_generator_items_and_outcome_unchanged(
         assert exc is None and stop.value is result
     except BaseException as error:
         assert error is exc
-    assert len(seen) == len(items) and all(a is b for a, b in zip(seen, items))
+    assert len(seen) == len(items) and all(a is b for a, b in zip(seen, items, strict=True))
     _export_is_valid(1)
 
 
@@ -449,7 +448,7 @@ def test_async_generator_items_and_outcome_unchanged(
 
     seen, raised = asyncio.run(main())
     assert raised is exc
-    assert len(seen) == len(items) and all(a is b for a, b in zip(seen, items))
+    assert len(seen) == len(items) and all(a is b for a, b in zip(seen, items, strict=True))
     _export_is_valid(1)
 
 
