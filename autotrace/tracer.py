@@ -96,7 +96,12 @@ def internal_error(where: str, exc: BaseException | None = None) -> None:
     count = errors.get(where, 0)
     errors[where] = count + 1
     if count == 0:
-        logger.warning("autotrace: %s failed; tracing goes on without it (%r)", where, exc, exc_info=exc)
+        # The exception's own __repr__/__str__ may raise: describe it with safe_str.
+        reason = "" if exc is None else f"{type(exc).__qualname__}: {_attributes.safe_str(exc)}"
+        try:
+            logger.warning("autotrace: %s failed; tracing goes on without it (%s)", where, reason, exc_info=exc)
+        except Exception:  # a broken logging handler must not break the host either
+            pass
 
 
 # -- finishing ------------------------------------------------------------------------
