@@ -1,37 +1,309 @@
 """What ``capture_args`` / ``capture_result`` keep: redacted, truncated text.
 
-Values whose key looks like a secret (api key, token, password, authorization,
-secret, cookie...) are replaced by ``[REDACTED]``; everything else is kept as
-an attribute value when it is one, else as its ``repr``, cut to
-``capture_max_length`` characters. A ``redact(key, value)`` function in the
-configuration runs first and may return a replacement.
+Rules, in order, for an argument or result named ``key``:
+
+1. A key that looks like a secret (api key, token, password, authorization,
+   secret, cookie, credential, session, private/access key...) is stored as
+   ``[REDACTED]``, whatever its value.
+2. The configured ``TraceConfig(redact=fn)`` runs as ``fn(key, value)`` and
+   returns the value to keep. If it raises, the value is stored as
+   ``[REDACTED]``: a broken redactor must not leak what it was meant to hide.
+3. bool, int and float are kept as they are; anything else becomes text: a
+   str as itself, other values as a repr in which every secret-looking key of
+   a nested mapping, dataclass, named tuple or object attribute is redacted.
+4. The text is cut to ``capture_max_length`` characters (plus ``…``), and
+   ``key=value`` / ``"key": value`` pairs with secret-looking keys,
+   ``Bearer``/``Basic`` credentials and well-known API key formats left in it
+   are masked.
+
+Rendering is bounded: only as much of a container as fits the length limit is
+looked at, so capturing a huge list costs no more than capturing a short one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .attributes import safe_str
 
-__all__ = ["REDACTED", "capture_value", "looks_secret"]
+__all__ = ["REDACTED", "capture_value", "looks_secret", "redact_text"]
 
 REDACTED = "[REDACTED]"
 
-_SECRET = re.compile(
-    r"(pass(word|wd|phrase)?|secret|token|api[-_ ]?key|apikey|auth(orization)?|credential|"
-    r"private[-_ ]?key|session|cookie|bearer|signature|access[-_ ]?key)",
-    re.IGNORECASE,
+_MAX_DEPTH = 6
+_ELLIPSIS = "…"
+
+# Words (after splitting snake_case, kebab-case, camelCase and dots) that mark a secret.
+_SECRET_WORDS = frozenset(
+    {
+        "password",
+        "passwd",
+        "passphrase",
+        "pwd",
+        "secret",
+        "secrets",
+        "token",
+        "apikey",
+        "auth",
+        "authorization",
+        "authentication",
+        "credential",
+        "credentials",
+        "cookie",
+        "cookies",
+        "session",
+        "sessionid",
+        "bearer",
+        "jwt",
+        "otp",
+        "privatekey",
+        "accesskey",
+        "secretkey",
+        "signingkey",
+        "clientsecret",
+        "xsrf",
+        "csrf",
+    }
 )
+# Two-word secrets: "api key", "private key", "access key"...
+_SECRET_PAIRS = frozenset(
+    {
+        ("api", "key"),
+        ("private", "key"),
+        ("access", "key"),
+        ("secret", "key"),
+        ("signing", "key"),
+        ("encryption", "key"),
+        ("set", "cookie"),
+        ("session", "id"),
+        ("connection", "string"),
+    }
+)
+# "token" next to one of these is about LLM tokens, not credentials (max_tokens, token_count, eos_token);
+# "id_token", "access_token", "refresh_token" stay secret.
+_TOKEN_BEFORE = frozenset(
+    {
+        "max", "min", "num", "total", "next", "first", "last", "new", "prev", "eos", "bos", "pad", "stop",
+        "start", "end", "unk", "sep", "cls", "mask", "special", "input", "output", "prompt", "completion",
+        "generated", "sampled",
+    }
+)  # fmt: skip
+_TOKEN_AFTER = frozenset(
+    {
+        "count", "counts", "id", "ids", "len", "length", "limit", "usage", "type", "index", "budget",
+        "logprob", "logprobs", "str", "text", "position", "pos", "probability", "prob", "score",
+    }
+)  # fmt: skip
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+_SPLIT = re.compile(r"[^A-Za-z0-9]+")
+
+
+def _words(key: str) -> list[str]:
+    return [w.lower() for w in _SPLIT.split(_CAMEL.sub("_", key)) if w]
 
 
 def looks_secret(key: str) -> bool:
-    """True when a key names something that must not be stored (``api_key``, ``Authorization``...)."""
-    return bool(_SECRET.search(key))
+    """True when a key names something that must not be stored (``api_key``, ``Authorization``...).
+
+    Inference words that merely contain one of these stay visible:
+    ``max_tokens``, ``token_count``, ``tokenizer``, ``author``.
+    """
+    if not isinstance(key, str):
+        return False
+    words = _words(key)
+    for i, word in enumerate(words):
+        if word in _SECRET_WORDS:
+            if word == "token" and (
+                (i and words[i - 1] in _TOKEN_BEFORE) or (i + 1 < len(words) and words[i + 1] in _TOKEN_AFTER)
+            ):
+                continue
+            return True
+        if i and (words[i - 1], word) in _SECRET_PAIRS:
+            return True
+    return False
 
 
-def _settings() -> tuple[int, Any]:
+# -- text patterns, applied to the final text ---------------------------------------------------
+
+_KEY_CHARS = r"[A-Za-z0-9_.\-]*"
+# key=value, key: value, "key": "value", 'key': 'value' (the key checked with looks_secret).
+_PAIR = re.compile(r"""(?<![A-Za-z0-9_.\-])["']?(?P<name>[A-Za-z]""" + _KEY_CHARS + r""")["']?\s*[=:]\s*""")
+# Where a value ends: the matching quote, or the first separator. Found only after a
+# secret key, so scanning stays linear in the text.
+_QUOTED = {q: re.compile(q + r"(?:[^" + q + r"\\]|\\.)*" + q + "?") for q in ("'", '"')}
+_UNQUOTED_END = re.compile(r"[\s,;&)}\]]")
+_SCHEME = re.compile(r"\b(?P<scheme>Bearer|Basic|Token|Digest)\s+[A-Za-z0-9._~+/=\-]{8,}", re.IGNORECASE)
+_KNOWN_FORMATS = re.compile(
+    r"\b(?:sk-[A-Za-z0-9_\-]{16,}|sk-ant-[A-Za-z0-9_\-]{16,}|gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}"
+    r"|xox[abposr]-[A-Za-z0-9\-]{10,}|AKIA[0-9A-Z]{16}|AIza[0-9A-Za-z_\-]{35}|hf_[A-Za-z0-9]{30,}"
+    r"|eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,})"
+)
+
+
+def _mask_pairs(text: str) -> str:
+    out: list[str] = []
+    pos = 0
+    for match in _PAIR.finditer(text):
+        start = match.end()
+        if match.start() < pos or not looks_secret(match.group("name")):
+            continue  # inside a value already masked, or not a secret
+        quoted = _QUOTED.get(text[start : start + 1])
+        if quoted is not None:
+            end = quoted.match(text, start).end()  # type: ignore[union-attr]
+            masked = f"{text[start]}{REDACTED}{text[start]}"
+        else:
+            found = _UNQUOTED_END.search(text, start)
+            end = found.start() if found else len(text)
+            masked = REDACTED
+        if end > start:
+            out.append(text[pos:start])
+            out.append(masked)
+            pos = end
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def redact_text(text: str) -> str:
+    """Mask secrets left in free text: secret-looking ``key=value`` pairs, auth schemes, known key formats."""
+    text = _SCHEME.sub(lambda m: f"{m.group('scheme')} {REDACTED}", text)  # before pairs: "Authorization: Bearer x"
+    text = _mask_pairs(text)
+    return _KNOWN_FORMATS.sub(REDACTED, text)
+
+
+# -- bounded, redacting repr ---------------------------------------------------------------------
+
+
+class _Render:
+    """A repr that redacts secret-looking keys and fields, and stops once ``budget`` characters are out."""
+
+    __slots__ = ("budget", "parts", "path")
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.parts: list[str] = []
+        self.path: set[int] = set()
+
+    def emit(self, text: str) -> bool:
+        """Write text; False once the budget is spent (callers then stop)."""
+        if self.budget <= 0:
+            return False
+        if len(text) > self.budget:
+            text = text[: self.budget]
+        self.parts.append(text)
+        self.budget -= len(text)
+        return self.budget > 0
+
+    def leaf(self, value: Any) -> bool:
+        if isinstance(value, (str, bytes, bytearray)):
+            # Only the part that can be shown is repr'd: a 1 GB string costs what 1 kB does.
+            cut = value[: self.budget + 1]
+            return self.emit(_safe_repr(cut))
+        return self.emit(_safe_repr(value))
+
+    def value(self, value: Any, depth: int) -> bool:
+        if isinstance(value, (str, bytes, bytearray, int, float, type(None))):
+            return self.leaf(value)
+        if depth >= _MAX_DEPTH:
+            return self.emit(_ELLIPSIS)
+        ident = id(value)
+        if ident in self.path:
+            return self.emit("<recursive>")
+        self.path.add(ident)
+        try:
+            return self._container(value, depth)
+        finally:
+            self.path.discard(ident)
+
+    def _container(self, value: Any, depth: int) -> bool:
+        if isinstance(value, Mapping):
+            return self.items("{", "}", _mapping_items(value), depth, ": ")
+        fields = _fields(value)
+        if fields is not None:
+            return self.items(f"{_type_name(value)}(", ")", fields, depth, "=")
+        if isinstance(value, list):
+            return self.seq("[", "]", value, depth)
+        if isinstance(value, tuple):
+            return self.seq("(", ")" if len(value) != 1 else ",)", value, depth)
+        if isinstance(value, (set, frozenset)):
+            return self.seq("{", "}", value, depth)
+        return self.leaf(value)
+
+    def seq(self, open_: str, close: str, items: Any, depth: int) -> bool:
+        if not self.emit(open_):
+            return False
+        for i, item in enumerate(items):
+            if (i and not self.emit(", ")) or not self.value(item, depth + 1):
+                return False
+        return self.emit(close)
+
+    def items(self, open_: str, close: str, pairs: Any, depth: int, sep: str) -> bool:
+        if not self.emit(open_):
+            return False
+        for i, (key, item) in enumerate(pairs):
+            if i and not self.emit(", "):
+                return False
+            shown = key if sep == "=" else _safe_repr(key)
+            if not self.emit(f"{shown}{sep}"):
+                return False
+            secret = isinstance(key, str) and looks_secret(key)
+            if not (self.emit(repr(REDACTED)) if secret else self.value(item, depth + 1)):
+                return False
+        return self.emit(close)
+
+
+def _safe_repr(value: Any) -> str:
+    try:
+        text = repr(value)
+        return text if type(text) is str else safe_str(text)
+    except Exception:
+        return safe_str(value)
+
+
+def _type_name(value: Any) -> str:
+    try:
+        return type(value).__qualname__
+    except Exception:
+        return "object"
+
+
+def _mapping_items(value: Mapping[Any, Any]) -> Any:
+    try:
+        return iter(list(value.items()))
+    except Exception:
+        return iter([("<unreadable mapping>", "")])
+
+
+def _fields(value: Any) -> list[tuple[str, Any]] | None:
+    """Named fields of a dataclass instance or named tuple; None for other values."""
+    try:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return [(f.name, getattr(value, f.name, None)) for f in dataclasses.fields(value) if f.repr]
+        names = getattr(type(value), "_fields", None)
+        if isinstance(value, tuple) and isinstance(names, tuple):
+            return list(zip(names, value, strict=False))
+    except Exception:
+        return [("<unreadable fields>", "")]
+    return None
+
+
+def render(value: Any, limit: int) -> str:
+    """``repr(value)`` with secret-looking keys and fields redacted, cut to ``limit`` characters."""
+    out = _Render(limit + 1)
+    try:
+        out.value(value, 0)
+    except RecursionError:
+        out.emit(_ELLIPSIS)
+    return "".join(out.parts)
+
+
+# -- the entry point ---------------------------------------------------------------------------
+
+
+def _settings() -> tuple[int, Callable[[str, Any], Any] | None]:
     from .tracer import get_config
 
     config = get_config()
@@ -40,25 +312,8 @@ def _settings() -> tuple[int, Any]:
     return config.capture_max_length, config.redact
 
 
-def _scrub(value: Any, depth: int = 0) -> Any:
-    """Replace secret-looking keys inside mappings (and lists of mappings)."""
-    if depth > 4:
-        return value
-    if isinstance(value, Mapping):
-        return {
-            k: (REDACTED if isinstance(k, str) and looks_secret(k) else _scrub(v, depth + 1)) for k, v in value.items()
-        }
-    if isinstance(value, (list, tuple)):
-        return (
-            type(value)(_scrub(v, depth + 1) for v in value)
-            if isinstance(value, list)
-            else tuple(_scrub(v, depth + 1) for v in value)
-        )
-    return value
-
-
 def capture_value(key: str, value: Any) -> Any:
-    """The attribute value kept for an argument or result named ``key``."""
+    """The attribute value kept for an argument or result named ``key`` (see the module docstring)."""
     limit, redact = _settings()
     if looks_secret(key):
         return REDACTED
@@ -67,15 +322,18 @@ def capture_value(key: str, value: Any) -> Any:
             value = redact(key, value)
         except Exception:
             return REDACTED  # a failing redactor must not leak what it was meant to hide
-    if isinstance(value, (bool, int, float)):
+    if value is REDACTED:
+        return REDACTED
+    cls = type(value)
+    if cls is bool or cls is int or cls is float:
         return value
     if isinstance(value, str):
-        text = value
+        text = str.__str__(value[: limit + 1])
     else:
         try:
-            text = repr(_scrub(value))
+            text = render(value, limit)
         except Exception:
-            text = safe_str(value)
+            text = safe_str(value)[: limit + 1]
     if len(text) > limit:
-        text = text[:limit] + "…"
-    return text
+        text = text[:limit] + _ELLIPSIS
+    return redact_text(text)
