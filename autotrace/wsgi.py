@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from . import tracer as _tracer
+from .attributes import safe_str
 from .context import CURRENT
 from .propagation import TRACEPARENT, extract, format_traceparent
 from .spans import INVALID_SPAN_CONTEXT, NonRecordingSpan, Span, SpanKind, StatusCode
@@ -147,8 +148,12 @@ class _Request:
     def _fail(self, exc: BaseException) -> None:
         try:
             self.span.record_exception(exc, escaped=True)
-            self.span.set_attribute("error.type", type(exc).__qualname__)
-            self.span.set_status(StatusCode.ERROR, f"{type(exc).__qualname__}: {exc}")
+            cls = type(exc)
+            module = cls.__module__
+            qualname = cls.__qualname__
+            # error.type: the fully qualified class name, as exception.type on the event.
+            self.span.set_attribute("error.type", qualname if module == "builtins" else f"{module}.{qualname}")
+            self.span.set_status(StatusCode.ERROR, f"{qualname}: {safe_str(exc)}")
         except Exception as error:
             internal_error("wsgi middleware (exception)", error)
 
