@@ -98,8 +98,10 @@ class _Request:
             span_name = name
         else:
             span_name = str(name(environ))
-        # No traceparent: a new trace, not a child of whatever the server thread has current.
-        parent = extract(environ) or INVALID_SPAN_CONTEXT
+        # Only the two headers, not the whole environ, are handed to extract().
+        # No (valid) traceparent: a new trace, not a child of whatever the server thread has current.
+        carrier = [(k, environ[k]) for k in ("HTTP_TRACEPARENT", "HTTP_TRACESTATE") if k in environ]
+        parent = (extract(carrier) if carrier else None) or INVALID_SPAN_CONTEXT
         self.span: Span | NonRecordingSpan = _tracer.span(
             span_name, kind=SpanKind.SERVER, attributes=attrs, parent=parent
         )
