@@ -118,7 +118,8 @@ class _Request:
         finally:
             CURRENT.reset(token)
         self._route()
-        return _Body(self, result)
+        # A list keeps its length visible, so servers still set Content-Length from it.
+        return _SizedBody(self, result) if isinstance(result, (list, tuple)) else _Body(self, result)
 
     def _start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
         try:
@@ -228,6 +229,15 @@ class _Body:
                     CURRENT.reset(token)
         finally:
             request.finish()
+
+
+class _SizedBody(_Body):
+    """A _Body over a list or tuple, with its length (wsgiref sets Content-Length from it)."""
+
+    __slots__ = ()
+
+    def __len__(self) -> int:
+        return len(self.result)  # type: ignore[arg-type]
 
 
 def _request_attributes(environ: Environ, method: str, path: str) -> dict[str, Any]:

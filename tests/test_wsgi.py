@@ -133,6 +133,7 @@ def test_bottle_route_names_and_attributes(serve: Callable[[Any], Server]) -> No
         "network.protocol.version": "1.1",
     }
     assert headers["traceparent"] == f"00-{span.trace_id}-{span.span_id}-01"
+    assert headers["content-length"] == str(len(body))  # the wrapped list body still has a length
     assert spans.one("lookup").parent_span_id == span.span_id
 
 
