@@ -133,7 +133,6 @@ def test_bottle_route_names_and_attributes(serve: Callable[[Any], Server]) -> No
         "network.protocol.version": "1.1",
     }
     assert headers["traceparent"] == f"00-{span.trace_id}-{span.span_id}-01"
-    assert headers["content-length"] == str(len(body))  # the wrapped list body still has a length
     assert spans.one("lookup").parent_span_id == span.span_id
 
 
@@ -146,8 +145,10 @@ def test_plain_wsgi_app_is_named_by_path(serve: Callable[[Any], Server]) -> None
 
     server = serve(TracingMiddleware(app))
     with capture_spans() as spans:
-        assert server.get("/things")[0] == 201
+        status, headers, _ = server.get("/things")
         (span,) = wait_for(spans, "GET /things")
+    assert status == 201
+    assert headers.get("content-length") == "4"  # wsgiref still sets it from the wrapped list's length
     assert "http.route" not in span.attributes
     assert span.attributes["http.response.status_code"] == 201
 
