@@ -225,4 +225,11 @@ def wrap_executor(executor: concurrent.futures.Executor) -> concurrent.futures.E
     """
     if isinstance(executor, (ContextExecutor, _ContextExecutorProxy)):
         return executor
+    if isinstance(executor, concurrent.futures.ProcessPoolExecutor):
+        raise TypeError(
+            "wrap_executor needs a thread-based executor: a process pool cannot carry a context; "
+            "send autotrace.propagation.inject({}) with the task and extract() it in the worker"
+        )
+    if not isinstance(executor, concurrent.futures.Executor):
+        raise TypeError(f"wrap_executor needs a concurrent.futures.Executor; got {type(executor).__name__}")
     return _ContextExecutorProxy(executor)

@@ -141,6 +141,14 @@ def test_wrap_executor() -> None:
         base.submit(task)  # the with block shut the real executor down
 
 
+def test_wrap_executor_rejects_what_it_cannot_wrap() -> None:
+    """Process pools and non-executors are refused with an error that says why."""
+    with concurrent.futures.ProcessPoolExecutor(1) as procs, pytest.raises(TypeError, match="process pool"):
+        wrap_executor(procs)
+    with pytest.raises(TypeError, match="Executor"):
+        wrap_executor("pool")  # type: ignore[arg-type]
+
+
 def test_asyncio_to_thread_keeps_the_parent() -> None:
     """asyncio.to_thread copies the context, so a traced call there is a child of the awaiting span."""
 
