@@ -1,0 +1,412 @@
+"""The /traces server: a Bottle app over the trace store, and a background thread to run it.
+
+    import autotrace.server
+
+    handle = autotrace.server.start_in_background(port=8080)   # from inside your process
+    # curl http://127.0.0.1:8080/traces?limit=1
+    handle.stop()
+
+``create_app()`` is a plain WSGI application, so gunicorn or waitress can host it
+too (``gunicorn 'autotrace.server:create_app()'``). Every answer is JSON except
+the viewer page at ``/``; bad input is a 400 that names the parameter, never a 500.
+"""
+
+from __future__ import annotations
+
+import hmac
+import importlib.resources
+import json
+import logging
+import os
+import re
+import socket
+import socketserver
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+
+import bottle
+
+from .store import TraceStore
+from .tracer import get_trace_store, internal_error
+
+__all__ = ["ServerHandle", "create_app", "start_in_background"]
+
+logger = logging.getLogger("autotrace")
+
+TOKEN_ENV = "AUTOTRACE_TOKEN"
+
+# Routes anyone may load even when a token is set: the liveness probe, and the
+# viewer page, which holds no data and asks the user for the token itself.
+_PUBLIC_PATHS = frozenset({"/health", "/"})
+
+_TRUE = frozenset({"true", "1", "yes"})
+_FALSE = frozenset({"false", "0", "no"})
+_DIGITS = re.compile(r"[0-9]{1,18}")  # ASCII only: str.isdigit() also accepts "²" and "١"
+_TRACE_ID = re.compile(r"[0-9a-fA-F]{32}")
+_TRACES_PARAMS = ("limit", "clear", "trace_id")
+
+_JSON = "application/json"
+_COMMON_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+}
+# The viewer is one self-contained file: its script and style are inline, and it
+# only talks to this origin.
+_PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+        "form-action 'none'; frame-ancestors 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+}
+
+_PLACEHOLDER_PAGE = """<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>autotrace</title></head>
+<body>
+<h1>autotrace</h1>
+<p>The trace viewer is not installed in this build. The traces are at
+<a href="traces">/traces</a> (OTLP/JSON; <code>?limit=N</code>, <code>?clear=true</code>).</p>
+</body>
+</html>
+"""
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def _set_headers(headers: dict[str, str]) -> None:
+    for name, value in headers.items():
+        bottle.response.set_header(name, value)
+
+
+def _bad_request(message: str) -> bottle.HTTPError:
+    return bottle.HTTPError(400, message)
+
+
+def _single(name: str) -> str | None:
+    """The one value of query parameter ``name``, None when absent; 400 when repeated."""
+    values = bottle.request.query.getall(name)
+    if not values:
+        return None
+    if len(values) > 1:
+        raise _bad_request(f"query parameter {name!r} is given {len(values)} times; give it once")
+    value: str = values[0]
+    return value
+
+
+def parse_limit(text: str | None) -> int | None:
+    """``limit`` as a non-negative integer, None when absent; ValueError naming it otherwise."""
+    if text is None:
+        return None
+    if not _DIGITS.fullmatch(text):
+        raise ValueError(f"limit must be a non-negative integer; got {text[:40]!r}")
+    return int(text)
+
+
+def parse_clear(text: str | None) -> bool:
+    """``clear`` as a bool (true/false/1/0/yes/no, any case), False when absent."""
+    if text is None:
+        return False
+    folded = text.strip().lower()
+    if folded in _TRUE:
+        return True
+    if folded in _FALSE:
+        return False
+    raise ValueError(f"clear must be one of true, false, 1, 0, yes, no; got {text[:40]!r}")
+
+
+def parse_trace_id(text: str | None) -> str | None:
+    """``trace_id`` as 32 lower-case hex digits (not all zero), None when absent."""
+    if text is None:
+        return None
+    if not _TRACE_ID.fullmatch(text) or int(text, 16) == 0:
+        raise ValueError(f"trace_id must be 32 hex digits, not all zero; got {text[:40]!r}")
+    return text.lower()
+
+
+def _resolve_token(token: str | None) -> str | None:
+    if token is None:
+        token = os.environ.get(TOKEN_ENV) or None
+    elif not isinstance(token, str) or not token:
+        raise ValueError(f"token must be a non-empty string; got {token!r}")
+    return token
+
+
+def _authorized(header: str, expected: bytes) -> bool:
+    scheme, _, credentials = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    # WSGI hands headers over as latin-1 decoded text: encoding back gives the bytes sent.
+    try:
+        given = credentials.strip().encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return hmac.compare_digest(given, expected)
+
+
+def _error_page(err: bottle.HTTPError) -> str:
+    """Every error Bottle raises or we raise, answered as ``{"error": ...}``."""
+    status = err.status_code
+    if status >= 500:
+        internal_error("the /traces server", err.exception)
+        message = "internal error; see the server log"
+    elif status == 404:
+        message = f"not found: {bottle.request.path[:200]}"
+        if isinstance(err.body, str) and err.body.startswith("no trace"):
+            message = err.body
+    elif status == 405:
+        allowed = bottle.response.get_header("Allow", "")
+        message = f"method {bottle.request.method} not allowed on {bottle.request.path[:200]}; use {allowed}"
+    else:
+        message = err.body if isinstance(err.body, str) and err.body else bottle.HTTP_CODES.get(status, "error")
+    bottle.response.content_type = _JSON
+    _set_headers(_COMMON_HEADERS)
+    return _dumps({"error": message, "status": status})
+
+
+def _guard(callback: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn an unexpected exception in a route into a logged 500 JSON answer."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return callback(*args, **kwargs)
+        except bottle.HTTPResponse:
+            raise
+        except Exception as exc:
+            raise bottle.HTTPError(500, "internal error", exc)
+
+    wrapper.__name__ = getattr(callback, "__name__", "route")
+    wrapper.__doc__ = callback.__doc__
+    return wrapper
+
+
+def _viewer_page() -> str:
+    try:
+        resource = importlib.resources.files("autotrace").joinpath("viewer.html")
+        if resource.is_file():
+            return resource.read_text(encoding="utf-8")
+    except Exception as exc:
+        internal_error("reading viewer.html", exc)
+    return _PLACEHOLDER_PAGE
+
+
+def install(app: bottle.Bottle, store: TraceStore | None = None, *, token: str | None = None) -> bottle.Bottle:
+    """Add the /traces routes, the JSON error pages and the token check to an existing Bottle app.
+
+    ``create_app()`` is this on a fresh app; the demo uses it to put its own
+    routes beside /traces on one app.
+    """
+    token = _resolve_token(token)
+    expected = token.encode("utf-8") if token is not None else None
+
+    def current_store() -> TraceStore:
+        # Looked up per request: configure() replaces the global store.
+        return store if store is not None else get_trace_store()
+
+    def check_token() -> None:
+        if expected is None or bottle.request.path in _PUBLIC_PATHS:
+            return
+        if not _authorized(bottle.request.get_header("Authorization", ""), expected):
+            err = bottle.HTTPError(401, "missing or wrong bearer token: send 'Authorization: Bearer <token>'")
+            err.set_header("WWW-Authenticate", 'Bearer realm="autotrace"')
+            raise err
+
+    def common_headers() -> None:
+        _set_headers(_COMMON_HEADERS)
+
+    app.add_hook("before_request", check_token)
+    app.add_hook("after_request", common_headers)
+    app.default_error_handler = _error_page  # instance attribute: wins over Bottle's HTML pages
+
+    def traces() -> str:
+        """The stored traces as OTLP/JSON: ?limit=N, ?clear=true, ?trace_id=<32 hex>."""
+        query = bottle.request.query
+        unknown = sorted(set(query.keys()) - set(_TRACES_PARAMS))
+        if unknown:
+            raise _bad_request(
+                f"unknown query parameter {unknown[0][:40]!r}; /traces takes {', '.join(_TRACES_PARAMS)}"
+            )
+        try:
+            limit = parse_limit(_single("limit"))
+            clear = parse_clear(_single("clear"))
+            trace_id = parse_trace_id(_single("trace_id"))
+        except ValueError as exc:
+            raise _bad_request(str(exc))
+        s = current_store()
+        if trace_id is not None:
+            if limit is not None or clear:
+                raise _bad_request("trace_id cannot be combined with limit or clear")
+            spans = s.get_trace(trace_id)
+            if spans is None:
+                raise bottle.HTTPError(404, f"no trace with trace_id {trace_id}")
+            from .otlp import encode_traces
+
+            doc = encode_traces([spans])
+        else:
+            # take() removes exactly the traces it returns, under the store's lock, so
+            # spans that arrive while this answer is built stay for the next read.
+            doc = s.export(limit, clear=clear)
+        bottle.response.content_type = _JSON
+        return _dumps(doc)
+
+    def delete_traces() -> str:
+        """Empty the store; answers how many traces were removed."""
+        if bottle.request.query.keys():
+            raise _bad_request("DELETE /traces takes no query parameters")
+        bottle.response.content_type = _JSON
+        return _dumps({"cleared": current_store().clear()})
+
+    def health() -> str:
+        """Liveness: the process answers."""
+        bottle.response.content_type = _JSON
+        return _dumps({"status": "ok"})
+
+    def ready() -> str:
+        """Readiness, with the store's counters."""
+        bottle.response.content_type = _JSON
+        return _dumps({"status": "ready", **current_store().stats()})
+
+    def page() -> str:
+        """The trace viewer (a placeholder page when viewer.html is not installed)."""
+        bottle.response.content_type = "text/html; charset=utf-8"
+        _set_headers(_PAGE_HEADERS)
+        return _viewer_page()
+
+    app.route("/traces", "GET", _guard(traces))
+    app.route("/traces", "DELETE", _guard(delete_traces))
+    app.route("/health", "GET", _guard(health))
+    app.route("/ready", "GET", _guard(ready))
+    app.route("/", "GET", _guard(page))
+    return app
+
+
+def create_app(store: TraceStore | None = None, *, token: str | None = None) -> bottle.Bottle:
+    """A Bottle (WSGI) app serving ``store`` (the global store by default) at /traces.
+
+    ``token`` (default: ``$AUTOTRACE_TOKEN``) makes every route but /health and
+    the viewer page ask for ``Authorization: Bearer <token>``.
+    """
+    return install(bottle.Bottle(catchall=True), store, token=token)
+
+
+# -- running in the background --------------------------------------------------------------
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """wsgiref's handler, logging requests only when asked, with a socket timeout."""
+
+    timeout = 60  # a client that stops talking frees its thread after a minute
+    server_version = "autotrace"
+    sys_version = ""
+    access_log = False
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if self.access_log:
+            logger.info("%s - %s", self.address_string(), format % args)
+
+
+class _LoggingHandler(_QuietHandler):
+    access_log = True
+
+
+class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
+    """One daemon thread per connection, so a slow client cannot hold up the others."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        logger.debug("autotrace server: error while serving %s", client_address, exc_info=True)
+
+
+class _ThreadingWSGIServer6(_ThreadingWSGIServer):
+    address_family = socket.AF_INET6
+
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class ServerHandle:
+    """A server running on a daemon thread: ``.url``, ``.host``, ``.port``, ``.stop()``; a context manager."""
+
+    def __init__(self, server: _ThreadingWSGIServer, thread: threading.Thread, host: str, port: int) -> None:
+        self._server = server
+        self._thread = thread
+        self._lock = threading.Lock()
+        self._stopped = False
+        self.host = host
+        self.port = port
+        shown = f"[{host}]" if ":" in host else host
+        self.url = f"http://{shown}:{port}"
+
+    @property
+    def running(self) -> bool:
+        """True until stop() is called."""
+        return not self._stopped
+
+    def stop(self, timeout: float | None = 5.0) -> None:
+        """Stop serving and close the listening socket, so the port is free again."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        if self._thread.is_alive():
+            self._server.shutdown()  # returns once serve_forever's loop has exited
+        self._server.server_close()
+        self._thread.join(timeout)
+
+    def __enter__(self) -> ServerHandle:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"ServerHandle(url={self.url!r}, running={self.running})"
+
+
+def start_in_background(
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    *,
+    app: WSGIApp | None = None,
+    store: TraceStore | None = None,
+    token: str | None = None,
+    access_log: bool = False,
+) -> ServerHandle:
+    """Serve ``app`` (default ``create_app(store, token=token)``) on a daemon thread; port 0 picks a free port.
+
+    Raises ``OSError`` when the address cannot be bound and ``ValueError`` for a
+    bad host or port.
+    """
+    if not isinstance(host, str) or not host:
+        raise ValueError(f"host must be a non-empty string; got {host!r}")
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(f"port must be an integer from 0 to 65535; got {port!r}")
+    if app is None:
+        app = create_app(store, token=token)
+    elif store is not None or token is not None:
+        raise ValueError("give either app or store/token, not both")
+    server_class = _ThreadingWSGIServer6 if ":" in host else _ThreadingWSGIServer
+    handler = _LoggingHandler if access_log else _QuietHandler
+    server = server_class((host, port), handler)
+    try:
+        server.set_app(app)
+        bound_port = server.server_address[1]
+        thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name=f"autotrace-server-{bound_port}",
+            daemon=True,
+        )
+        thread.start()
+    except BaseException:
+        server.server_close()
+        raise
+    return ServerHandle(server, thread, host, bound_port)
