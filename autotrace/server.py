@@ -153,18 +153,17 @@ def _authorized(header: str, expected: bytes) -> bool:
 def _error_page(err: bottle.HTTPError) -> str:
     """Every error Bottle raises or we raise, answered as ``{"error": ...}``."""
     status = err.status_code
+    body = err.body if isinstance(err.body, str) else ""
     if status >= 500:
         internal_error("the /traces server", err.exception)
         message = "internal error; see the server log"
-    elif status == 404:
+    elif status == 404 and (not body or body.startswith("Not found:")):  # Bottle's router
         message = f"not found: {bottle.request.path[:200]}"
-        if isinstance(err.body, str) and err.body.startswith("no trace"):
-            message = err.body
     elif status == 405:
         allowed = bottle.response.get_header("Allow", "")
         message = f"method {bottle.request.method} not allowed on {bottle.request.path[:200]}; use {allowed}"
     else:
-        message = err.body if isinstance(err.body, str) and err.body else bottle.HTTP_CODES.get(status, "error")
+        message = body or bottle.HTTP_CODES.get(status, "error")
     bottle.response.content_type = _JSON
     _set_headers(_COMMON_HEADERS)
     return _dumps({"error": message, "status": status})
@@ -298,21 +297,17 @@ def create_app(store: TraceStore | None = None, *, token: str | None = None) -> 
 # -- running in the background --------------------------------------------------------------
 
 
-class _QuietHandler(WSGIRequestHandler):
-    """wsgiref's handler, logging requests only when asked, with a socket timeout."""
+class _LoggingHandler(WSGIRequestHandler):
+    """wsgiref's handler (one access-log line per request on stderr), with a socket timeout."""
 
     timeout = 60  # a client that stops talking frees its thread after a minute
-    server_version = "autotrace"
-    sys_version = ""
-    access_log = False
+
+
+class _QuietHandler(_LoggingHandler):
+    """The same, without the access log."""
 
     def log_message(self, format: str, *args: Any) -> None:
-        if self.access_log:
-            logger.info("%s - %s", self.address_string(), format % args)
-
-
-class _LoggingHandler(_QuietHandler):
-    access_log = True
+        pass
 
 
 class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
