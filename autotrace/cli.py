@@ -154,21 +154,22 @@ def _configure(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error(str(exc))
 
 
-def _wait_for_stop() -> None:
-    """Block until Ctrl-C or SIGTERM."""
-    stop = threading.Event()
-    restore: Any = None
-    in_main = threading.current_thread() is threading.main_thread()
-    if in_main:
-        restore = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
-    try:
-        while not stop.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if in_main:
-            signal.signal(signal.SIGTERM, restore)
+class _StopSignals:
+    """Turns Ctrl-C and SIGTERM into an event, from before the server starts until it has stopped."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self._saved: dict[int, Any] = {}
+
+    def __enter__(self) -> threading.Event:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._saved[sig] = signal.signal(sig, lambda signum, frame: self.event.set())
+        return self.event
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._saved.items():
+            signal.signal(sig, handler)
 
 
 def _print(*lines: str) -> None:
@@ -181,10 +182,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure(parser, args)
+    command = args.command
+    with _StopSignals() as stop:
+        return _run(command, args, stop)
 
+
+def _run(command: str, args: argparse.Namespace, stop: threading.Event) -> int:
     from . import server
 
-    command = args.command
     try:
         if command == "demo":
             from .demo import create_demo_app
@@ -224,6 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 sent = send_traffic(url, args.traffic, token=token)
                 _print(f"autotrace demo: sent {sent} of {args.traffic} requests to /generate")
         _print("Press Ctrl-C to stop.")
-        _wait_for_stop()
+        while not stop.wait(0.5):
+            pass
     _print(f"autotrace {command}: stopped")
     return 0

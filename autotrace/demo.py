@@ -21,7 +21,7 @@ from typing import Any
 import bottle
 
 from .decorators import traced
-from .server import _guard, install
+from .server import Guard, Problem, install
 from .store import TraceStore
 from .tracer import span
 
@@ -116,36 +116,36 @@ def _request_json() -> dict[str, Any]:
     try:
         length = int(request.environ.get("CONTENT_LENGTH") or 0)
     except ValueError:
-        raise bottle.HTTPError(400, "Content-Length must be an integer")
+        raise Problem(400, "Content-Length must be an integer")
     if length < 0:
-        raise bottle.HTTPError(400, "Content-Length must not be negative")
+        raise Problem(400, "Content-Length must not be negative")
     if length > MAX_BODY:
-        raise bottle.HTTPError(413, f"request body is larger than {MAX_BODY} bytes")
+        raise Problem(413, f"request body is larger than {MAX_BODY} bytes")
     raw = request.environ["wsgi.input"].read(length) if length else b""
     try:
         body = json.loads(raw or b"{}")
     except (ValueError, UnicodeDecodeError) as exc:
-        raise bottle.HTTPError(400, f"the body must be a JSON object: {exc}")
+        raise Problem(400, f"the body must be a JSON object: {exc}")
     if not isinstance(body, dict):
-        raise bottle.HTTPError(400, "the body must be a JSON object")
+        raise Problem(400, "the body must be a JSON object")
     return body
 
 
 def _generate_options(body: dict[str, Any]) -> tuple[str, int, bool]:
     unknown = sorted(set(body) - {"prompt", "max_tokens", "stream", "model"})
     if unknown:
-        raise bottle.HTTPError(400, f"unknown field {unknown[0]!r}; use prompt, max_tokens, stream, model")
+        raise Problem(400, f"unknown field {unknown[0]!r}; use prompt, max_tokens, stream, model")
     prompt = body.get("prompt")
     if not isinstance(prompt, str) or len(prompt) > MAX_PROMPT:
-        raise bottle.HTTPError(400, f"prompt must be a string of at most {MAX_PROMPT} characters")
+        raise Problem(400, f"prompt must be a string of at most {MAX_PROMPT} characters")
     max_tokens = body.get("max_tokens", DEFAULT_MAX_TOKENS)
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= MAX_TOKENS:
-        raise bottle.HTTPError(400, f"max_tokens must be an integer from 1 to {MAX_TOKENS}")
+        raise Problem(400, f"max_tokens must be an integer from 1 to {MAX_TOKENS}")
     stream = body.get("stream", True)
     if not isinstance(stream, bool):
-        raise bottle.HTTPError(400, "stream must be true or false")
+        raise Problem(400, "stream must be true or false")
     if body.get("model", MODEL) != MODEL:
-        raise bottle.HTTPError(404, f"no model {str(body.get('model'))[:60]!r}; this server has {MODEL!r}")
+        raise Problem(404, f"no model {str(body.get('model'))[:60]!r}; this server has {MODEL!r}")
     return prompt, max_tokens, stream
 
 
@@ -158,7 +158,8 @@ def create_demo_app(
     """
     if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not 0 <= delay <= 10:
         raise ValueError(f"delay must be a number of seconds from 0 to 10; got {delay!r}")
-    app = install(bottle.Bottle(catchall=True), store, token=token)
+    guard = Guard(token)
+    app = install(bottle.Bottle(catchall=True), store, guard=guard)
 
     def generate() -> Any:
         """POST {"prompt": ..., "max_tokens": N, "stream": true}: tokens as JSON lines, or one JSON answer."""
@@ -198,8 +199,8 @@ def create_demo_app(
             bottle.response.content_type = "application/json"
             return json.dumps({"object": "list", "data": [{"id": MODEL, "object": "model", "owned_by": "autotrace"}]})
 
-    app.route("/generate", "POST", _guard(generate))
-    app.route("/models", "GET", _guard(models))
+    app.route("/generate", "POST", guard(generate))
+    app.route("/models", "GET", guard(models))
     return app
 
 

@@ -28,18 +28,15 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 import bottle
 
+from .otlp import encode_traces
 from .store import TraceStore
 from .tracer import get_trace_store, internal_error
 
-__all__ = ["ServerHandle", "create_app", "start_in_background"]
+__all__ = ["Guard", "Problem", "ServerHandle", "create_app", "install", "start_in_background"]
 
 logger = logging.getLogger("autotrace")
 
 TOKEN_ENV = "AUTOTRACE_TOKEN"
-
-# Routes anyone may load even when a token is set: the liveness probe, and the
-# viewer page, which holds no data and asks the user for the token itself.
-_PUBLIC_PATHS = frozenset({"/health", "/"})
 
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
@@ -85,8 +82,22 @@ def _set_headers(headers: dict[str, str]) -> None:
         bottle.response.set_header(name, value)
 
 
-def _bad_request(message: str) -> bottle.HTTPError:
-    return bottle.HTTPError(400, message)
+class Problem(Exception):
+    """A client error raised inside a route: answered as ``{"error": message, "status": status}``."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def _json_answer(status: int, obj: Any, headers: dict[str, str] | None = None) -> bottle.HTTPResponse:
+    answer = bottle.HTTPResponse(_dumps(obj), status)
+    answer.content_type = _JSON
+    for name, value in {**_COMMON_HEADERS, **(headers or {})}.items():
+        answer.set_header(name, value)
+    return answer
 
 
 def _single(name: str) -> str | None:
@@ -95,7 +106,7 @@ def _single(name: str) -> str | None:
     if not values:
         return None
     if len(values) > 1:
-        raise _bad_request(f"query parameter {name!r} is given {len(values)} times; give it once")
+        raise Problem(400, f"query parameter {name!r} is given {len(values)} times; give it once")
     value: str = values[0]
     return value
 
@@ -130,14 +141,6 @@ def parse_trace_id(text: str | None) -> str | None:
     return text.lower()
 
 
-def _resolve_token(token: str | None) -> str | None:
-    if token is None:
-        token = os.environ.get(TOKEN_ENV) or None
-    elif not isinstance(token, str) or not token:
-        raise ValueError(f"token must be a non-empty string; got {token!r}")
-    return token
-
-
 def _authorized(header: str, expected: bytes) -> bool:
     scheme, _, credentials = header.strip().partition(" ")
     if scheme.lower() != "bearer":
@@ -150,14 +153,62 @@ def _authorized(header: str, expected: bytes) -> bool:
     return hmac.compare_digest(given, expected)
 
 
+class Guard:
+    """Wraps route callbacks: the bearer-token check, JSON error answers, no exception escaping.
+
+    The checks travel with each callback rather than living in app hooks, so the
+    routes keep them when merged or mounted into another Bottle app.
+    """
+
+    def __init__(self, token: str | None = None) -> None:
+        if token is None:
+            token = os.environ.get(TOKEN_ENV) or None
+        elif not isinstance(token, str) or not token:
+            raise ValueError(f"token must be a non-empty string; got {token!r}")
+        self.token = token
+        self._expected = token.encode("utf-8") if token is not None else None
+
+    def check(self) -> None:
+        """Raise a 401 Problem unless the request carries the bearer token (when one is set)."""
+        expected = self._expected
+        if expected is not None and not _authorized(bottle.request.get_header("Authorization", ""), expected):
+            raise Problem(
+                401,
+                "missing or wrong bearer token: send 'Authorization: Bearer <token>'",
+                {"WWW-Authenticate": 'Bearer realm="autotrace"'},
+            )
+
+    def __call__(self, callback: Callable[..., Any], *, public: bool = False) -> Callable[..., Any]:
+        """``callback`` behind the token check (unless ``public``), answering JSON on any failure."""
+
+        def route(*args: Any, **kwargs: Any) -> Any:
+            try:
+                if not public:
+                    self.check()
+                out = callback(*args, **kwargs)
+            except Problem as p:
+                return _json_answer(p.status, {"error": p.message, "status": p.status}, p.headers)
+            except bottle.HTTPResponse:
+                raise
+            except Exception as exc:
+                internal_error(f"the route {bottle.request.path[:100]}", exc)
+                return _json_answer(500, {"error": "internal error; see the server log", "status": 500})
+            _set_headers(_COMMON_HEADERS)
+            return out
+
+        route.__name__ = getattr(callback, "__name__", "route")
+        route.__doc__ = callback.__doc__
+        return route
+
+
 def _error_page(err: bottle.HTTPError) -> str:
-    """Every error Bottle raises or we raise, answered as ``{"error": ...}``."""
+    """Errors raised by Bottle itself (no route, wrong method, a crash), answered as JSON."""
     status = err.status_code
     body = err.body if isinstance(err.body, str) else ""
     if status >= 500:
         internal_error("the /traces server", err.exception)
         message = "internal error; see the server log"
-    elif status == 404 and (not body or body.startswith("Not found:")):  # Bottle's router
+    elif status == 404:
         message = f"not found: {bottle.request.path[:200]}"
     elif status == 405:
         allowed = bottle.response.get_header("Allow", "")
@@ -167,22 +218,6 @@ def _error_page(err: bottle.HTTPError) -> str:
     bottle.response.content_type = _JSON
     _set_headers(_COMMON_HEADERS)
     return _dumps({"error": message, "status": status})
-
-
-def _guard(callback: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn an unexpected exception in a route into a logged 500 JSON answer."""
-
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return callback(*args, **kwargs)
-        except bottle.HTTPResponse:
-            raise
-        except Exception as exc:
-            raise bottle.HTTPError(500, "internal error", exc)
-
-    wrapper.__name__ = getattr(callback, "__name__", "route")
-    wrapper.__doc__ = callback.__doc__
-    return wrapper
 
 
 def _viewer_page() -> str:
@@ -195,57 +230,45 @@ def _viewer_page() -> str:
     return _PLACEHOLDER_PAGE
 
 
-def install(app: bottle.Bottle, store: TraceStore | None = None, *, token: str | None = None) -> bottle.Bottle:
-    """Add the /traces routes, the JSON error pages and the token check to an existing Bottle app.
+def install(
+    app: bottle.Bottle, store: TraceStore | None = None, *, token: str | None = None, guard: Guard | None = None
+) -> bottle.Bottle:
+    """Add /traces, /health, /ready, the viewer at / and JSON error pages to a Bottle app; returns it.
 
-    ``create_app()`` is this on a fresh app; the demo uses it to put its own
-    routes beside /traces on one app.
+    ``create_app()`` is this on a fresh app. Pass ``guard`` (a ``Guard``) instead
+    of ``token`` to protect routes of your own with the same token.
     """
-    token = _resolve_token(token)
-    expected = token.encode("utf-8") if token is not None else None
+    if guard is None:
+        guard = Guard(token)
+    elif token is not None:
+        raise ValueError("give either token or guard, not both")
 
     def current_store() -> TraceStore:
         # Looked up per request: configure() replaces the global store.
         return store if store is not None else get_trace_store()
 
-    def check_token() -> None:
-        if expected is None or bottle.request.path in _PUBLIC_PATHS:
-            return
-        if not _authorized(bottle.request.get_header("Authorization", ""), expected):
-            err = bottle.HTTPError(401, "missing or wrong bearer token: send 'Authorization: Bearer <token>'")
-            err.set_header("WWW-Authenticate", 'Bearer realm="autotrace"')
-            raise err
-
-    def common_headers() -> None:
-        _set_headers(_COMMON_HEADERS)
-
-    app.add_hook("before_request", check_token)
-    app.add_hook("after_request", common_headers)
     app.default_error_handler = _error_page  # instance attribute: wins over Bottle's HTML pages
 
     def traces() -> str:
         """The stored traces as OTLP/JSON: ?limit=N, ?clear=true, ?trace_id=<32 hex>."""
-        query = bottle.request.query
-        unknown = sorted(set(query.keys()) - set(_TRACES_PARAMS))
+        unknown = sorted(set(bottle.request.query.keys()) - set(_TRACES_PARAMS))
         if unknown:
-            raise _bad_request(
-                f"unknown query parameter {unknown[0][:40]!r}; /traces takes {', '.join(_TRACES_PARAMS)}"
+            raise Problem(
+                400, f"unknown query parameter {unknown[0][:40]!r}; /traces takes {', '.join(_TRACES_PARAMS)}"
             )
         try:
             limit = parse_limit(_single("limit"))
             clear = parse_clear(_single("clear"))
             trace_id = parse_trace_id(_single("trace_id"))
         except ValueError as exc:
-            raise _bad_request(str(exc))
+            raise Problem(400, str(exc))
         s = current_store()
         if trace_id is not None:
             if limit is not None or clear:
-                raise _bad_request("trace_id cannot be combined with limit or clear")
+                raise Problem(400, "trace_id cannot be combined with limit or clear")
             spans = s.get_trace(trace_id)
             if spans is None:
-                raise bottle.HTTPError(404, f"no trace with trace_id {trace_id}")
-            from .otlp import encode_traces
-
+                raise Problem(404, f"no trace with trace_id {trace_id}")
             doc = encode_traces([spans])
         else:
             # take() removes exactly the traces it returns, under the store's lock, so
@@ -257,7 +280,7 @@ def install(app: bottle.Bottle, store: TraceStore | None = None, *, token: str |
     def delete_traces() -> str:
         """Empty the store; answers how many traces were removed."""
         if bottle.request.query.keys():
-            raise _bad_request("DELETE /traces takes no query parameters")
+            raise Problem(400, "DELETE /traces takes no query parameters")
         bottle.response.content_type = _JSON
         return _dumps({"cleared": current_store().clear()})
 
@@ -277,11 +300,12 @@ def install(app: bottle.Bottle, store: TraceStore | None = None, *, token: str |
         _set_headers(_PAGE_HEADERS)
         return _viewer_page()
 
-    app.route("/traces", "GET", _guard(traces))
-    app.route("/traces", "DELETE", _guard(delete_traces))
-    app.route("/health", "GET", _guard(health))
-    app.route("/ready", "GET", _guard(ready))
-    app.route("/", "GET", _guard(page))
+    app.route("/traces", "GET", guard(traces))
+    app.route("/traces", "DELETE", guard(delete_traces))
+    app.route("/health", "GET", guard(health, public=True))
+    app.route("/ready", "GET", guard(ready))
+    # The page holds no data; it asks for the token and sends it with its own requests.
+    app.route("/", "GET", guard(page, public=True))
     return app
 
 

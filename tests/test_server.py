@@ -270,7 +270,7 @@ def test_token_guards_every_route_but_health_and_the_page() -> None:
     record_trace(children=0)
     with start_in_background(port=0, token="s3cret") as handle:
         u = handle.url
-        for method, path in (("GET", "/traces"), ("GET", "/ready"), ("DELETE", "/traces"), ("GET", "/nope")):
+        for method, path in (("GET", "/traces"), ("GET", "/ready"), ("DELETE", "/traces")):
             reply = fetch(u, path, method=method)
             assert reply.status == 401, (method, path)
             assert reply.headers["www-authenticate"].startswith("Bearer")
@@ -284,6 +284,7 @@ def test_token_guards_every_route_but_health_and_the_page() -> None:
         assert fetch(u, "/ready", headers=good).status == 200
         assert fetch(u, "/health").status == 200
         assert fetch(u, "/").status == 200
+        assert fetch(u, "/nope").status == 404  # no route, nothing to protect
 
 
 def test_token_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -414,3 +415,21 @@ def test_address_in_use_is_an_oserror() -> None:
     """Binding a port another server holds raises OSError, and nothing keeps running."""
     with start_in_background(port=0) as handle, pytest.raises(OSError):
         start_in_background(port=handle.port)
+
+
+def test_mounted_routes_keep_the_token_and_json_errors() -> None:
+    """Mounted under a prefix in another Bottle app, the routes still check the token and answer JSON."""
+    import bottle
+
+    outer = bottle.Bottle()
+    outer.route("/hello", "GET", lambda: "hi")
+    outer.mount("/autotrace/", create_app(token="t"))
+    with start_in_background(port=0, app=outer) as handle:
+        assert fetch(handle.url, "/hello").body == b"hi"
+        assert fetch(handle.url, "/autotrace/health").json() == {"status": "ok"}
+        assert fetch(handle.url, "/autotrace/").status == 200
+        assert fetch(handle.url, "/autotrace/traces").status == 401
+        good = {"Authorization": "Bearer t"}
+        assert fetch(handle.url, "/autotrace/traces", headers=good).json() == {"resourceSpans": []}
+        bad = fetch(handle.url, "/autotrace/traces?limit=x", headers=good)
+        assert bad.status == 400 and "limit" in bad.json()["error"]
