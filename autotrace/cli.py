@@ -190,13 +190,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(command: str, args: argparse.Namespace, stop: threading.Event) -> int:
     from . import server
 
+    hosts = server.loopback_hosts(args.host)  # bound to loopback: refuse other Host names (DNS rebinding)
     try:
         if command == "demo":
             from .demo import create_demo_app
 
-            app = create_demo_app(token=args.token, delay=args.delay)
+            app = create_demo_app(token=args.token, allowed_hosts=hosts, delay=args.delay)
         else:
-            app = server.create_app(token=args.token)
+            app = server.create_app(token=args.token, allowed_hosts=hosts)
         handle = server.start_in_background(args.host, args.port, app=app, access_log=args.access_log)
     except OSError as exc:
         print(f"autotrace {command}: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)

@@ -15,7 +15,7 @@ import time
 import urllib.error
 import urllib.request
 import zlib
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from typing import Any
 
 import bottle
@@ -150,7 +150,11 @@ def _generate_options(body: dict[str, Any]) -> tuple[str, int, bool]:
 
 
 def create_demo_app(
-    store: TraceStore | None = None, *, token: str | None = None, delay: float = 0.002
+    store: TraceStore | None = None,
+    *,
+    token: str | None = None,
+    allowed_hosts: Iterable[str] | None = None,
+    delay: float = 0.002,
 ) -> bottle.Bottle:
     """The demo inference server: /generate, /models, plus /traces, /health, /ready and the viewer.
 
@@ -158,7 +162,7 @@ def create_demo_app(
     """
     if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not 0 <= delay <= 10:
         raise ValueError(f"delay must be a number of seconds from 0 to 10; got {delay!r}")
-    guard = Guard(token)
+    guard = Guard(token, allowed_hosts=allowed_hosts)
     app = install(bottle.Bottle(catchall=True), store, guard=guard)
 
     def generate() -> Any:

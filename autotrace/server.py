@@ -32,7 +32,7 @@ from .otlp import encode_traces
 from .store import TraceStore
 from .tracer import get_trace_store, internal_error
 
-__all__ = ["Guard", "Problem", "ServerHandle", "create_app", "install", "start_in_background"]
+__all__ = ["Guard", "Problem", "ServerHandle", "create_app", "install", "loopback_hosts", "start_in_background"]
 
 logger = logging.getLogger("autotrace")
 
@@ -153,25 +153,63 @@ def _authorized(header: str, expected: bytes) -> bool:
     return hmac.compare_digest(given, expected)
 
 
-class Guard:
-    """Wraps route callbacks: the bearer-token check, JSON error answers, no exception escaping.
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
-    The checks travel with each callback rather than living in app hooks, so the
-    routes keep them when merged or mounted into another Bottle app.
+
+def _host_name(header: str) -> str:
+    """The host part of a Host header, lower case, without port or brackets."""
+    host = header.strip().lower()
+    if host.startswith("["):
+        host = host[1 : host.find("]")] if "]" in host else host[1:]
+    elif host.count(":") == 1:
+        host = host.partition(":")[0]
+    return host.rstrip(".")
+
+
+def loopback_hosts(bind_host: str) -> frozenset[str] | None:
+    """The Host names to accept for a server bound to ``bind_host``: loopback names, or None (any)."""
+    name = _host_name(bind_host)
+    if name not in LOOPBACK_HOSTS:
+        return None
+    return LOOPBACK_HOSTS
+
+
+class Guard:
+    """Wraps route callbacks: the request checks, JSON error answers, no exception escaping.
+
+    The checks: the bearer token when one is set; no cross-site browser requests
+    (``Sec-Fetch-Site``), so another web page cannot make your browser clear the
+    store; and, when ``allowed_hosts`` is given, a ``Host`` header from that set,
+    so a DNS-rebinding page cannot read a loopback server. They travel with each
+    callback rather than living in app hooks, so the routes keep them when
+    merged or mounted into another Bottle app.
     """
 
-    def __init__(self, token: str | None = None) -> None:
+    def __init__(self, token: str | None = None, *, allowed_hosts: Iterable[str] | None = None) -> None:
         if token is None:
             token = os.environ.get(TOKEN_ENV) or None
         elif not isinstance(token, str) or not token:
             raise ValueError(f"token must be a non-empty string; got {token!r}")
+        if isinstance(allowed_hosts, str):
+            raise ValueError(f"allowed_hosts must be a collection of host names, not a string; got {allowed_hosts!r}")
         self.token = token
+        self.allowed_hosts = None if allowed_hosts is None else frozenset(_host_name(h) for h in allowed_hosts)
         self._expected = token.encode("utf-8") if token is not None else None
 
     def check(self) -> None:
-        """Raise a 401 Problem unless the request carries the bearer token (when one is set)."""
+        """Raise a 403 or 401 Problem unless the request passes the checks."""
+        request = bottle.request
+        if request.get_header("Sec-Fetch-Site", "") in ("cross-site", "same-site"):
+            raise Problem(403, "cross-site browser requests are refused; open the viewer from this server")
+        allowed = self.allowed_hosts
+        if allowed is not None:
+            host = request.get_header("Host")
+            if host is not None and _host_name(host) not in allowed:
+                raise Problem(
+                    403, f"Host {host[:100]!r} is refused; this server answers to {', '.join(sorted(allowed))}"
+                )
         expected = self._expected
-        if expected is not None and not _authorized(bottle.request.get_header("Authorization", ""), expected):
+        if expected is not None and not _authorized(request.get_header("Authorization", ""), expected):
             raise Problem(
                 401,
                 "missing or wrong bearer token: send 'Authorization: Bearer <token>'",
@@ -231,7 +269,12 @@ def _viewer_page() -> str:
 
 
 def install(
-    app: bottle.Bottle, store: TraceStore | None = None, *, token: str | None = None, guard: Guard | None = None
+    app: bottle.Bottle,
+    store: TraceStore | None = None,
+    *,
+    token: str | None = None,
+    allowed_hosts: Iterable[str] | None = None,
+    guard: Guard | None = None,
 ) -> bottle.Bottle:
     """Add /traces, /health, /ready, the viewer at / and JSON error pages to a Bottle app; returns it.
 
@@ -239,9 +282,9 @@ def install(
     of ``token`` to protect routes of your own with the same token.
     """
     if guard is None:
-        guard = Guard(token)
-    elif token is not None:
-        raise ValueError("give either token or guard, not both")
+        guard = Guard(token, allowed_hosts=allowed_hosts)
+    elif token is not None or allowed_hosts is not None:
+        raise ValueError("give either guard or token/allowed_hosts, not both")
 
     def current_store() -> TraceStore:
         # Looked up per request: configure() replaces the global store.
@@ -271,6 +314,8 @@ def install(
                 raise Problem(404, f"no trace with trace_id {trace_id}")
             doc = encode_traces([spans])
         else:
+            if clear and bottle.request.method == "HEAD":
+                clear = False  # HEAD sends no body: clearing would lose the traces
             # take() removes exactly the traces it returns, under the store's lock, so
             # spans that arrive while this answer is built stay for the next read.
             doc = s.export(limit, clear=clear)
@@ -309,13 +354,16 @@ def install(
     return app
 
 
-def create_app(store: TraceStore | None = None, *, token: str | None = None) -> bottle.Bottle:
+def create_app(
+    store: TraceStore | None = None, *, token: str | None = None, allowed_hosts: Iterable[str] | None = None
+) -> bottle.Bottle:
     """A Bottle (WSGI) app serving ``store`` (the global store by default) at /traces.
 
     ``token`` (default: ``$AUTOTRACE_TOKEN``) makes every route but /health and
-    the viewer page ask for ``Authorization: Bearer <token>``.
+    the viewer page ask for ``Authorization: Bearer <token>``; ``allowed_hosts``
+    limits the ``Host`` headers answered (see ``Guard``).
     """
-    return install(bottle.Bottle(catchall=True), store, token=token)
+    return install(bottle.Bottle(catchall=True), store, token=token, allowed_hosts=allowed_hosts)
 
 
 # -- running in the background --------------------------------------------------------------
@@ -409,7 +457,7 @@ def start_in_background(
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise ValueError(f"port must be an integer from 0 to 65535; got {port!r}")
     if app is None:
-        app = create_app(store, token=token)
+        app = create_app(store, token=token, allowed_hosts=loopback_hosts(host))
     elif store is not None or token is not None:
         raise ValueError("give either app or store/token, not both")
     server_class = _ThreadingWSGIServer6 if ":" in host else _ThreadingWSGIServer

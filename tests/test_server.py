@@ -433,3 +433,68 @@ def test_mounted_routes_keep_the_token_and_json_errors() -> None:
         assert fetch(handle.url, "/autotrace/traces", headers=good).json() == {"resourceSpans": []}
         bad = fetch(handle.url, "/autotrace/traces?limit=x", headers=good)
         assert bad.status == 400 and "limit" in bad.json()["error"]
+
+
+# -- browser-facing protections ---------------------------------------------------------------
+
+
+def test_head_with_clear_does_not_clear(url: str) -> None:
+    """HEAD /traces?clear=true sends no body, so it must not remove anything."""
+    record_trace(children=0)
+    assert fetch(url, "/traces?clear=true", method="HEAD").status == 200
+    assert autotrace.trace_count() == 1
+
+
+def test_cross_site_browser_requests_are_refused(url: str) -> None:
+    """Sec-Fetch-Site cross-site or same-site is a 403 that clears nothing; same-origin and none pass."""
+    record_trace(children=0)
+    for site in ("cross-site", "same-site"):
+        reply = fetch(url, "/traces?clear=true", headers={"Sec-Fetch-Site": site})
+        assert reply.status == 403 and "cross-site" in reply.json()["error"]
+    assert autotrace.trace_count() == 1
+    for site in ("same-origin", "none"):
+        assert fetch(url, "/traces", headers={"Sec-Fetch-Site": site}).status == 200
+    assert fetch(url, "/health", headers={"Sec-Fetch-Site": "cross-site"}).status == 200
+
+
+def test_loopback_server_refuses_foreign_host_headers(url: str) -> None:
+    """Bound to 127.0.0.1, the server answers only loopback Host names (no DNS rebinding)."""
+    port = urllib.parse.urlsplit(url).port
+    for host in ("evil.example", f"evil.example:{port}", f"127.0.0.2:{port}", "[::2]"):
+        reply = fetch(url, "/traces", headers={"Host": host})
+        assert reply.status == 403, host
+        assert "Host" in reply.json()["error"]
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}", "LOCALHOST", "localhost."):
+        assert fetch(url, "/traces", headers={"Host": host}).status == 200, host
+    assert fetch(url, "/health", headers={"Host": "evil.example"}).status == 200
+
+
+def test_host_check_is_off_without_allowed_hosts() -> None:
+    """create_app() alone (e.g. under gunicorn behind a proxy) answers any Host."""
+    with start_in_background(port=0, app=create_app()) as handle:
+        assert fetch(handle.url, "/traces", headers={"Host": "traces.example.com"}).status == 200
+    with start_in_background(port=0, app=create_app(allowed_hosts=["traces.example.com"])) as handle:
+        assert fetch(handle.url, "/traces", headers={"Host": "traces.example.com:443"}).status == 200
+        assert fetch(handle.url, "/traces").status == 403
+
+
+def test_a_request_without_host_header_is_answered(url: str) -> None:
+    """An HTTP/1.0 request without Host (curl --http1.0 -H 'Host:') is not refused."""
+    with socket.create_connection(_addr(url), timeout=30) as sock:
+        sock.sendall(b"GET /traces HTTP/1.0\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.0 200"), answer[:200]
+
+
+def test_allowed_hosts_must_not_be_a_string() -> None:
+    """allowed_hosts="localhost" (a string, not a set) is a ValueError."""
+    with pytest.raises(ValueError, match="allowed_hosts"):
+        create_app(allowed_hosts="localhost")
+
+
+def test_app_or_store_not_both() -> None:
+    """start_in_background(app=..., token=...) is ambiguous and refused."""
+    with pytest.raises(ValueError, match="not both"):
+        start_in_background(port=0, app=create_app(), token="x")
