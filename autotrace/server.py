@@ -40,7 +40,7 @@ TOKEN_ENV = "AUTOTRACE_TOKEN"
 
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
-_DIGITS = re.compile(r"[0-9]{1,18}")  # ASCII only: str.isdigit() also accepts "²" and "١"
+_DIGITS = re.compile(r"[0-9]{1,18}")  # ASCII only (str.isdigit() also accepts "²"); 18 digits fit any store
 _TRACE_ID = re.compile(r"[0-9a-fA-F]{32}")
 _TRACES_PARAMS = ("limit", "clear", "trace_id")
 
@@ -73,8 +73,10 @@ _PLACEHOLDER_PAGE = """<!doctype html>
 """
 
 
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+def _dumps(obj: Any) -> bytes:
+    # A lone surrogate (a str attribute made from undecodable bytes) cannot be UTF-8;
+    # backslashreplace writes it as the JSON escape "\udc80", so the answer stays valid JSON.
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "backslashreplace")
 
 
 def _set_headers(headers: dict[str, str]) -> None:
@@ -116,7 +118,7 @@ def parse_limit(text: str | None) -> int | None:
     if text is None:
         return None
     if not _DIGITS.fullmatch(text):
-        raise ValueError(f"limit must be a non-negative integer; got {text[:40]!r}")
+        raise ValueError(f"limit must be a non-negative integer (at most 18 digits); got {text[:40]!r}")
     return int(text)
 
 
@@ -239,7 +241,7 @@ class Guard:
         return route
 
 
-def _error_page(err: bottle.HTTPError) -> str:
+def _error_page(err: bottle.HTTPError) -> bytes:
     """Errors raised by Bottle itself (no route, wrong method, a crash), answered as JSON."""
     status = err.status_code
     body = err.body if isinstance(err.body, str) else ""
@@ -292,7 +294,7 @@ def install(
 
     app.default_error_handler = _error_page  # instance attribute: wins over Bottle's HTML pages
 
-    def traces() -> str:
+    def traces() -> bytes:
         """The stored traces as OTLP/JSON: ?limit=N, ?clear=true, ?trace_id=<32 hex>."""
         unknown = sorted(set(bottle.request.query.keys()) - set(_TRACES_PARAMS))
         if unknown:
@@ -322,19 +324,19 @@ def install(
         bottle.response.content_type = _JSON
         return _dumps(doc)
 
-    def delete_traces() -> str:
+    def delete_traces() -> bytes:
         """Empty the store; answers how many traces were removed."""
         if bottle.request.query.keys():
             raise Problem(400, "DELETE /traces takes no query parameters")
         bottle.response.content_type = _JSON
         return _dumps({"cleared": current_store().clear()})
 
-    def health() -> str:
+    def health() -> bytes:
         """Liveness: the process answers."""
         bottle.response.content_type = _JSON
         return _dumps({"status": "ok"})
 
-    def ready() -> str:
+    def ready() -> bytes:
         """Readiness, with the store's counters."""
         bottle.response.content_type = _JSON
         return _dumps({"status": "ready", **current_store().stats()})

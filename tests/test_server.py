@@ -498,3 +498,24 @@ def test_app_or_store_not_both() -> None:
     """start_in_background(app=..., token=...) is ambiguous and refused."""
     with pytest.raises(ValueError, match="not both"):
         start_in_background(port=0, app=create_app(), token="x")
+
+
+def test_lone_surrogates_in_span_data_still_give_valid_json(url: str) -> None:
+    """A str attribute holding a lone surrogate (undecodable bytes) is escaped, not a 500."""
+    with autotrace.span("bad\udc80name", attributes={"k": "v\udc80", "k\ud800": 1}):
+        pass
+    reply = fetch(url, "/traces")
+    assert reply.status == 200
+    (span,) = spans_of(reply.json())
+    assert span["name"] == "bad\udc80name"
+
+
+def test_ipv6_loopback() -> None:
+    """start_in_background("::1") serves on IPv6 with a bracketed URL."""
+    try:
+        handle = start_in_background("::1", 0)
+    except OSError as exc:  # no IPv6 on this machine
+        pytest.skip(f"IPv6 loopback unavailable: {exc}")
+    with handle:
+        assert handle.url == f"http://[::1]:{handle.port}"
+        assert fetch(handle.url, "/traces").json() == {"resourceSpans": []}
