@@ -9,6 +9,8 @@ import urllib.parse
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import autotrace
 from autotrace.demo import MODEL, create_demo_app, generate_tokens, send_traffic
@@ -186,3 +188,27 @@ def test_bad_delay_is_a_value_error() -> None:
     for delay in (-1, "fast", float("nan"), True):
         with pytest.raises(ValueError, match="delay"):
             create_demo_app(delay=delay)  # type: ignore[arg-type]
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.one_of(
+        st.binary(max_size=200),
+        st.dictionaries(st.sampled_from(["prompt", "max_tokens", "stream", "model", "x"]), _json_values).map(
+            lambda d: json.dumps(d).encode()
+        ),
+    )
+)
+def test_no_generate_body_produces_a_500(demo: ServerHandle, body: bytes) -> None:
+    """Whatever the body, POST /generate answers 200 or a 4xx JSON error, never 500."""
+    reply = fetch(demo.url, "/generate", method="POST", body=body, headers=JSON)
+    assert reply.status in (200, 400, 404, 413), (body, reply.status, reply.body)
+    if reply.status != 200:
+        assert "error" in reply.json()
