@@ -17,8 +17,6 @@ from typing import Any
 
 __all__ = ["build_parser", "main"]
 
-_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
-
 
 def _port(text: str) -> int:
     try:
@@ -204,11 +202,14 @@ def _run(command: str, args: argparse.Namespace, stop: threading.Event) -> int:
         return 1
 
     token = args.token or os.environ.get(server.TOKEN_ENV) or None
-    auth = " -H 'Authorization: Bearer $AUTOTRACE_TOKEN'" if token else ""
+    if args.token:
+        auth = " -H 'Authorization: Bearer <token>'"
+    else:
+        auth = ' -H "Authorization: Bearer $AUTOTRACE_TOKEN"' if token else ""
     url = handle.url
     with handle:
         _print(f"autotrace {command}: listening on {url}")
-        if args.host not in _LOOPBACK and not token:
+        if hosts is None and not token:
             print(
                 f"autotrace {command}: warning: {args.host} is reachable from other machines and no --token is set",
                 file=sys.stderr,

@@ -236,6 +236,8 @@ def test_token_from_the_command_line_guards_the_demo(run: type[Running]) -> None
     demo = run("demo", "--port", "0", "--traffic", "2", "--token", "t0ken")
     url = demo.wait_for(URL.pattern).group(1)
     demo.wait_for(r"sent 2 of 2 requests")
+    assert any("Authorization: Bearer <token>" in line for line in demo.seen)
+    assert not any("t0ken" in line for line in demo.seen)  # the token itself is never printed
     assert fetch(url, "/traces").status == 401
     assert fetch(url, "/generate", method="POST", body=b'{"prompt": "x"}').status == 401
     reply = fetch(url, "/traces", headers={"Authorization": "Bearer t0ken"})
