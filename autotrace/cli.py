@@ -192,8 +192,15 @@ def _run(command: str, args: argparse.Namespace, stop: threading.Event) -> int:
     try:
         if command == "demo":
             from .demo import create_demo_app
+            from .wsgi import TracingMiddleware
 
-            app = create_demo_app(token=args.token, allowed_hosts=hosts, delay=args.delay)
+            # One SERVER span per request, continuing the caller's traceparent. The
+            # server's own routes are left out: the viewer polls /traces every few
+            # seconds and would otherwise fill the store with its own requests.
+            app = TracingMiddleware(
+                create_demo_app(token=args.token, allowed_hosts=hosts, delay=args.delay),
+                excluded_paths=("/health", "/ready", "/traces", "/"),
+            )
         else:
             app = server.create_app(token=args.token, allowed_hosts=hosts)
         handle = server.start_in_background(args.host, args.port, app=app, access_log=args.access_log)

@@ -21,6 +21,7 @@ from typing import Any
 import bottle
 
 from .decorators import traced
+from .propagation import traced_urlopen
 from .server import Guard, Problem, install
 from .store import TraceStore
 from .tracer import span
@@ -220,7 +221,8 @@ def send_traffic(url: str, count: int, *, token: str | None = None, max_tokens: 
             url.rstrip("/") + "/generate", data=json.dumps(body).encode(), headers=headers, method="POST"
         )
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
+            # A CLIENT span that injects traceparent: the server's spans join its trace.
+            with traced_urlopen(req, timeout=timeout) as resp:
                 resp.read()
                 ok += resp.status == 200
         except (OSError, urllib.error.URLError):
