@@ -169,9 +169,30 @@ def test_unsampled_requests_still_work_and_store_nothing(demo: ServerHandle) -> 
 
 
 def test_send_traffic_drives_the_demo(demo: ServerHandle) -> None:
-    """send_traffic(url, n) makes n successful requests, one trace each."""
+    """send_traffic(url, n) makes n successful requests, each from a CLIENT span that propagates."""
     assert send_traffic(demo.url, 4, max_tokens=3) == 4
-    assert autotrace.trace_count() == 4
+    spans = [s for trace in autotrace.get_trace_store().traces() for s in trace]
+    clients = [s for s in spans if s.kind is autotrace.SpanKind.CLIENT]
+    assert len(clients) == 4 and {s.name for s in clients} == {"POST"}
+    assert len([s for s in spans if s.name == "text_completion tiny-llm"]) == 4
+
+
+def test_send_traffic_joins_client_and_server_spans_behind_the_middleware() -> None:
+    """Behind TracingMiddleware each request is one trace: CLIENT -> SERVER -> text_completion."""
+    from autotrace.wsgi import TracingMiddleware
+
+    app = TracingMiddleware(create_demo_app(delay=0))
+    with start_in_background(port=0, app=app) as handle:
+        assert send_traffic(handle.url, 3, max_tokens=2) == 3
+    traces = autotrace.get_trace_store().traces()
+    assert len(traces) == 3
+    for trace in traces:
+        by_id = {s.span_id: s for s in trace}
+        gen = next(s for s in trace if s.name == "text_completion tiny-llm")
+        server = by_id[gen.parent_span_id or ""]
+        client = by_id[server.parent_span_id or ""]
+        assert server.name == "POST /generate" and server.kind is autotrace.SpanKind.SERVER
+        assert client.kind is autotrace.SpanKind.CLIENT and client.parent_span_id is None
 
 
 def test_demo_token_guards_generate() -> None:
