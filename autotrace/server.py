@@ -200,18 +200,19 @@ class Guard:
 
     def check(self) -> None:
         """Raise a 403 or 401 Problem unless the request passes the checks."""
-        request = bottle.request
-        if request.get_header("Sec-Fetch-Site", "") in ("cross-site", "same-site"):
+        # Raw WSGI (latin-1) header values: Bottle's get_header() raises on bytes that are not UTF-8.
+        environ = bottle.request.environ
+        if environ.get("HTTP_SEC_FETCH_SITE", "") in ("cross-site", "same-site"):
             raise Problem(403, "cross-site browser requests are refused; open the viewer from this server")
         allowed = self.allowed_hosts
         if allowed is not None:
-            host = request.get_header("Host")
+            host = environ.get("HTTP_HOST")
             if host is not None and _host_name(host) not in allowed:
                 raise Problem(
                     403, f"Host {host[:100]!r} is refused; this server answers to {', '.join(sorted(allowed))}"
                 )
         expected = self._expected
-        if expected is not None and not _authorized(request.get_header("Authorization", ""), expected):
+        if expected is not None and not _authorized(environ.get("HTTP_AUTHORIZATION", ""), expected):
             raise Problem(
                 401,
                 "missing or wrong bearer token: send 'Authorization: Bearer <token>'",
