@@ -336,3 +336,16 @@ def test_header_values_that_are_not_utf8(servers: dict[str, Any], which: str, he
     )
     status, hdrs, body = _raw(servers[which].port, request)
     _check("GET", path, Answer(status, hdrs, body))
+
+
+def test_non_ascii_token_is_accepted_when_sent_as_utf8() -> None:
+    """A token with non-ASCII characters works when the client sends it UTF-8 encoded, and only then."""
+    token = "t\u00f8ken-\u00e9-\u2603"
+    with server.start_in_background("127.0.0.1", 0, token=token) as handle:
+        good = b"Authorization: Bearer " + token.encode("utf-8")
+        bad = b"Authorization: Bearer " + token.encode("latin-1", "replace")
+        for header, expected in ((good, 200), (bad, 401)):
+            request = b"GET /traces HTTP/1.1\r\nHost: 127.0.0.1\r\n" + header + b"\r\n\r\n"
+            status, hdrs, body = _raw(handle.port, request)
+            assert status == expected, (status, body[:200])
+            assert hdrs["content-type"].startswith("application/json")
