@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import socket
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -344,3 +345,70 @@ def test_user_exception_with_broken_str_is_recorded_and_reraised() -> None:
     assert event.attributes["exception.type"].endswith("Unprintable")
     assert autotrace.tracer.errors() == {}
     assert_valid_otlp(autotrace.export_traces())
+
+
+def _real_export() -> Any:
+    """The real autotrace.export (batching on a thread), or skip while only the placeholder exists."""
+    import autotrace.export as export
+
+    if not hasattr(export, "OTLPHttpExporter"):
+        pytest.skip("the batching exporters (autotrace.export) have not landed yet")
+    return export
+
+
+class HangingExporter:
+    """An exporter that blocks until released: a collector that stopped answering."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.entered = threading.Event()
+
+    def export(self, spans: Sequence[autotrace.Span], timeout: float | None = None) -> bool:
+        self.entered.set()
+        self.release.wait(timeout=60)
+        return True
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        self.release.set()
+
+
+def test_hanging_exporter_never_blocks_the_caller() -> None:
+    """An exporter stuck in export(): traced calls keep returning, the full queue drops and counts, flush times out."""
+    export = _real_export()
+    exporter = HangingExporter()
+    proc = export.BatchSpanProcessor(exporter, max_queue_size=100, max_export_batch_size=10, schedule_delay=0.01)
+    autotrace.configure(sample_rate=1.0, max_traces=10_000, exporters=[proc])
+    try:
+        assert work(0) == 0
+        assert exporter.entered.wait(timeout=30)
+        done: list[int] = []
+        caller = threading.Thread(target=lambda: done.extend(work(i) for i in range(5_000)))
+        caller.start()
+        caller.join(timeout=60)  # generous: a blocked caller would never finish
+        assert not caller.is_alive(), "a traced call waited for the exporter"
+        assert done == [i * 2 for i in range(5_000)]
+        assert proc.dropped > 0
+        assert autotrace.flush(0.2) is False
+        assert autotrace.get_trace_store().span_count() == 2 * 5_001
+    finally:
+        exporter.release.set()
+        autotrace.shutdown(10.0)
+
+
+def test_unreachable_collector_is_counted_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    """An OTLP/HTTP exporter pointed at a closed loopback port: calls return, failures counted, one log line."""
+    export = _real_export()
+    caplog.set_level(logging.WARNING, logger="autotrace")
+    with socket.socket() as probe:  # a port that nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    exporter = export.OTLPHttpExporter(f"http://127.0.0.1:{port}/v1/traces", timeout=2.0, max_retries=0)
+    autotrace.configure(sample_rate=1.0, exporters=[exporter])
+    for _ in range(3):
+        assert [work(i) for i in range(50)] == [i * 2 for i in range(50)]
+        autotrace.flush(10.0)
+    autotrace.shutdown(10.0)
+    assert sum(autotrace.tracer.errors().values()) >= 1
+    logged = _autotrace_warnings(caplog)
+    assert 1 <= len(logged) <= len(autotrace.tracer.errors())
+    assert autotrace.get_trace_store().span_count() == 300
