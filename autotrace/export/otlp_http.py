@@ -1,0 +1,435 @@
+"""OTLP/HTTP exporter on the standard library: JSON by default, protobuf when installed.
+
+Retries follow the OTLP specification and OpenTelemetry Python: only 429, 502,
+503, 504 and connection failures are retried, with exponential backoff (about
+1, 2, 4, 8, 16 s, ±20 % jitter) or the server's ``Retry-After``, and all of it
+inside the export timeout. Any other answer drops the batch and counts it. A
+partial success is logged, never retried. Each kind of failure is logged once.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import gzip
+import http.client
+import json
+import math
+import os
+import random
+import socket
+import ssl
+import threading
+import time
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..config import parse_kv_list
+from ..otlp import encode_spans
+from ..tracer import internal_error, resource_attributes
+from .env import get, parse_ms
+
+if TYPE_CHECKING:
+    from ..spans import Span
+
+__all__ = ["DEFAULT_ENDPOINT", "ExportError", "OTLPHttpExporter", "parse_retry_after"]
+
+DEFAULT_ENDPOINT = "http://localhost:4318/v1/traces"
+RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
+MAX_REQUEST_BYTES = 16 * 1024 * 1024
+"""Largest request body sent; bigger batches are split (collectors refuse 20-64 MiB)."""
+_MAX_RESPONSE_BYTES = 1024 * 1024
+
+
+class ExportError(Exception):
+    """Why a batch could not be delivered (logged once per kind, never raised to user code)."""
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delay-seconds or an HTTP date), or None."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    if text.isdigit():
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+class OTLPHttpExporter:
+    """Sends spans to an OpenTelemetry collector (or Jaeger, Tempo, Phoenix) over OTLP/HTTP.
+
+    Arguments left as None come from the standard variables in ``env`` (default
+    ``os.environ``): ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` (used as given) or
+    ``OTEL_EXPORTER_OTLP_ENDPOINT`` (+ ``/v1/traces``), ``..._HEADERS``,
+    ``..._TIMEOUT`` (ms), ``..._COMPRESSION`` and ``..._PROTOCOL``. ``endpoint``
+    is the full URL. ``timeout`` bounds one whole export, retries included.
+    """
+
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        *,
+        headers: Mapping[str, str] | str | None = None,
+        timeout: float | None = None,
+        compression: str | None = None,
+        encoding: str | None = None,
+        max_retries: int = 5,
+        backoff_base: float = 1.0,
+        max_request_bytes: int = MAX_REQUEST_BYTES,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        env = os.environ if env is None else env
+        self.endpoint = _resolve_endpoint(endpoint, env)
+        parts = urllib.parse.urlsplit(self.endpoint)
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname or ""
+        self._port = parts.port
+        self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self.headers = _resolve_headers(headers, env)
+        self.timeout = _resolve_timeout(timeout, env)
+        self.compression = _resolve_compression(compression, env)
+        self.encoding = _resolve_encoding(encoding, env)
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ValueError(f"max_retries must be a whole number >= 0; got {max_retries!r}")
+        if isinstance(backoff_base, bool) or not isinstance(backoff_base, (int, float)) or not backoff_base >= 0:
+            raise ValueError(f"backoff_base must be a number of seconds >= 0; got {backoff_base!r}")
+        if isinstance(max_request_bytes, bool) or not isinstance(max_request_bytes, int) or max_request_bytes < 1024:
+            raise ValueError(f"max_request_bytes must be an integer >= 1024; got {max_request_bytes!r}")
+        self.max_retries = max_retries
+        self.backoff_base = float(backoff_base)
+        self.max_request_bytes = max_request_bytes
+        self._pb: Any = _protobuf_classes() if self.encoding == "protobuf" else None
+        self._content_type = "application/x-protobuf" if self._pb else "application/json"
+        self._abort = threading.Event()
+        self._conn_lock = threading.Lock()
+        self._conn: http.client.HTTPConnection | None = None
+        self._ssl: ssl.SSLContext | None = None
+        self._counts = {"exported": 0, "failed": 0, "rejected": 0, "retried": 0, "requests": 0}
+
+    # -- export -----------------------------------------------------------------------
+
+    def export(self, spans: Sequence[Span], timeout: float | None = None) -> bool:
+        """Send ``spans``; True when the collector took them all (retries included)."""
+        total = len(spans)
+        if not total:
+            return True
+        if self._abort.is_set():
+            self._counts["failed"] += total
+            return False
+        limit = self.timeout if timeout is None else min(self.timeout, max(0.0, timeout))
+        deadline = time.monotonic() + limit
+        try:
+            bodies = self._encode(list(spans), resource_attributes())
+        except Exception as exc:
+            internal_error("OTLP export: encoding spans", exc)
+            self._counts["failed"] += total
+            return False
+        ok = len(bodies) > 0 and sum(n for _, n in bodies) == total
+        for body, count in bodies:
+            ok = self._send(body, count, deadline) and ok
+        return ok
+
+    def _encode(self, spans: list[Span], resource: Mapping[str, Any]) -> list[tuple[bytes, int]]:
+        """Encoded request bodies with their span counts, each under max_request_bytes."""
+        doc = encode_spans(spans, resource)
+        if self._pb is not None:
+            body = self._pb.request(_ids_to_base64(doc)).SerializeToString()
+        else:
+            body = json.dumps(doc, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+        if len(body) <= self.max_request_bytes:
+            return [(body, len(spans))]
+        if len(spans) == 1:
+            self._counts["failed"] += 1
+            internal_error(
+                "OTLP export: a span too large to send",
+                ExportError(f"span {spans[0].name!r} encodes to {len(body)} bytes > {self.max_request_bytes}"),
+            )
+            return []
+        half = len(spans) // 2
+        return self._encode(spans[:half], resource) + self._encode(spans[half:], resource)
+
+    def _send(self, body: bytes, count: int, deadline: float) -> bool:
+        """POST one body, retrying what the policy allows before ``deadline``."""
+        counts = self._counts
+        headers = dict(self.headers)
+        headers["Content-Type"] = self._content_type
+        if self.compression == "gzip":
+            body = gzip.compress(body, compresslevel=6)
+            headers["Content-Encoding"] = "gzip"
+        attempt = 0
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return self._give_up(count, "timeout", f"no answer within the {self.timeout:g} s export timeout")
+            retry_after: float | None = None
+            try:
+                counts["requests"] += 1
+                status, reply_headers, reply = self._post(body, headers, left)
+            except (OSError, http.client.HTTPException) as exc:
+                if self._abort.is_set():
+                    return self._give_up(count, "shutdown", "the exporter was shut down mid-request")
+                kind = "timeout" if isinstance(exc, (socket.timeout, TimeoutError)) else "connection error"
+                reason = f"{type(exc).__name__}: {exc}"
+            else:
+                if 200 <= status < 300:
+                    self._read_partial_success(reply, reply_headers, count)
+                    return True
+                reason = f"HTTP {status}: {_snippet(reply)}"
+                if status not in RETRYABLE_STATUS:
+                    return self._give_up(count, f"HTTP {status}", reason)
+                kind = f"HTTP {status}"
+                retry_after = parse_retry_after(reply_headers.get("Retry-After"))
+            if attempt >= self.max_retries:
+                return self._give_up(count, kind, f"{reason} (after {attempt} retries)")
+            if retry_after is not None:
+                delay = retry_after
+            else:
+                delay = self.backoff_base * (2**attempt) * random.uniform(0.8, 1.2)
+            if time.monotonic() + delay >= deadline:
+                return self._give_up(count, kind, f"{reason} (next retry in {delay:.1f} s is past the export timeout)")
+            if self._abort.wait(delay):
+                return self._give_up(count, "shutdown", "the exporter was shut down while waiting to retry")
+            attempt += 1
+            counts["retried"] += 1
+
+    def _give_up(self, count: int, kind: str, reason: str) -> bool:
+        self._counts["failed"] += count
+        internal_error(
+            f"OTLP export to {self.endpoint} ({kind})",
+            ExportError(f"dropped {count} spans: {reason}"),
+        )
+        return False
+
+    def _post(self, body: bytes, headers: Mapping[str, str], timeout: float) -> tuple[int, Any, bytes]:
+        """One HTTP POST on a fresh connection; the socket timeout is what is left of the deadline."""
+        conn: http.client.HTTPConnection
+        if self._https:
+            if self._ssl is None:
+                self._ssl = ssl.create_default_context()
+            conn = http.client.HTTPSConnection(self._host, self._port, timeout=timeout, context=self._ssl)
+        else:
+            conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+        with self._conn_lock:
+            self._conn = conn
+        try:
+            conn.request("POST", self._path, body=body, headers=dict(headers))
+            response = conn.getresponse()
+            reply = response.read(_MAX_RESPONSE_BYTES)
+            return response.status, response.headers, reply
+        finally:
+            with self._conn_lock:
+                self._conn = None
+            conn.close()
+
+    def _read_partial_success(self, reply: bytes, headers: Any, count: int) -> None:
+        rejected, message = 0, ""
+        try:
+            if reply and self._pb is not None and "protobuf" in (headers.get("Content-Type") or "protobuf"):
+                response = self._pb.response()
+                response.ParseFromString(reply)
+                rejected = int(response.partial_success.rejected_spans)
+                message = str(response.partial_success.error_message)
+            elif reply:
+                partial = json.loads(reply).get("partialSuccess") or {}
+                rejected = int(partial.get("rejectedSpans") or 0)
+                message = str(partial.get("errorMessage") or "")
+        except Exception:  # an unreadable success body still means success
+            rejected, message = 0, ""
+        rejected = min(max(rejected, 0), count)
+        self._counts["rejected"] += rejected
+        self._counts["exported"] += count - rejected
+        if rejected or message:
+            internal_error(
+                f"OTLP export to {self.endpoint} (partial success)",
+                ExportError(f"the collector rejected {rejected} of {count} spans: {message or 'no reason given'}"),
+            )
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Stop: abort retry waits and any request in flight; later exports fail at once."""
+        self._abort.set()
+        with self._conn_lock:
+            conn = self._conn
+        sock = getattr(conn, "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked in recv()
+            except OSError:
+                pass
+
+    def _after_fork(self) -> None:
+        self._conn_lock = threading.Lock()
+        self._conn = None
+        for key in self._counts:
+            self._counts[key] = 0
+
+    def stats(self) -> dict[str, int]:
+        """Counters: spans exported, failed, rejected by the collector, retried requests, requests made."""
+        return dict(self._counts)
+
+    def __repr__(self) -> str:
+        return f"OTLPHttpExporter({self.endpoint!r}, encoding={self.encoding!r}, compression={self.compression!r})"
+
+
+def _snippet(reply: bytes) -> str:
+    text = reply[:200].decode("utf-8", "replace").strip()
+    return text or "(empty body)"
+
+
+def _ids_to_base64(doc: dict[str, Any]) -> dict[str, Any]:
+    """A copy of an OTLP/JSON request with hex ids turned to base64, as protobuf's JSON mapping wants."""
+
+    def b64(hex_id: str) -> str:
+        return base64.b64encode(bytes.fromhex(hex_id)).decode("ascii")
+
+    out_rs = []
+    for rs in doc.get("resourceSpans", ()):
+        out_ss = []
+        for ss in rs.get("scopeSpans", ()):
+            spans = []
+            for sp in ss.get("spans", ()):
+                sp = dict(sp)
+                for key in ("traceId", "spanId", "parentSpanId"):
+                    if sp.get(key):
+                        sp[key] = b64(sp[key])
+                if sp.get("links"):
+                    sp["links"] = [
+                        {**lk, "traceId": b64(lk["traceId"]), "spanId": b64(lk["spanId"])} for lk in sp["links"]
+                    ]
+                spans.append(sp)
+            out_ss.append({**ss, "spans": spans})
+        out_rs.append({**rs, "scopeSpans": out_ss})
+    return {"resourceSpans": out_rs}
+
+
+class _Protobuf:
+    """The generated opentelemetry-proto classes, loaded only when protobuf is asked for."""
+
+    def __init__(self) -> None:
+        from google.protobuf import json_format
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+        self._parse = json_format.ParseDict
+        self._request = trace_service_pb2.ExportTraceServiceRequest
+        self.response = trace_service_pb2.ExportTraceServiceResponse
+
+    def request(self, doc: dict[str, Any]) -> Any:
+        return self._parse(doc, self._request())
+
+
+def _protobuf_classes() -> _Protobuf:
+    try:
+        return _Protobuf()
+    except ImportError as exc:
+        raise ValueError(
+            "the OTLP protobuf encoding (OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf) needs the "
+            f"opentelemetry-proto and protobuf packages: pip install 'autotrace[proto]' ({exc}); "
+            "or use http/json"
+        ) from None
+
+
+# -- settings -----------------------------------------------------------------------------
+
+
+def _resolve_endpoint(endpoint: str | None, env: Mapping[str, str]) -> str:
+    if endpoint is not None:
+        source, url = "endpoint", endpoint
+    elif get(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") is not None:
+        source, url = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", get(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or ""
+    elif get(env, "OTEL_EXPORTER_OTLP_ENDPOINT") is not None:
+        base = get(env, "OTEL_EXPORTER_OTLP_ENDPOINT") or ""
+        source, url = "OTEL_EXPORTER_OTLP_ENDPOINT", base.rstrip("/") + "/v1/traces"
+    else:
+        return DEFAULT_ENDPOINT
+    if not isinstance(url, str):
+        raise ValueError(f"{source} must be a URL string; got {url!r}")
+    url = url.strip()
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise ValueError(f"{source} must be an http:// or https:// URL; got {url!r} ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{source} must be an http:// or https:// URL with a host; got {url!r}")
+    return url
+
+
+def _resolve_headers(headers: Mapping[str, str] | str | None, env: Mapping[str, str]) -> dict[str, str]:
+    if headers is None:
+        for var in ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS"):
+            text = get(env, var)
+            if text is not None:
+                return _check_headers(var, parse_kv_list(var, text))
+        return {}
+    if isinstance(headers, str):
+        return _check_headers("headers", parse_kv_list("headers", headers))
+    if not isinstance(headers, Mapping):
+        raise ValueError(f"headers must be a mapping or a 'k=v,k2=v2' string; got {headers!r}")
+    return _check_headers("headers", {str(k): str(v) for k, v in headers.items()})
+
+
+def _check_headers(source: str, headers: dict[str, str]) -> dict[str, str]:
+    for key, value in headers.items():
+        if not key or any(c in key for c in ' \t\r\n:"') or any(c in value for c in "\r\n\0"):
+            raise ValueError(f"{source} has an invalid HTTP header {key!r}")
+    return headers
+
+
+def _resolve_timeout(timeout: float | None, env: Mapping[str, str]) -> float:
+    if timeout is None:
+        for var in ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"):
+            text = get(env, var)
+            if text is not None:
+                return parse_ms(var, text)
+        return 10.0
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
+        raise ValueError(f"timeout must be a positive number of seconds; got {timeout!r}")
+    return float(timeout)
+
+
+def _resolve_compression(compression: str | None, env: Mapping[str, str]) -> str:
+    source = "compression"
+    if compression is None:
+        for var in ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "OTEL_EXPORTER_OTLP_COMPRESSION"):
+            text = get(env, var)
+            if text is not None:
+                source, compression = var, text
+                break
+        else:
+            return "none"
+    value = compression.strip().lower() if isinstance(compression, str) else compression
+    if value not in ("gzip", "none"):
+        raise ValueError(f"{source} must be gzip or none; got {compression!r}")
+    return str(value)
+
+
+def _resolve_encoding(encoding: str | None, env: Mapping[str, str]) -> str:
+    if encoding is not None:
+        value = encoding.strip().lower() if isinstance(encoding, str) else encoding
+        if value not in ("json", "protobuf"):
+            raise ValueError(f"encoding must be json or protobuf; got {encoding!r}")
+        return str(value)
+    for var in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        text = get(env, var)
+        if text is None:
+            continue
+        protocol = text.lower()
+        if protocol == "http/json":
+            return "json"
+        if protocol == "http/protobuf":
+            return "protobuf"
+        if protocol == "grpc":
+            raise ValueError(f"{var}=grpc is not supported by autotrace; use http/protobuf or http/json")
+        raise ValueError(f"{var} must be http/protobuf or http/json; got {text!r}")
+    return "json"
