@@ -195,6 +195,7 @@ class BatchSpanProcessor:
             if left > 0:  # a flush whose deadline passed already returned False: use the full timeout
                 timeout = min(timeout, left)
         exporter = self.exporter
+        before = _lost(exporter)
         try:
             if self._takes_timeout:
                 result = exporter.export(batch, timeout=timeout)  # type: ignore[call-arg]
@@ -204,11 +205,17 @@ class BatchSpanProcessor:
             internal_error(f"exporter {type(exporter).__name__}.export", exc)
             self.failed += len(batch)
             return
-        # False, or OpenTelemetry's SpanExportResult.FAILURE, means the batch was lost.
+        # False, or OpenTelemetry's SpanExportResult.FAILURE, means (part of) the batch was lost;
+        # an exporter that counts its own failed/rejected spans tells how many.
+        failed = 0
         if result is False or getattr(result, "name", None) == "FAILURE":
-            self.failed += len(batch)
-        else:
-            self.exported += len(batch)
+            failed = len(batch)
+        if before is not None:
+            after = _lost(exporter)
+            if after is not None and after > before:
+                failed = min(len(batch), after - before)
+        self.failed += failed
+        self.exported += len(batch) - failed
 
     # -- flush and shutdown -----------------------------------------------------------
 
@@ -278,6 +285,18 @@ class BatchSpanProcessor:
             f"BatchSpanProcessor({self.exporter!r}, max_queue_size={self.max_queue_size}, "
             f"schedule_delay={self.schedule_delay}, max_export_batch_size={self.max_export_batch_size})"
         )
+
+
+def _lost(exporter: Any) -> int | None:
+    """Spans the exporter itself counted as failed or rejected so far (None: it does not count)."""
+    exporter_stats = getattr(exporter, "stats", None)
+    if not callable(exporter_stats):
+        return None
+    try:
+        counts = exporter_stats()
+        return int(counts.get("failed", 0)) + int(counts.get("rejected", 0))
+    except Exception:
+        return None
 
 
 def _retried(exporter: Any) -> int:
