@@ -13,6 +13,7 @@ import base64
 import email.utils
 import gzip
 import http.client
+import importlib
 import json
 import math
 import os
@@ -317,8 +318,8 @@ class _Protobuf:
     """The generated opentelemetry-proto classes, loaded only when protobuf is asked for."""
 
     def __init__(self) -> None:
-        from google.protobuf import json_format
-        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+        json_format = importlib.import_module("google.protobuf.json_format")
+        trace_service_pb2 = importlib.import_module("opentelemetry.proto.collector.trace.v1.trace_service_pb2")
 
         self._parse = json_format.ParseDict
         self._request = trace_service_pb2.ExportTraceServiceRequest
