@@ -200,3 +200,18 @@ def test_console_shows_a_remote_parent_child_as_a_root() -> None:
         pass
     assert autotrace.flush(30)
     assert out.getvalue().startswith("0af76519 server ")
+
+
+def test_protobuf_messages_match_the_official_json_mapping() -> None:
+    """The exporter's field-by-field protobuf equals ParseDict of the same OTLP/JSON (every field kind)."""
+    from autotrace.export.otlp_http import _Protobuf
+    from autotrace.otlp import encode_spans
+
+    with capture_spans() as spans:
+        rich_trace()
+        with autotrace.span("odd", attributes={"empty": [], "neg": -3, "zero": 0.0}) as s:
+            s.add_event("e", {"x": "y"})
+    doc = encode_spans(spans)
+    built = _Protobuf().request(doc)
+    assert built == parse_otlp_json(doc)
+    assert len(built.SerializeToString()) > 0
