@@ -9,6 +9,8 @@ import threading
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import autotrace
 from autotrace.export import (
@@ -215,3 +217,35 @@ def test_protobuf_messages_match_the_official_json_mapping() -> None:
     built = _Protobuf().request(doc)
     assert built == parse_otlp_json(doc)
     assert len(built.SerializeToString()) > 0
+
+
+_values = st.one_of(
+    st.text(max_size=20),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.lists(st.integers(min_value=-(2**63), max_value=2**63 - 1), max_size=4),
+    st.lists(st.text(max_size=5), max_size=4),
+    st.lists(st.floats(allow_nan=False), max_size=3),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    name=st.text(max_size=30),
+    attributes=st.dictionaries(st.text(min_size=1, max_size=10), _values, max_size=6),
+    kind=st.sampled_from(["internal", "server", "client", "producer", "consumer"]),
+    error=st.one_of(st.none(), st.text(max_size=10)),
+)
+def test_any_span_survives_a_trip_through_a_jsonl_line(
+    name: str, attributes: dict[str, object], kind: str, error: str | None
+) -> None:
+    """encode -> JSON text -> decode -> encode gives the same OTLP/JSON for any name, attributes, kind, status."""
+    span = Span(name, attributes=attributes, kind=kind, start_time_unix_nano=10**18, end_time_unix_nano=10**18 + 5)
+    span.add_event("ev", attributes)
+    if error is not None:
+        span.set_status("error", error)
+    original = encode_span(span)
+    line = json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [original]}]}]}, allow_nan=False)
+    (rebuilt,) = decode_spans(json.loads(line))
+    assert json.dumps(encode_span(rebuilt), sort_keys=True) == json.dumps(original, sort_keys=True)
