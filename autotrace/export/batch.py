@@ -117,7 +117,6 @@ class BatchSpanProcessor:
         self._lock = threading.Lock()  # guards _waiters and _stopping, never taken by on_end
         self._waiters: list[_Flush] = []
         self._stopping = False
-        self._busy = False
         self.exported = 0
         self.dropped = 0
         self.failed = 0
@@ -153,7 +152,6 @@ class BatchSpanProcessor:
                 with self._lock:
                     waiters, self._waiters = self._waiters, []
                     stopping = self._stopping
-                self._busy = True
                 try:
                     if waiters or stopping or time.monotonic() >= next_due:
                         deadlines = [w.deadline for w in waiters if w.deadline is not None]
@@ -163,9 +161,8 @@ class BatchSpanProcessor:
                         while len(queue) >= self.max_export_batch_size:
                             self._drain(self.max_export_batch_size, None)
                 finally:
-                    self._busy = False
-                for waiter in waiters:
-                    waiter.done.set()
+                    for waiter in waiters:  # even if draining failed: nobody waits forever
+                        waiter.done.set()
                 if stopping:
                     return
             except Exception as exc:  # keep the worker alive whatever happens

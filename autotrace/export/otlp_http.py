@@ -26,6 +26,7 @@ import urllib.parse
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .._version import __version__
 from ..config import parse_kv_list
 from ..otlp import encode_spans
 from ..tracer import internal_error, resource_attributes
@@ -41,6 +42,7 @@ RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
 """Largest request body sent; bigger batches are split (collectors refuse 20-64 MiB)."""
 _MAX_RESPONSE_BYTES = 1024 * 1024
+_USER_AGENT = f"autotrace/{__version__}"
 
 
 class ExportError(Exception):
@@ -162,7 +164,7 @@ class OTLPHttpExporter:
     def _send(self, body: bytes, count: int, deadline: float) -> bool:
         """POST one body, retrying what the policy allows before ``deadline``."""
         counts = self._counts
-        headers = dict(self.headers)
+        headers = {"User-Agent": _USER_AGENT, **self.headers}
         headers["Content-Type"] = self._content_type
         if self.compression == "gzip":
             body = gzip.compress(body, compresslevel=6)
@@ -270,6 +272,11 @@ class OTLPHttpExporter:
                 pass
 
     def _after_fork(self) -> None:
+        # Locks and events may have been held by the parent's worker at fork time.
+        aborted = self._abort.is_set()
+        self._abort = threading.Event()
+        if aborted:
+            self._abort.set()
         self._conn_lock = threading.Lock()
         self._conn = None
         for key in self._counts:

@@ -275,3 +275,13 @@ def test_the_export_timeout_is_passed_to_exporters_that_take_one() -> None:
     produce(1)
     assert autotrace.flush(2.0)
     assert 0 < seen[-1] <= 7.0
+
+
+def test_configuring_twice_with_the_same_processor_keeps_it_running() -> None:
+    """Passing one BatchSpanProcessor to configure() again does not shut it down (core fix in apply_config)."""
+    exporter = ListExporter()
+    proc = install(exporter, schedule_delay=60.0)
+    autotrace.configure(autotrace.TraceConfig(sample_rate=1.0, exporters=[proc]))
+    produce(2)
+    assert autotrace.flush(30)
+    assert exporter.names() == ["s0", "s1"] and proc.stats()["dropped"] == 0

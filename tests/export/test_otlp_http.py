@@ -90,6 +90,7 @@ def test_headers_and_attributes_reach_the_collector(receiver: Receiver) -> None:
     assert autotrace.flush(30)
     headers = receiver.requests[0]["headers"]
     assert headers["x-api-key"] == "s cret" and headers["tenant"] == "a"
+    assert headers["User-Agent"].startswith("autotrace/")
     (span,) = receiver.spans
     assert span["name"] == "generate"
     assert span["attributes"]["gen_ai.usage.output_tokens"] == {"intValue": "42"}
