@@ -74,8 +74,10 @@ class OTLPHttpExporter:
     Arguments left as None come from the standard variables in ``env`` (default
     ``os.environ``): ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` (used as given) or
     ``OTEL_EXPORTER_OTLP_ENDPOINT`` (+ ``/v1/traces``), ``..._HEADERS``,
-    ``..._TIMEOUT`` (ms), ``..._COMPRESSION`` and ``..._PROTOCOL``. ``endpoint``
-    is the full URL. ``timeout`` bounds one whole export, retries included.
+    ``..._TIMEOUT`` (ms), ``..._COMPRESSION``, ``..._PROTOCOL``, and for TLS
+    ``..._CERTIFICATE`` (CA bundle to trust), ``..._CLIENT_CERTIFICATE`` and
+    ``..._CLIENT_KEY`` (mutual TLS). ``endpoint`` is the full URL. ``timeout``
+    bounds one whole export, retries included.
     """
 
     def __init__(
@@ -89,6 +91,9 @@ class OTLPHttpExporter:
         max_retries: int = 5,
         backoff_base: float = 1.0,
         max_request_bytes: int = MAX_REQUEST_BYTES,
+        certificate_file: str | None = None,
+        client_certificate_file: str | None = None,
+        client_key_file: str | None = None,
         env: Mapping[str, str] | None = None,
     ) -> None:
         env = os.environ if env is None else env
@@ -116,7 +121,7 @@ class OTLPHttpExporter:
         self._abort = threading.Event()
         self._conn_lock = threading.Lock()
         self._conn: http.client.HTTPConnection | None = None
-        self._ssl: ssl.SSLContext | None = None
+        self._ssl = _tls_context(self._https, certificate_file, client_certificate_file, client_key_file, env)
         self._counts = {"exported": 0, "failed": 0, "rejected": 0, "retried": 0, "requests": 0}
 
     # -- export -----------------------------------------------------------------------
@@ -178,6 +183,8 @@ class OTLPHttpExporter:
             try:
                 counts["requests"] += 1
                 status, reply_headers, reply = self._post(body, headers, left)
+            except ssl.SSLCertVerificationError as exc:  # a misconfiguration: retrying will not help
+                return self._give_up(count, "TLS certificate", f"{type(exc).__name__}: {exc}")
             except (OSError, http.client.HTTPException) as exc:
                 if self._abort.is_set():
                     return self._give_up(count, "shutdown", "the exporter was shut down mid-request")
@@ -217,8 +224,6 @@ class OTLPHttpExporter:
         """One HTTP POST on a fresh connection; the socket timeout is what is left of the deadline."""
         conn: http.client.HTTPConnection
         if self._https:
-            if self._ssl is None:
-                self._ssl = ssl.create_default_context()
             conn = http.client.HTTPSConnection(self._host, self._port, timeout=timeout, context=self._ssl)
         else:
             conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
@@ -495,3 +500,58 @@ def _resolve_encoding(encoding: str | None, env: Mapping[str, str]) -> str:
             raise ValueError(f"{var}=grpc is not supported by autotrace; use http/protobuf or http/json")
         raise ValueError(f"{var} must be http/protobuf or http/json; got {text!r}")
     return "json"
+
+
+def _tls_setting(value: str | None, name: str, signal_var: str, var: str, env: Mapping[str, str]) -> tuple[str, str]:
+    """(where it came from, path) for one TLS file setting, or ("", "") when unset."""
+    if value is not None:
+        return name, value
+    for source in (signal_var, var):
+        text = get(env, source)
+        if text is not None:
+            return source, text
+    return "", ""
+
+
+def _tls_context(
+    https: bool,
+    certificate_file: str | None,
+    client_certificate_file: str | None,
+    client_key_file: str | None,
+    env: Mapping[str, str],
+) -> ssl.SSLContext | None:
+    """The TLS context for an https endpoint: system CAs, or the given CA bundle, plus a client certificate."""
+    ca = _tls_setting(
+        certificate_file,
+        "certificate_file",
+        "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+        "OTEL_EXPORTER_OTLP_CERTIFICATE",
+        env,
+    )
+    cert = _tls_setting(
+        client_certificate_file,
+        "client_certificate_file",
+        "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
+        "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+        env,
+    )
+    key = _tls_setting(
+        client_key_file, "client_key_file", "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", "OTEL_EXPORTER_OTLP_CLIENT_KEY", env
+    )
+    for source, path in (ca, cert, key):
+        if source and not os.path.isfile(path):
+            raise ValueError(f"{source}: no such file {path!r}")
+    if not https:
+        return None
+    if key[0] and not cert[0]:
+        raise ValueError(f"{key[0]} needs a client certificate as well")
+    try:
+        context = ssl.create_default_context(cafile=ca[1] or None)
+    except (ssl.SSLError, OSError) as exc:
+        raise ValueError(f"{ca[0]}: not a usable CA bundle ({exc})") from None
+    if cert[0]:
+        try:
+            context.load_cert_chain(cert[1], key[1] or None)
+        except (ssl.SSLError, OSError) as exc:
+            raise ValueError(f"{cert[0]}: not a usable client certificate and key ({exc})") from None
+    return context

@@ -7,6 +7,7 @@ import gzip
 import json
 import re
 import socket
+import ssl
 import threading
 import time
 from collections import deque
@@ -84,7 +85,8 @@ def spans_of(message: ExportTraceServiceRequest) -> list[dict[str, Any]]:
 class Receiver:
     """An OTLP/HTTP collector stand-in; ``script(...)`` queues answers, then it answers 200."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        self.tls = tls
         self.lock = threading.Lock()
         self.spans: list[dict[str, Any]] = []
         self.requests: list[dict[str, Any]] = []
@@ -103,13 +105,16 @@ class Receiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
     @property
     def url(self) -> str:
         """The traces endpoint."""
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v1/traces"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.server.server_address[1]}/v1/traces"
 
     def script(self, *actions: dict[str, Any]) -> None:
         """Answer the next requests with these actions (status/headers/body, hang, close)."""

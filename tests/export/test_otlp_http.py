@@ -6,10 +6,13 @@ import email.utils
 import logging
 import multiprocessing
 import os
+import shutil
+import ssl
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -396,3 +399,61 @@ def test_queued_spans_are_sent_at_interpreter_exit_configured_from_env(receiver:
     assert sorted(receiver.span_names()) == sorted(f"exit-{i}" for i in range(12))
     assert receiver.requests[0]["headers"]["Content-Type"] == "application/x-protobuf"
     assert receiver.errors == []
+
+
+# -- TLS ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tls_receiver(tmp_path: Path) -> Iterator[tuple[Receiver, Path]]:
+    """An https receiver with a fresh self-signed certificate for 127.0.0.1, and that certificate's path."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    r = Receiver(tls=context)
+    try:
+        yield r, cert
+    finally:
+        r.stop()
+
+
+def test_https_with_a_trusted_ca_bundle_delivers(tls_receiver: tuple[Receiver, Path]) -> None:
+    """OTEL_EXPORTER_OTLP_CERTIFICATE names the CA to trust; spans then arrive over TLS."""
+    receiver, cert = tls_receiver
+    exporter = OTLPHttpExporter(
+        env={"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.url, "OTEL_EXPORTER_OTLP_CERTIFICATE": str(cert)}
+    )
+    install(exporter, schedule_delay=30.0)
+    produce(5)
+    assert autotrace.flush(30)
+    assert sorted(receiver.span_names()) == sorted(f"span-{n}" for n in range(5))
+
+
+def test_an_untrusted_certificate_fails_without_retrying(tls_receiver: tuple[Receiver, Path]) -> None:
+    """A certificate the exporter cannot verify drops the batch at once (retrying would not help)."""
+    receiver, _ = tls_receiver
+    exporter = OTLPHttpExporter(receiver.url, backoff_base=0.01)
+    proc = install(exporter, schedule_delay=30.0)
+    produce(5)
+    assert autotrace.flush(30)
+    assert receiver.spans == []
+    assert proc.stats()["failed"] == 5 and proc.stats()["retried"] == 0
+
+
+def test_tls_file_settings_are_checked(tmp_path: Path) -> None:
+    """A missing CA or client certificate file is a ValueError naming the variable or argument."""
+    with pytest.raises(ValueError, match="OTEL_EXPORTER_OTLP_CERTIFICATE"):
+        OTLPHttpExporter("https://c:4318/v1/traces", env={"OTEL_EXPORTER_OTLP_CERTIFICATE": str(tmp_path / "no.pem")})
+    with pytest.raises(ValueError, match="client_certificate_file"):
+        OTLPHttpExporter("https://c:4318/v1/traces", client_certificate_file=str(tmp_path / "no.pem"), env={})
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate")
+    with pytest.raises(ValueError, match="certificate_file: not a usable CA bundle"):
+        OTLPHttpExporter("https://c:4318/v1/traces", certificate_file=str(junk), env={})
