@@ -129,8 +129,8 @@ class BatchSpanProcessor:
         """Queue a finished span: O(1), no lock, no I/O; a full queue drops it and counts it."""
         queue = self._queue
         if len(queue) >= self.max_queue_size or self._closed:
-            # `+=` on an attribute does not yield the GIL midway in CPython, so the
-            # count stays exact without a lock on this path.
+            # With the GIL, `+=` on an attribute is not interrupted midway (no eval-breaker
+            # check inside it), so the count stays exact without a lock on this path.
             self.dropped += 1
             return
         queue.append(span)
