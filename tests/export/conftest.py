@@ -191,7 +191,7 @@ class Receiver:
                     else {}
                 )
                 reply = json.dumps(doc).encode()
-        self._reply(h, status, action.get("headers", {}), reply, ctype or "application/json")
+        self._reply(h, status, action.get("headers", {}), reply, action.get("ctype") or ctype or "application/json")
 
     def _log(self, arrived: float, h: BaseHTTPRequestHandler, action: dict[str, Any], count: int) -> None:
         with self.lock:

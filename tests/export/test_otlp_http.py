@@ -249,6 +249,17 @@ def test_partial_success_is_read_from_protobuf_responses(receiver: Receiver) -> 
     assert receiver.errors == []
 
 
+def test_a_json_answer_to_a_protobuf_request_is_read_as_json(receiver: Receiver) -> None:
+    """Some servers (Phoenix) answer protobuf requests in JSON: the partial success is still read."""
+    body = b'{"partialSuccess": {"rejectedSpans": "1", "errorMessage": "dup"}}'
+    receiver.script({"body": body, "ctype": "application/json"})
+    exporter = OTLPHttpExporter(receiver.url, encoding="protobuf")
+    install(exporter, schedule_delay=30.0)
+    produce(4)
+    assert autotrace.flush(30)
+    assert exporter.stats()["rejected"] == 1 and exporter.stats()["exported"] == 3
+
+
 def test_connection_closed_mid_request_is_retried_and_delivered_once(receiver: Receiver) -> None:
     """The collector hanging up mid-body is a connection error: retried, each span arrives once."""
     receiver.script({"close": True})
