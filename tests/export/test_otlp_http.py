@@ -468,3 +468,39 @@ def test_tls_file_settings_are_checked(tmp_path: Path) -> None:
     junk.write_text("not a certificate")
     with pytest.raises(ValueError, match="certificate_file: not a usable CA bundle"):
         OTLPHttpExporter("https://c:4318/v1/traces", certificate_file=str(junk), env={})
+
+
+def test_several_exporters_at_once_beside_the_store(receiver: Receiver, tmp_path: Path) -> None:
+    """OTLP, file and console exporters from OTEL_TRACES_EXPORTER all get every span; the store keeps them too."""
+    import io
+
+    from autotrace.export import ConsoleExporter, read_jsonl
+
+    env = {
+        "OTEL_TRACES_EXPORTER": "otlp,file,console",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.url,
+        "AUTOTRACE_EXPORT_FILE": str(tmp_path / "t.jsonl"),
+        "AUTOTRACE_SAMPLE_RATE": "1",
+    }
+    config = autotrace.TraceConfig.from_env(env)
+    out = io.StringIO()
+    for exporter in config.exporters:
+        if isinstance(exporter, ConsoleExporter):
+            exporter.stream = out
+    autotrace.configure(config)
+    for i in range(20):
+        work(i)
+    assert autotrace.flush(30)
+    assert len(receiver.spans) == 40
+    assert (
+        sum(
+            len(ss["spans"])
+            for d in read_jsonl(tmp_path / "t.jsonl")
+            for rs in d["resourceSpans"]
+            for ss in rs["scopeSpans"]
+        )
+        == 40
+    )
+    assert len(out.getvalue().splitlines()) == 40
+    assert autotrace.get_trace_store().span_count() == 40
+    assert autotrace.export.stats()["exported"] >= 120
