@@ -103,6 +103,9 @@ class OTLPHttpExporter:
         self._host = parts.hostname or ""
         self._port = parts.port
         self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        # What logs and repr show: no user:password@ and no query string (they may hold secrets).
+        netloc = parts.netloc.rpartition("@")[2]
+        self._shown = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
         self.headers = _resolve_headers(headers, env)
         self.timeout = _resolve_timeout(timeout, env)
         self.compression = _resolve_compression(compression, env)
@@ -215,7 +218,7 @@ class OTLPHttpExporter:
     def _give_up(self, count: int, kind: str, reason: str) -> bool:
         self._counts["failed"] += count
         internal_error(
-            f"OTLP export to {self.endpoint} ({kind})",
+            f"OTLP export to {self._shown} ({kind})",
             ExportError(f"dropped {count} spans: {reason}"),
         )
         return False
@@ -258,7 +261,7 @@ class OTLPHttpExporter:
         self._counts["exported"] += count - rejected
         if rejected or message:
             internal_error(
-                f"OTLP export to {self.endpoint} (partial success)",
+                f"OTLP export to {self._shown} (partial success)",
                 ExportError(f"the collector rejected {rejected} of {count} spans: {message or 'no reason given'}"),
             )
 
@@ -292,7 +295,7 @@ class OTLPHttpExporter:
         return dict(self._counts)
 
     def __repr__(self) -> str:
-        return f"OTLPHttpExporter({self.endpoint!r}, encoding={self.encoding!r}, compression={self.compression!r})"
+        return f"OTLPHttpExporter({self._shown!r}, encoding={self.encoding!r}, compression={self.compression!r})"
 
 
 def _snippet(reply: bytes) -> str:

@@ -135,3 +135,15 @@ def test_protobuf_without_opentelemetry_proto_fails_at_construction(monkeypatch:
         OTLPHttpExporter(encoding="protobuf", env={})
     with pytest.raises(ValueError, match="OTEL_EXPORTER_OTLP_PROTOCOL"):
         exporters_from_env("otlp", {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"})
+
+
+def test_logs_and_repr_hide_credentials_in_the_endpoint(caplog: pytest.LogCaptureFixture) -> None:
+    """user:password@ and query strings in the endpoint never reach logs or repr()."""
+    from .conftest import closed_port
+
+    exporter = OTLPHttpExporter(
+        f"http://user:s3cret@127.0.0.1:{closed_port()}/v1/traces?token=abc", timeout=0.5, backoff_base=0.01, env={}
+    )
+    assert "s3cret" not in repr(exporter) and "abc" not in repr(exporter)
+    assert exporter.export([autotrace.Span("x")]) is False
+    assert caplog.records and not any("s3cret" in r.getMessage() or "abc" in r.getMessage() for r in caplog.records)
