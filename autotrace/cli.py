@@ -111,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
         "/health, /ready and the trace viewer at /.",
     )
     _add_common(serve, default_rate=None)
+    serve.add_argument(
+        "--file",
+        metavar="PATH",
+        help="load a JSON Lines file written by FileExporter (one OTLP/JSON request per line) and serve it",
+    )
     demo = sub.add_parser(
         "demo",
         help="a small traced inference server with /generate, /models, /traces and the viewer",
@@ -147,9 +152,18 @@ def _configure(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     if args.command == "demo" and not named:
         overrides["service_name"] = "autotrace-demo"
     try:
-        autotrace.configure(**overrides)
+        store = autotrace.configure(**overrides)
     except ValueError as exc:
         parser.error(str(exc))
+    path = getattr(args, "file", None)
+    if path:
+        from .export import load_jsonl_into
+
+        try:
+            loaded = load_jsonl_into(store, path)
+        except (OSError, ValueError) as exc:
+            parser.error(f"--file: {exc}")
+        _print(f"autotrace serve: loaded {loaded} spans from {path}")
 
 
 class _StopSignals:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+import autotrace
 from autotrace import cli
 
 from .server_helpers import fetch, spans_of, trace_ids, validate_otlp
@@ -262,3 +264,40 @@ def test_port_in_use_exits_1_with_a_message(run: type[Running]) -> None:
     assert done.returncode == 1
     assert "cannot listen" in done.stderr and port in done.stderr
     assert first.stop() == 0
+
+
+def test_serve_file_serves_a_recorded_jsonl(run: type[Running], tmp_path: Path) -> None:
+    """`serve --file PATH` serves the traces a FileExporter recorded, re-encoded identically."""
+    from autotrace.export import FileExporter
+
+    path = tmp_path / "traces.jsonl"
+    exporter = FileExporter(path)
+    autotrace.configure(autotrace.TraceConfig(sample_rate=1.0, exporters=[exporter]))
+    for i in range(3):
+        with autotrace.span(f"root{i}", attributes={"i": i}):
+            with autotrace.span("child"):
+                pass
+    autotrace.shutdown(5.0)
+    recorded = sorted(s["spanId"] for line in path.read_text().splitlines() for s in spans_of(json.loads(line)))
+    assert len(recorded) == 6
+    serve = run("serve", "--port", "0", "--file", str(path))
+    url = serve.wait_for(URL.pattern).group(1)
+    assert any("loaded 6 spans" in line for line in serve.seen)
+    doc = fetch(url, "/traces").json()
+    validate_otlp(doc)
+    assert sorted(s["spanId"] for s in spans_of(doc)) == recorded
+    assert len(trace_ids(doc)) == 3
+    assert serve.stop() == 0
+
+
+def test_serve_file_missing_is_a_usage_error() -> None:
+    """`serve --file` with a missing file exits 2 naming the option."""
+    done = subprocess.run(
+        [sys.executable, "-m", "autotrace", "serve", "--port", "0", "--file", "/nonexistent/x.jsonl"],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and "--file" in done.stderr
