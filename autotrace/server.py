@@ -376,6 +376,10 @@ class _LoggingHandler(WSGIRequestHandler):
     """wsgiref's handler (one access-log line per request on stderr), with a socket timeout."""
 
     timeout = 60  # a client that stops talking frees its thread after a minute
+    # Requests refused before the app runs (bad request line, header too long) answer JSON
+    # too. Only the code and the standard description go in, never the client's own text.
+    error_content_type = "application/json"
+    error_message_format = '{"error":"%(code)d: %(explain)s","status":%(code)d}'
 
 
 class _QuietHandler(_LoggingHandler):
