@@ -9,6 +9,7 @@ a precomputed bound, and a finished span is handed over with one deque append.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
@@ -90,11 +91,24 @@ class _State:
 _S = _State()
 
 
+_ERRORS_LOCK = threading.Lock()  # taken only on the error path, never on the hot path
+
+
+def _new_errors_lock() -> None:
+    global _ERRORS_LOCK
+    _ERRORS_LOCK = threading.Lock()  # a child forked while another thread held it starts free
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_errors_lock)
+
+
 def internal_error(where: str, exc: BaseException | None = None) -> None:
     """Count a failure inside autotrace; log it the first time it happens at ``where``."""
-    errors = _S.errors
-    count = errors.get(where, 0)
-    errors[where] = count + 1
+    with _ERRORS_LOCK:  # threads failing at once: count every failure, log the first only
+        errors = _S.errors
+        count = errors.get(where, 0)
+        errors[where] = count + 1
     if count == 0:
         # The exception's own __repr__/__str__ may raise: describe it with safe_str.
         reason = "" if exc is None else f"{type(exc).__qualname__}: {_attributes.safe_str(exc)}"
