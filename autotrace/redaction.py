@@ -328,7 +328,7 @@ def capture_value(key: str, value: Any) -> Any:
     if cls is bool or cls is int or cls is float:
         return value
     if isinstance(value, str):
-        text = str.__str__(value[: limit + 1])
+        text = str.__getitem__(value, slice(0, limit + 1))  # no overridden method of a str subclass runs
     else:
         try:
             text = render(value, limit)

@@ -328,3 +328,21 @@ def test_secret_under_a_secret_key_never_appears_in_captured_text(payload: Any, 
     assert SECRET not in shown
     # A partly cut secret must not leak a useful prefix either.
     assert SECRET[:12] not in shown
+
+
+def test_hostile_str_subclass_is_captured_as_its_text() -> None:
+    """A str subclass whose __getitem__, __str__ and __repr__ raise is still captured, cut to the limit."""
+
+    class Hostile(str):
+        def __getitem__(self, index: Any) -> str:
+            raise RuntimeError("getitem")
+
+        def __str__(self) -> str:
+            raise RuntimeError("str")
+
+        def __repr__(self) -> str:
+            raise RuntimeError("repr")
+
+    autotrace.configure(sample_rate=1.0, capture_max_length=5)
+    assert capture_value("text", Hostile("abcdefgh")) == "abcde…"
+    assert type(capture_value("text", Hostile("abc"))) is str
