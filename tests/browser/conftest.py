@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from .helpers import VIEWPORT
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
@@ -20,7 +22,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-VIEWPORT = {"width": 1400, "height": 820}
 
 
 def _missing(reason: str) -> None:

@@ -11,6 +11,8 @@ from autotrace import span, traced
 
 SCREENSHOTS = Path(__file__).parent / "screenshots"
 XSS_NAME = "<img src=x onerror=alert(1)>"
+VIEWPORT = {"width": 1280, "height": 760}
+README_SHOTS = frozenset({"list", "waterfall"})
 
 
 def screenshot(page: Any, name: str) -> Path:
@@ -20,7 +22,7 @@ def screenshot(page: Any, name: str) -> Path:
     overwrite the committed ``<name>.png`` that the README shows.
     """
     SCREENSHOTS.mkdir(exist_ok=True)
-    update = os.environ.get("AUTOTRACE_UPDATE_SCREENSHOTS") == "1"
+    update = os.environ.get("AUTOTRACE_UPDATE_SCREENSHOTS") == "1" and name in README_SHOTS
     path = SCREENSHOTS / (f"{name}.png" if update else f"{name}.last.png")
     page.screenshot(path=str(path))
     return path

@@ -10,7 +10,7 @@ import pytest
 import autotrace
 from autotrace import span
 
-from .helpers import XSS_NAME, generate, record_big_store, record_demo_traces, record_tree, screenshot
+from .helpers import VIEWPORT, XSS_NAME, generate, record_big_store, record_demo_traces, record_tree, screenshot
 
 pytestmark = pytest.mark.browser
 
@@ -110,7 +110,7 @@ def test_copy_trace_id_button(server: Any, browser: Any) -> None:
     """The copy button puts the selected span's trace id on the clipboard."""
     ids = record_tree()
     expect = _expect()
-    context = browser.new_context(viewport={"width": 1400, "height": 820})
+    context = browser.new_context(viewport=VIEWPORT)
     try:
         context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server.url)
         page = context.new_page()
@@ -256,7 +256,7 @@ def test_bearer_token_flow(browser: Any) -> None:
     record_tree()
     expect = _expect()
     handle = start_in_background(host="127.0.0.1", port=0, token="s3cret-token")
-    context = browser.new_context(viewport={"width": 1400, "height": 820})
+    context = browser.new_context(viewport=VIEWPORT)
     try:
         page = context.new_page()
         errors: list[str] = []
