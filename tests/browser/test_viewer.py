@@ -305,12 +305,12 @@ def test_thousand_traces_and_two_thousand_span_trace(server: Any, page: Any) -> 
     page.eval_on_selector("#waterfall", "e => { e.scrollTop = e.scrollHeight; }")
     expect(span_row(page, "chain-38")).to_be_visible()
     assert page.evaluate("1 + 1") == 2  # the page still answers
+    screenshot(page, "big")
     # collapsing the root hides its 1,999 descendants
     page.eval_on_selector("#waterfall", "e => { e.scrollTop = 0; }")
     page.locator("#waterfall .wf-row").first.locator(".twisty").click()
     expect(page.locator("#waterfall")).to_have_attribute("data-total", "1")
     print(f"\nlist of 1000 traces drawn in {list_seconds:.2f}s; 2000-span waterfall in {waterfall_seconds:.2f}s")
-    screenshot(page, "big")
 
 
 def test_waterfall_screenshot(server: Any, page: Any) -> None:
