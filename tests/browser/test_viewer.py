@@ -230,7 +230,7 @@ def test_clear_empties_the_list(server: Any, page: Any, probe: Any) -> None:
 
 
 def test_auto_refresh_and_pause(server: Any, page: Any) -> None:
-    """New traces appear without a reload; while paused the list stays as it is."""
+    """New traces appear without a reload; while paused the list only changes on Refresh."""
     record_tree()
     expect = _expect()
     open_viewer(page, server.url)
@@ -245,8 +245,13 @@ def test_auto_refresh_and_pause(server: Any, page: Any) -> None:
         pass
     page.wait_for_timeout(7000)  # more than two refresh periods
     expect(rows).to_have_count(2)
-    page.click("#pause")
+    page.click("#refresh")  # a manual refresh still works while paused
     expect(rows).to_have_count(3)
+    with span("arrived-after-refresh"):
+        pass
+    page.click("#pause")
+    expect(page.locator("#pause")).to_have_attribute("aria-pressed", "false")
+    expect(rows).to_have_count(4)
 
 
 def test_bearer_token_flow(browser: Any) -> None:
@@ -327,3 +332,33 @@ def test_waterfall_screenshot(server: Any, page: Any) -> None:
     expect(page.locator("#detail pre.stack")).to_contain_text("TimeoutError")
     expect(page.locator(".legend")).to_contain_text("error")
     screenshot(page, "waterfall")
+
+
+def test_orphans_links_and_attribute_types(server: Any, page: Any) -> None:
+    """A span whose parent is elsewhere sits at top level marked orphan; links open their trace; values keep types."""
+    from autotrace import SpanContext
+
+    with span("upstream-job") as upstream:
+        pass
+    remote = SpanContext(int("ab" * 16, 16), int("cd" * 8, 16), True, True)
+    with span("handle", kind="server", parent=remote, links=[upstream.get_span_context()]) as handled:
+        handled.set_attributes({"ints": [1, 2, 3], "ratio": 0.5, "cached": True, "tokens": 7})
+        with span("work"):
+            pass
+    expect = _expect()
+    open_viewer(page, server.url, "#trace=" + "ab" * 16)
+    expect(page.locator("#waterfall .wf-row")).to_have_count(2)
+    first = page.locator("#waterfall .wf-row").first
+    expect(first).to_have_attribute("data-depth", "0")
+    expect(first.locator(".badge")).to_have_text("orphan")
+    expect(page.locator("#trace-title")).to_have_text("handle")
+    detail = page.locator("#detail")
+    expect(detail.locator("tr[data-key='ints'] .val")).to_have_text("[1, 2, 3]")
+    expect(detail.locator("tr[data-key='ratio'] .val")).to_have_text("0.5")
+    expect(detail.locator("tr[data-key='cached'] .val")).to_have_text("true")
+    expect(detail.locator("tr[data-key='tokens'] .val")).to_have_text("7")
+    expect(detail).to_contain_text("cdcdcdcdcdcdcdcd")  # the remote parent id
+    expect(detail).to_contain_text("Links (1)")
+    detail.get_by_role("button", name="open").click()
+    expect(page.locator("#trace-title")).to_have_text("upstream-job")
+    assert f"#trace={upstream.trace_id}" in page.url
