@@ -155,9 +155,14 @@ def test_filter_and_errors_only(server: Any, page: Any) -> None:
     open_viewer(page, server.url)
     rows = page.locator(".trace-row")
     expect(rows).to_have_count(4)
-    page.fill("#filter", "a1")  # a span name inside the tree trace only
+    page.fill("#filter", "PREFILL")  # a child span's name (any case), in the three inference traces only
+    expect(rows).to_have_count(3)
+    page.fill("#filter", "root")  # not hex, so no trace id can match by chance
     expect(rows).to_have_count(1)
     expect(rows.first.locator(".tr-name")).to_have_text("root")
+    tree_id = rows.first.get_attribute("data-trace-id")
+    page.fill("#filter", tree_id[-12:])  # the end of a trace id
+    expect(rows).to_have_count(1)
     page.fill("#filter", "")
     expect(rows).to_have_count(4)
     page.check("#errors-only")
