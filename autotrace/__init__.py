@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
@@ -111,8 +112,10 @@ def _configure_from_env_at_import() -> None:
     try:
         apply_config(TraceConfig.from_env())
     except Exception as exc:  # a bad variable must not break `import autotrace`
-        logging.getLogger("autotrace").warning(
-            "autotrace: ignoring the environment (%s); configure() will raise on it", exc
+        warnings.warn(
+            f"autotrace: ignoring the environment ({exc}); configure() will raise on it",
+            RuntimeWarning,
+            stacklevel=3,
         )
         apply_config(TraceConfig())
 

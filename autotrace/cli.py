@@ -1,8 +1,258 @@
-"""Command line: filled in by the server issue."""
+"""The ``autotrace`` command (also ``python -m autotrace``): ``serve`` and ``demo``.
+
+autotrace serve --port 8080          # the /traces server on its own
+autotrace demo --traffic 5           # a toy inference server, traced, with traffic
+"""
 
 from __future__ import annotations
 
+import argparse
+import math
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the autotrace command."""
-    raise SystemExit("autotrace: the command line is not built yet")
+__all__ = ["build_parser", "main"]
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to 65535; got {text!r}")
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 65535; got {value}")
+    return value
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1; got {text!r}")
+    if math.isnan(value) or not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1; got {text}")
+    return value
+
+
+def _delay(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds from 0 to 10; got {text!r}")
+    if math.isnan(value) or not 0.0 <= value <= 10.0:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 10 seconds; got {text}")
+    return value
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}; got {text!r}")
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}; got {value}")
+        return value
+
+    return parse
+
+
+def _non_empty(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
+def _add_common(p: argparse.ArgumentParser, *, default_rate: float | None) -> None:
+    p.add_argument("--host", type=_non_empty, default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    p.add_argument("--port", type=_port, default=8080, help="port to bind; 0 picks a free one (default: 8080)")
+    rate_default = "$AUTOTRACE_SAMPLE_RATE, else 0.1" if default_rate is None else str(default_rate)
+    p.add_argument(
+        "--sample-rate",
+        type=_rate,
+        default=default_rate,
+        metavar="RATE",
+        help=f"share of traces recorded, 0..1 (default: {rate_default})",
+    )
+    p.add_argument(
+        "--max-traces",
+        type=_int_at_least(1),
+        default=None,
+        metavar="N",
+        help="traces kept in memory (default: $AUTOTRACE_MAX_TRACES, else 1000)",
+    )
+    p.add_argument(
+        "--token",
+        type=_non_empty,
+        default=None,
+        help="require 'Authorization: Bearer TOKEN' on every route but /health and / (default: $AUTOTRACE_TOKEN)",
+    )
+    p.add_argument("--access-log", action="store_true", help="print one line per request on stderr")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``autotrace`` command."""
+    from ._version import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="autotrace",
+        description="Serve autotrace's traces over HTTP, or try it on a demo inference server.",
+    )
+    parser.add_argument("--version", action="version", version=f"autotrace {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    serve = sub.add_parser(
+        "serve",
+        help="serve /traces, /health, /ready and the viewer",
+        description="Serve this process's trace store: GET /traces (OTLP/JSON), DELETE /traces, "
+        "/health, /ready and the trace viewer at /.",
+    )
+    _add_common(serve, default_rate=None)
+    serve.add_argument(
+        "--file",
+        metavar="PATH",
+        help="load a JSON Lines file written by FileExporter (one OTLP/JSON request per line) and serve it",
+    )
+    demo = sub.add_parser(
+        "demo",
+        help="a small traced inference server with /generate, /models, /traces and the viewer",
+        description="Run a toy inference server whose handlers are traced (POST /generate streams "
+        "tokens; GET /models), with /traces and the viewer, and send it some traffic.",
+    )
+    _add_common(demo, default_rate=1.0)
+    demo.add_argument(
+        "--traffic",
+        type=_int_at_least(0),
+        default=0,
+        metavar="N",
+        help="send N requests to /generate after starting, so traces show at once (default: 0)",
+    )
+    demo.add_argument(
+        "--delay",
+        type=_delay,
+        default=0.002,
+        metavar="SECONDS",
+        help="pretend cost of one decode step (default: 0.002)",
+    )
+    return parser
+
+
+def _configure(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    import autotrace
+
+    overrides: dict[str, Any] = {}
+    if args.sample_rate is not None:
+        overrides["sample_rate"] = args.sample_rate
+    if args.max_traces is not None:
+        overrides["max_traces"] = args.max_traces
+    named = os.environ.get("OTEL_SERVICE_NAME") or "service.name" in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "")
+    if args.command == "demo" and not named:
+        overrides["service_name"] = "autotrace-demo"
+    try:
+        store = autotrace.configure(**overrides)
+    except ValueError as exc:
+        parser.error(str(exc))
+    path = getattr(args, "file", None)
+    if path:
+        from .export import load_jsonl_into
+
+        try:
+            loaded = load_jsonl_into(store, path)
+        except (OSError, ValueError) as exc:
+            parser.error(f"--file: {exc}")
+        _print(f"autotrace serve: loaded {loaded} spans from {path}")
+
+
+class _StopSignals:
+    """Turns Ctrl-C and SIGTERM into an event, from before the server starts until it has stopped."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self._saved: dict[int, Any] = {}
+
+    def __enter__(self) -> threading.Event:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._saved[sig] = signal.signal(sig, lambda signum, frame: self.event.set())
+        return self.event
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._saved.items():
+            signal.signal(sig, handler)
+
+
+def _print(*lines: str) -> None:
+    for line in lines:
+        print(line, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``autotrace`` command; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure(parser, args)
+    command = args.command
+    with _StopSignals() as stop:
+        return _run(command, args, stop)
+
+
+def _run(command: str, args: argparse.Namespace, stop: threading.Event) -> int:
+    from . import server
+
+    hosts = server.loopback_hosts(args.host)  # bound to loopback: refuse other Host names (DNS rebinding)
+    try:
+        if command == "demo":
+            from .demo import create_demo_app
+            from .wsgi import TracingMiddleware
+
+            # One SERVER span per request, continuing the caller's traceparent. The
+            # server's own routes are left out: the viewer polls /traces every few
+            # seconds and would otherwise fill the store with its own requests.
+            app = TracingMiddleware(
+                create_demo_app(token=args.token, allowed_hosts=hosts, delay=args.delay),
+                excluded_paths=("/health", "/ready", "/traces", "/"),
+            )
+        else:
+            app = server.create_app(token=args.token, allowed_hosts=hosts)
+        handle = server.start_in_background(args.host, args.port, app=app, access_log=args.access_log)
+    except OSError as exc:
+        print(f"autotrace {command}: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+
+    token = args.token or os.environ.get(server.TOKEN_ENV) or None
+    if args.token:
+        auth = " -H 'Authorization: Bearer <token>'"
+    else:
+        auth = ' -H "Authorization: Bearer $AUTOTRACE_TOKEN"' if token else ""
+    url = handle.url
+    with handle:
+        _print(f"autotrace {command}: listening on {url}")
+        if hosts is None and not token:
+            print(
+                f"autotrace {command}: warning: {args.host} is reachable from other machines and no --token is set",
+                file=sys.stderr,
+                flush=True,
+            )
+        _print(
+            f"  viewer    {url}/",
+            f"  traces    curl{auth} '{url}/traces?limit=1'",
+        )
+        if command == "demo":
+            _print(
+                f"  generate  curl{auth} -N -X POST {url}/generate -H 'Content-Type: application/json' "
+                '-d \'{"prompt": "hello", "max_tokens": 8}\'',
+                f"  models    curl{auth} {url}/models",
+            )
+            if args.traffic:
+                from .demo import send_traffic
+
+                sent = send_traffic(url, args.traffic, token=token)
+                _print(f"autotrace demo: sent {sent} of {args.traffic} requests to /generate")
+        _print("Press Ctrl-C to stop.")
+        while not stop.wait(0.5):
+            pass
+    _print(f"autotrace {command}: stopped")
+    return 0

@@ -354,14 +354,15 @@ class _Capture:
             bound: Mapping[str, Any]
             if self.signature is not None:
                 try:
-                    ba = self.signature.bind_partial(*args, **kwargs)
-                    bound = ba.arguments
+                    # wrapt hands methods their instance (or class) apart from args.
+                    full = args if instance is None else (instance, *args)
+                    bound = self.signature.bind_partial(*full, **kwargs).arguments
                 except TypeError:
                     bound = {**{f"arg{i}": v for i, v in enumerate(args)}, **kwargs}
             else:
                 bound = {**{f"arg{i}": v for i, v in enumerate(args)}, **kwargs}
             for key, value in bound.items():
-                if key in ("self", "cls") and value is instance:
+                if instance is not None and value is instance:
                     continue
                 s.set_attribute(f"code.function.args.{key}", capture_value(key, value))
         except Exception as exc:

@@ -83,10 +83,11 @@ class InferenceSpanBuilder:
             attributes=attrs,
             kind=self._kind,
             start_time_unix_nano=self._start,
-            end_time_unix_nano=self._end,
         )
         if self._error is not None:
             span._fail(self._error, escaped=False)
+        if self._end is not None:
+            span.end(self._end)  # a hand-built span is only stored by record_span()
         return span
 
     def build_and_record(self) -> bool:

@@ -304,6 +304,8 @@ def apply_config(config: TraceConfig) -> TraceStore:
         _S.processors = tuple(processors + captures)
         _update_bound()
     for proc in old_processors:
+        if proc in processors:  # passed to configure() again: still in use
+            continue
         try:
             proc.shutdown(5.0)
         except Exception as exc:

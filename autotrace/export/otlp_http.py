@@ -1,0 +1,560 @@
+"""OTLP/HTTP exporter on the standard library: JSON by default, protobuf when installed.
+
+Retries follow the OTLP specification and OpenTelemetry Python: only 429, 502,
+503, 504 and connection failures are retried, with exponential backoff (about
+1, 2, 4, 8, 16 s, ±20 % jitter) or the server's ``Retry-After``, and all of it
+inside the export timeout. Any other answer drops the batch and counts it. A
+partial success is logged, never retried. Each kind of failure is logged once.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import gzip
+import http.client
+import importlib
+import json
+import math
+import os
+import random
+import socket
+import ssl
+import threading
+import time
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .._version import __version__
+from ..config import parse_kv_list
+from ..otlp import encode_spans
+from ..tracer import internal_error, resource_attributes
+from .env import get, parse_ms
+
+if TYPE_CHECKING:
+    from ..spans import Span
+
+__all__ = ["DEFAULT_ENDPOINT", "ExportError", "OTLPHttpExporter", "parse_retry_after"]
+
+DEFAULT_ENDPOINT = "http://localhost:4318/v1/traces"
+RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
+MAX_REQUEST_BYTES = 16 * 1024 * 1024
+"""Largest request body sent; bigger batches are split (collectors refuse 20-64 MiB)."""
+_MAX_RESPONSE_BYTES = 1024 * 1024
+_USER_AGENT = f"autotrace/{__version__}"
+
+
+class ExportError(Exception):
+    """Why a batch could not be delivered (logged once per kind, never raised to user code)."""
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delay-seconds or an HTTP date), or None."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    if text.isdigit():
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+class OTLPHttpExporter:
+    """Sends spans to an OpenTelemetry collector (or Jaeger, Tempo, Phoenix) over OTLP/HTTP.
+
+    Arguments left as None come from the standard variables in ``env`` (default
+    ``os.environ``): ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` (used as given) or
+    ``OTEL_EXPORTER_OTLP_ENDPOINT`` (+ ``/v1/traces``), ``..._HEADERS``,
+    ``..._TIMEOUT`` (ms), ``..._COMPRESSION``, ``..._PROTOCOL``, and for TLS
+    ``..._CERTIFICATE`` (CA bundle to trust), ``..._CLIENT_CERTIFICATE`` and
+    ``..._CLIENT_KEY`` (mutual TLS). ``endpoint`` is the full URL. ``timeout``
+    bounds one whole export, retries included.
+    """
+
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        *,
+        headers: Mapping[str, str] | str | None = None,
+        timeout: float | None = None,
+        compression: str | None = None,
+        encoding: str | None = None,
+        max_retries: int = 5,
+        backoff_base: float = 1.0,
+        max_request_bytes: int = MAX_REQUEST_BYTES,
+        certificate_file: str | None = None,
+        client_certificate_file: str | None = None,
+        client_key_file: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        env = os.environ if env is None else env
+        self.endpoint = _resolve_endpoint(endpoint, env)
+        parts = urllib.parse.urlsplit(self.endpoint)
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname or ""
+        self._port = parts.port
+        self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        # What logs and repr show: no user:password@ and no query string (they may hold secrets).
+        netloc = parts.netloc.rpartition("@")[2]
+        self._shown = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+        self.headers = _resolve_headers(headers, env)
+        self.timeout = _resolve_timeout(timeout, env)
+        self.compression = _resolve_compression(compression, env)
+        self.encoding = _resolve_encoding(encoding, env)
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ValueError(f"max_retries must be a whole number >= 0; got {max_retries!r}")
+        if isinstance(backoff_base, bool) or not isinstance(backoff_base, (int, float)) or not backoff_base >= 0:
+            raise ValueError(f"backoff_base must be a number of seconds >= 0; got {backoff_base!r}")
+        if isinstance(max_request_bytes, bool) or not isinstance(max_request_bytes, int) or max_request_bytes < 1024:
+            raise ValueError(f"max_request_bytes must be an integer >= 1024; got {max_request_bytes!r}")
+        self.max_retries = max_retries
+        self.backoff_base = float(backoff_base)
+        self.max_request_bytes = max_request_bytes
+        self._pb: Any = _protobuf_classes() if self.encoding == "protobuf" else None
+        self._content_type = "application/x-protobuf" if self._pb else "application/json"
+        self._abort = threading.Event()
+        self._conn_lock = threading.Lock()
+        self._conn: http.client.HTTPConnection | None = None
+        self._ssl = _tls_context(self._https, certificate_file, client_certificate_file, client_key_file, env)
+        self._counts = {"exported": 0, "failed": 0, "rejected": 0, "retried": 0, "requests": 0}
+
+    # -- export -----------------------------------------------------------------------
+
+    def export(self, spans: Sequence[Span], timeout: float | None = None) -> bool:
+        """Send ``spans``; True when the collector took them all (retries included)."""
+        total = len(spans)
+        if not total:
+            return True
+        if self._abort.is_set():
+            self._counts["failed"] += total
+            return False
+        limit = self.timeout if timeout is None else min(self.timeout, max(0.0, timeout))
+        deadline = time.monotonic() + limit
+        try:
+            bodies = self._encode(list(spans), resource_attributes())
+        except Exception as exc:
+            internal_error("OTLP export: encoding spans", exc)
+            self._counts["failed"] += total
+            return False
+        ok = len(bodies) > 0 and sum(n for _, n in bodies) == total
+        for body, count in bodies:
+            ok = self._send(body, count, deadline) and ok
+        return ok
+
+    def _encode(self, spans: list[Span], resource: Mapping[str, Any]) -> list[tuple[bytes, int]]:
+        """Encoded request bodies with their span counts, each under max_request_bytes."""
+        doc = encode_spans(spans, resource)
+        if self._pb is not None:
+            body = self._pb.request(doc).SerializeToString()
+        else:
+            body = json.dumps(doc, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+        if len(body) <= self.max_request_bytes:
+            return [(body, len(spans))]
+        if len(spans) == 1:
+            self._counts["failed"] += 1
+            internal_error(
+                "OTLP export: a span too large to send",
+                ExportError(f"span {spans[0].name!r} encodes to {len(body)} bytes > {self.max_request_bytes}"),
+            )
+            return []
+        half = len(spans) // 2
+        return self._encode(spans[:half], resource) + self._encode(spans[half:], resource)
+
+    def _send(self, body: bytes, count: int, deadline: float) -> bool:
+        """POST one body, retrying what the policy allows before ``deadline``."""
+        counts = self._counts
+        headers = {"User-Agent": _USER_AGENT, **self.headers}
+        headers["Content-Type"] = self._content_type
+        if self.compression == "gzip":
+            body = gzip.compress(body, compresslevel=6)
+            headers["Content-Encoding"] = "gzip"
+        attempt = 0
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return self._give_up(count, "timeout", f"no answer within the {self.timeout:g} s export timeout")
+            retry_after: float | None = None
+            try:
+                counts["requests"] += 1
+                status, reply_headers, reply = self._post(body, headers, left)
+            except ssl.SSLCertVerificationError as exc:  # a misconfiguration: retrying will not help
+                return self._give_up(count, "TLS certificate", f"{type(exc).__name__}: {exc}")
+            except (OSError, http.client.HTTPException) as exc:
+                if self._abort.is_set():
+                    return self._give_up(count, "shutdown", "the exporter was shut down mid-request")
+                kind = "timeout" if isinstance(exc, (socket.timeout, TimeoutError)) else "connection error"
+                reason = f"{type(exc).__name__}: {exc}"
+            else:
+                if 200 <= status < 300:
+                    self._read_partial_success(reply, reply_headers, count)
+                    return True
+                reason = f"HTTP {status}: {_snippet(reply)}"
+                if status not in RETRYABLE_STATUS:
+                    return self._give_up(count, f"HTTP {status}", reason)
+                kind = f"HTTP {status}"
+                retry_after = parse_retry_after(reply_headers.get("Retry-After"))
+            if attempt >= self.max_retries:
+                return self._give_up(count, kind, f"{reason} (after {attempt} retries)")
+            if retry_after is not None:
+                delay = retry_after
+            else:
+                delay = self.backoff_base * (2**attempt) * random.uniform(0.8, 1.2)
+            if time.monotonic() + delay >= deadline:
+                return self._give_up(count, kind, f"{reason} (next retry in {delay:.1f} s is past the export timeout)")
+            if self._abort.wait(delay):
+                return self._give_up(count, "shutdown", "the exporter was shut down while waiting to retry")
+            attempt += 1
+            counts["retried"] += 1
+
+    def _give_up(self, count: int, kind: str, reason: str) -> bool:
+        self._counts["failed"] += count
+        internal_error(
+            f"OTLP export to {self._shown} ({kind})",
+            ExportError(f"dropped {count} spans: {reason}"),
+        )
+        return False
+
+    def _post(self, body: bytes, headers: Mapping[str, str], timeout: float) -> tuple[int, Any, bytes]:
+        """One HTTP POST on a fresh connection; the socket timeout is what is left of the deadline."""
+        conn: http.client.HTTPConnection
+        if self._https:
+            conn = http.client.HTTPSConnection(self._host, self._port, timeout=timeout, context=self._ssl)
+        else:
+            conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+        with self._conn_lock:
+            self._conn = conn
+        try:
+            conn.request("POST", self._path, body=body, headers=dict(headers))
+            response = conn.getresponse()
+            reply = response.read(_MAX_RESPONSE_BYTES)
+            return response.status, response.headers, reply
+        finally:
+            with self._conn_lock:
+                self._conn = None
+            conn.close()
+
+    def _read_partial_success(self, reply: bytes, headers: Any, count: int) -> None:
+        rejected, message = 0, ""
+        try:
+            if reply and self._pb is not None and "protobuf" in (headers.get("Content-Type") or "protobuf"):
+                response = self._pb.response()
+                response.ParseFromString(reply)
+                rejected = int(response.partial_success.rejected_spans)
+                message = str(response.partial_success.error_message)
+            elif reply:
+                partial = json.loads(reply).get("partialSuccess") or {}
+                rejected = int(partial.get("rejectedSpans") or 0)
+                message = str(partial.get("errorMessage") or "")
+        except Exception:  # an unreadable success body still means success
+            rejected, message = 0, ""
+        rejected = min(max(rejected, 0), count)
+        self._counts["rejected"] += rejected
+        self._counts["exported"] += count - rejected
+        if rejected or message:
+            internal_error(
+                f"OTLP export to {self._shown} (partial success)",
+                ExportError(f"the collector rejected {rejected} of {count} spans: {message or 'no reason given'}"),
+            )
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Stop: abort retry waits and any request in flight; later exports fail at once."""
+        self._abort.set()
+        with self._conn_lock:
+            conn = self._conn
+        sock = getattr(conn, "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked in recv()
+            except OSError:
+                pass
+
+    def _after_fork(self) -> None:
+        # Locks and events may have been held by the parent's worker at fork time.
+        aborted = self._abort.is_set()
+        self._abort = threading.Event()
+        if aborted:
+            self._abort.set()
+        self._conn_lock = threading.Lock()
+        self._conn = None
+        for key in self._counts:
+            self._counts[key] = 0
+
+    def stats(self) -> dict[str, int]:
+        """Counters: spans exported, failed, rejected by the collector, retried requests, requests made."""
+        return dict(self._counts)
+
+    def __repr__(self) -> str:
+        return f"OTLPHttpExporter({self._shown!r}, encoding={self.encoding!r}, compression={self.compression!r})"
+
+
+def _snippet(reply: bytes) -> str:
+    text = reply[:200].decode("utf-8", "replace").strip()
+    return text or "(empty body)"
+
+
+class _Protobuf:
+    """Builds ExportTraceServiceRequest messages from OTLP/JSON dicts, field by field.
+
+    Setting fields directly is about five times faster than json_format.ParseDict,
+    and the dict is the one place where the encoding rules live (otlp.py).
+    """
+
+    def __init__(self) -> None:
+        trace_service_pb2 = importlib.import_module("opentelemetry.proto.collector.trace.v1.trace_service_pb2")
+        self._request = trace_service_pb2.ExportTraceServiceRequest
+        self.response = trace_service_pb2.ExportTraceServiceResponse
+
+    def request(self, doc: Mapping[str, Any]) -> Any:
+        """The message for one OTLP/JSON request."""
+        message = self._request()
+        for rs in doc.get("resourceSpans", ()):
+            prs = message.resource_spans.add()
+            _key_values(prs.resource.attributes, (rs.get("resource") or {}).get("attributes", ()))
+            for ss in rs.get("scopeSpans", ()):
+                pss = prs.scope_spans.add()
+                scope = ss.get("scope") or {}
+                pss.scope.name = scope.get("name", "")
+                pss.scope.version = scope.get("version", "")
+                for sp in ss.get("spans", ()):
+                    _span(pss.spans.add(), sp)
+        return message
+
+
+def _span(p: Any, sp: Mapping[str, Any]) -> None:
+    p.trace_id = bytes.fromhex(sp["traceId"])
+    p.span_id = bytes.fromhex(sp["spanId"])
+    if sp.get("parentSpanId"):
+        p.parent_span_id = bytes.fromhex(sp["parentSpanId"])
+    if sp.get("traceState"):
+        p.trace_state = sp["traceState"]
+    p.name = sp["name"]
+    p.kind = sp["kind"]
+    p.start_time_unix_nano = int(sp["startTimeUnixNano"])
+    p.end_time_unix_nano = int(sp["endTimeUnixNano"])
+    _key_values(p.attributes, sp.get("attributes", ()))
+    p.dropped_attributes_count = sp.get("droppedAttributesCount", 0)
+    for ev in sp.get("events", ()):
+        pe = p.events.add()
+        pe.time_unix_nano = int(ev["timeUnixNano"])
+        pe.name = ev["name"]
+        _key_values(pe.attributes, ev.get("attributes", ()))
+        pe.dropped_attributes_count = ev.get("droppedAttributesCount", 0)
+    p.dropped_events_count = sp.get("droppedEventsCount", 0)
+    for lk in sp.get("links", ()):
+        pl = p.links.add()
+        pl.trace_id = bytes.fromhex(lk["traceId"])
+        pl.span_id = bytes.fromhex(lk["spanId"])
+        pl.trace_state = lk.get("traceState", "")
+        _key_values(pl.attributes, lk.get("attributes", ()))
+        pl.dropped_attributes_count = lk.get("droppedAttributesCount", 0)
+        pl.flags = lk.get("flags", 0)
+    p.dropped_links_count = sp.get("droppedLinksCount", 0)
+    status = sp.get("status")
+    if status is None:
+        return
+    p.status.SetInParent()
+    if status.get("code"):
+        p.status.code = status["code"]
+        if status.get("message"):
+            p.status.message = status["message"]
+
+
+def _key_values(repeated: Any, items: Any) -> None:
+    for kv in items:
+        pkv = repeated.add()
+        pkv.key = kv["key"]
+        _any_value(pkv.value, kv["value"])
+
+
+def _any_value(p: Any, value: Mapping[str, Any]) -> None:
+    if "stringValue" in value:
+        p.string_value = value["stringValue"]
+    elif "boolValue" in value:
+        p.bool_value = value["boolValue"]
+    elif "intValue" in value:
+        p.int_value = int(value["intValue"])
+    elif "doubleValue" in value:
+        number = value["doubleValue"]
+        p.double_value = float(number.replace("Infinity", "inf")) if isinstance(number, str) else number
+    elif "arrayValue" in value:
+        p.array_value.SetInParent()  # an empty array is still an array
+        for item in value["arrayValue"].get("values", ()):
+            _any_value(p.array_value.values.add(), item)
+    elif "kvlistValue" in value:
+        p.kvlist_value.SetInParent()
+        _key_values(p.kvlist_value.values, value["kvlistValue"].get("values", ()))
+    elif "bytesValue" in value:
+        p.bytes_value = base64.b64decode(value["bytesValue"])
+
+
+def _protobuf_classes() -> _Protobuf:
+    try:
+        return _Protobuf()
+    except ImportError as exc:
+        raise ValueError(
+            "the OTLP protobuf encoding (OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf) needs the "
+            f"opentelemetry-proto and protobuf packages: pip install 'autotrace[proto]' ({exc}); "
+            "or use http/json"
+        ) from None
+
+
+# -- settings -----------------------------------------------------------------------------
+
+
+def _resolve_endpoint(endpoint: str | None, env: Mapping[str, str]) -> str:
+    if endpoint is not None:
+        source, url = "endpoint", endpoint
+    elif get(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") is not None:
+        source, url = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", get(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or ""
+    elif get(env, "OTEL_EXPORTER_OTLP_ENDPOINT") is not None:
+        base = get(env, "OTEL_EXPORTER_OTLP_ENDPOINT") or ""
+        source, url = "OTEL_EXPORTER_OTLP_ENDPOINT", base.rstrip("/") + "/v1/traces"
+    else:
+        return DEFAULT_ENDPOINT
+    if not isinstance(url, str):
+        raise ValueError(f"{source} must be a URL string; got {url!r}")
+    url = url.strip()
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise ValueError(f"{source} must be an http:// or https:// URL; got {url!r} ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{source} must be an http:// or https:// URL with a host; got {url!r}")
+    return url
+
+
+def _resolve_headers(headers: Mapping[str, str] | str | None, env: Mapping[str, str]) -> dict[str, str]:
+    if headers is None:
+        for var in ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS"):
+            text = get(env, var)
+            if text is not None:
+                return _check_headers(var, parse_kv_list(var, text))
+        return {}
+    if isinstance(headers, str):
+        return _check_headers("headers", parse_kv_list("headers", headers))
+    if not isinstance(headers, Mapping):
+        raise ValueError(f"headers must be a mapping or a 'k=v,k2=v2' string; got {headers!r}")
+    return _check_headers("headers", {str(k): str(v) for k, v in headers.items()})
+
+
+def _check_headers(source: str, headers: dict[str, str]) -> dict[str, str]:
+    for key, value in headers.items():
+        if not key or any(c in key for c in ' \t\r\n:"') or any(c in value for c in "\r\n\0"):
+            raise ValueError(f"{source} has an invalid HTTP header {key!r}")
+    return headers
+
+
+def _resolve_timeout(timeout: float | None, env: Mapping[str, str]) -> float:
+    if timeout is None:
+        for var in ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"):
+            text = get(env, var)
+            if text is not None:
+                return parse_ms(var, text)
+        return 10.0
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
+        raise ValueError(f"timeout must be a positive number of seconds; got {timeout!r}")
+    return float(timeout)
+
+
+def _resolve_compression(compression: str | None, env: Mapping[str, str]) -> str:
+    source = "compression"
+    if compression is None:
+        for var in ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "OTEL_EXPORTER_OTLP_COMPRESSION"):
+            text = get(env, var)
+            if text is not None:
+                source, compression = var, text
+                break
+        else:
+            return "none"
+    value = compression.strip().lower() if isinstance(compression, str) else compression
+    if value not in ("gzip", "none"):
+        raise ValueError(f"{source} must be gzip or none; got {compression!r}")
+    return str(value)
+
+
+def _resolve_encoding(encoding: str | None, env: Mapping[str, str]) -> str:
+    if encoding is not None:
+        value = encoding.strip().lower() if isinstance(encoding, str) else encoding
+        if value not in ("json", "protobuf"):
+            raise ValueError(f"encoding must be json or protobuf; got {encoding!r}")
+        return str(value)
+    for var in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        text = get(env, var)
+        if text is None:
+            continue
+        protocol = text.lower()
+        if protocol == "http/json":
+            return "json"
+        if protocol == "http/protobuf":
+            return "protobuf"
+        if protocol == "grpc":
+            raise ValueError(f"{var}=grpc is not supported by autotrace; use http/protobuf or http/json")
+        raise ValueError(f"{var} must be http/protobuf or http/json; got {text!r}")
+    return "json"
+
+
+def _tls_setting(value: str | None, name: str, signal_var: str, var: str, env: Mapping[str, str]) -> tuple[str, str]:
+    """(where it came from, path) for one TLS file setting, or ("", "") when unset."""
+    if value is not None:
+        return name, value
+    for source in (signal_var, var):
+        text = get(env, source)
+        if text is not None:
+            return source, text
+    return "", ""
+
+
+def _tls_context(
+    https: bool,
+    certificate_file: str | None,
+    client_certificate_file: str | None,
+    client_key_file: str | None,
+    env: Mapping[str, str],
+) -> ssl.SSLContext | None:
+    """The TLS context for an https endpoint: system CAs, or the given CA bundle, plus a client certificate."""
+    ca = _tls_setting(
+        certificate_file,
+        "certificate_file",
+        "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+        "OTEL_EXPORTER_OTLP_CERTIFICATE",
+        env,
+    )
+    cert = _tls_setting(
+        client_certificate_file,
+        "client_certificate_file",
+        "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
+        "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+        env,
+    )
+    key = _tls_setting(
+        client_key_file, "client_key_file", "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", "OTEL_EXPORTER_OTLP_CLIENT_KEY", env
+    )
+    for source, path in (ca, cert, key):
+        if source and not os.path.isfile(path):
+            raise ValueError(f"{source}: no such file {path!r}")
+    if not https:
+        return None
+    if key[0] and not cert[0]:
+        raise ValueError(f"{key[0]} needs a client certificate as well")
+    try:
+        context = ssl.create_default_context(cafile=ca[1] or None)
+    except (ssl.SSLError, OSError) as exc:
+        raise ValueError(f"{ca[0]}: not a usable CA bundle ({exc})") from None
+    if cert[0]:
+        try:
+            context.load_cert_chain(cert[1], key[1] or None)
+        except (ssl.SSLError, OSError) as exc:
+            raise ValueError(f"{cert[0]}: not a usable client certificate and key ({exc})") from None
+    return context

@@ -1,0 +1,481 @@
+"""The /traces server: a Bottle app over the trace store, and a background thread to run it.
+
+    import autotrace.server
+
+    handle = autotrace.server.start_in_background(port=8080)   # from inside your process
+    # curl http://127.0.0.1:8080/traces?limit=1
+    handle.stop()
+
+``create_app()`` is a plain WSGI application, so gunicorn or waitress can host it
+too (``gunicorn 'autotrace.server:create_app()'``). Every answer is JSON except
+the viewer page at ``/``; bad input is a 400 that names the parameter, never a 500.
+"""
+
+from __future__ import annotations
+
+import hmac
+import importlib.resources
+import json
+import logging
+import os
+import re
+import socket
+import socketserver
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+
+import bottle
+
+from .otlp import encode_traces
+from .store import TraceStore
+from .tracer import get_trace_store, internal_error
+
+__all__ = ["Guard", "Problem", "ServerHandle", "create_app", "install", "loopback_hosts", "start_in_background"]
+
+logger = logging.getLogger("autotrace")
+
+TOKEN_ENV = "AUTOTRACE_TOKEN"
+
+_TRUE = frozenset({"true", "1", "yes"})
+_FALSE = frozenset({"false", "0", "no"})
+_DIGITS = re.compile(r"[0-9]{1,18}")  # ASCII only (str.isdigit() also accepts "²"); 18 digits fit any store
+_TRACE_ID = re.compile(r"[0-9a-fA-F]{32}")
+_TRACES_PARAMS = ("limit", "clear", "trace_id")
+
+_JSON = "application/json"
+_COMMON_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+}
+# The viewer is one self-contained file: its script and style are inline, and it
+# only talks to this origin.
+_PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+        "form-action 'none'; frame-ancestors 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+}
+
+_PLACEHOLDER_PAGE = """<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>autotrace</title></head>
+<body>
+<h1>autotrace</h1>
+<p>The trace viewer is not installed in this build. The traces are at
+<a href="traces">/traces</a> (OTLP/JSON; <code>?limit=N</code>, <code>?clear=true</code>).</p>
+</body>
+</html>
+"""
+
+
+def _dumps(obj: Any) -> bytes:
+    # A lone surrogate (a str attribute made from undecodable bytes) cannot be UTF-8;
+    # backslashreplace writes it as the JSON escape "\udc80", so the answer stays valid JSON.
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "backslashreplace")
+
+
+def _set_headers(headers: dict[str, str]) -> None:
+    for name, value in headers.items():
+        bottle.response.set_header(name, value)
+
+
+class Problem(Exception):
+    """A client error raised inside a route: answered as ``{"error": message, "status": status}``."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def _json_answer(status: int, obj: Any, headers: dict[str, str] | None = None) -> bottle.HTTPResponse:
+    answer = bottle.HTTPResponse(_dumps(obj), status)
+    answer.content_type = _JSON
+    for name, value in {**_COMMON_HEADERS, **(headers or {})}.items():
+        answer.set_header(name, value)
+    return answer
+
+
+def _single(name: str) -> str | None:
+    """The one value of query parameter ``name``, None when absent; 400 when repeated."""
+    values = bottle.request.query.getall(name)
+    if not values:
+        return None
+    if len(values) > 1:
+        raise Problem(400, f"query parameter {name!r} is given {len(values)} times; give it once")
+    value: str = values[0]
+    return value
+
+
+def parse_limit(text: str | None) -> int | None:
+    """``limit`` as a non-negative integer, None when absent; ValueError naming it otherwise."""
+    if text is None:
+        return None
+    if not _DIGITS.fullmatch(text):
+        raise ValueError(f"limit must be a non-negative integer (at most 18 digits); got {text[:40]!r}")
+    return int(text)
+
+
+def parse_clear(text: str | None) -> bool:
+    """``clear`` as a bool (true/false/1/0/yes/no, any case), False when absent."""
+    if text is None:
+        return False
+    folded = text.strip().lower()
+    if folded in _TRUE:
+        return True
+    if folded in _FALSE:
+        return False
+    raise ValueError(f"clear must be one of true, false, 1, 0, yes, no; got {text[:40]!r}")
+
+
+def parse_trace_id(text: str | None) -> str | None:
+    """``trace_id`` as 32 lower-case hex digits (not all zero), None when absent."""
+    if text is None:
+        return None
+    if not _TRACE_ID.fullmatch(text) or int(text, 16) == 0:
+        raise ValueError(f"trace_id must be 32 hex digits, not all zero; got {text[:40]!r}")
+    return text.lower()
+
+
+def _authorized(header: str, expected: bytes) -> bool:
+    scheme, _, credentials = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    # WSGI hands headers over as latin-1 decoded text: encoding back gives the bytes sent.
+    try:
+        given = credentials.strip().encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return hmac.compare_digest(given, expected)
+
+
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def _host_name(header: str) -> str:
+    """The host part of a Host header, lower case, without port or brackets."""
+    host = header.strip().lower()
+    if host.startswith("["):
+        host = host[1 : host.find("]")] if "]" in host else host[1:]
+    elif host.count(":") == 1:
+        host = host.partition(":")[0]
+    return host.rstrip(".")
+
+
+def loopback_hosts(bind_host: str) -> frozenset[str] | None:
+    """The Host names to accept for a server bound to ``bind_host``: loopback names, or None (any)."""
+    name = _host_name(bind_host)
+    if name not in LOOPBACK_HOSTS:
+        return None
+    return LOOPBACK_HOSTS
+
+
+class Guard:
+    """Wraps route callbacks: the request checks, JSON error answers, no exception escaping.
+
+    The checks: the bearer token when one is set; no cross-site browser requests
+    (``Sec-Fetch-Site``), so another web page cannot make your browser clear the
+    store; and, when ``allowed_hosts`` is given, a ``Host`` header from that set,
+    so a DNS-rebinding page cannot read a loopback server. They travel with each
+    callback rather than living in app hooks, so the routes keep them when
+    merged or mounted into another Bottle app.
+    """
+
+    def __init__(self, token: str | None = None, *, allowed_hosts: Iterable[str] | None = None) -> None:
+        if token is None:
+            token = os.environ.get(TOKEN_ENV) or None
+        elif not isinstance(token, str) or not token:
+            raise ValueError(f"token must be a non-empty string; got {token!r}")
+        if isinstance(allowed_hosts, str):
+            raise ValueError(f"allowed_hosts must be a collection of host names, not a string; got {allowed_hosts!r}")
+        self.token = token
+        self.allowed_hosts = None if allowed_hosts is None else frozenset(_host_name(h) for h in allowed_hosts)
+        self._expected = token.encode("utf-8") if token is not None else None
+
+    def check(self) -> None:
+        """Raise a 403 or 401 Problem unless the request passes the checks."""
+        request = bottle.request
+        if request.get_header("Sec-Fetch-Site", "") in ("cross-site", "same-site"):
+            raise Problem(403, "cross-site browser requests are refused; open the viewer from this server")
+        allowed = self.allowed_hosts
+        if allowed is not None:
+            host = request.get_header("Host")
+            if host is not None and _host_name(host) not in allowed:
+                raise Problem(
+                    403, f"Host {host[:100]!r} is refused; this server answers to {', '.join(sorted(allowed))}"
+                )
+        expected = self._expected
+        if expected is not None and not _authorized(request.get_header("Authorization", ""), expected):
+            raise Problem(
+                401,
+                "missing or wrong bearer token: send 'Authorization: Bearer <token>'",
+                {"WWW-Authenticate": 'Bearer realm="autotrace"'},
+            )
+
+    def __call__(self, callback: Callable[..., Any], *, public: bool = False) -> Callable[..., Any]:
+        """``callback`` behind the token check (unless ``public``), answering JSON on any failure."""
+
+        def route(*args: Any, **kwargs: Any) -> Any:
+            try:
+                if not public:
+                    self.check()
+                out = callback(*args, **kwargs)
+            except Problem as p:
+                return _json_answer(p.status, {"error": p.message, "status": p.status}, p.headers)
+            except bottle.HTTPResponse:
+                raise
+            except Exception as exc:
+                internal_error(f"the route {bottle.request.path[:100]}", exc)
+                return _json_answer(500, {"error": "internal error; see the server log", "status": 500})
+            _set_headers(_COMMON_HEADERS)
+            return out
+
+        route.__name__ = getattr(callback, "__name__", "route")
+        route.__doc__ = callback.__doc__
+        return route
+
+
+def _error_page(err: bottle.HTTPError) -> bytes:
+    """Errors raised by Bottle itself (no route, wrong method, a crash), answered as JSON."""
+    status = err.status_code
+    body = err.body if isinstance(err.body, str) else ""
+    if status >= 500:
+        internal_error("the /traces server", err.exception)
+        message = "internal error; see the server log"
+    elif status == 404:
+        message = f"not found: {bottle.request.path[:200]}"
+    elif status == 405:
+        allowed = bottle.response.get_header("Allow", "")
+        message = f"method {bottle.request.method} not allowed on {bottle.request.path[:200]}; use {allowed}"
+    else:
+        message = body or bottle.HTTP_CODES.get(status, "error")
+    bottle.response.content_type = _JSON
+    _set_headers(_COMMON_HEADERS)
+    return _dumps({"error": message, "status": status})
+
+
+def _viewer_page() -> str:
+    try:
+        resource = importlib.resources.files("autotrace").joinpath("viewer.html")
+        if resource.is_file():
+            return resource.read_text(encoding="utf-8")
+    except Exception as exc:
+        internal_error("reading viewer.html", exc)
+    return _PLACEHOLDER_PAGE
+
+
+def install(
+    app: bottle.Bottle,
+    store: TraceStore | None = None,
+    *,
+    token: str | None = None,
+    allowed_hosts: Iterable[str] | None = None,
+    guard: Guard | None = None,
+) -> bottle.Bottle:
+    """Add /traces, /health, /ready, the viewer at / and JSON error pages to a Bottle app; returns it.
+
+    ``create_app()`` is this on a fresh app. Pass ``guard`` (a ``Guard``) instead
+    of ``token`` to protect routes of your own with the same token.
+    """
+    if guard is None:
+        guard = Guard(token, allowed_hosts=allowed_hosts)
+    elif token is not None or allowed_hosts is not None:
+        raise ValueError("give either guard or token/allowed_hosts, not both")
+
+    def current_store() -> TraceStore:
+        # Looked up per request: configure() replaces the global store.
+        return store if store is not None else get_trace_store()
+
+    app.default_error_handler = _error_page  # instance attribute: wins over Bottle's HTML pages
+
+    def traces() -> bytes:
+        """The stored traces as OTLP/JSON: ?limit=N, ?clear=true, ?trace_id=<32 hex>."""
+        unknown = sorted(set(bottle.request.query.keys()) - set(_TRACES_PARAMS))
+        if unknown:
+            raise Problem(
+                400, f"unknown query parameter {unknown[0][:40]!r}; /traces takes {', '.join(_TRACES_PARAMS)}"
+            )
+        try:
+            limit = parse_limit(_single("limit"))
+            clear = parse_clear(_single("clear"))
+            trace_id = parse_trace_id(_single("trace_id"))
+        except ValueError as exc:
+            raise Problem(400, str(exc))
+        s = current_store()
+        if trace_id is not None:
+            if limit is not None or clear:
+                raise Problem(400, "trace_id cannot be combined with limit or clear")
+            spans = s.get_trace(trace_id)
+            if spans is None:
+                raise Problem(404, f"no trace with trace_id {trace_id}")
+            doc = encode_traces([spans])
+        else:
+            if clear and bottle.request.method == "HEAD":
+                clear = False  # HEAD sends no body: clearing would lose the traces
+            # take() removes exactly the traces it returns, under the store's lock, so
+            # spans that arrive while this answer is built stay for the next read.
+            doc = s.export(limit, clear=clear)
+        bottle.response.content_type = _JSON
+        return _dumps(doc)
+
+    def delete_traces() -> bytes:
+        """Empty the store; answers how many traces were removed."""
+        if bottle.request.query.keys():
+            raise Problem(400, "DELETE /traces takes no query parameters")
+        bottle.response.content_type = _JSON
+        return _dumps({"cleared": current_store().clear()})
+
+    def health() -> bytes:
+        """Liveness: the process answers."""
+        bottle.response.content_type = _JSON
+        return _dumps({"status": "ok"})
+
+    def ready() -> bytes:
+        """Readiness, with the store's counters."""
+        bottle.response.content_type = _JSON
+        return _dumps({"status": "ready", **current_store().stats()})
+
+    def page() -> str:
+        """The trace viewer (a placeholder page when viewer.html is not installed)."""
+        bottle.response.content_type = "text/html; charset=utf-8"
+        _set_headers(_PAGE_HEADERS)
+        return _viewer_page()
+
+    app.route("/traces", "GET", guard(traces))
+    app.route("/traces", "DELETE", guard(delete_traces))
+    app.route("/health", "GET", guard(health, public=True))
+    app.route("/ready", "GET", guard(ready))
+    # The page holds no data; it asks for the token and sends it with its own requests.
+    app.route("/", "GET", guard(page, public=True))
+    return app
+
+
+def create_app(
+    store: TraceStore | None = None, *, token: str | None = None, allowed_hosts: Iterable[str] | None = None
+) -> bottle.Bottle:
+    """A Bottle (WSGI) app serving ``store`` (the global store by default) at /traces.
+
+    ``token`` (default: ``$AUTOTRACE_TOKEN``) makes every route but /health and
+    the viewer page ask for ``Authorization: Bearer <token>``; ``allowed_hosts``
+    limits the ``Host`` headers answered (see ``Guard``).
+    """
+    return install(bottle.Bottle(catchall=True), store, token=token, allowed_hosts=allowed_hosts)
+
+
+# -- running in the background --------------------------------------------------------------
+
+
+class _LoggingHandler(WSGIRequestHandler):
+    """wsgiref's handler (one access-log line per request on stderr), with a socket timeout."""
+
+    timeout = 60  # a client that stops talking frees its thread after a minute
+
+
+class _QuietHandler(_LoggingHandler):
+    """The same, without the access log."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
+    """One daemon thread per connection, so a slow client cannot hold up the others."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        logger.debug("autotrace server: error while serving %s", client_address, exc_info=True)
+
+
+class _ThreadingWSGIServer6(_ThreadingWSGIServer):
+    address_family = socket.AF_INET6
+
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class ServerHandle:
+    """A server running on a daemon thread: ``.url``, ``.host``, ``.port``, ``.stop()``; a context manager."""
+
+    def __init__(self, server: _ThreadingWSGIServer, thread: threading.Thread, host: str, port: int) -> None:
+        self._server = server
+        self._thread = thread
+        self._lock = threading.Lock()
+        self._stopped = False
+        self.host = host
+        self.port = port
+        shown = f"[{host}]" if ":" in host else host
+        self.url = f"http://{shown}:{port}"
+
+    @property
+    def running(self) -> bool:
+        """True until stop() is called."""
+        return not self._stopped
+
+    def stop(self, timeout: float | None = 5.0) -> None:
+        """Stop serving and close the listening socket, so the port is free again."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        if self._thread.is_alive():
+            self._server.shutdown()  # returns once serve_forever's loop has exited
+        self._server.server_close()
+        self._thread.join(timeout)
+
+    def __enter__(self) -> ServerHandle:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"ServerHandle(url={self.url!r}, running={self.running})"
+
+
+def start_in_background(
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    *,
+    app: WSGIApp | None = None,
+    store: TraceStore | None = None,
+    token: str | None = None,
+    access_log: bool = False,
+) -> ServerHandle:
+    """Serve ``app`` (default ``create_app(store, token=token)``) on a daemon thread; port 0 picks a free port.
+
+    Raises ``OSError`` when the address cannot be bound and ``ValueError`` for a
+    bad host or port.
+    """
+    if not isinstance(host, str) or not host:
+        raise ValueError(f"host must be a non-empty string; got {host!r}")
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(f"port must be an integer from 0 to 65535; got {port!r}")
+    if app is None:
+        app = create_app(store, token=token, allowed_hosts=loopback_hosts(host))
+    elif store is not None or token is not None:
+        raise ValueError("give either app or store/token, not both")
+    server_class = _ThreadingWSGIServer6 if ":" in host else _ThreadingWSGIServer
+    handler = _LoggingHandler if access_log else _QuietHandler
+    server = server_class((host, port), handler)
+    try:
+        server.set_app(app)
+        bound_port = server.server_address[1]
+        thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name=f"autotrace-server-{bound_port}",
+            daemon=True,
+        )
+        thread.start()
+    except BaseException:
+        server.server_close()
+        raise
+    return ServerHandle(server, thread, host, bound_port)

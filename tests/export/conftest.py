@@ -1,0 +1,243 @@
+"""A real OTLP/HTTP receiver on loopback that validates every request with opentelemetry-proto."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import re
+import socket
+import ssl
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from google.protobuf import json_format
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+_CAMEL = re.compile(r"^[a-z][a-zA-Z0-9]*$")
+
+
+def check_camel_case(node: Any, path: str = "$") -> None:
+    """Every object key of an OTLP/JSON document is lowerCamelCase (ParseDict also takes snake_case)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            assert _CAMEL.match(key), f"{path}: key {key!r} is not lowerCamelCase"
+            check_camel_case(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            check_camel_case(value, f"{path}[{i}]")
+
+
+def _b64(hex_id: str, size: int, what: str) -> str:
+    assert re.fullmatch(r"[0-9a-f]+", hex_id) and len(hex_id) == size * 2, f"{what} {hex_id!r} is not {size}-byte hex"
+    return base64.b64encode(bytes.fromhex(hex_id)).decode()
+
+
+def parse_otlp_json(doc: dict[str, Any]) -> ExportTraceServiceRequest:
+    """Validate an OTLP/JSON request the way OTLP.md says: camelCase, hex ids, then ParseDict."""
+    check_camel_case(doc)
+    doc = json.loads(json.dumps(doc))
+    for rs in doc.get("resourceSpans", []):
+        for ss in rs.get("scopeSpans", []):
+            for sp in ss.get("spans", []):
+                sp["traceId"] = _b64(sp["traceId"], 16, "traceId")
+                sp["spanId"] = _b64(sp["spanId"], 8, "spanId")
+                if sp.get("parentSpanId"):
+                    sp["parentSpanId"] = _b64(sp["parentSpanId"], 8, "parentSpanId")
+                for lk in sp.get("links", []):
+                    lk["traceId"] = _b64(lk["traceId"], 16, "link traceId")
+                    lk["spanId"] = _b64(lk["spanId"], 8, "link spanId")
+    return json_format.ParseDict(doc, ExportTraceServiceRequest())
+
+
+def spans_of(message: ExportTraceServiceRequest) -> list[dict[str, Any]]:
+    """The spans of a parsed request, ids checked for length and non-zero, as small dicts."""
+    out = []
+    for rs in message.resource_spans:
+        resource = {kv.key: kv.value for kv in rs.resource.attributes}
+        assert "service.name" in resource, "resource without service.name"
+        for ss in rs.scope_spans:
+            for sp in ss.spans:
+                assert len(sp.trace_id) == 16 and any(sp.trace_id), "bad trace id"
+                assert len(sp.span_id) == 8 and any(sp.span_id), "bad span id"
+                assert len(sp.parent_span_id) in (0, 8), "bad parent span id"
+                attrs = {kv.key: json_format.MessageToDict(kv.value) for kv in sp.attributes}
+                out.append(
+                    {
+                        "trace_id": sp.trace_id.hex(),
+                        "span_id": sp.span_id.hex(),
+                        "parent_span_id": sp.parent_span_id.hex() or None,
+                        "name": sp.name,
+                        "attributes": attrs,
+                    }
+                )
+    return out
+
+
+class Receiver:
+    """An OTLP/HTTP collector stand-in; ``script(...)`` queues answers, then it answers 200."""
+
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        self.tls = tls
+        self.lock = threading.Lock()
+        self.spans: list[dict[str, Any]] = []
+        self.requests: list[dict[str, Any]] = []
+        self.errors: list[str] = []
+        self.actions: deque[dict[str, Any]] = deque()
+        self.release = threading.Event()
+        self.hanging = threading.Event()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                receiver._handle(self)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        """The traces endpoint."""
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.server.server_address[1]}/v1/traces"
+
+    def script(self, *actions: dict[str, Any]) -> None:
+        """Answer the next requests with these actions (status/headers/body, hang, close)."""
+        with self.lock:
+            self.actions.extend(actions)
+
+    def span_names(self) -> list[str]:
+        with self.lock:
+            return [s["name"] for s in self.spans]
+
+    def wait_for(self, count: int, timeout: float = 30.0) -> bool:
+        """Wait until ``count`` spans have arrived."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            with self.lock:
+                if len(self.spans) >= count:
+                    return True
+            time.sleep(0.02)
+        return False
+
+    def _handle(self, h: BaseHTTPRequestHandler) -> None:
+        with self.lock:
+            action = self.actions.popleft() if self.actions else {}
+        arrived = time.monotonic()
+        length = int(h.headers.get("Content-Length") or 0)
+        if action.get("close"):
+            h.rfile.read(min(length, 16))
+            h.close_connection = True
+            h.connection.shutdown(socket.SHUT_RDWR)
+            self._log(arrived, h, action, 0)
+            return
+        raw = h.rfile.read(length)
+        if action.get("hang"):
+            self._log(arrived, h, action, 0)
+            self.hanging.set()
+            self.release.wait(60)
+            h.close_connection = True
+            return
+        ctype = h.headers.get("Content-Type", "")
+        try:
+            body = gzip.decompress(raw) if h.headers.get("Content-Encoding") == "gzip" else raw
+            if ctype == "application/json":
+                message = parse_otlp_json(json.loads(body))
+            elif ctype == "application/x-protobuf":
+                message = ExportTraceServiceRequest()
+                message.ParseFromString(body)
+            else:
+                raise AssertionError(f"unexpected Content-Type {ctype!r}")
+            spans = spans_of(message)
+        except Exception as exc:
+            with self.lock:
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+            self._reply(h, 400, {}, b'{"error": "bad request"}')
+            return
+        status = action.get("status", 200)
+        self._log(arrived, h, action, len(spans))
+        if status == 200:
+            with self.lock:
+                self.spans.extend(spans)
+        reply = action.get("body")
+        if reply is None:
+            if ctype == "application/x-protobuf":
+                response = ExportTraceServiceResponse()
+                partial = action.get("partial")
+                if partial:
+                    response.partial_success.rejected_spans = partial[0]
+                    response.partial_success.error_message = partial[1]
+                reply = response.SerializeToString()
+            else:
+                partial = action.get("partial")
+                doc = (
+                    {"partialSuccess": {"rejectedSpans": str(partial[0]), "errorMessage": partial[1]}}
+                    if partial
+                    else {}
+                )
+                reply = json.dumps(doc).encode()
+        self._reply(h, status, action.get("headers", {}), reply, action.get("ctype") or ctype or "application/json")
+
+    def _log(self, arrived: float, h: BaseHTTPRequestHandler, action: dict[str, Any], count: int) -> None:
+        with self.lock:
+            self.requests.append(
+                {
+                    "time": arrived,
+                    "headers": dict(h.headers.items()),
+                    "path": h.path,
+                    "action": action,
+                    "spans": count,
+                }
+            )
+
+    @staticmethod
+    def _reply(
+        h: BaseHTTPRequestHandler, status: int, headers: dict[str, str], body: bytes, ctype: str = "application/json"
+    ) -> None:
+        try:
+            h.send_response(status)
+            h.send_header("Content-Type", ctype)
+            h.send_header("Content-Length", str(len(body)))
+            for key, value in headers.items():
+                h.send_header(key, value)
+            h.end_headers()
+            h.wfile.write(body)
+        except OSError:
+            pass
+
+    def stop(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A running OTLP receiver on 127.0.0.1 (port 0)."""
+    r = Receiver()
+    try:
+        yield r
+    finally:
+        r.stop()
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -1,0 +1,509 @@
+"""@traced on every kind of callable: behaviour preserved, spans recorded, errors passed through."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import traceback
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+import autotrace
+from autotrace import SpanKind, StatusCode, span, traced
+from autotrace.testing import capture_spans
+
+
+@traced
+def add(a: int, b: int = 2) -> int:
+    """Add two numbers."""
+    return a + b
+
+
+@traced("generate", kind="server", attributes={"gen_ai.request.model": "tiny-llm"})
+async def generate(prompt: str, max_tokens: int = 128) -> str:
+    """Generate text."""
+    await asyncio.sleep(0)
+    return prompt.upper()
+
+
+@traced
+def stream(n: int) -> Iterator[int]:
+    """Yield n numbers."""
+    yield from range(n)
+
+
+@traced(name="astream")
+async def astream(n: int) -> AsyncIterator[int]:
+    """Yield n numbers asynchronously."""
+    for i in range(n):
+        await asyncio.sleep(0)
+        yield i
+
+
+class Model:
+    """A class with traced methods of every binding."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    @traced
+    def predict(self, x: int) -> int:
+        """Instance method."""
+        self.calls += 1
+        return x * 10
+
+    @traced
+    @classmethod
+    def load(cls, name: str) -> str:
+        """Class method (traced outside)."""
+        return f"{cls.__name__}:{name}"
+
+    @classmethod
+    @traced
+    def load2(cls, name: str) -> str:
+        """Class method (traced inside)."""
+        return f"{cls.__name__}:{name}"
+
+    @traced
+    @staticmethod
+    def norm(x: float) -> float:
+        """Static method."""
+        return abs(x)
+
+    @traced
+    async def apredict(self, x: int) -> int:
+        """Async method."""
+        return x + 1
+
+
+def test_sync_function_keeps_signature_doc_and_result() -> None:
+    """Name, docstring, signature and return value are those of the function."""
+    assert add.__name__ == "add" and add.__doc__ == "Add two numbers."
+    assert inspect.signature(add) == inspect.signature(add.__wrapped__)
+    assert list(inspect.signature(add).parameters) == ["a", "b"]
+    with capture_spans() as spans:
+        assert add(1) == 3
+        assert add(1, b=5) == 6
+    assert spans.names() == ["add", "add"]
+
+
+def test_inspect_kinds_preserved() -> None:
+    """inspect sees coroutine, generator and async-generator functions as such."""
+    assert inspect.iscoroutinefunction(generate)
+    assert inspect.isgeneratorfunction(stream)
+    assert inspect.isasyncgenfunction(astream)
+    assert not inspect.iscoroutinefunction(add)
+    assert inspect.iscoroutinefunction(Model().apredict)
+
+
+def test_bad_arguments_still_raise_type_error_at_call() -> None:
+    """Calling with wrong arguments raises TypeError immediately, as without the decorator."""
+    with pytest.raises(TypeError):
+        add()  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        generate()  # type: ignore[call-arg]
+
+
+def test_span_name_kind_and_static_attributes() -> None:
+    """@traced("name", kind=..., attributes=...) sets those on the span, plus code.* identity."""
+    with capture_spans() as spans:
+        assert asyncio.run(generate("hi")) == "HI"
+    s = spans.one("generate")
+    assert s.kind is SpanKind.SERVER
+    assert s.attributes["gen_ai.request.model"] == "tiny-llm"
+    assert s.attributes["code.function.name"].endswith("test_decorators.generate")
+    assert s.attributes["code.file.path"].endswith("test_decorators.py")
+    assert isinstance(s.attributes["code.line.number"], int)
+
+
+def test_default_name_is_qualname() -> None:
+    """The span is named after __qualname__ by default."""
+    with capture_spans() as spans:
+        Model().predict(1)
+    assert spans.names() == ["Model.predict"]
+
+
+def test_methods_classmethods_staticmethods() -> None:
+    """All bindings work, via instance and via class, and record one span per call."""
+    m = Model()
+    with capture_spans() as spans:
+        assert m.predict(2) == 20
+        assert Model.predict(m, 3) == 30
+        assert Model.load("a") == "Model:a"
+        assert m.load("b") == "Model:b"
+        assert Model.load2("c") == "Model:c"
+        assert Model.norm(-2.0) == 2.0
+        assert m.norm(-3.0) == 3.0
+        assert asyncio.run(m.apredict(1)) == 2
+    assert m.calls == 2
+    assert spans.names() == [
+        "Model.predict",
+        "Model.predict",
+        "Model.load",
+        "Model.load",
+        "Model.load2",
+        "Model.norm",
+        "Model.norm",
+        "Model.apredict",
+    ]
+
+
+def test_decorator_forms() -> None:
+    """Bare, positional name, name= keyword and keywords-only forms all work."""
+
+    @traced()
+    def a() -> int:
+        return 1
+
+    @traced(name="named")
+    def b() -> int:
+        return 2
+
+    @traced("positional", kind=SpanKind.CLIENT)
+    def c() -> int:
+        return 3
+
+    with capture_spans() as spans:
+        assert (a(), b(), c()) == (1, 2, 3)
+    assert spans.names() == [a.__qualname__, "named", "positional"]
+    assert spans[2].kind is SpanKind.CLIENT
+
+
+def test_bad_decorator_arguments_fail_at_decoration() -> None:
+    """A bad kind or a non-callable fails when decorating, with a clear message."""
+    with pytest.raises(ValueError, match="kind"):
+        traced(kind="nope")
+    with pytest.raises(TypeError, match="function"):
+        traced(42)  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match="name twice"):
+        traced("a", name="b")  # type: ignore[call-overload]
+
+
+def test_exception_identity_and_traceback() -> None:
+    """The very same exception object propagates, with its original frames, and is recorded."""
+    original = ValueError("boom")
+
+    @traced
+    def fail() -> None:
+        raise original
+
+    with capture_spans() as spans:
+        with pytest.raises(ValueError) as info:
+            fail()
+    assert info.value is original
+    frames = [f.name for f in traceback.extract_tb(original.__traceback__)]
+    assert frames[-1] == "fail"
+    assert original.__context__ is None and original.__cause__ is None
+    s = spans.one(fail.__qualname__)
+    assert s.status.code is StatusCode.ERROR
+    assert s.status.description == "ValueError: boom"
+    (event,) = s.events
+    assert event.name == "exception"
+    assert event.attributes["exception.type"] == "ValueError"
+    assert event.attributes["exception.message"] == "boom"
+    assert "raise original" in event.attributes["exception.stacktrace"]
+
+
+def test_async_exception_identity() -> None:
+    """An exception from a coroutine is the same object and marks the span ERROR."""
+    original = KeyError("k")
+
+    @traced
+    async def fail() -> None:
+        await asyncio.sleep(0)
+        raise original
+
+    with capture_spans() as spans, pytest.raises(KeyError) as info:
+        asyncio.run(fail())
+    assert info.value is original
+    assert spans[0].status.code is StatusCode.ERROR
+
+
+def test_custom_exception_type_is_qualified() -> None:
+    """exception.type names the module and class of non-builtin exceptions."""
+
+    class ModelError(Exception):
+        pass
+
+    @traced
+    def fail() -> None:
+        raise ModelError("x")
+
+    with capture_spans() as spans, pytest.raises(ModelError):
+        fail()
+    attrs = spans[0].events[0].attributes
+    assert attrs["exception.type"].endswith("test_custom_exception_type_is_qualified.<locals>.ModelError")
+    assert attrs["exception.type"].startswith("tests.test_decorators.") or attrs["exception.type"].startswith(
+        "test_decorators."
+    )
+
+
+def test_nesting_parent_child_ids() -> None:
+    """Nested traced calls and spans are children of the current span, in one trace."""
+
+    @traced
+    def inner() -> None:
+        with span("leaf"):
+            pass
+
+    @traced
+    def outer() -> None:
+        inner()
+        inner()
+
+    with capture_spans() as spans:
+        outer()
+    by_name = {s.name: s for s in spans}
+    root = by_name[outer.__qualname__]
+    assert root.parent_span_id is None
+    inners = spans.by_name(inner.__qualname__)
+    leaves = spans.by_name("leaf")
+    assert len(inners) == 2 and len(leaves) == 2
+    assert {s.trace_id for s in spans} == {root.trace_id}
+    assert all(i.parent_span_id == root.span_id for i in inners)
+    assert {leaf.parent_span_id for leaf in leaves} == {i.span_id for i in inners}
+
+
+def test_generator_span_covers_stream_and_counts_items() -> None:
+    """A generator's span ends when exhausted and records item count and time to first item."""
+    with capture_spans() as spans:
+        gen = stream(4)
+        assert spans.names() == []  # nothing ends before the stream does
+        assert list(gen) == [0, 1, 2, 3]
+    s = spans.one(stream.__qualname__)
+    assert s.attributes["autotrace.stream.items"] == 4
+    assert s.attributes["gen_ai.response.time_to_first_chunk"] >= 0
+    assert "autotrace.stream.closed_early" not in s.attributes
+    assert s.status.code is StatusCode.UNSET
+
+
+def test_generator_closed_early() -> None:
+    """Closing a generator early ends its span, marked closed early, not an error."""
+    closed = []
+
+    @traced
+    def numbers() -> Iterator[int]:
+        try:
+            yield from range(100)
+        finally:
+            closed.append(True)
+
+    with capture_spans() as spans:
+        gen = numbers()
+        assert next(gen) == 0 and next(gen) == 1
+        gen.close()
+    assert closed == [True]
+    s = spans[0]
+    assert s.attributes["autotrace.stream.items"] == 2
+    assert s.attributes["autotrace.stream.closed_early"] is True
+    assert s.status.code is StatusCode.UNSET
+
+
+def test_generator_failing() -> None:
+    """An exception inside a generator propagates unchanged and marks its span ERROR."""
+    original = RuntimeError("mid-stream")
+
+    @traced
+    def broken() -> Iterator[int]:
+        yield 1
+        raise original
+
+    with capture_spans() as spans:
+        gen = broken()
+        assert next(gen) == 1
+        with pytest.raises(RuntimeError) as info:
+            next(gen)
+    assert info.value is original
+    assert spans[0].status.code is StatusCode.ERROR
+    assert spans[0].attributes["autotrace.stream.items"] == 1
+
+
+def test_generator_send_throw_and_return_value() -> None:
+    """send() and throw() reach the generator; its return value reaches yield from."""
+
+    @traced
+    def echo() -> Iterator[int]:
+        total = 0
+        while True:
+            try:
+                got = yield total
+            except KeyError:
+                total = -1
+                continue
+            if got is None:
+                return total
+            total += got
+
+    def outer() -> Iterator[int]:
+        result = yield from echo()
+        yield result * 100
+
+    gen = echo()
+    assert next(gen) == 0
+    assert gen.send(5) == 5
+    assert gen.throw(KeyError("x")) == -1
+    assert gen.send(3) == 2
+    with pytest.raises(StopIteration) as stop:
+        gen.send(None)
+    assert stop.value.value == 2
+    o = outer()
+    assert next(o) == 0
+    assert o.send(4) == 4
+    assert o.send(None) == 400
+
+
+def test_generator_context_swap() -> None:
+    """Inside the generator its span is current; between items the consumer sees its own."""
+    seen_inside = []
+
+    @traced
+    def gen() -> Iterator[int]:
+        for i in range(2):
+            seen_inside.append(autotrace.current_span().span_id)
+            with span("child"):
+                pass
+            yield i
+
+    with capture_spans() as spans:
+        with span("consumer") as consumer:
+            g = gen()
+            for _ in g:
+                assert autotrace.current_span() is consumer
+    gen_span = spans.one(gen.__qualname__)
+    assert seen_inside == [gen_span.span_id, gen_span.span_id]
+    assert gen_span.parent_span_id == consumer.span_id
+    assert all(c.parent_span_id == gen_span.span_id for c in spans.by_name("child"))
+
+
+def test_async_generator_span_and_context() -> None:
+    """Async generators: span over the stream, children inside, consumer context outside."""
+
+    @traced
+    async def agen() -> AsyncIterator[int]:
+        for i in range(3):
+            with span("piece"):
+                await asyncio.sleep(0)
+            yield i
+
+    async def main() -> list[int]:
+        out = []
+        with span("consumer") as consumer:
+            async for x in agen():
+                assert autotrace.current_span() is consumer
+                out.append(x)
+        return out
+
+    with capture_spans() as spans:
+        assert asyncio.run(main()) == [0, 1, 2]
+    s = spans.one(agen.__qualname__)
+    assert s.attributes["autotrace.stream.items"] == 3
+    assert all(p.parent_span_id == s.span_id for p in spans.by_name("piece"))
+
+
+def test_async_generator_closed_early_and_failing() -> None:
+    """aclose() ends the span as closed early; an exception marks it ERROR and propagates."""
+    original = ValueError("bad")
+
+    @traced
+    async def failing() -> AsyncIterator[int]:
+        yield 1
+        raise original
+
+    async def main() -> None:
+        g = astream(10)
+        assert await g.__anext__() == 0
+        await g.aclose()
+        f = failing()
+        assert await f.__anext__() == 1
+        with pytest.raises(ValueError) as info:
+            await f.__anext__()
+        assert info.value is original
+
+    with capture_spans() as spans:
+        asyncio.run(main())
+    assert spans.one("astream").attributes["autotrace.stream.closed_early"] is True
+    assert spans.one(failing.__qualname__).status.code is StatusCode.ERROR
+
+
+def test_gather_100_tasks_each_with_children() -> None:
+    """asyncio.gather of 100 tasks: each task's spans nest under the right parent."""
+
+    @traced
+    async def step(i: int) -> int:
+        await asyncio.sleep(0)
+        return i
+
+    @traced
+    async def handle(i: int) -> int:
+        with span("prep") as s:
+            s.set_attribute("i", i)
+            await asyncio.sleep(0)
+        return await step(i) + await step(i)
+
+    @traced
+    async def serve() -> list[int]:
+        return await asyncio.gather(*(handle(i) for i in range(100)))
+
+    with capture_spans() as spans:
+        assert asyncio.run(serve()) == [2 * i for i in range(100)]
+    root = spans.one(serve.__qualname__)
+    handles = spans.by_name(handle.__qualname__)
+    assert len(handles) == 100
+    assert all(h.parent_span_id == root.span_id for h in handles)
+    handle_ids = {h.span_id for h in handles}
+    for name, per_handle in (("prep", 1), (step.__qualname__, 2)):
+        children = spans.by_name(name)
+        assert len(children) == 100 * per_handle
+        assert {c.parent_span_id for c in children} == handle_ids
+    assert {s.trace_id for s in spans} == {root.trace_id}
+    preps = {s.parent_span_id: s.attributes["i"] for s in spans.by_name("prep")}
+    assert sorted(preps.values()) == list(range(100))
+
+
+def test_capture_args_and_result_redacted_and_truncated() -> None:
+    """capture_args/capture_result record arguments and result, secrets redacted, long values cut."""
+
+    @traced(capture_args=True, capture_result=True)
+    def call(prompt: str, api_key: str, n: int = 1) -> str:
+        return "x" * 5000
+
+    with capture_spans() as spans:
+        assert call("hello", "sk-123", n=3) == "x" * 5000
+    attrs = spans[0].attributes
+    assert attrs["code.function.args.prompt"] == "hello"
+    assert attrs["code.function.args.api_key"] == "[REDACTED]"
+    assert attrs["code.function.args.n"] == 3
+    assert len(attrs["code.function.result"]) <= 1001
+    assert "sk-123" not in repr(dict(attrs))
+
+
+def test_capture_on_async_and_methods_skips_self() -> None:
+    """Capture works on coroutines and does not record self."""
+
+    class Svc:
+        @traced(capture_args=True, capture_result=True)
+        async def run(self, q: str) -> int:
+            return len(q)
+
+    with capture_spans() as spans:
+        assert asyncio.run(Svc().run("abc")) == 3
+    attrs = spans[0].attributes
+    assert attrs["code.function.args.q"] == "abc" and attrs["code.function.result"] == 3
+    assert "code.function.args.self" not in attrs
+
+
+def test_return_values_untouched() -> None:
+    """Return values are passed through as the same objects."""
+    sentinel = object()
+
+    @traced
+    def give() -> object:
+        return sentinel
+
+    @traced
+    async def agive() -> object:
+        return sentinel
+
+    assert give() is sentinel
+    assert asyncio.run(agive()) is sentinel

@@ -1,0 +1,42 @@
+"""InferenceSpanBuilder: GenAI semantic-convention attributes, built and recorded."""
+
+from __future__ import annotations
+
+import autotrace
+from autotrace import InferenceSpanBuilder, StatusCode
+from tests.conftest import all_spans
+
+
+def test_builder_sets_genai_attributes_and_records() -> None:
+    """The seed's builder chain stores one span with GenAI convention names."""
+    stored = (
+        InferenceSpanBuilder("inference")
+        .with_request_id(123)
+        .with_prompt_length(50)
+        .with_max_tokens(100)
+        .with_model("tiny-llm")
+        .build_and_record()
+    )
+    assert stored is True
+    (s,) = all_spans()
+    assert s.name == "inference"
+    assert s.attributes["gen_ai.request.model"] == "tiny-llm"
+    assert s.attributes["gen_ai.request.max_tokens"] == 100
+    assert s.attributes["gen_ai.usage.input_tokens"] == 50
+    assert s.attributes["autotrace.request.id"] == 123
+    assert s.attributes["gen_ai.operation.name"] == "text_completion"
+    assert s.end_time_unix_nano is not None
+
+
+def test_builder_build_without_recording_and_error() -> None:
+    """build() gives a span without storing it; with_error marks it ERROR."""
+    s = InferenceSpanBuilder().with_model("m").with_times(1_000, 3_000).with_error(RuntimeError("oom")).build()
+    assert autotrace.trace_count() == 0
+    assert s.duration_ns == 2_000
+    assert s.status.code is StatusCode.ERROR and s.events[0].name == "exception"
+
+
+def test_builder_unsampled() -> None:
+    """build_and_record returns False when the trace is not sampled."""
+    autotrace.configure(autotrace.TraceConfig(sample_rate=0.0))
+    assert InferenceSpanBuilder().build_and_record() is False

@@ -1,0 +1,213 @@
+"""The span model: creation, ids, duration, status, attributes, events, links, limits."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+
+import autotrace
+from autotrace import Link, Span, SpanContext, SpanKind, StatusCode
+
+
+def test_span_creation_defaults() -> None:
+    """A hand-built span has a name, fresh ids, INTERNAL kind, a start time and no end yet."""
+    s = Span("custom_operation")
+    assert s.name == "custom_operation"
+    assert re.fullmatch(r"[0-9a-f]{32}", s.trace_id) and s.trace_id != "0" * 32
+    assert re.fullmatch(r"[0-9a-f]{16}", s.span_id) and s.span_id != "0" * 16
+    assert s.parent_span_id is None
+    assert s.kind is SpanKind.INTERNAL
+    assert s.start_time_unix_nano > 1_600_000_000 * 10**9
+    assert s.end_time_unix_nano is None and s.duration_ns is None
+    assert s.is_recording
+    assert s.status.code is StatusCode.UNSET
+
+
+def test_ids_are_unique_and_hex_formatted() -> None:
+    """Ids are lower-case hex of the right length and distinct across spans."""
+    spans = [Span("x") for _ in range(500)]
+    assert len({s.span_id for s in spans}) == 500
+    assert len({s.trace_id for s in spans}) == 500
+    for s in spans[:20]:
+        assert len(s.trace_id) == 32 and len(s.span_id) == 16
+        assert s.trace_id == s.trace_id.lower()
+
+
+def test_explicit_ids_and_validation() -> None:
+    """Ids given as hex or int are kept; malformed or zero ids raise ValueError naming the field."""
+    s = Span(
+        "x", trace_id="0af7651916cd43dd8448eb211c80319c", span_id=0xB7AD6B7169203331, parent_span_id="00f067aa0ba902b7"
+    )
+    assert s.trace_id == "0af7651916cd43dd8448eb211c80319c"
+    assert s.span_id == "b7ad6b7169203331"
+    assert s.parent_span_id == "00f067aa0ba902b7"
+    with pytest.raises(ValueError, match="trace_id"):
+        Span("x", trace_id="xyz")
+    with pytest.raises(ValueError, match="span_id"):
+        Span("x", span_id=0)
+
+
+def test_duration_from_end() -> None:
+    """duration_ns is end minus start once ended, and never negative."""
+    s = Span("x", start_time_unix_nano=1_000, end_time_unix_nano=4_500)
+    assert s.duration_ns == 3_500
+    t = Span("y", start_time_unix_nano=5_000)
+    t.end(end_time=4_000)  # a clock that went backwards
+    assert t.duration_ns == 0
+
+
+def test_end_is_idempotent_and_freezes_span() -> None:
+    """After end() the span ignores writes and keeps its first end time."""
+    s = Span("x")
+    s.end()
+    first = s.end_time_unix_nano
+    s.end()
+    s.set_attribute("late", 1)
+    s.add_event("late")
+    s.update_name("renamed")
+    assert s.end_time_unix_nano == first
+    assert "late" not in s.attributes and not s.events and s.name == "x"
+    assert not s.is_recording
+
+
+def test_status_rules() -> None:
+    """ERROR keeps a description, OK drops it and is final, UNSET never overrides."""
+    s = Span("x")
+    s.set_status(StatusCode.ERROR, "boom")
+    assert s.status.code is StatusCode.ERROR and s.status.description == "boom"
+    s.set_status(StatusCode.UNSET)
+    assert s.status.code is StatusCode.ERROR
+    s.set_status("ok", "ignored")
+    assert s.status.code is StatusCode.OK and s.status.description is None
+    s.set_status(StatusCode.ERROR, "again")
+    assert s.status.code is StatusCode.OK
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("text", "text"),
+        (True, True),
+        (42, 42),
+        (-(2**63), -(2**63)),
+        (2.5, 2.5),
+        (["a", "b"], ["a", "b"]),
+        ((1, 2, 3), [1, 2, 3]),
+        ([1.5, 2.5], [1.5, 2.5]),
+        ([True, False], [True, False]),
+        ([], []),
+        (2**70, str(2**70)),
+        ([1, "a"], ["1", "a"]),
+        (b"bytes", "bytes"),
+        ({"k": 1}, "{'k': 1}"),
+        (None, None),
+    ],
+)
+def test_attribute_types(value: object, expected: object) -> None:
+    """Valid OpenTelemetry values are kept, everything else is converted, None is dropped."""
+    s = Span("x")
+    s.set_attribute("k", value)
+    if expected is None:
+        assert "k" not in s.attributes
+    else:
+        assert s.attributes["k"] == expected
+        assert type(s.attributes["k"]) is type(expected)
+
+
+def test_attribute_float_specials_and_odd_objects() -> None:
+    """NaN and infinities are kept as floats; objects whose __str__ raises do not raise."""
+
+    class Bad:
+        def __str__(self) -> str:
+            raise RuntimeError("no")
+
+        __repr__ = __str__
+
+    s = Span("x")
+    s.set_attribute("nan", float("nan"))
+    s.set_attribute("inf", float("inf"))
+    s.set_attribute("bad", Bad())
+    s.set_attribute(7, "non-str key")
+    assert math.isnan(s.attributes["nan"]) and s.attributes["inf"] == math.inf
+    assert "unprintable" in s.attributes["bad"]
+    assert s.attributes["7"] == "non-str key"
+
+
+def test_attributes_view_is_read_only() -> None:
+    """span.attributes cannot be written to directly."""
+    s = Span("x", attributes={"a": 1})
+    with pytest.raises(TypeError):
+        s.attributes["b"] = 2  # type: ignore[index]
+
+
+def test_attribute_limits_count_drops() -> None:
+    """Past max_attributes new keys are dropped and counted; long strings are truncated."""
+    autotrace.configure(autotrace.TraceConfig(sample_rate=1.0, max_attributes=3, max_attribute_length=5))
+    s = Span("x")
+    for i in range(5):
+        s.set_attribute(f"k{i}", "abcdefgh")
+    s.set_attribute("k0", "zz")  # updating an existing key is fine
+    assert dict(s.attributes) == {"k0": "zz", "k1": "abcde", "k2": "abcde"}
+    assert s.dropped_attributes_count == 2
+
+
+def test_event_and_link_limits() -> None:
+    """Events and links past their limits are dropped and counted."""
+    autotrace.configure(autotrace.TraceConfig(sample_rate=1.0, max_events=2, max_links=1))
+    s = Span("x")
+    for i in range(4):
+        s.add_event(f"e{i}", {"i": i})
+    s.add_link(SpanContext(1, 2))
+    s.add_link(SpanContext(3, 4))
+    assert [e.name for e in s.events] == ["e0", "e1"] and s.dropped_events_count == 2
+    assert len(s.links) == 1 and s.dropped_links_count == 1
+
+
+def test_events_carry_time_and_attributes() -> None:
+    """add_event keeps name, attributes and a timestamp (given or now)."""
+    s = Span("x")
+    s.add_event("first_token", {"ttft_ms": 41.2})
+    s.add_event("at", timestamp=123)
+    first, second = s.events
+    assert first.name == "first_token" and first.attributes == {"ttft_ms": 41.2}
+    assert first.timestamp >= s.start_time_unix_nano
+    assert second.timestamp == 123
+
+
+def test_record_exception_fields() -> None:
+    """record_exception adds an `exception` event with type, message and stacktrace."""
+    s = Span("x")
+    try:
+        raise ValueError("boom")
+    except ValueError as exc:
+        s.record_exception(exc)
+    (event,) = s.events
+    assert event.name == "exception"
+    assert event.attributes["exception.type"] == "ValueError"
+    assert event.attributes["exception.message"] == "boom"
+    assert "ValueError: boom" in event.attributes["exception.stacktrace"]
+    assert "test_record_exception_fields" in event.attributes["exception.stacktrace"]
+
+
+def test_links_from_contexts_and_spans() -> None:
+    """Links accept a SpanContext, a Span or a Link and expose hex ids."""
+    other = Span("other")
+    s = Span("x", links=[other.get_span_context(), Link(SpanContext(5, 6), {"why": "batch"})])
+    s.add_link(other)
+    assert [lk.span_id for lk in s.links] == [other.span_id, "0000000000000006", other.span_id]
+    assert s.links[1].attributes == {"why": "batch"}
+
+
+def test_kind_coercion() -> None:
+    """kind accepts members and lower-case names; others raise ValueError listing the choices."""
+    assert Span("x", kind="server").kind is SpanKind.SERVER
+    assert Span("x", kind=SpanKind.CONSUMER).kind is SpanKind.CONSUMER
+    with pytest.raises(ValueError, match="internal, server, client, producer, consumer"):
+        Span("x", kind="sideways")
+
+
+def test_non_str_name_is_converted() -> None:
+    """A name that is not a str is converted, not raised on."""
+    assert Span(123).name == "123"  # type: ignore[arg-type]

@@ -1,0 +1,52 @@
+"""Public-API examples that `mypy --strict` must accept (run by .ci/run, not by pytest)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+
+import autotrace
+from autotrace import InferenceSpanBuilder, Span, SpanKind, StatusCode, TraceConfig, span, traced
+
+
+@traced
+def tokenize(text: str) -> list[str]:
+    return text.split()
+
+
+@traced("generate", kind="server", attributes={"gen_ai.request.model": "tiny-llm"})
+async def generate(prompt: str, max_tokens: int = 128) -> str:
+    return prompt[:max_tokens]
+
+
+@traced(capture_args=True, capture_result=True)
+def embed(texts: list[str]) -> list[float]:
+    return [float(len(t)) for t in texts]
+
+
+@traced
+def stream(prompt: str) -> Iterator[str]:
+    yield from prompt.split()
+
+
+@traced(name="astream", kind=SpanKind.INTERNAL)
+async def astream(prompt: str) -> AsyncIterator[str]:
+    for word in prompt.split():
+        yield word
+
+
+def main() -> None:
+    store = autotrace.configure(TraceConfig(sample_rate=1.0), max_traces=10)
+    words: list[str] = tokenize("a b")
+    text: str = asyncio.run(generate("hi"))
+    vec: list[float] = embed(["x"])
+    with span("decode", attributes={"step": 3}) as s:
+        s.set_attribute("tokens", 12)
+        s.add_event("first_token", {"ttft_ms": 41.2})
+        s.set_status(StatusCode.OK)
+    current: str = autotrace.current_span().trace_id
+    stored: bool = autotrace.record_span(Span("custom_operation", attributes={"k": 1}))
+    built: bool = InferenceSpanBuilder("inference").with_request_id(1).with_model("m").build_and_record()
+    doc: dict[str, object] = autotrace.export_traces(limit=5)
+    n: int = autotrace.trace_count() + autotrace.clear_traces() + store.trace_count()
+    print(words, text, vec, current, stored, built, doc, n, list(stream("a b")))
