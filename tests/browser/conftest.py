@@ -89,9 +89,11 @@ def page(probe: PageProbe) -> Any:
 
 
 @pytest.fixture
-def server() -> Iterator[Any]:
-    """The real autotrace server over the global store, on a free loopback port."""
+def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The real autotrace server over the global store, on a free loopback port, without a token."""
     from autotrace.server import start_in_background
+
+    monkeypatch.delenv("AUTOTRACE_TOKEN", raising=False)
 
     handle = start_in_background(host="127.0.0.1", port=0)
     try:
