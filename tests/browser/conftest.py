@@ -31,9 +31,13 @@ def _missing(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
-    """One headless Chromium for the whole session."""
+    """One headless Chromium for the browser tests.
+
+    Package scope, not session: Playwright's sync API keeps an event loop running in the main
+    thread while it is open, and asyncio.run() in later test modules would fail beside it.
+    """
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
