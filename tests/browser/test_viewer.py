@@ -27,7 +27,7 @@ def _expect() -> Any:
 def open_viewer(page: Any, url: str, fragment: str = "") -> None:
     """Load the viewer and wait until the first /traces answer is drawn."""
     page.goto(url + "/" + fragment)
-    _expect()(page.locator("#status")).to_contain_text("traces")
+    _expect()(page.locator("#status")).to_contain_text("updated")
 
 
 def span_row(page: Any, name: str) -> Any:
@@ -195,7 +195,7 @@ def test_untrusted_span_text_is_never_html(server: Any, page: Any, probe: Any) -
 
 
 def test_deep_link_opens_trace_and_selection_updates_hash(server: Any, page: Any) -> None:
-    """/#trace=<id> opens that trace; clicking another trace rewrites the hash; Back returns."""
+    """/#trace=<id> opens that trace (&span=<id> that span); clicking another trace rewrites the hash; Back returns."""
     first = record_tree()
     with span("second-trace") as second:
         pass
@@ -209,6 +209,10 @@ def test_deep_link_opens_trace_and_selection_updates_hash(server: Any, page: Any
     assert f"#trace={second.trace_id}" in page.url
     page.go_back()
     expect(page.locator("#trace-title")).to_have_text("root")
+    a1 = next(s for s in autotrace.get_trace_store().get_trace(first["trace_id"]) or [] if s.name == "a1")
+    page.goto(server.url + f"/#trace={first['trace_id']}&span={a1.span_id}")
+    expect(page.locator("#detail h2")).to_have_text("a1")
+    expect(page.locator("#waterfall .wf-row.selected .wf-label")).to_have_text("a1")
     page.goto(server.url + "/#trace=" + "f" * 32)
     expect(page.locator("#trace-empty")).to_contain_text("not on the server")
 
