@@ -371,3 +371,26 @@ def test_orphans_links_and_attribute_types(server: Any, page: Any) -> None:
     detail.get_by_role("button", name="open").click()
     expect(page.locator("#trace-title")).to_have_text("upstream-job")
     assert f"#trace={upstream.trace_id}" in page.url
+
+
+def test_keyboard_moves_through_traces_and_spans(server: Any, page: Any) -> None:
+    """Arrow keys in the list select the next trace; in the waterfall they select the next span."""
+    record_tree()
+    with span("newer") as newer:
+        pass
+    expect = _expect()
+    open_viewer(page, server.url)
+    expect(page.locator(".trace-row")).to_have_count(2)
+    page.focus("#trace-list")
+    page.keyboard.press("ArrowDown")
+    expect(page.locator("#trace-title")).to_have_text("newer")
+    assert f"#trace={newer.trace_id}" in page.url
+    page.keyboard.press("ArrowDown")
+    expect(page.locator("#trace-title")).to_have_text("root")
+    page.focus("#waterfall")
+    page.keyboard.press("ArrowDown")
+    expect(page.locator("#detail h2")).to_have_text("a")
+    page.keyboard.press("ArrowDown")
+    expect(page.locator("#detail h2")).to_have_text("a1")
+    page.keyboard.press("ArrowUp")
+    expect(page.locator("#detail h2")).to_have_text("a")
