@@ -16,6 +16,8 @@ from autotrace import span
 from autotrace.otlp import encode_traces
 from tests.stress.otlp_check import assert_valid_otlp, spans_of
 
+pytestmark = pytest.mark.slow  # stress: deselect with -m 'not slow'; the normal test command runs it
+
 WRITERS = 4
 TRACES_PER_WRITER = 3_000
 SPANS_PER_TRACE = 3

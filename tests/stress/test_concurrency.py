@@ -11,6 +11,8 @@ import pytest
 import autotrace
 from autotrace import span, traced
 
+pytestmark = pytest.mark.slow  # stress: deselect with -m 'not slow'; the normal test command runs it
+
 THREADS = 8
 SPANS_PER_THREAD = 20_000
 SPANS_PER_TRACE = 10  # root + 4 x (span() + @traced leaf) + 1 event-carrying span

@@ -6,8 +6,12 @@ import collections
 import gc
 import tracemalloc
 
+import pytest
+
 import autotrace
 from autotrace import traced
+
+pytestmark = pytest.mark.slow  # stress: deselect with -m 'not slow'; the normal test command runs it
 
 TOTAL_SPANS = 1_000_000
 SPANS_PER_TRACE = 10
