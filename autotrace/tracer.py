@@ -19,8 +19,8 @@ from . import attributes as _attributes
 from . import spans as _spans
 from ._limits import LIMITS
 from .context import CURRENT
-from .spans import _UNSET_STATUS, Link, NonRecordingSpan, Span, SpanContext, SpanKind, _Detached
-from .store import DRAIN_THRESHOLD, TraceStore
+from .spans import _UNSET_STATUS, Link, NonRecordingSpan, Span, SpanContext, SpanKind, _Detached, _UnsampledRoot
+from .store import TraceStore
 
 if TYPE_CHECKING:
     from .config import TraceConfig
@@ -37,6 +37,9 @@ _cv_get = CURRENT.get
 _cv_set = CURRENT.set
 _cv_reset = CURRENT.reset
 _TWO64 = 1 << 64
+# The attribute dict of every span() span until its first write (`_owns` False):
+# never written to, because Span.set_attribute copies a dict it does not own.
+_NO_ATTRS: dict[str, Any] = {}
 
 
 class SpanProcessor(Protocol):
@@ -67,8 +70,11 @@ class _State:
         "lock",
         "pending",
         "processors",
+        "push",
         "resource",
+        "ring",
         "sampler",
+        "span_limit",
         "store",
     )
 
@@ -80,6 +86,9 @@ class _State:
         self.force = 0  # >0 while capture_spans() is active: sample everything
         self.store = TraceStore()
         self.pending = self.store._pending
+        self.span_limit = self.store.max_spans_per_trace  # read per finished span
+        self.ring = self.store._ring  # a new trace's buffer goes in here (store.py) ...
+        self.push = self.store._pushes  # ... and is counted here
         self.processors: tuple[Any, ...] = ()
         self.resource: dict[str, Any] = {}
         self.config: TraceConfig | None = None
@@ -105,10 +114,15 @@ def internal_error(where: str, exc: BaseException | None = None) -> None:
 def _finish(span: Span) -> None:
     """Hand a finished sampled span to the store and processors; never raises."""
     try:
-        pending = _S.pending
-        pending.append(span)
-        if len(pending) >= DRAIN_THRESHOLD:
-            _S.store.try_drain()
+        # The span's trace buffer was found when the trace's local root started
+        # (see store.py): filing the span is one atomic list.append, no lock.
+        buf = span._trace
+        if buf is not None and len(buf) <= _S.span_limit:
+            buf.append(span)
+        elif buf is None:  # a hand-built span: filed by its trace id
+            _S.store.add(span)
+        else:
+            _S.store.dropped_spans += 1
         procs = _S.processors
         if procs:
             for proc in procs:
@@ -124,9 +138,17 @@ _spans._finish = _finish  # Span.end() hands finished spans here
 
 
 def _new_span(
-    name: str, kind: SpanKind, attrs: dict[str, Any], owns: bool, trace_id: int, parent_id: int | None
+    name: str,
+    kind: SpanKind,
+    attrs: dict[str, Any],
+    owns: bool,
+    trace_id: int,
+    parent_id: int | None,
+    trace: list[Any] | None = None,
 ) -> Span:
+    """A started sampled span; ``trace`` is its trace's store buffer (looked up by id if None)."""
     # object.__new__ plus slot stores is cheaper than a keyword __init__ call.
+    # Every slot must be stored: an unset slot raises on read.
     s = _new(Span)
     s._name = name
     s._kind = kind
@@ -142,6 +164,7 @@ def _new_span(
     s._token = None
     s._trace_state = ""
     s._end = None
+    s._trace = _S.store._open(trace_id) if trace is None else trace
     s._start = _time_ns()
     return s
 
@@ -164,11 +187,15 @@ def start(
         custom = _S.custom
         if custom is not None and not _ask(custom, trace_id, None, name):
             return lo
-        return _new_span(name, kind, attrs, owns, trace_id, None)
+        buf = [trace_id]  # the new trace's store buffer (store.py), opened inline
+        _S.ring.append(buf)
+        _S.push()
+        return _new_span(name, kind, attrs, owns, trace_id, None, buf)
     if parent.__class__ is Span:
-        return _new_span(name, kind, attrs, owns, parent._trace_id, parent._span_id)  # type: ignore[union-attr]
-    if parent.__class__ is int:
-        return None
+        p: Span = parent  # type: ignore[assignment]
+        return _new_span(name, kind, attrs, owns, p._trace_id, p._span_id, p._trace)
+    if parent.__class__ is int or parent.__class__ is _UnsampledRoot:
+        return None  # a child of an unsampled trace runs without a span of its own
     ctx = parent if isinstance(parent, SpanContext) else parent.get_span_context()  # type: ignore[union-attr]
     if not ctx.is_valid:
         return start(name, kind, attrs, owns, None)
@@ -222,28 +249,46 @@ def span(
         if name.__class__ is not str:
             name = _attributes.clean_name(name)
         cur = _cv_get() if parent is None else parent
-        result = start(name, kind, {}, True, cur)  # type: ignore[arg-type]
-        if result.__class__ is Span:
-            s: Span = result  # type: ignore[assignment]
-            if attributes:
-                s.set_attributes(attributes)
-            if links:
-                for link in links:
-                    s.add_link(link)
-            return s
-        if result is None:
-            if cur.__class__ is int:
-                from .context import unsampled_context
-
-                return NonRecordingSpan(unsampled_context(cur))  # type: ignore[arg-type]
-            ctx = cur if isinstance(cur, SpanContext) else cur.get_span_context()  # type: ignore[union-attr]
-            return NonRecordingSpan(ctx._replace(is_remote=False))
-        from .context import unsampled_context
-
-        return NonRecordingSpan(unsampled_context(result))  # type: ignore[arg-type]
+        # The two common cases inline (a child of a sampled span, a new root),
+        # the rest through start(). A span starts with the shared empty dict
+        # (copied on its first write), so a span without attributes costs no dict.
+        if cur.__class__ is Span and cur._trace is not None:
+            s = _new_span(name, kind, _NO_ATTRS, False, cur._trace_id, cur._span_id, cur._trace)
+        elif cur is None and not _S.custom:
+            lo = _getrandbits(64)
+            if lo >= _S.bound:
+                return _UnsampledRoot(lo)
+            tid = (_getrandbits(64) << 64) | lo or 1
+            buf = [tid]  # the new trace's store buffer (store.py), opened inline
+            _S.ring.append(buf)
+            _S.push()
+            s = _new_span(name, kind, _NO_ATTRS, False, tid, None, buf)
+        else:
+            result = start(name, kind, _NO_ATTRS, False, cur)
+            if result.__class__ is not Span:
+                return _non_recording(cur, result)
+            s = result  # type: ignore[assignment]
+        if attributes:
+            s.set_attributes(attributes)
+        if links:
+            for link in links:
+                s.add_link(link)
+        return s
     except Exception as exc:
         internal_error("span()", exc)
         return NonRecordingSpan()
+
+
+def _non_recording(cur: Any, result: Any) -> NonRecordingSpan:
+    """The non-recording span of span() for an unsampled start() result."""
+    if result is not None:  # a new unsampled trace: its seed
+        return _UnsampledRoot(result)
+    if cur.__class__ is int:
+        return _UnsampledRoot(cur)
+    if cur.__class__ is _UnsampledRoot:
+        return _UnsampledRoot(cur._seed)  # its own object: each `with` keeps its own token
+    ctx = cur if isinstance(cur, SpanContext) else cur.get_span_context()
+    return NonRecordingSpan(ctx._replace(is_remote=False))
 
 
 def record_span(s: Span) -> bool:
@@ -287,8 +332,9 @@ def apply_config(config: TraceConfig) -> TraceStore:
         old_processors = [p for p in _S.processors if not getattr(p, "_autotrace_capture", False)]
         captures = [p for p in _S.processors if getattr(p, "_autotrace_capture", False)]
         store = TraceStore(config.max_traces, max_spans_per_trace=config.max_spans_per_trace)
-        # Nothing already recorded is lost by reconfiguring: carry the traces over.
-        store.add_many(s for trace in old_store.traces() for s in trace)
+        # Nothing already recorded is lost by reconfiguring: the new store takes
+        # over the old one's trace buffers, so traces still open keep filling them.
+        store._adopt(old_store)
         processors = [_processor_for(e) for e in config.exporters]
         LIMITS.max_attributes = config.max_attributes
         LIMITS.max_events = config.max_events
@@ -301,6 +347,9 @@ def apply_config(config: TraceConfig) -> TraceStore:
         _S.sampler = config.make_sampler()
         _S.store = store
         _S.pending = store._pending
+        _S.span_limit = store.max_spans_per_trace
+        _S.ring = store._ring
+        _S.push = store._pushes
         _S.processors = tuple(processors + captures)
         _update_bound()
     for proc in old_processors:

@@ -36,10 +36,10 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import wrapt  # noqa: E402
+import wrapt
 
-import autotrace  # noqa: E402
-from autotrace import span, traced  # noqa: E402
+import autotrace
+from autotrace import span, traced
 
 try:  # OpenTelemetry is optional (the `bench` extra)
     from opentelemetry.sdk.trace import TracerProvider
@@ -480,15 +480,17 @@ def report(results: dict[str, Any]) -> tuple[str, list[tuple[str, bool, str]]]:
         otel_thr = f"{med['otel_threads1'] / med['otel_threads2']:.0%}"
     lines.append(f"| 2-thread throughput / 1-thread (same total work) | {t1 / t2:.0%} | {otel_thr} |")
     otel_mem = f"{mem['otel_single_span']:.0f} B" if "otel_single_span" in mem else ""
-    lines.append(f"| bytes retained per stored span, 3 attributes, traces of 10 spans | {mem['traces_of_10']:.0f} B | |")
-    lines.append(f"| bytes retained per stored span, 3 attributes, one-span traces | {mem['traces_of_1']:.0f} B | {otel_mem} |")
+    lines.append(
+        f"| bytes retained per stored span, 3 attributes, traces of 10 spans | {mem['traces_of_10']:.0f} B | |"
+    )
+    lines.append(
+        f"| bytes retained per stored span, 3 attributes, one-span traces | {mem['traces_of_1']:.0f} B | {otel_mem} |"
+    )
     lines.append(
         f"| OTLP JSON export, `export_traces()` on {ex['spans']:,} spans (dict only) | "
         f"{ex['export_traces_spans_per_s']:,.0f} spans/s | |"
     )
-    lines.append(
-        f"| the same plus `json.dumps` | {ex['with_json_dumps_spans_per_s']:,.0f} spans/s | |"
-    )
+    lines.append(f"| the same plus `json.dumps` | {ex['with_json_dumps_spans_per_s']:,.0f} spans/s | |")
 
     bars: list[tuple[str, bool, str]] = []
 
