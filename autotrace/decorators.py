@@ -34,6 +34,7 @@ _cv_reset = CURRENT.reset
 
 _new = object.__new__
 _getrandbits = random.getrandbits
+_MASK64 = (1 << 64) - 1
 _time_ns = time.time_ns
 _perf_counter = time.perf_counter
 
@@ -52,9 +53,10 @@ def _fail(s: Span, exc: BaseException) -> None:
 def _sync_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any]) -> Callable[..., Any]:
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         # The hot path. Each branch does the least it can:
-        # - a new trace draws only its low 64 id bits first: that is all the
-        #   sampling rule looks at, and an unsampled trace keeps just that int
-        #   in the ContextVar (ids are derived from it only if asked for);
+        # - a new trace draws its 128-bit id at once (one call, cheaper than
+        #   two 64-bit draws and a shift); its low 64 bits are all the sampling
+        #   rule looks at, and an unsampled trace keeps just that int in the
+        #   ContextVar (ids are derived from it only if asked for);
         # - a child of an unsampled trace runs with no span of its own;
         # - a new trace opens its store buffer here and children are handed
         #   their parent's, so filing a finished span is one list.append (store.py);
@@ -63,7 +65,8 @@ def _sync_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any]) -> Callable[
         # - a sampled span shares the decorator's attribute dict until written.
         parent = _cv_get()
         if parent is None:
-            lo = _getrandbits(64)
+            tid = _getrandbits(128) or 1
+            lo = tid & _MASK64
             if lo >= _S.bound:
                 token = _cv_set(lo)
                 try:
@@ -72,7 +75,6 @@ def _sync_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any]) -> Callable[
                     _cv_reset(token)
             if _S.custom:
                 return _run_started(start(name, kind, attrs, False, None), wrapped, args, kwargs)
-            tid = (_getrandbits(64) << 64) | lo or 1
             pid = None
             buf = [tid]
             _S.ring.append(buf)
@@ -110,7 +112,12 @@ def _sync_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any]) -> Callable[
             _cv_reset(token)
             if s._end is None:  # not ended by hand inside the call
                 s._end = _time_ns()
-                _finish(s)
+                # tracer._finish inline for the common case (a call saved).
+                if len(buf) <= _S.fast_limit:
+                    s._trace = None  # no span <-> buffer cycle (see Span.__exit__)
+                    buf.append(s)
+                else:
+                    _finish(s)
 
     return wrapper
 

@@ -43,6 +43,10 @@ def _finish(span: Span) -> None:
     """Replaced by tracer._finish when the tracer loads (it imports this module)."""
 
 
+# Replaced by tracer._S (the tracer's global state) when the tracer loads.
+_S: Any = None
+
+
 class SpanKind(enum.IntEnum):
     """What a span represents, with the integer values of OTLP's SpanKind."""
 
@@ -534,7 +538,17 @@ class Span:
             if self._end is None:
                 end = _time_ns()
                 self._end = end if end >= self._start else self._start
-                _finish(self)
+                # tracer._finish inline for the common case (a call saved):
+                # room in the trace's buffer and no processors to tell.
+                buf = self._trace
+                if buf is not None and len(buf) <= _S.fast_limit:
+                    # Drop the span's link to the buffer that now holds it:
+                    # span -> buffer -> span would be a reference cycle, and
+                    # every evicted trace would wait for the cyclic collector.
+                    self._trace = None
+                    buf.append(self)
+                else:
+                    _finish(self)
         else:
             _exit(self, exc)
 

@@ -37,6 +37,7 @@ _cv_get = CURRENT.get
 _cv_set = CURRENT.set
 _cv_reset = CURRENT.reset
 _TWO64 = 1 << 64
+_MASK64 = _TWO64 - 1
 # The attribute dict of every span() span until its first write (`_owns` False):
 # never written to, because Span.set_attribute copies a dict it does not own.
 _NO_ATTRS: dict[str, Any] = {}
@@ -61,21 +62,22 @@ class _State:
     """All mutable global state, in one place (replaced wholesale by configure())."""
 
     __slots__ = (
+        "_processors",
+        "_store",
         "bound",
         "config",
         "custom",
         "enabled",
         "errors",
+        "fast_limit",
         "force",
         "lock",
         "pending",
-        "processors",
         "push",
         "resource",
         "ring",
         "sampler",
         "span_limit",
-        "store",
     )
 
     def __init__(self) -> None:
@@ -84,16 +86,44 @@ class _State:
         self.sampler: Sampler | None = None
         self.enabled = True
         self.force = 0  # >0 while capture_spans() is active: sample everything
+        self._processors: tuple[Any, ...] = ()
         self.store = TraceStore()
-        self.pending = self.store._pending
-        self.span_limit = self.store.max_spans_per_trace  # read per finished span
-        self.ring = self.store._ring  # a new trace's buffer goes in here (store.py) ...
-        self.push = self.store._pushes  # ... and is counted here
-        self.processors: tuple[Any, ...] = ()
         self.resource: dict[str, Any] = {}
         self.config: TraceConfig | None = None
         self.errors: dict[str, int] = {}
         self.lock = threading.RLock()
+
+    # The hot path reads plain slots copied from the store and the processors
+    # (one attribute load each); these setters keep the copies in step.
+
+    @property
+    def store(self) -> TraceStore:
+        """The global trace store."""
+        return self._store
+
+    @store.setter
+    def store(self, store: TraceStore) -> None:
+        self._store = store
+        self.pending = store._pending
+        self.ring = store._ring  # a new trace's buffer goes in here (store.py) ...
+        self.push = store._pushes  # ... and is counted here
+        self.span_limit = store.max_spans_per_trace
+        self._update_fast_limit()
+
+    @property
+    def processors(self) -> tuple[Any, ...]:
+        """Receivers of every finished sampled span."""
+        return self._processors
+
+    @processors.setter
+    def processors(self, processors: tuple[Any, ...]) -> None:
+        self._processors = tuple(processors)
+        self._update_fast_limit()
+
+    def _update_fast_limit(self) -> None:
+        # A finished span may be appended to its trace's buffer inline while the
+        # buffer is shorter than this; -1 (never) while processors want spans too.
+        self.fast_limit = -1 if self._processors else self.span_limit
 
 
 _S = _State()
@@ -117,12 +147,14 @@ def _finish(span: Span) -> None:
         # The span's trace buffer was found when the trace's local root started
         # (see store.py): filing the span is one atomic list.append, no lock.
         buf = span._trace
-        if buf is not None and len(buf) <= _S.span_limit:
-            buf.append(span)
-        elif buf is None:  # a hand-built span: filed by its trace id
+        if buf is None:  # a hand-built span: filed by its trace id
             _S.store.add(span)
         else:
-            _S.store.dropped_spans += 1
+            span._trace = None  # no span <-> buffer reference cycle (see Span.__exit__)
+            if len(buf) <= _S.span_limit:
+                buf.append(span)
+            else:
+                _S.store.dropped_spans += 1
         procs = _S.processors
         if procs:
             for proc in procs:
@@ -135,6 +167,7 @@ def _finish(span: Span) -> None:
 
 
 _spans._finish = _finish  # Span.end() hands finished spans here
+_spans._S = _S  # Span.__exit__ files a span itself when nothing else is to be done
 
 
 def _new_span(
@@ -180,10 +213,12 @@ def start(
     unsampled trace, or None when the parent is unsampled (the caller then runs
     without a span of its own, keeping the parent's context)."""
     if parent is None:
-        lo = _getrandbits(64)
+        # One 128-bit draw: its low 64 bits decide sampling (OpenTelemetry's
+        # ratio rule) and are all an unsampled trace keeps.
+        trace_id = _getrandbits(128) or 1
+        lo = trace_id & _MASK64
         if lo >= _S.bound:
             return lo
-        trace_id = (_getrandbits(64) << 64) | lo or 1
         custom = _S.custom
         if custom is not None and not _ask(custom, trace_id, None, name):
             return lo
@@ -250,33 +285,59 @@ def span(
             name = _attributes.clean_name(name)
         cur = _cv_get() if parent is None else parent
         # The two common cases inline (a child of a sampled span, a new root),
-        # the rest through start(). A span starts with the shared empty dict
-        # (copied on its first write), so a span without attributes costs no dict.
+        # the rest through start(). The span is built here, as _new_span does
+        # (a call saved is ~5% of a `with span()` block). It starts with the
+        # shared empty dict (copied on its first write): no dict per span.
         if cur.__class__ is Span and cur._trace is not None:
-            s = _new_span(name, kind, _NO_ATTRS, False, cur._trace_id, cur._span_id, cur._trace)
+            tid = cur._trace_id
+            pid = cur._span_id
+            buf = cur._trace
         elif cur is None and not _S.custom:
-            lo = _getrandbits(64)
+            tid = _getrandbits(128) or 1  # the low 64 bits decide sampling, as in start()
+            lo = tid & _MASK64
             if lo >= _S.bound:
                 return _UnsampledRoot(lo)
-            tid = (_getrandbits(64) << 64) | lo or 1
+            pid = None
             buf = [tid]  # the new trace's store buffer (store.py), opened inline
             _S.ring.append(buf)
             _S.push()
-            s = _new_span(name, kind, _NO_ATTRS, False, tid, None, buf)
         else:
             result = start(name, kind, _NO_ATTRS, False, cur)
             if result.__class__ is not Span:
                 return _non_recording(cur, result)
-            s = result  # type: ignore[assignment]
-        if attributes:
-            s.set_attributes(attributes)
-        if links:
-            for link in links:
-                s.add_link(link)
+            return _with_extras(result, attributes, links)  # type: ignore[arg-type]
+        s = _new(Span)
+        s._name = name
+        s._kind = kind
+        s._trace_id = tid
+        s._span_id = _getrandbits(64) or 1
+        s._parent_id = pid
+        s._attrs = _NO_ATTRS
+        s._owns = False
+        s._dropped = None
+        s._events = None
+        s._links = None
+        s._status = _UNSET_STATUS
+        s._token = None
+        s._trace_state = ""
+        s._end = None
+        s._trace = buf
+        s._start = _time_ns()
+        if attributes or links:
+            return _with_extras(s, attributes, links)
         return s
     except Exception as exc:
         internal_error("span()", exc)
         return NonRecordingSpan()
+
+
+def _with_extras(s: Span, attributes: Mapping[str, Any] | None, links: Sequence[Link | SpanContext] | None) -> Span:
+    if attributes:
+        s.set_attributes(attributes)
+    if links:
+        for link in links:
+            s.add_link(link)
+    return s
 
 
 def _non_recording(cur: Any, result: Any) -> NonRecordingSpan:
@@ -346,10 +407,6 @@ def apply_config(config: TraceConfig) -> TraceStore:
         _S.enabled = config.enabled
         _S.sampler = config.make_sampler()
         _S.store = store
-        _S.pending = store._pending
-        _S.span_limit = store.max_spans_per_trace
-        _S.ring = store._ring
-        _S.push = store._pushes
         _S.processors = tuple(processors + captures)
         _update_bound()
     for proc in old_processors:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import threading
 
 import pytest
@@ -310,3 +311,28 @@ def test_store_reads_stay_consistent_while_threads_record() -> None:
     assert store.stats()["spans"] >= 0
     assert autotrace.tracer.errors() == {}
     assert _S.store is store
+
+
+def test_evicted_traces_are_freed_without_the_cyclic_collector() -> None:
+    """Stored spans hold no reference cycle: evicted traces are freed by reference counting."""
+
+    @traced
+    def leaf() -> None:
+        return None
+
+    @traced
+    def root() -> None:
+        leaf()
+        with span("block") as s:
+            s.set_attribute("k", 1)
+
+    autotrace.configure(autotrace.TraceConfig(sample_rate=1.0, max_traces=2))
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(50):
+            root()
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
+    assert autotrace.get_trace_store().stats()["evicted_traces"] == 48
