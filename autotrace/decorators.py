@@ -76,7 +76,7 @@ def _sync_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any]) -> Callable[
             if _S.custom:
                 return _run_started(start(name, kind, attrs, False, None), wrapped, args, kwargs)
             pid = None
-            buf = [tid]
+            buf: list[Any] = [tid]
             _S.ring.append(buf)
             _S.push()
         elif parent.__class__ is Span and parent._trace is not None:  # type: ignore[union-attr]
