@@ -178,16 +178,33 @@ class TraceStore:
     def _remove(self, selected: list[list[list[Any]]]) -> list[list[Span]]:
         """Take the buffers out of the ring, empty them into lists, park them in limbo."""
         ring = self._ring
+        wanted = {id(buf) for bufs in selected for buf in bufs}
+        if len(wanted) > 16:
+            # Many to remove: one sweep from the old end (deque.remove per buffer
+            # would be quadratic). Buffers not wanted go back in, in their order.
+            keep = []
+            for _ in range(len(ring)):
+                try:
+                    buf = ring.popleft()
+                except IndexError:
+                    break
+                if id(buf) in wanted:
+                    self._removed += 1
+                else:
+                    keep.append(buf)
+            ring.extend(keep)
+        else:
+            for bufs in selected:
+                for buf in bufs:
+                    try:
+                        ring.remove(buf)  # C-level; a buffer compares equal only to one of its own trace
+                    except ValueError:  # evicted meanwhile: its spans are still ours to return
+                        continue
+                    self._removed += 1
         out = []
         for bufs in selected:
             spans: list[Span] = []
             for buf in bufs:
-                try:
-                    ring.remove(buf)  # C-level; a buffer compares equal only to one of its own trace
-                except ValueError:  # evicted meanwhile: its spans are still ours to return
-                    pass
-                else:
-                    self._removed += 1
                 # Copy, then delete exactly what was copied: a span appended
                 # meanwhile stays in the buffer and comes back from limbo.
                 n = len(buf)

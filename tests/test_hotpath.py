@@ -336,3 +336,49 @@ def test_evicted_traces_are_freed_without_the_cyclic_collector() -> None:
     finally:
         gc.enable()
     assert autotrace.get_trace_store().stats()["evicted_traces"] == 48
+
+
+def test_take_many_returns_the_newest_and_keeps_the_rest_in_order() -> None:
+    """take(n) over many traces removes the n newest whole and keeps the others, oldest first."""
+    for i in range(40):
+        with span(f"t{i}"):
+            with span("c"):
+                pass
+    store = autotrace.get_trace_store()
+    taken = store.take(25)
+    assert [t[-1].name for t in taken] == [f"t{i}" for i in range(15, 40)]
+    assert all(len(t) == 2 for t in taken)
+    assert [t[-1].name for t in store.traces()] == [f"t{i}" for i in range(15)]
+    assert store.stats() == {"traces": 15, "spans": 30, "max_traces": 1000, "evicted_traces": 0, "dropped_spans": 0}
+    assert store.clear() == 15 and store.trace_count() == 0
+
+
+def test_store_add_many_traces_prunes_its_index_and_keeps_grouping() -> None:
+    """add() of spans from many more traces than max_traces keeps the newest, each whole."""
+    store = TraceStore(max_traces=5)
+    for t in range(1, 101):
+        for k in range(3):
+            store.add(Span(f"s{t}.{k}", trace_id=t, end_time_unix_nano=1))
+    traces = store.traces()
+    assert [t[0].trace_id for t in traces] == [f"{t:032x}" for t in range(96, 101)]
+    assert all(len(t) == 3 for t in traces)
+    assert len(store._index) <= 2 * 5 + 16
+    assert store.stats()["evicted_traces"] == 95
+
+
+def test_export_pauses_the_collector_only_while_encoding() -> None:
+    """export_traces() gives every stored span and leaves the garbage collector as it found it."""
+    for _ in range(3):
+        with span("root"), span("child") as c:
+            c.set_attribute("n", 1)
+    assert gc.isenabled()
+    doc = autotrace.export_traces()
+    assert gc.isenabled()
+    assert len(doc["resourceSpans"][0]["scopeSpans"][0]["spans"]) == 6
+    gc.disable()
+    try:
+        autotrace.get_trace_store().export(clear=True)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    assert autotrace.trace_count() == 0
