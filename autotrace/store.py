@@ -40,6 +40,12 @@ if TYPE_CHECKING:
 
 __all__ = ["TraceStore"]
 
+# From the earlier design, where finished spans queued up until a reader filed
+# them: nothing queues now (a span is filed when it finishes, without a lock),
+# so there is no threshold and no queue to cap. Kept for importers.
+DRAIN_THRESHOLD = 256
+PENDING_LIMIT = 100_000
+
 
 class TraceStore:
     """Holds at most ``max_traces`` whole traces; the trace that arrived first leaves first."""
@@ -211,13 +217,32 @@ class TraceStore:
                 spans += buf[1:n]
                 del buf[1:n]
                 self._limbo.append(buf)
+            if len(bufs) > 1:
+                spans.sort(key=_end_time)
             out.append(spans)
         return out
+
+    @staticmethod
+    def _spans(bufs: list[list[Any]]) -> list[Span]:
+        if len(bufs) == 1:
+            return bufs[0][1:]
+        # One trace in two buffers (e.g. a server span continuing, in this
+        # process, a trace started here): merged in the order the spans ended.
+        return sorted((s for buf in bufs for s in buf[1:]), key=_end_time)
 
     def traces(self, limit: int | None = None) -> list[list[Span]]:
         """The ``limit`` most recent traces (all by default), oldest first; each a list of spans."""
         with self._lock:
-            return [[s for buf in bufs for s in buf[1:]] for bufs in self._select(self._groups(), limit)]
+            return [self._spans(bufs) for bufs in self._select(self._groups(), limit)]
+
+    @property
+    def _traces(self) -> dict[int, list[Span]]:
+        """A snapshot {trace id: spans}, oldest first (for callers of the earlier design)."""
+        with self._lock:
+            return {tid: self._spans(bufs) for tid, bufs in self._groups().items()}
+
+    def _drain_locked(self) -> None:
+        self.try_drain()
 
     def take(self, limit: int | None = None) -> list[list[Span]]:
         """Remove and return the ``limit`` most recent traces in one atomic step."""
@@ -233,7 +258,7 @@ class TraceStore:
                 return None
         with self._lock:
             bufs = self._groups().get(trace_id)
-            return None if bufs is None else [s for buf in bufs for s in buf[1:]]
+            return None if bufs is None else self._spans(bufs)
 
     def clear(self) -> int:
         """Remove every trace; returns how many there were."""
@@ -285,3 +310,8 @@ class TraceStore:
 
     def __repr__(self) -> str:
         return f"TraceStore(max_traces={self.max_traces}, traces={sum(len(b) > 1 for b in list(self._ring))})"
+
+
+def _end_time(span: Span) -> int:
+    end = span._end
+    return end if end is not None else span._start

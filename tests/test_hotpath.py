@@ -382,3 +382,17 @@ def test_export_pauses_the_collector_only_while_encoding() -> None:
     finally:
         gc.enable()
     assert autotrace.trace_count() == 0
+
+
+def test_in_process_remote_child_joins_the_local_trace_in_end_order() -> None:
+    """A span continuing (as a remote parent) a trace started in this process is stored in it, in end order."""
+    with span("client") as client:
+        remote = client.get_span_context()._replace(is_remote=True)
+        with span("server", parent=remote) as server:
+            pass
+    store = autotrace.get_trace_store()
+    assert store.trace_count() == 1
+    trace = store.get_trace(client.trace_id)
+    assert trace is not None and names(trace) == ["server", "client"]
+    assert server.parent_span_id == client.span_id
+    assert [names(t) for t in store.take()] == [["server", "client"]]
