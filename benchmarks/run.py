@@ -2,9 +2,9 @@
 
 Run from the repository root::
 
-    python benchmarks/run.py               # full run (a few minutes)
-    python benchmarks/run.py --quick       # smoke run (~30 s), same cases, fewer rounds
-    python benchmarks/run.py --json out.json
+    python benchmarks/run.py               # full run (~40 s)
+    python benchmarks/run.py --quick       # smoke run (~10 s): same cases, fewer and shorter rounds
+    python benchmarks/run.py --json out.json   # also write every figure as JSON
 
 Every case runs in this one process. Each round visits every case once, in a
 shuffled order (so load from other processes hits all cases alike), and each
