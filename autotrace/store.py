@@ -41,10 +41,50 @@ if TYPE_CHECKING:
 __all__ = ["TraceStore"]
 
 # From the earlier design, where finished spans queued up until a reader filed
-# them: nothing queues now (a span is filed when it finishes, without a lock),
-# so there is no threshold and no queue to cap. Kept for importers.
+# them. Nothing queues now (a span is filed when it finishes, without a lock),
+# but the promise stands: while the store's lock is held (a reader stuck), at
+# most PENDING_LIMIT spans are taken in; later ones are dropped and counted.
 DRAIN_THRESHOLD = 256
 PENDING_LIMIT = 100_000
+
+
+class _ReaderLock:
+    """The store's lock (an RLock, taken by readers only) that also marks the store busy.
+
+    While it is held, the tracer sends finished spans through the store's slow
+    path (``_admit``), which counts them and drops those past PENDING_LIMIT.
+    The hot path pays nothing for this: it already checks one limit per span,
+    and the listener just sets that limit so that the check fails.
+    """
+
+    __slots__ = ("_depth", "_lock", "_store")
+
+    def __init__(self, store: TraceStore) -> None:
+        self._lock = threading.RLock()
+        self._store = store
+        self._depth = 0
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        """Take the lock (as ``threading.RLock.acquire``)."""
+        if not self._lock.acquire(blocking, timeout):
+            return False
+        self._depth += 1
+        if self._depth == 1:
+            self._store._set_busy(True)
+        return True
+
+    def release(self) -> None:
+        """Release the lock."""
+        self._depth -= 1
+        if self._depth == 0:
+            self._store._set_busy(False)
+        self._lock.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 class TraceStore:
@@ -57,7 +97,10 @@ class TraceStore:
             raise ValueError(f"max_spans_per_trace must be a positive integer; got {max_spans_per_trace!r}")
         self.max_traces = max_traces
         self.max_spans_per_trace = max_spans_per_trace
-        self._lock = threading.RLock()
+        self._busy = False  # True while _lock is held (see _ReaderLock)
+        self._busy_count = 0
+        self._listener: Any = None  # called when _busy changes (the tracer's, for the global store)
+        self._lock = _ReaderLock(self)
         self._ring: deque[list[Any]] = deque(maxlen=max_traces)
         self._counter = itertools.count(1)
         self._pushes = self._counter.__next__  # call after every ring.append
@@ -104,10 +147,26 @@ class TraceStore:
         # itertools.count shows its next value in its repr; reading it must not advance it.
         return int(repr(self._counter)[6:-1]) - 1
 
+    def _set_busy(self, busy: bool) -> None:
+        self._busy_count = 0
+        self._busy = busy
+        listener = self._listener
+        if listener is not None:
+            listener()
+
+    def _admit(self) -> bool:
+        """False (and counted as dropped) for a span past PENDING_LIMIT while the lock is held."""
+        if self._busy:
+            self._busy_count += 1
+            if self._busy_count > PENDING_LIMIT:
+                self.dropped_spans += 1
+                return False
+        return True
+
     def _put(self, buf: list[Any], span: Span) -> None:
         if len(buf) > self.max_spans_per_trace:
             self.dropped_spans += 1
-        else:
+        elif self._admit():
             buf.append(span)
 
     def add(self, span: Span) -> None:

@@ -103,7 +103,11 @@ class _State:
 
     @store.setter
     def store(self, store: TraceStore) -> None:
+        old = getattr(self, "_store", None)
+        if old is not None and old is not store:
+            old._listener = None
         self._store = store
+        store._listener = self._update_fast_limit
         self.pending = store._pending
         self.ring = store._ring  # a new trace's buffer goes in here (store.py) ...
         self.push = store._pushes  # ... and is counted here
@@ -122,8 +126,9 @@ class _State:
 
     def _update_fast_limit(self) -> None:
         # A finished span may be appended to its trace's buffer inline while the
-        # buffer is shorter than this; -1 (never) while processors want spans too.
-        self.fast_limit = -1 if self._processors else self.span_limit
+        # buffer is shorter than this; -1 (never: through _finish) while
+        # processors want spans too or the store's lock is held (see store.py).
+        self.fast_limit = -1 if self._processors or self._store._busy else self.span_limit
 
 
 _S = _State()
@@ -151,10 +156,7 @@ def _finish(span: Span) -> None:
             _S.store.add(span)
         else:
             span._trace = None  # no span <-> buffer reference cycle (see Span.__exit__)
-            if len(buf) <= _S.span_limit:
-                buf.append(span)
-            else:
-                _S.store.dropped_spans += 1
+            _S.store._put(buf, span)
         procs = _S.processors
         if procs:
             for proc in procs:
