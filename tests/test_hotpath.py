@@ -396,3 +396,35 @@ def test_in_process_remote_child_joins_the_local_trace_in_end_order() -> None:
     assert trace is not None and names(trace) == ["server", "client"]
     assert server.parent_span_id == client.span_id
     assert [names(t) for t in store.take()] == [["server", "client"]]
+
+
+def test_held_store_lock_caps_what_is_taken_in_and_recording_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the store lock is held, recording never waits and spans past PENDING_LIMIT are dropped and counted."""
+    import autotrace.store as store_module
+
+    monkeypatch.setattr(store_module, "PENDING_LIMIT", 10)
+    store = autotrace.get_trace_store()
+    held, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with store._lock:
+            held.set()
+            release.wait(60)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    assert held.wait(30)
+    try:
+        assert _S.fast_limit == -1
+        for _ in range(15):
+            with span("r"):
+                pass
+    finally:
+        release.set()
+        t.join(30)
+    assert _S.fast_limit == store.max_spans_per_trace
+    stats = store.stats()
+    assert (stats["spans"], stats["dropped_spans"]) == (10, 5)
+    with span("after"):
+        pass
+    assert store.stats()["spans"] == 11
