@@ -157,7 +157,7 @@ def _finish(span: Span) -> None:
         else:
             span._trace = None  # no span <-> buffer reference cycle (see Span.__exit__)
             _S.store._put(buf, span)
-        procs = _S.processors
+        procs = _S._processors  # the slot, not the property: this runs per span
         if procs:
             for proc in procs:
                 try:
