@@ -78,7 +78,7 @@ def _sync_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any]) -> Callable[
             pid = None
             buf: list[Any] = [tid]
             _S.ring.append(buf)
-            _S.push()
+            next(_S.pushes)
         elif parent.__class__ is Span and parent._trace is not None:  # type: ignore[union-attr]
             tid = parent._trace_id  # type: ignore[union-attr]
             pid = parent._span_id  # type: ignore[union-attr]

@@ -11,7 +11,7 @@ How spans reach it (this runs once per recorded span, so each step is one C call
   background task) still lands in its trace's buffer.
 - The ring is a ``deque(maxlen=max_traces)`` of buffers, oldest first: FIFO
   eviction drops one whole buffer, i.e. one whole trace, inside ``append``.
-  A new trace costs a list, an append and one tick of ``_pushes`` (which is how
+  A new trace costs a list, an append and one tick of ``_counter`` (which is how
   evictions are counted without doing anything when they happen).
 - Readers take ``_lock`` among themselves only. ``take()`` and ``clear()`` move
   the buffers they empty to ``_limbo``; a span that arrives later in such a

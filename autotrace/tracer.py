@@ -73,7 +73,7 @@ class _State:
         "force",
         "lock",
         "pending",
-        "push",
+        "pushes",
         "resource",
         "ring",
         "sampler",
@@ -110,7 +110,7 @@ class _State:
         store._listener = self._update_fast_limit
         self.pending = store._pending
         self.ring = store._ring  # a new trace's buffer goes in here (store.py) ...
-        self.push = store._pushes  # ... and is counted here
+        self.pushes = store._counter  # ... and counted here (next() on it: cheaper than a bound __next__)
         self.span_limit = store.max_spans_per_trace
         self._update_fast_limit()
 
@@ -226,7 +226,7 @@ def start(
             return lo
         buf = [trace_id]  # the new trace's store buffer (store.py), opened inline
         _S.ring.append(buf)
-        _S.push()
+        next(_S.pushes)
         return _new_span(name, kind, attrs, owns, trace_id, None, buf)
     if parent.__class__ is Span:
         p: Span = parent  # type: ignore[assignment]
@@ -302,7 +302,7 @@ def span(
             pid = None
             buf = [tid]  # the new trace's store buffer (store.py), opened inline
             _S.ring.append(buf)
-            _S.push()
+            next(_S.pushes)
         else:
             result = start(name, kind, _NO_ATTRS, False, cur)
             if result.__class__ is not Span:
