@@ -6,6 +6,9 @@ Run from the repository root::
     python benchmarks/run.py --quick       # smoke run (~10 s): same cases, fewer and shorter rounds
     python benchmarks/run.py --json out.json   # also write every figure as JSON
 
+It prints a Markdown table and one PASS/FAIL line per bar of issue 6, and exits
+with status 1 when a bar fails.
+
 Every case runs in this one process. Each round visits every case once, in a
 shuffled order (so load from other processes hits all cases alike), and each
 visit times a calibrated number of loops with the garbage collector disabled
