@@ -21,8 +21,8 @@ import wrapt
 
 from . import attributes as _attributes
 from .context import CURRENT
-from .spans import Span, SpanKind
-from .tracer import _S, _finish, _new_span, internal_error, start
+from .spans import _UNSET_STATUS, Span, SpanKind
+from .tracer import _S, _finish, internal_error, start
 
 __all__ = ["traced"]
 
@@ -32,7 +32,9 @@ _cv_get = CURRENT.get
 _cv_set = CURRENT.set
 _cv_reset = CURRENT.reset
 
+_new = object.__new__
 _getrandbits = random.getrandbits
+_MASK64 = (1 << 64) - 1
 _time_ns = time.time_ns
 _perf_counter = time.perf_counter
 
@@ -51,43 +53,90 @@ def _fail(s: Span, exc: BaseException) -> None:
 def _sync_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any]) -> Callable[..., Any]:
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         # The hot path. Each branch does the least it can:
-        # - a new trace draws only its low 64 id bits first: that is all the
-        #   sampling rule looks at, and an unsampled trace keeps just that int
-        #   in the ContextVar (ids are derived from it only if asked for);
+        # - a new trace draws its 128-bit id at once (one call, cheaper than
+        #   two 64-bit draws and a shift); its low 64 bits are all the sampling
+        #   rule looks at, and an unsampled trace keeps just that int in the
+        #   ContextVar (ids are derived from it only if asked for);
         # - a child of an unsampled trace runs with no span of its own;
+        # - a new trace opens its store buffer here and children are handed
+        #   their parent's, so filing a finished span is one list.append (store.py);
+        # - the span is built inline (object.__new__ and slot stores, as
+        #   tracer._new_span does): a function call is ~8% of a traced call;
         # - a sampled span shares the decorator's attribute dict until written.
         parent = _cv_get()
         if parent is None:
-            lo = _getrandbits(64)
+            tid = _getrandbits(128) or 1
+            lo = tid & _MASK64
             if lo >= _S.bound:
                 token = _cv_set(lo)
                 try:
                     return wrapped(*args, **kwargs)
                 finally:
                     _cv_reset(token)
-            s = (
-                start(name, kind, attrs, False, None)
-                if _S.custom
-                else _new_span(name, kind, attrs, False, (_getrandbits(64) << 64) | lo or 1, None)
-            )
-        elif parent.__class__ is Span:
-            s = _new_span(name, kind, attrs, False, parent._trace_id, parent._span_id)  # type: ignore[union-attr]
+            if _S.custom:
+                return _run_started(start(name, kind, attrs, False, None), wrapped, args, kwargs)
+            pid = None
+            buf: list[Any] = [tid]
+            _S.ring.append(buf)
+            next(_S.pushes)
+        elif parent.__class__ is Span and parent._trace is not None:  # type: ignore[union-attr]
+            tid = parent._trace_id  # type: ignore[union-attr]
+            pid = parent._span_id  # type: ignore[union-attr]
+            buf = parent._trace  # type: ignore[union-attr]
         else:
-            s = start(name, kind, attrs, False, parent)
-        if s.__class__ is not Span:
-            return _run_unsampled(s, wrapped, args, kwargs)
+            return _run_started(start(name, kind, attrs, False, parent), wrapped, args, kwargs)
+        s = _new(Span)
+        s._name = name
+        s._kind = kind
+        s._trace_id = tid
+        s._span_id = _getrandbits(64) or 1
+        s._parent_id = pid
+        s._attrs = attrs
+        s._owns = False
+        s._dropped = None
+        s._events = None
+        s._links = None
+        s._status = _UNSET_STATUS
+        s._token = None
+        s._trace_state = ""
+        s._end = None
+        s._trace = buf
+        s._start = _time_ns()
         token = _cv_set(s)
         try:
             return wrapped(*args, **kwargs)
         except BaseException as exc:
-            _fail(s, exc)  # type: ignore[arg-type]
+            _fail(s, exc)
             raise
         finally:
             _cv_reset(token)
-            s._end = _time_ns()  # type: ignore[union-attr]
-            _finish(s)  # type: ignore[arg-type]
+            if s._end is None:  # not ended by hand inside the call
+                s._end = _time_ns()
+                # tracer._finish inline for the common case (a call saved).
+                if len(buf) <= _S.fast_limit:
+                    s._trace = None  # no span <-> buffer cycle (see Span.__exit__)
+                    buf.append(s)
+                else:
+                    _finish(s)
 
     return wrapper
+
+
+def _run_started(s: Any, wrapped: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Run a call under whatever start() returned: a span, an unsampled seed, or None."""
+    if s.__class__ is not Span:
+        return _run_unsampled(s, wrapped, args, kwargs)
+    token = _cv_set(s)
+    try:
+        return wrapped(*args, **kwargs)
+    except BaseException as exc:
+        _fail(s, exc)
+        raise
+    finally:
+        _cv_reset(token)
+        if s._end is None:
+            s._end = _time_ns()
+            _finish(s)
 
 
 def _run_unsampled(marker: Any, wrapped: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

@@ -1,14 +1,37 @@
-"""The in-memory trace store: whole traces, FIFO eviction, thread-safe.
+"""The in-memory trace store: whole traces, FIFO eviction, and no lock for a recording thread.
 
-Finished spans are appended to a lock-free deque (one atomic C call on the hot
-path) and folded into traces under the lock when the store is read or the
-queue passes a threshold, so recording never waits on a reader.
+How spans reach it (this runs once per recorded span, so each step is one C call):
+
+- A trace's spans collect in one list, its *buffer*: ``[trace_id, span, span, ...]``.
+  The buffer is made when the trace's local root span starts and goes straight
+  into the store's ring; every span of the trace points at it (``Span._trace``).
+  A finishing span appends itself: ``list.append`` is atomic under the GIL, so
+  recording threads never take a lock or wait for a reader, and grouping spans
+  into traces costs nothing per span. A child that ends after its root (a
+  background task) still lands in its trace's buffer.
+- The ring is a ``deque(maxlen=max_traces)`` of buffers, oldest first: FIFO
+  eviction drops one whole buffer, i.e. one whole trace, inside ``append``.
+  A new trace costs a list, an append and one tick of ``_counter`` (which is how
+  evictions are counted without doing anything when they happen).
+- Readers take ``_lock`` among themselves only. ``take()`` and ``clear()`` move
+  the buffers they empty to ``_limbo``; a span that arrives later in such a
+  buffer (a trace still open during ``clear()``) brings it back into the ring
+  at the next read, so it is not lost.
+- ``_index`` (trace id -> buffer) serves only the slow paths: a span continuing
+  a trace from elsewhere (``add()``, a remote parent) joins the buffer it
+  finds there. Buffers opened by the hot path are not indexed, to keep a new
+  trace cheap; readers merge the rare two buffers of one trace id into one trace.
+
+The first element of a buffer is its trace id (not a span): one slot that lets
+an empty buffer (a trace whose spans are all still open) say whose it is.
 """
 
 from __future__ import annotations
 
+import gc
+import itertools
 import threading
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -17,11 +40,51 @@ if TYPE_CHECKING:
 
 __all__ = ["TraceStore"]
 
-# Pending spans are folded into traces once this many wait; it bounds the memory
-# between reads and amortises the lock over many spans.
+# From the earlier design, where finished spans queued up until a reader filed
+# them. Nothing queues now (a span is filed when it finishes, without a lock),
+# but the promise stands: while the store's lock is held (a reader stuck), at
+# most PENDING_LIMIT spans are taken in; later ones are dropped and counted.
 DRAIN_THRESHOLD = 256
-# Hard cap on the queue while the store's lock is held elsewhere.
 PENDING_LIMIT = 100_000
+
+
+class _ReaderLock:
+    """The store's lock (an RLock, taken by readers only) that also marks the store busy.
+
+    While it is held, the tracer sends finished spans through the store's slow
+    path (``_admit``), which counts them and drops those past PENDING_LIMIT.
+    The hot path pays nothing for this: it already checks one limit per span,
+    and the listener just sets that limit so that the check fails.
+    """
+
+    __slots__ = ("_depth", "_lock", "_store")
+
+    def __init__(self, store: TraceStore) -> None:
+        self._lock = threading.RLock()
+        self._store = store
+        self._depth = 0
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        """Take the lock (as ``threading.RLock.acquire``)."""
+        if not self._lock.acquire(blocking, timeout):
+            return False
+        self._depth += 1
+        if self._depth == 1:
+            self._store._set_busy(True)
+        return True
+
+    def release(self) -> None:
+        """Release the lock."""
+        self._depth -= 1
+        if self._depth == 0:
+            self._store._set_busy(False)
+        self._lock.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 class TraceStore:
@@ -34,105 +97,216 @@ class TraceStore:
             raise ValueError(f"max_spans_per_trace must be a positive integer; got {max_spans_per_trace!r}")
         self.max_traces = max_traces
         self.max_spans_per_trace = max_spans_per_trace
-        self._lock = threading.RLock()
-        self._traces: OrderedDict[int, list[Span]] = OrderedDict()
+        self._busy = False  # True while _lock is held (see _ReaderLock)
+        self._busy_count = 0
+        self._listener: Any = None  # called when _busy changes (the tracer's, for the global store)
+        self._lock = _ReaderLock(self)
+        self._ring: deque[list[Any]] = deque(maxlen=max_traces)
+        self._counter = itertools.count(1)
+        self._pushes = self._counter.__next__  # call after every ring.append
+        self._removed = 0  # buffers taken out of the ring on purpose (take, clear)
+        self._evicted_offset = 0
+        self._limbo: deque[list[Any]] = deque(maxlen=max_traces)
+        self._index: dict[int, tuple[list[Any], int]] = {}
+        # Spans appended here by callers of the earlier queue-based store are filed on the next read.
         self._pending: deque[Span] = deque()
-        self.evicted_traces = 0
         self.dropped_spans = 0
 
-    # -- writing ----------------------------------------------------------------
+    # -- writing (no lock: any recording thread may call these) ---------------------
+
+    def _new_trace(self, trace_id: int) -> list[Any]:
+        """Open the buffer of a new trace (the hot path inlines these three steps)."""
+        buf: list[Any] = [trace_id]
+        self._ring.append(buf)
+        self._pushes()
+        return buf
+
+    def _open(self, trace_id: int) -> list[Any]:
+        """The buffer of ``trace_id`` if this store still holds one, else a new indexed one."""
+        hit = self._index.get(trace_id)
+        if hit is not None:
+            buf, seq = hit
+            # Fewer than max_traces pushes since it went in: it is still in the
+            # ring (or in limbo, which a read brings back). Older: look.
+            if self._count() - seq < self.max_traces or buf in self._ring or buf in self._limbo:
+                return buf
+        buf = [trace_id]
+        self._ring.append(buf)
+        seq = self._pushes()
+        index = self._index
+        index[trace_id] = (buf, seq)
+        if len(index) > 2 * self.max_traces + 16:
+            self._prune_index()
+        return buf
+
+    def _prune_index(self) -> None:
+        live = {id(b) for b in list(self._ring)} | {id(b) for b in list(self._limbo)}
+        self._index = {tid: hit for tid, hit in list(self._index.items()) if id(hit[0]) in live}
+
+    def _count(self) -> int:
+        # itertools.count shows its next value in its repr; reading it must not advance it.
+        return int(repr(self._counter)[6:-1]) - 1
+
+    def _set_busy(self, busy: bool) -> None:
+        self._busy_count = 0
+        self._busy = busy
+        listener = self._listener
+        if listener is not None:
+            listener()
+
+    def _admit(self) -> bool:
+        """False (and counted as dropped) for a span past PENDING_LIMIT while the lock is held."""
+        if self._busy:
+            self._busy_count += 1
+            if self._busy_count > PENDING_LIMIT:
+                self.dropped_spans += 1
+                return False
+        return True
+
+    def _put(self, buf: list[Any], span: Span) -> None:
+        if len(buf) > self.max_spans_per_trace:
+            self.dropped_spans += 1
+        elif self._admit():
+            buf.append(span)
 
     def add(self, span: Span) -> None:
-        """Queue a finished span; it joins its trace at the next read."""
-        pending = self._pending
-        pending.append(span)
-        if len(pending) >= DRAIN_THRESHOLD:
-            self.try_drain()
-
-    def try_drain(self) -> None:
-        """Drain if the lock is free right now; a recording thread never waits for a reader.
-
-        If the lock stays busy (a reader stuck, a debugger), the queue is capped
-        at PENDING_LIMIT spans: the newest are dropped and counted rather than
-        letting memory grow without bound.
-        """
-        lock = self._lock
-        if lock.acquire(blocking=False):
-            try:
-                self._drain_locked()
-            finally:
-                lock.release()
-            return
-        pending = self._pending
-        while len(pending) > PENDING_LIMIT:
-            try:
-                pending.pop()
-            except IndexError:
-                break
-            self.dropped_spans += 1
+        """Store a finished span in its trace (a new trace if its id is new here)."""
+        self._put(self._open(span._trace_id), span)
 
     def add_many(self, spans: Iterable[Span]) -> None:
-        """Queue several finished spans."""
-        self._pending.extend(spans)
-        self.drain()
+        """Store several finished spans."""
+        for span in spans:
+            self._put(self._open(span._trace_id), span)
 
-    def drain(self) -> None:
-        """Fold queued spans into their traces, evicting the oldest traces past the limit."""
-        with self._lock:
-            self._drain_locked()
-
-    def _drain_locked(self) -> None:
-        # One pass, inlined: this loop runs once per recorded span.
+    def try_drain(self) -> None:
+        """File spans that callers of the earlier queue-based store put on ``_pending``."""
         pending = self._pending
-        traces = self._traces
-        get = traces.get
-        popleft = pending.popleft
-        limit = self.max_spans_per_trace
-        max_traces = self.max_traces
         while pending:
-            span = popleft()
-            tid = span._trace_id
-            spans = get(tid)
-            if spans is None:
-                traces[tid] = [span]
-                if len(traces) > max_traces:
-                    self._evict_locked()
-            elif len(spans) < limit:
-                spans.append(span)
-            else:
-                self.dropped_spans += 1
+            try:
+                span = pending.popleft()
+            except IndexError:
+                break
+            self.add(span)
 
-    def _evict_locked(self) -> None:
-        traces = self._traces
-        while len(traces) > self.max_traces:
-            traces.popitem(last=False)
-            self.evicted_traces += 1
+    drain = try_drain
 
-    # -- reading ----------------------------------------------------------------
+    def _adopt(self, other: TraceStore) -> None:
+        """Take over another store's traces (newest win) so that traces still open keep filling them."""
+        other.try_drain()
+        # Empty buffers in the ring are traces still open: they come along too.
+        for buf in list(other._ring) + [b for b in list(other._limbo) if len(b) > 1]:
+            self._ring.append(buf)
+            self._index[buf[0]] = (buf, self._pushes())
+        self._evicted_offset = self._count() - len(self._ring)
 
-    def traces(self, limit: int | None = None) -> list[list[Span]]:
-        """The ``limit`` most recent traces (all by default), oldest first; each a list of spans."""
-        with self._lock:
-            self._drain_locked()
-            items = self._select_locked(limit)
-            return [list(spans) for _, spans in items]
+    @property
+    def evicted_traces(self) -> int:
+        """Traces pushed out by newer ones since the store was made."""
+        return self._count() - len(self._ring) - self._removed - self._evicted_offset
 
-    def take(self, limit: int | None = None) -> list[list[Span]]:
-        """Remove and return the ``limit`` most recent traces in one atomic step."""
-        with self._lock:
-            self._drain_locked()
-            items = self._select_locked(limit)
-            for tid, _ in items:
-                del self._traces[tid]
-            return [spans for _, spans in items]
+    @evicted_traces.setter
+    def evicted_traces(self, value: int) -> None:
+        self._evicted_offset += self.evicted_traces - value
 
-    def _select_locked(self, limit: int | None) -> list[tuple[int, list[Span]]]:
-        items = list(self._traces.items())
+    # -- reading (readers hold the lock) ------------------------------------------
+
+    def _groups(self) -> dict[int, list[list[Any]]]:
+        """Non-empty buffers by trace id, oldest trace first."""
+        self.try_drain()
+        limbo = self._limbo
+        for buf in [b for b in list(limbo) if len(b) > 1]:  # spans that came after take()/clear()
+            try:
+                limbo.remove(buf)
+            except ValueError:
+                continue
+            self._ring.append(buf)
+            self._pushes()
+        groups: dict[int, list[list[Any]]] = {}
+        for buf in list(self._ring):  # a C-level copy: safe while recording threads append
+            if len(buf) > 1:
+                bufs = groups.get(buf[0])
+                if bufs is None:
+                    groups[buf[0]] = [buf]
+                else:  # two buffers of one trace id: shown as one trace
+                    bufs.append(buf)
+        return groups
+
+    @staticmethod
+    def _select(groups: dict[int, list[list[Any]]], limit: int | None) -> list[list[list[Any]]]:
+        items = list(groups.values())
         if limit is not None:
             if limit <= 0:
                 return []
             items = items[-limit:]
         return items
+
+    def _remove(self, selected: list[list[list[Any]]]) -> list[list[Span]]:
+        """Take the buffers out of the ring, empty them into lists, park them in limbo."""
+        ring = self._ring
+        wanted = {id(buf) for bufs in selected for buf in bufs}
+        if len(wanted) > 16:
+            # Many to remove: one sweep from the old end (deque.remove per buffer
+            # would be quadratic). Buffers not wanted go back in, in their order.
+            keep = []
+            for _ in range(len(ring)):
+                try:
+                    buf = ring.popleft()
+                except IndexError:
+                    break
+                if id(buf) in wanted:
+                    self._removed += 1
+                else:
+                    keep.append(buf)
+            ring.extend(keep)
+        else:
+            for bufs in selected:
+                for buf in bufs:
+                    try:
+                        ring.remove(buf)  # C-level; a buffer compares equal only to one of its own trace
+                    except ValueError:  # evicted meanwhile: its spans are still ours to return
+                        continue
+                    self._removed += 1
+        out = []
+        for bufs in selected:
+            spans: list[Span] = []
+            for buf in bufs:
+                # Copy, then delete exactly what was copied: a span appended
+                # meanwhile stays in the buffer and comes back from limbo.
+                n = len(buf)
+                spans += buf[1:n]
+                del buf[1:n]
+                self._limbo.append(buf)
+            if len(bufs) > 1:
+                spans.sort(key=_end_time)
+            out.append(spans)
+        return out
+
+    @staticmethod
+    def _spans(bufs: list[list[Any]]) -> list[Span]:
+        if len(bufs) == 1:
+            return bufs[0][1:]
+        # One trace in two buffers (e.g. a server span continuing, in this
+        # process, a trace started here): merged in the order the spans ended.
+        return sorted((s for buf in bufs for s in buf[1:]), key=_end_time)
+
+    def traces(self, limit: int | None = None) -> list[list[Span]]:
+        """The ``limit`` most recent traces (all by default), oldest first; each a list of spans."""
+        with self._lock:
+            return [self._spans(bufs) for bufs in self._select(self._groups(), limit)]
+
+    @property
+    def _traces(self) -> dict[int, list[Span]]:
+        """A snapshot {trace id: spans}, oldest first (for callers of the earlier design)."""
+        with self._lock:
+            return {tid: self._spans(bufs) for tid, bufs in self._groups().items()}
+
+    def _drain_locked(self) -> None:
+        self.try_drain()
+
+    def take(self, limit: int | None = None) -> list[list[Span]]:
+        """Remove and return the ``limit`` most recent traces in one atomic step."""
+        with self._lock:
+            return self._remove(self._select(self._groups(), limit))
 
     def get_trace(self, trace_id: int | str) -> list[Span] | None:
         """One trace's spans by id (int or hex), or None."""
@@ -142,50 +316,61 @@ class TraceStore:
             except ValueError:
                 return None
         with self._lock:
-            self._drain_locked()
-            spans = self._traces.get(trace_id)
-            return None if spans is None else list(spans)
+            bufs = self._groups().get(trace_id)
+            return None if bufs is None else self._spans(bufs)
 
     def clear(self) -> int:
         """Remove every trace; returns how many there were."""
         with self._lock:
-            self._drain_locked()
-            count = len(self._traces)
-            self._traces.clear()
-            return count
+            groups = self._groups()
+            self._remove(list(groups.values()))
+            return len(groups)
 
     def trace_count(self) -> int:
         """How many traces the store holds."""
         with self._lock:
-            self._drain_locked()
-            return len(self._traces)
+            return len(self._groups())
 
     __len__ = trace_count
 
     def span_count(self) -> int:
         """How many spans the store holds across all traces."""
         with self._lock:
-            self._drain_locked()
-            return sum(len(spans) for spans in self._traces.values())
+            return sum(len(buf) - 1 for bufs in self._groups().values() for buf in bufs)
 
     def export(self, limit: int | None = None, *, clear: bool = False) -> dict[str, Any]:
         """The ``limit`` most recent traces as an OTLP/JSON ExportTraceServiceRequest."""
         from .otlp import encode_traces
 
-        traces = self.take(limit) if clear else self.traces(limit)
-        return encode_traces(traces)
+        # Copying and encoding make ~20 small dicts and lists per span, none of
+        # them garbage: the cyclic collector would run hundreds of times over a
+        # large export, walk every stored span each time it reaches the older
+        # generations, and find nothing. That was over half of the export time.
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            traces = self.take(limit) if clear else self.traces(limit)
+            return encode_traces(traces)
+        finally:
+            if enabled:
+                gc.enable()
 
     def stats(self) -> dict[str, int]:
         """Counters: traces, spans, evicted traces and dropped spans."""
         with self._lock:
-            self._drain_locked()
+            groups = self._groups()
             return {
-                "traces": len(self._traces),
-                "spans": sum(len(spans) for spans in self._traces.values()),
+                "traces": len(groups),
+                "spans": sum(len(buf) - 1 for bufs in groups.values() for buf in bufs),
                 "max_traces": self.max_traces,
                 "evicted_traces": self.evicted_traces,
                 "dropped_spans": self.dropped_spans,
             }
 
     def __repr__(self) -> str:
-        return f"TraceStore(max_traces={self.max_traces}, traces={len(self._traces)})"
+        return f"TraceStore(max_traces={self.max_traces}, traces={sum(len(b) > 1 for b in list(self._ring))})"
+
+
+def _end_time(span: Span) -> int:
+    end = span._end
+    return end if end is not None else span._start

@@ -20,8 +20,8 @@ from . import attributes as _attributes
 from . import spans as _spans
 from ._limits import LIMITS
 from .context import CURRENT
-from .spans import _UNSET_STATUS, Link, NonRecordingSpan, Span, SpanContext, SpanKind, _Detached
-from .store import DRAIN_THRESHOLD, TraceStore
+from .spans import _UNSET_STATUS, Link, NonRecordingSpan, Span, SpanContext, SpanKind, _Detached, _UnsampledRoot
+from .store import TraceStore
 
 if TYPE_CHECKING:
     from .config import TraceConfig
@@ -38,6 +38,10 @@ _cv_get = CURRENT.get
 _cv_set = CURRENT.set
 _cv_reset = CURRENT.reset
 _TWO64 = 1 << 64
+_MASK64 = _TWO64 - 1
+# The attribute dict of every span() span until its first write (`_owns` False):
+# never written to, because Span.set_attribute copies a dict it does not own.
+_NO_ATTRS: dict[str, Any] = {}
 
 
 class SpanProcessor(Protocol):
@@ -59,18 +63,22 @@ class _State:
     """All mutable global state, in one place (replaced wholesale by configure())."""
 
     __slots__ = (
+        "_processors",
+        "_store",
         "bound",
         "config",
         "custom",
         "enabled",
         "errors",
+        "fast_limit",
         "force",
         "lock",
         "pending",
-        "processors",
+        "pushes",
         "resource",
+        "ring",
         "sampler",
-        "store",
+        "span_limit",
     )
 
     def __init__(self) -> None:
@@ -79,13 +87,49 @@ class _State:
         self.sampler: Sampler | None = None
         self.enabled = True
         self.force = 0  # >0 while capture_spans() is active: sample everything
+        self._processors: tuple[Any, ...] = ()
         self.store = TraceStore()
-        self.pending = self.store._pending
-        self.processors: tuple[Any, ...] = ()
         self.resource: dict[str, Any] = {}
         self.config: TraceConfig | None = None
         self.errors: dict[str, int] = {}
         self.lock = threading.RLock()
+
+    # The hot path reads plain slots copied from the store and the processors
+    # (one attribute load each); these setters keep the copies in step.
+
+    @property
+    def store(self) -> TraceStore:
+        """The global trace store."""
+        return self._store
+
+    @store.setter
+    def store(self, store: TraceStore) -> None:
+        old = getattr(self, "_store", None)
+        if old is not None and old is not store:
+            old._listener = None
+        self._store = store
+        store._listener = self._update_fast_limit
+        self.pending = store._pending
+        self.ring = store._ring  # a new trace's buffer goes in here (store.py) ...
+        self.pushes = store._counter  # ... and counted here (next() on it: cheaper than a bound __next__)
+        self.span_limit = store.max_spans_per_trace
+        self._update_fast_limit()
+
+    @property
+    def processors(self) -> tuple[Any, ...]:
+        """Receivers of every finished sampled span."""
+        return self._processors
+
+    @processors.setter
+    def processors(self, processors: tuple[Any, ...]) -> None:
+        self._processors = tuple(processors)
+        self._update_fast_limit()
+
+    def _update_fast_limit(self) -> None:
+        # A finished span may be appended to its trace's buffer inline while the
+        # buffer is shorter than this; -1 (never: through _finish) while
+        # processors want spans too or the store's lock is held (see store.py).
+        self.fast_limit = -1 if self._processors or self._store._busy else self.span_limit
 
 
 _S = _State()
@@ -124,11 +168,15 @@ def internal_error(where: str, exc: BaseException | None = None) -> None:
 def _finish(span: Span) -> None:
     """Hand a finished sampled span to the store and processors; never raises."""
     try:
-        pending = _S.pending
-        pending.append(span)
-        if len(pending) >= DRAIN_THRESHOLD:
-            _S.store.try_drain()
-        procs = _S.processors
+        # The span's trace buffer was found when the trace's local root started
+        # (see store.py): filing the span is one atomic list.append, no lock.
+        buf = span._trace
+        if buf is None:  # a hand-built span: filed by its trace id
+            _S.store.add(span)
+        else:
+            span._trace = None  # no span <-> buffer reference cycle (see Span.__exit__)
+            _S.store._put(buf, span)
+        procs = _S._processors  # the slot, not the property: this runs per span
         if procs:
             for proc in procs:
                 try:
@@ -140,12 +188,21 @@ def _finish(span: Span) -> None:
 
 
 _spans._finish = _finish  # Span.end() hands finished spans here
+_spans._S = _S  # Span.__exit__ files a span itself when nothing else is to be done
 
 
 def _new_span(
-    name: str, kind: SpanKind, attrs: dict[str, Any], owns: bool, trace_id: int, parent_id: int | None
+    name: str,
+    kind: SpanKind,
+    attrs: dict[str, Any],
+    owns: bool,
+    trace_id: int,
+    parent_id: int | None,
+    trace: list[Any] | None = None,
 ) -> Span:
+    """A started sampled span; ``trace`` is its trace's store buffer (looked up by id if None)."""
     # object.__new__ plus slot stores is cheaper than a keyword __init__ call.
+    # Every slot must be stored: an unset slot raises on read.
     s = _new(Span)
     s._name = name
     s._kind = kind
@@ -161,6 +218,7 @@ def _new_span(
     s._token = None
     s._trace_state = ""
     s._end = None
+    s._trace = _S.store._open(trace_id) if trace is None else trace
     s._start = _time_ns()
     return s
 
@@ -176,18 +234,24 @@ def start(
     unsampled trace, or None when the parent is unsampled (the caller then runs
     without a span of its own, keeping the parent's context)."""
     if parent is None:
-        lo = _getrandbits(64)
+        # One 128-bit draw: its low 64 bits decide sampling (OpenTelemetry's
+        # ratio rule) and are all an unsampled trace keeps.
+        trace_id = _getrandbits(128) or 1
+        lo = trace_id & _MASK64
         if lo >= _S.bound:
             return lo
-        trace_id = (_getrandbits(64) << 64) | lo or 1
         custom = _S.custom
         if custom is not None and not _ask(custom, trace_id, None, name):
             return lo
-        return _new_span(name, kind, attrs, owns, trace_id, None)
+        buf = [trace_id]  # the new trace's store buffer (store.py), opened inline
+        _S.ring.append(buf)
+        next(_S.pushes)
+        return _new_span(name, kind, attrs, owns, trace_id, None, buf)
     if parent.__class__ is Span:
-        return _new_span(name, kind, attrs, owns, parent._trace_id, parent._span_id)  # type: ignore[union-attr]
-    if parent.__class__ is int:
-        return None
+        p: Span = parent  # type: ignore[assignment]
+        return _new_span(name, kind, attrs, owns, p._trace_id, p._span_id, p._trace)
+    if parent.__class__ is int or parent.__class__ is _UnsampledRoot:
+        return None  # a child of an unsampled trace runs without a span of its own
     ctx = parent if isinstance(parent, SpanContext) else parent.get_span_context()  # type: ignore[union-attr]
     if not ctx.is_valid:
         return start(name, kind, attrs, owns, None)
@@ -241,28 +305,72 @@ def span(
         if name.__class__ is not str:
             name = _attributes.clean_name(name)
         cur = _cv_get() if parent is None else parent
-        result = start(name, kind, {}, True, cur)  # type: ignore[arg-type]
-        if result.__class__ is Span:
-            s: Span = result  # type: ignore[assignment]
-            if attributes:
-                s.set_attributes(attributes)
-            if links:
-                for link in links:
-                    s.add_link(link)
-            return s
-        if result is None:
-            if cur.__class__ is int:
-                from .context import unsampled_context
-
-                return NonRecordingSpan(unsampled_context(cur))  # type: ignore[arg-type]
-            ctx = cur if isinstance(cur, SpanContext) else cur.get_span_context()  # type: ignore[union-attr]
-            return NonRecordingSpan(ctx._replace(is_remote=False))
-        from .context import unsampled_context
-
-        return NonRecordingSpan(unsampled_context(result))  # type: ignore[arg-type]
+        # The two common cases inline (a child of a sampled span, a new root),
+        # the rest through start(). The span is built here, as _new_span does
+        # (a call saved is ~5% of a `with span()` block). It starts with the
+        # shared empty dict (copied on its first write): no dict per span.
+        if cur.__class__ is Span and cur._trace is not None:
+            tid = cur._trace_id
+            pid = cur._span_id
+            buf = cur._trace
+        elif cur is None and not _S.custom:
+            tid = _getrandbits(128) or 1  # the low 64 bits decide sampling, as in start()
+            lo = tid & _MASK64
+            if lo >= _S.bound:
+                return _UnsampledRoot(lo)
+            pid = None
+            buf = [tid]  # the new trace's store buffer (store.py), opened inline
+            _S.ring.append(buf)
+            next(_S.pushes)
+        else:
+            result = start(name, kind, _NO_ATTRS, False, cur)
+            if result.__class__ is not Span:
+                return _non_recording(cur, result)
+            return _with_extras(result, attributes, links)  # type: ignore[arg-type]
+        s = _new(Span)
+        s._name = name
+        s._kind = kind
+        s._trace_id = tid
+        s._span_id = _getrandbits(64) or 1
+        s._parent_id = pid
+        s._attrs = _NO_ATTRS
+        s._owns = False
+        s._dropped = None
+        s._events = None
+        s._links = None
+        s._status = _UNSET_STATUS
+        s._token = None
+        s._trace_state = ""
+        s._end = None
+        s._trace = buf
+        s._start = _time_ns()
+        if attributes or links:
+            return _with_extras(s, attributes, links)
+        return s
     except Exception as exc:
         internal_error("span()", exc)
         return NonRecordingSpan()
+
+
+def _with_extras(s: Span, attributes: Mapping[str, Any] | None, links: Sequence[Link | SpanContext] | None) -> Span:
+    if attributes:
+        s.set_attributes(attributes)
+    if links:
+        for link in links:
+            s.add_link(link)
+    return s
+
+
+def _non_recording(cur: Any, result: Any) -> NonRecordingSpan:
+    """The non-recording span of span() for an unsampled start() result."""
+    if result is not None:  # a new unsampled trace: its seed
+        return _UnsampledRoot(result)
+    if cur.__class__ is int:
+        return _UnsampledRoot(cur)
+    if cur.__class__ is _UnsampledRoot:
+        return _UnsampledRoot(cur._seed)  # its own object: each `with` keeps its own token
+    ctx = cur if isinstance(cur, SpanContext) else cur.get_span_context()
+    return NonRecordingSpan(ctx._replace(is_remote=False))
 
 
 def record_span(s: Span) -> bool:
@@ -306,8 +414,9 @@ def apply_config(config: TraceConfig) -> TraceStore:
         old_processors = [p for p in _S.processors if not getattr(p, "_autotrace_capture", False)]
         captures = [p for p in _S.processors if getattr(p, "_autotrace_capture", False)]
         store = TraceStore(config.max_traces, max_spans_per_trace=config.max_spans_per_trace)
-        # Nothing already recorded is lost by reconfiguring: carry the traces over.
-        store.add_many(s for trace in old_store.traces() for s in trace)
+        # Nothing already recorded is lost by reconfiguring: the new store takes
+        # over the old one's trace buffers, so traces still open keep filling them.
+        store._adopt(old_store)
         processors = [_processor_for(e) for e in config.exporters]
         LIMITS.max_attributes = config.max_attributes
         LIMITS.max_events = config.max_events
@@ -319,7 +428,6 @@ def apply_config(config: TraceConfig) -> TraceStore:
         _S.enabled = config.enabled
         _S.sampler = config.make_sampler()
         _S.store = store
-        _S.pending = store._pending
         _S.processors = tuple(processors + captures)
         _update_bound()
     for proc in old_processors:
