@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 import logging.handlers
 import queue
@@ -17,13 +18,18 @@ from autotrace.context import ContextThread
 from autotrace.propagation import extract, inject
 
 
+_names = itertools.count()
+
+
 @pytest.fixture
 def stream_logger() -> Iterator[tuple[logging.Logger, io.StringIO, logging.Handler]]:
     """A private logger writing to a StringIO; the log record factory is restored afterwards."""
     factory = logging.getLogRecordFactory()
-    logger = logging.getLogger(f"autotrace-test-{id(object())}")
+    logger = logging.getLogger(f"autotrace-test-{next(_names)}")  # never reused: ids of freed objects are
     logger.setLevel(logging.INFO)
-    logger.propagate = False
+    # Propagating on purpose: pytest >= 9.2 adds its capture handler to every non-propagating
+    # logger, and install(logger, fmt) would then set that shared handler's format too.
+    logger.propagate = True
     out = io.StringIO()
     handler = logging.StreamHandler(out)
     logger.addHandler(handler)
