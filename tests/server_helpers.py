@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import http.client
 import json
 import re
@@ -11,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import autotrace
+from tests.otlp_check import validate
 
 _CAMEL = re.compile(r"[a-z][a-zA-Z0-9]*")
 
@@ -78,39 +78,6 @@ def trace_ids(doc: dict[str, Any]) -> list[str]:
     return list(seen)
 
 
-def _check_keys(obj: Any, where: str = "$") -> None:
-    if isinstance(obj, dict):
-        for key, value in obj.items():
-            # Attribute keys are data (key/value pairs), never JSON object keys, so every key here is a field.
-            assert _CAMEL.fullmatch(key), f"{where}: key {key!r} is not lowerCamelCase"
-            _check_keys(value, f"{where}.{key}")
-    elif isinstance(obj, list):
-        for i, item in enumerate(obj):
-            _check_keys(item, f"{where}[{i}]")
-
-
-def _b64(hex_id: str, size: int) -> str:
-    raw = bytes.fromhex(hex_id)
-    assert len(raw) == size, f"id {hex_id!r} is {len(raw)} bytes, expected {size}"
-    assert raw != bytes(size), f"id {hex_id!r} is all zeros"
-    return base64.b64encode(raw).decode()
-
-
 def validate_otlp(doc: dict[str, Any]) -> Any:
-    """Parse ``doc`` with the official ExportTraceServiceRequest schema (ids converted to base64)."""
-    from google.protobuf.json_format import ParseDict
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
-    _check_keys(doc)
-    converted = json.loads(json.dumps(doc))
-    for rs in converted.get("resourceSpans", []):
-        for ss in rs.get("scopeSpans", []):
-            for s in ss.get("spans", []):
-                s["traceId"] = _b64(s["traceId"], 16)
-                s["spanId"] = _b64(s["spanId"], 8)
-                if s.get("parentSpanId"):
-                    s["parentSpanId"] = _b64(s["parentSpanId"], 8)
-                for link in s.get("links", []):
-                    link["traceId"] = _b64(link["traceId"], 16)
-                    link["spanId"] = _b64(link["spanId"], 8)
-    return ParseDict(converted, ExportTraceServiceRequest())
+    """Parse ``doc`` with the official ExportTraceServiceRequest schema (see tests/otlp_check.py)."""
+    return validate(doc)

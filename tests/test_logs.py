@@ -17,7 +17,6 @@ from autotrace import logs
 from autotrace.context import ContextThread
 from autotrace.propagation import extract, inject
 
-
 _names = itertools.count()
 
 

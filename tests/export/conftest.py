@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import base64
 import gzip
 import json
-import re
 import socket
 import ssl
 import threading
@@ -22,40 +20,17 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-_CAMEL = re.compile(r"^[a-z][a-zA-Z0-9]*$")
+from tests.otlp_check import _check_keys, validate
 
 
 def check_camel_case(node: Any, path: str = "$") -> None:
     """Every object key of an OTLP/JSON document is lowerCamelCase (ParseDict also takes snake_case)."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            assert _CAMEL.match(key), f"{path}: key {key!r} is not lowerCamelCase"
-            check_camel_case(value, f"{path}.{key}")
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            check_camel_case(value, f"{path}[{i}]")
-
-
-def _b64(hex_id: str, size: int, what: str) -> str:
-    assert re.fullmatch(r"[0-9a-f]+", hex_id) and len(hex_id) == size * 2, f"{what} {hex_id!r} is not {size}-byte hex"
-    return base64.b64encode(bytes.fromhex(hex_id)).decode()
+    _check_keys(node, path)
 
 
 def parse_otlp_json(doc: dict[str, Any]) -> ExportTraceServiceRequest:
     """Validate an OTLP/JSON request the way OTLP.md says: camelCase, hex ids, then ParseDict."""
-    check_camel_case(doc)
-    doc = json.loads(json.dumps(doc))
-    for rs in doc.get("resourceSpans", []):
-        for ss in rs.get("scopeSpans", []):
-            for sp in ss.get("spans", []):
-                sp["traceId"] = _b64(sp["traceId"], 16, "traceId")
-                sp["spanId"] = _b64(sp["spanId"], 8, "spanId")
-                if sp.get("parentSpanId"):
-                    sp["parentSpanId"] = _b64(sp["parentSpanId"], 8, "parentSpanId")
-                for lk in sp.get("links", []):
-                    lk["traceId"] = _b64(lk["traceId"], 16, "link traceId")
-                    lk["spanId"] = _b64(lk["spanId"], 8, "link spanId")
-    return json_format.ParseDict(doc, ExportTraceServiceRequest())
+    return validate(doc)
 
 
 def spans_of(message: ExportTraceServiceRequest) -> list[dict[str, Any]]:
