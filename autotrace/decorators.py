@@ -122,6 +122,13 @@ def _sync_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any]) -> Callable[
     return wrapper
 
 
+def _close(s: Any) -> None:
+    """End and file a span unless user code already ended it inside the call."""
+    if s._end is None:
+        s._end = _time_ns()
+        _finish(s)
+
+
 def _run_started(s: Any, wrapped: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Run a call under whatever start() returned: a span, an unsampled seed, or None."""
     if s.__class__ is not Span:
@@ -134,9 +141,7 @@ def _run_started(s: Any, wrapped: Callable[..., Any], args: tuple[Any, ...], kwa
         raise
     finally:
         _cv_reset(token)
-        if s._end is None:
-            s._end = _time_ns()
-            _finish(s)
+        _close(s)
 
 
 def _run_unsampled(marker: Any, wrapped: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -160,16 +165,14 @@ def _sync_capture_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capt
             result = wrapped(*args, **kwargs)
         except BaseException as exc:
             _fail(s, exc)  # type: ignore[arg-type]
-            s._end = _time_ns()  # type: ignore[union-attr]
-            _finish(s)  # type: ignore[arg-type]
+            _close(s)
             raise
         finally:
             _cv_reset(token)
         try:
             capture.result(s, result)  # type: ignore[arg-type]
         finally:
-            s._end = _time_ns()  # type: ignore[union-attr]
-            _finish(s)  # type: ignore[arg-type]
+            _close(s)
         return result
 
     return wrapper
@@ -198,20 +201,17 @@ def _async_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture: _C
         except BaseException as exc:
             _fail(s, exc)  # type: ignore[arg-type]
             if capture is not None:  # the span would otherwise end only after a result
-                s._end = _time_ns()  # type: ignore[union-attr]
-                _finish(s)  # type: ignore[arg-type]
+                _close(s)
             raise
         finally:
             _cv_reset(token)
             if capture is None:
-                s._end = _time_ns()  # type: ignore[union-attr]
-                _finish(s)  # type: ignore[arg-type]
+                _close(s)
         if capture is not None:
             try:
                 capture.result(s, result)  # type: ignore[arg-type]
             finally:
-                s._end = _time_ns()  # type: ignore[union-attr]
-                _finish(s)  # type: ignore[arg-type]
+                _close(s)
         return result
 
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

@@ -45,6 +45,7 @@ __all__ = ["TraceStore"]
 # but the promise stands: while the store's lock is held (a reader stuck), at
 # most PENDING_LIMIT spans are taken in; later ones are dropped and counted.
 DRAIN_THRESHOLD = 256
+FIND_WINDOW = 64  # newest buffers _find() looks through (slow path only)
 PENDING_LIMIT = 100_000
 
 
@@ -110,6 +111,7 @@ class TraceStore:
         self._index: dict[int, tuple[list[Any], int]] = {}
         # Spans appended here by callers of the earlier queue-based store are filed on the next read.
         self._pending: deque[Span] = deque()
+        self._previous: TraceStore | None = None  # the store this one replaced (see _adopt)
         self.dropped_spans = 0
 
     # -- writing (no lock: any recording thread may call these) ---------------------
@@ -130,14 +132,39 @@ class TraceStore:
             # ring (or in limbo, which a read brings back). Older: look.
             if self._count() - seq < self.max_traces or buf in self._ring or buf in self._limbo:
                 return buf
+        found = self._find(trace_id)
+        if found is not None:
+            # A buffer the hot path opened (not indexed): a child that starts after
+            # its parent ended joins it, so the trace stays one entry and is evicted whole.
+            self._index[trace_id] = (found, self._count())
+            return found
         buf = [trace_id]
         self._ring.append(buf)
         seq = self._pushes()
         index = self._index
         index[trace_id] = (buf, seq)
-        if len(index) > 2 * self.max_traces + 16:
+        # Pruned a quarter past max_traces: evicted buffers do not stay alive here for long.
+        if len(index) > self.max_traces + max(16, self.max_traces // 4):
             self._prune_index()
         return buf
+
+    def _find(self, trace_id: int) -> list[Any] | None:
+        """A recent buffer of ``trace_id`` in the ring or limbo, or None.
+
+        Only the newest FIND_WINDOW buffers are looked at: a child that starts
+        after its parent ended belongs to a recent trace, and a new remote trace
+        (every request behind the WSGI middleware) must not pay for a scan of
+        the whole ring. Readers merge the rare older split anyway.
+        """
+        for ring in (self._ring, self._limbo):
+            try:
+                for buf in itertools.islice(reversed(ring), FIND_WINDOW):
+                    if buf[0] == trace_id:
+                        found: list[Any] = buf
+                        return found
+            except RuntimeError:  # the deque changed under us (a recording thread): give up
+                pass
+        return None
 
     def _prune_index(self) -> None:
         live = {id(b) for b in list(self._ring)} | {id(b) for b in list(self._limbo)}
@@ -191,13 +218,43 @@ class TraceStore:
     drain = try_drain
 
     def _adopt(self, other: TraceStore) -> None:
-        """Take over another store's traces (newest win) so that traces still open keep filling them."""
+        """Take over another store's traces (newest win) so that traces still open keep filling them.
+
+        Called once the new store is installed. The old ring is emptied with
+        popleft, and emptied again at every read of this store: a recording
+        thread that still held the old ring when the switch happened appends
+        its new trace there, and it comes over too.
+        """
         other.try_drain()
-        # Empty buffers in the ring are traces still open: they come along too.
-        for buf in list(other._ring) + [b for b in list(other._limbo) if len(b) > 1]:
-            self._ring.append(buf)
-            self._index[buf[0]] = (buf, self._pushes())
+        other._absorb_previous()
+        self._previous = other
+        self._absorb_previous()
         self._evicted_offset = self._count() - len(self._ring)
+
+    def _absorb_previous(self) -> None:
+        other = self._previous
+        if other is None:
+            return
+        ring, limbo = other._ring, other._limbo
+        while True:
+            try:
+                buf = ring.popleft()  # empty buffers too: traces still open
+            except IndexError:
+                break
+            # Not indexed: _open() finds adopted buffers by scanning the ring, and
+            # an index entry would keep an evicted buffer (and its spans) alive.
+            self._ring.append(buf)
+            self._pushes()
+        while True:
+            try:
+                buf = limbo.popleft()
+            except IndexError:
+                break
+            if len(buf) > 1:
+                self._ring.append(buf)
+                self._pushes()
+            else:  # emptied by clear()/take() while its trace was open: stays in limbo here
+                self._limbo.append(buf)
 
     @property
     def evicted_traces(self) -> int:
@@ -213,6 +270,7 @@ class TraceStore:
     def _groups(self) -> dict[int, list[list[Any]]]:
         """Non-empty buffers by trace id, oldest trace first."""
         self.try_drain()
+        self._absorb_previous()
         limbo = self._limbo
         for buf in [b for b in list(limbo) if len(b) > 1]:  # spans that came after take()/clear()
             try:
@@ -257,7 +315,9 @@ class TraceStore:
                     self._removed += 1
                 else:
                     keep.append(buf)
-            ring.extend(keep)
+            # Back at the old end, in their order: a trace a recording thread
+            # opened meanwhile is at the new end and must stay the newest.
+            ring.extendleft(reversed(keep))
         else:
             for bufs in selected:
                 for buf in bufs:

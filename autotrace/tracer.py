@@ -129,9 +129,14 @@ class _State:
         # A finished span may be appended to its trace's buffer inline while the
         # buffer is shorter than this; -1 (never: through _finish) while
         # processors want spans too or the store's lock is held (see store.py).
-        self.fast_limit = -1 if self._processors or self._store._busy else self.span_limit
+        # Under a lock of its own: a reader releasing the store lock and a thread
+        # adding a processor both land here; whichever runs last must see both
+        # latest values, or spans could skip the processors until the next read.
+        with _FAST_LIMIT_LOCK:
+            self.fast_limit = -1 if self._processors or self._store._busy else self.span_limit
 
 
+_FAST_LIMIT_LOCK = threading.Lock()  # never taken on the hot path
 _S = _State()
 
 
@@ -414,9 +419,6 @@ def apply_config(config: TraceConfig) -> TraceStore:
         old_processors = [p for p in _S.processors if not getattr(p, "_autotrace_capture", False)]
         captures = [p for p in _S.processors if getattr(p, "_autotrace_capture", False)]
         store = TraceStore(config.max_traces, max_spans_per_trace=config.max_spans_per_trace)
-        # Nothing already recorded is lost by reconfiguring: the new store takes
-        # over the old one's trace buffers, so traces still open keep filling them.
-        store._adopt(old_store)
         processors = [_processor_for(e) for e in config.exporters]
         LIMITS.max_attributes = config.max_attributes
         LIMITS.max_events = config.max_events
@@ -428,6 +430,10 @@ def apply_config(config: TraceConfig) -> TraceStore:
         _S.enabled = config.enabled
         _S.sampler = config.make_sampler()
         _S.store = store
+        # Nothing already recorded is lost by reconfiguring: once installed, the
+        # new store takes over the old one's trace buffers (traces still open
+        # keep filling them), and again at each read for any late arrival.
+        store._adopt(old_store)
         _S.processors = tuple(processors + captures)
         _update_bound()
     for proc in old_processors:
