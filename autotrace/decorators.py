@@ -20,6 +20,8 @@ from typing import Any, TypeVar, overload
 import wrapt
 
 from . import attributes as _attributes
+from .attributes import SharedAttrs
+from .attributes import freeze as _freeze
 from .context import CURRENT
 from .spans import _UNSET_STATUS, Span, SpanKind
 from .tracer import _S, _finish, internal_error, start
@@ -92,13 +94,9 @@ def _sync_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any]) -> Callable[
         s._span_id = _getrandbits(64) or 1
         s._parent_id = pid
         s._attrs = attrs
-        s._owns = False
-        s._dropped = None
-        s._events = None
-        s._links = None
+        s._extra = None
         s._status = _UNSET_STATUS
         s._token = None
-        s._trace_state = ""
         s._end = None
         s._trace = buf
         s._start = _time_ns()
@@ -112,6 +110,8 @@ def _sync_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any]) -> Callable[
             _cv_reset(token)
             if s._end is None:  # not ended by hand inside the call
                 s._end = _time_ns()
+                if type(s._attrs) is dict:  # attributes of its own: pack them (see FrozenAttrs)
+                    s._attrs = _freeze(s._attrs)
                 # tracer._finish inline for the common case (a call saved).
                 if len(buf) <= _S.fast_limit:
                     s._trace = None  # no span <-> buffer cycle (see Span.__exit__)
@@ -476,6 +476,7 @@ def _decorate(
             raise TypeError(f"@traced attributes must be a mapping; got {type(attributes).__name__}")
         for key, value in attributes.items():
             _attributes.put(static, key, value, LIMITS)
+    static = SharedAttrs(static)  # every span of this function shares it until written
     capture = _Capture(inner, capture_args, capture_result) if (capture_args or capture_result) else None
 
     target = inner

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 from . import attributes as _attributes
 from ._current import CURRENT
 from ._limits import LIMITS
+from .attributes import freeze as _freeze
 
 __all__ = [
     "INVALID_SPAN_CONTEXT",
@@ -213,6 +214,18 @@ def _status_description(exc: BaseException) -> str:
     return f"{type(exc).__qualname__}: {_attributes.safe_str(exc)}"
 
 
+class _Extra:
+    """The parts of a span most spans never use (kept out of Span's own slots)."""
+
+    __slots__ = ("dropped", "events", "links", "trace_state")
+
+    def __init__(self) -> None:
+        self.dropped: list[int] | None = None
+        self.events: list[SpanEvent] | None = None
+        self.links: list[Link] | None = None
+        self.trace_state = ""
+
+
 class Span:
     """One timed operation in a trace, with attributes, events, links and a status.
 
@@ -227,15 +240,15 @@ class Span:
     # the one shared empty dict of span() (`_owns` False); it is copied on the
     # first write. `_trace` is the store buffer of the span's trace (store.py):
     # a finished span appends itself there.
+    # The rarely used parts (events, links, dropped counts, tracestate) live in
+    # one `_extra` object, None for most spans: four slots fewer on every span.
+    # A span's own attribute dict is packed into a FrozenAttrs when it ends.
     __slots__ = (
         "_attrs",
-        "_dropped",
         "_end",
-        "_events",
+        "_extra",
         "_kind",
-        "_links",
         "_name",
-        "_owns",
         "_parent_id",
         "_span_id",
         "_start",
@@ -243,17 +256,13 @@ class Span:
         "_token",
         "_trace",
         "_trace_id",
-        "_trace_state",
     )
 
-    _attrs: dict[str, Any]
-    _dropped: list[int] | None
+    _attrs: Any  # a dict (own), a SharedAttrs (shared until written) or a FrozenAttrs (ended)
     _end: int | None
-    _events: list[SpanEvent] | None
+    _extra: _Extra | None
     _kind: SpanKind
-    _links: list[Link] | None
     _name: str
-    _owns: bool
     _parent_id: int | None
     _span_id: int
     _start: int
@@ -261,7 +270,6 @@ class Span:
     _token: Any
     _trace: list[Any] | None
     _trace_id: int
-    _trace_state: str
 
     def __init__(
         self,
@@ -284,14 +292,10 @@ class Span:
         self._start = int(start_time_unix_nano) if start_time_unix_nano is not None else _time_ns()
         self._end = None
         self._attrs = {}
-        self._owns = True
-        self._dropped = None
-        self._events = None
-        self._links = None
+        self._extra = None
         self._status = _UNSET_STATUS
         self._token = DETACHED  # stored by record_span(), not by end()
         self._trace = None  # the store files it by trace id when it is recorded
-        self._trace_state = ""
         if attributes:
             self.set_attributes(attributes)
         if links:
@@ -299,6 +303,60 @@ class Span:
                 self.add_link(link)
         if end_time_unix_nano is not None:
             self._end = max(int(end_time_unix_nano), self._start)
+
+    # -- the folded fields (see __slots__), readable and writable by name -------------
+
+    @property
+    def _events(self) -> list[SpanEvent] | None:
+        extra = self._extra
+        return None if extra is None else extra.events
+
+    @_events.setter
+    def _events(self, value: list[SpanEvent] | None) -> None:
+        self._extra_for_write().events = value
+
+    @property
+    def _links(self) -> list[Link] | None:
+        extra = self._extra
+        return None if extra is None else extra.links
+
+    @_links.setter
+    def _links(self, value: list[Link] | None) -> None:
+        self._extra_for_write().links = value
+
+    @property
+    def _dropped(self) -> list[int] | None:
+        extra = self._extra
+        return None if extra is None else extra.dropped
+
+    @_dropped.setter
+    def _dropped(self, value: list[int] | None) -> None:
+        self._extra_for_write().dropped = value
+
+    @property
+    def _trace_state(self) -> str:
+        extra = self._extra
+        return "" if extra is None else extra.trace_state
+
+    @_trace_state.setter
+    def _trace_state(self, value: str) -> None:
+        if value or self._extra is not None:
+            self._extra_for_write().trace_state = value
+
+    @property
+    def _owns(self) -> bool:
+        return type(self._attrs) is dict
+
+    @_owns.setter
+    def _owns(self, value: bool) -> None:
+        if value and type(self._attrs) is not dict:
+            self._attrs = dict(self._attrs)
+
+    def _extra_for_write(self) -> _Extra:
+        extra = self._extra
+        if extra is None:
+            extra = self._extra = _Extra()
+        return extra
 
     # -- identity -----------------------------------------------------------------
 
@@ -406,9 +464,8 @@ class Span:
         """Set one attribute; values are coerced to OpenTelemetry types, never raised on."""
         if self._end is not None:
             return
-        if not self._owns:
+        if type(self._attrs) is not dict:  # shared with its decorator: copy on first write
             self._attrs = dict(self._attrs)
-            self._owns = True
         if not _attributes.put(self._attrs, key, value, LIMITS):
             self._drop(0)
 
@@ -544,6 +601,8 @@ class Span:
                 self._end = end if end >= self._start else self._start
                 # tracer._finish inline for the common case (a call saved):
                 # room in the trace's buffer and no processors to tell.
+                if type(self._attrs) is dict:  # its own attributes: pack them
+                    self._attrs = _freeze(self._attrs)
                 buf = self._trace
                 if buf is not None and len(buf) <= _S.fast_limit:
                     # Drop the span's link to the buffer that now holds it:

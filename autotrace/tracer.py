@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from . import attributes as _attributes
 from . import spans as _spans
 from ._limits import LIMITS
+from .attributes import SharedAttrs, freeze
 from .context import CURRENT
 from .spans import _UNSET_STATUS, Link, NonRecordingSpan, Span, SpanContext, SpanKind, _Detached, _UnsampledRoot
 from .store import TraceStore
@@ -41,7 +42,7 @@ _TWO64 = 1 << 64
 _MASK64 = _TWO64 - 1
 # The attribute dict of every span() span until its first write (`_owns` False):
 # never written to, because Span.set_attribute copies a dict it does not own.
-_NO_ATTRS: dict[str, Any] = {}
+_NO_ATTRS: dict[str, Any] = SharedAttrs()
 
 
 class SpanProcessor(Protocol):
@@ -173,6 +174,8 @@ def internal_error(where: str, exc: BaseException | None = None) -> None:
 def _finish(span: Span) -> None:
     """Hand a finished sampled span to the store and processors; never raises."""
     try:
+        if type(span._attrs) is dict:  # attributes of its own: pack them (see FrozenAttrs)
+            span._attrs = freeze(span._attrs)
         # The span's trace buffer was found when the trace's local root started
         # (see store.py): filing the span is one atomic list.append, no lock.
         buf = span._trace
@@ -214,14 +217,11 @@ def _new_span(
     s._trace_id = trace_id
     s._span_id = _getrandbits(64) or 1
     s._parent_id = parent_id
-    s._attrs = attrs
-    s._owns = owns
-    s._dropped = None
-    s._events = None
-    s._links = None
+    # A dict the span does not own is marked by its type (SharedAttrs): copied on first write.
+    s._attrs = attrs if owns or type(attrs) is not dict else SharedAttrs(attrs)
+    s._extra = None
     s._status = _UNSET_STATUS
     s._token = None
-    s._trace_state = ""
     s._end = None
     s._trace = _S.store._open(trace_id) if trace is None else trace
     s._start = _time_ns()
@@ -339,13 +339,9 @@ def span(
         s._span_id = _getrandbits(64) or 1
         s._parent_id = pid
         s._attrs = _NO_ATTRS
-        s._owns = False
-        s._dropped = None
-        s._events = None
-        s._links = None
+        s._extra = None
         s._status = _UNSET_STATUS
         s._token = None
-        s._trace_state = ""
         s._end = None
         s._trace = buf
         s._start = _time_ns()

@@ -539,6 +539,8 @@ def report(results: dict[str, Any]) -> tuple[str, list[tuple[str, bool, str]]]:
         bar("with span() sampled ≤ 1/12 of OTel start_as_current_span block", r >= 12, f"1/{r:.1f}")
     b = mem["traced_traces_of_10"]
     bar("≤ 400 bytes retained per stored span (@traced, 3 attributes)", b <= 400, f"{b:.0f} B")
+    b = mem["traces_of_10"]
+    bar("≤ 400 bytes retained per stored span (span() + 3 set_attribute)", b <= 400, f"{b:.0f} B")
     s = ex["export_traces_spans_per_s"]
     bar("≥ 150,000 spans/s OTLP JSON export (export_traces(), dict)", s >= 150_000, f"{s:,.0f} spans/s")
     r = t1 / t2

@@ -211,11 +211,11 @@ def _decode_span(item: Any) -> Span:
         s._span_id = _id(item.get("spanId"), 8, "spanId")
         parent = item.get("parentSpanId")
         s._parent_id = _id(parent, 8, "parentSpanId") if parent else None
+        s._extra = None  # before the folded fields below are set (see Span.__slots__)
         s._trace_state = str(item.get("traceState") or "")
         s._start = int(item.get("startTimeUnixNano") or 0)
         s._end = max(int(item.get("endTimeUnixNano") or 0), s._start)
         s._attrs = _attributes(item.get("attributes") or [])
-        s._owns = True
         s._token = None
         dropped = [int(item.get(k) or 0) for k in ("droppedAttributesCount", "droppedEventsCount", "droppedLinksCount")]
         s._dropped = dropped if any(dropped) else None
