@@ -45,8 +45,6 @@ _MASK64 = (1 << 64) - 1
 Current: TypeAlias = Union[Span, NonRecordingSpan, int, None]
 CURRENT = _CURRENT
 
-_INVALID = NonRecordingSpan(INVALID_SPAN_CONTEXT)
-
 
 def _mix(x: int) -> int:
     """splitmix64's finaliser: spreads a 64-bit seed over 64 well-mixed bits."""
@@ -72,7 +70,9 @@ def current_span() -> Span | NonRecordingSpan:
     """The active span, or a non-recording span (ids all zero) outside any span."""
     cur = CURRENT.get()
     if cur is None:
-        return _INVALID
+        # A new one each time, not a shared instance: `with current_span():` keeps
+        # its context token on the span, and threads must not share that slot.
+        return NonRecordingSpan(INVALID_SPAN_CONTEXT)
     if cur.__class__ is int:
         return NonRecordingSpan(unsampled_context(cur))
     result: Span | NonRecordingSpan = cur

@@ -227,3 +227,23 @@ def test_capture_spans_forces_sampling() -> None:
     assert spans.names() == ["a", "b"]
     with span("c") as s:
         assert not s.is_recording
+
+
+def test_entering_the_no_span_placeholder_in_threads_is_safe() -> None:
+    """`with current_span():` outside any span, in several threads at once, leaves no span current."""
+    errors: list[object] = []
+
+    def worker() -> None:
+        for _ in range(2_000):
+            with autotrace.current_span():
+                pass
+        if autotrace.current_span().get_span_context().is_valid or autotrace.context.CURRENT.get() is not None:
+            errors.append("leaked")
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert not autotrace.tracer.errors()
