@@ -109,8 +109,6 @@ class TraceStore:
         self._evicted_offset = 0
         self._limbo: deque[list[Any]] = deque(maxlen=max_traces)
         self._index: dict[int, tuple[list[Any], int]] = {}
-        # Spans appended here by callers of the earlier queue-based store are filed on the next read.
-        self._pending: deque[Span] = deque()
         self._previous: TraceStore | None = None  # the store this one replaced (see _adopt)
         self.dropped_spans = 0
 
@@ -205,18 +203,6 @@ class TraceStore:
         for span in spans:
             self._put(self._open(span._trace_id), span)
 
-    def try_drain(self) -> None:
-        """File spans that callers of the earlier queue-based store put on ``_pending``."""
-        pending = self._pending
-        while pending:
-            try:
-                span = pending.popleft()
-            except IndexError:
-                break
-            self.add(span)
-
-    drain = try_drain
-
     def _adopt(self, other: TraceStore) -> None:
         """Take over another store's traces (newest win) so that traces still open keep filling them.
 
@@ -225,7 +211,6 @@ class TraceStore:
         thread that still held the old ring when the switch happened appends
         its new trace there, and it comes over too.
         """
-        other.try_drain()
         other._absorb_previous()
         self._previous = other
         self._absorb_previous()
@@ -269,7 +254,6 @@ class TraceStore:
 
     def _groups(self) -> dict[int, list[list[Any]]]:
         """Non-empty buffers by trace id, oldest trace first."""
-        self.try_drain()
         self._absorb_previous()
         limbo = self._limbo
         for buf in [b for b in list(limbo) if len(b) > 1]:  # spans that came after take()/clear()
@@ -353,15 +337,6 @@ class TraceStore:
         """The ``limit`` most recent traces (all by default), oldest first; each a list of spans."""
         with self._lock:
             return [self._spans(bufs) for bufs in self._select(self._groups(), limit)]
-
-    @property
-    def _traces(self) -> dict[int, list[Span]]:
-        """A snapshot {trace id: spans}, oldest first (for callers of the earlier design)."""
-        with self._lock:
-            return {tid: self._spans(bufs) for tid, bufs in self._groups().items()}
-
-    def _drain_locked(self) -> None:
-        self.try_drain()
 
     def take(self, limit: int | None = None) -> list[list[Span]]:
         """Remove and return the ``limit`` most recent traces in one atomic step."""

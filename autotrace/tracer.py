@@ -74,7 +74,6 @@ class _State:
         "fast_limit",
         "force",
         "lock",
-        "pending",
         "pushes",
         "resource",
         "ring",
@@ -110,7 +109,6 @@ class _State:
             old._listener = None
         self._store = store
         store._listener = self._update_fast_limit
-        self.pending = store._pending
         self.ring = store._ring  # a new trace's buffer goes in here (store.py) ...
         self.pushes = store._counter  # ... and counted here (next() on it: cheaper than a bound __next__)
         self.span_limit = store.max_spans_per_trace

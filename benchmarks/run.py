@@ -382,7 +382,6 @@ def retained_bytes(traces: int, per_trace: int, record: Callable[[int, int], Non
     try:
         before = tracemalloc.get_traced_memory()[0]
         (record or _record_traces)(traces, per_trace)
-        autotrace.get_trace_store().drain()
         gc.collect()
         after = tracemalloc.get_traced_memory()[0]
     finally:

@@ -53,18 +53,15 @@ def batch_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "max_export_batch_size": 512,
         "export_timeout": 30.0,
     }
-    text = get(env, "OTEL_BSP_MAX_QUEUE_SIZE")
-    if text is not None:
-        settings["max_queue_size"] = parse_count("OTEL_BSP_MAX_QUEUE_SIZE", text)
-    text = get(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE")
-    if text is not None:
-        settings["max_export_batch_size"] = parse_count("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", text)
-    text = get(env, "OTEL_BSP_SCHEDULE_DELAY")
-    if text is not None:
-        settings["schedule_delay"] = parse_ms("OTEL_BSP_SCHEDULE_DELAY", text)
-    text = get(env, "OTEL_BSP_EXPORT_TIMEOUT")
-    if text is not None:
-        settings["export_timeout"] = parse_ms("OTEL_BSP_EXPORT_TIMEOUT", text)
+    for var, key, parse in (
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "max_queue_size", parse_count),
+        ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "max_export_batch_size", parse_count),
+        ("OTEL_BSP_SCHEDULE_DELAY", "schedule_delay", parse_ms),
+        ("OTEL_BSP_EXPORT_TIMEOUT", "export_timeout", parse_ms),
+    ):
+        text = get(env, var)
+        if text is not None:
+            settings[key] = parse(var, text)
     if settings["max_export_batch_size"] > settings["max_queue_size"]:
         raise ValueError(
             f"OTEL_BSP_MAX_EXPORT_BATCH_SIZE ({settings['max_export_batch_size']}) must not exceed "
