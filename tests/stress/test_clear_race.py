@@ -55,17 +55,26 @@ def _race(clear_once: Callable[[], list[dict[str, Any]]], read_once: Callable[[]
             read_once()
 
     clearing = threading.Event()
+    took_some = threading.Event()
 
     def clearer() -> None:
         while not stop.is_set():
-            taken.append(clear_once())
+            batch = clear_once()
+            taken.append(batch)
             clearing.set()
+            if batch:
+                took_some.set()
             time.sleep(0.001)
 
     def writer() -> None:
         clearing.wait(timeout=60)  # start once the clearers are running
-        for _ in range(TRACES_PER_WRITER // 100):
+        rounds = TRACES_PER_WRITER // 100
+        for r in range(rounds):
             _write(100)
+            if r == rounds // 2:
+                # Halfway, make sure a clear has taken spans while writes go on:
+                # the scheduler alone may let the writers finish first (seen on 3.10).
+                took_some.wait(timeout=60)
             time.sleep(0)  # let the other threads in often
 
     writers = [threading.Thread(target=guard(writer)) for _ in range(WRITERS)]
