@@ -14,6 +14,7 @@ import email.utils
 import gzip
 import http.client
 import importlib
+import ipaddress
 import json
 import math
 import os
@@ -24,7 +25,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .._version import __version__
 from ..config import parse_kv_list
@@ -123,8 +124,13 @@ class OTLPHttpExporter:
         self._content_type = "application/x-protobuf" if self._pb else "application/json"
         self._abort = threading.Event()
         self._conn_lock = threading.Lock()
-        self._conn: http.client.HTTPConnection | None = None
+        self._idle: http.client.HTTPConnection | None = None  # kept alive between exports
+        self._active: set[http.client.HTTPConnection] = set()  # in a request now (shutdown aborts them)
         self._ssl = _tls_context(self._https, certificate_file, client_certificate_file, client_key_file, env)
+        self._proxy = _resolve_proxy(parts.scheme, self._host, env)
+        # Through a plain-http proxy the request line carries the whole URL (RFC 9112 3.2.2).
+        plain_proxy = self._proxy is not None and not self._https
+        self._target = f"http://{netloc}{self._path}" if plain_proxy else self._path
         self._counts = {"exported": 0, "failed": 0, "rejected": 0, "retried": 0, "requests": 0}
 
     # -- export -----------------------------------------------------------------------
@@ -223,24 +229,62 @@ class OTLPHttpExporter:
         )
         return False
 
+    def _connect(self, timeout: float) -> http.client.HTTPConnection:
+        """A new connection to the collector, or to the proxy that reaches it."""
+        proxy = self._proxy
+        host, port = (self._host, self._port) if proxy is None else (proxy.host, proxy.port)
+        if not self._https:
+            return http.client.HTTPConnection(host, port, timeout=timeout)
+        conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=self._ssl)
+        if proxy is not None:  # CONNECT tunnel; TLS (and its hostname check) is end to end
+            conn.set_tunnel(self._host, self._port, headers=proxy.headers)
+        return conn
+
     def _post(self, body: bytes, headers: Mapping[str, str], timeout: float) -> tuple[int, Any, bytes]:
-        """One HTTP POST on a fresh connection; the socket timeout is what is left of the deadline."""
-        conn: http.client.HTTPConnection
-        if self._https:
-            conn = http.client.HTTPSConnection(self._host, self._port, timeout=timeout, context=self._ssl)
-        else:
-            conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+        """One HTTP POST, on the kept-alive connection when there is one; the socket timeout is what is left.
+
+        A kept-alive connection the collector has since closed fails before any
+        answer: that attempt is made once more on a new connection, at no
+        retry's cost (what urllib3 and requests do too).
+        """
         with self._conn_lock:
-            self._conn = conn
-        try:
-            conn.request("POST", self._path, body=body, headers=dict(headers))
-            response = conn.getresponse()
-            reply = response.read(_MAX_RESPONSE_BYTES)
-            return response.status, response.headers, reply
-        finally:
+            conn, self._idle = self._idle, None
+        reused = conn is not None
+        if conn is None:
+            conn = self._connect(timeout)
+        elif conn.sock is not None:
+            conn.sock.settimeout(timeout)
+        if self._proxy is not None and not self._https:
+            headers = {**headers, **self._proxy.headers}
+        while True:
             with self._conn_lock:
-                self._conn = None
-            conn.close()
+                self._active.add(conn)
+            try:
+                conn.request("POST", self._target, body=body, headers=dict(headers))
+                response = conn.getresponse()
+                reply = response.read(_MAX_RESPONSE_BYTES)
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError):
+                self._release(conn, keep=False)
+                if not reused or self._abort.is_set():
+                    raise
+                reused = False  # went stale while idle: once more, on a new connection
+                conn = self._connect(timeout)
+                continue
+            except BaseException:
+                self._release(conn, keep=False)
+                raise
+            # Kept only when the answer was read to its end and the server keeps the connection open.
+            self._release(conn, keep=response.isclosed() and not response.will_close)
+            return response.status, response.headers, reply
+
+    def _release(self, conn: http.client.HTTPConnection, *, keep: bool) -> None:
+        """Done with ``conn``: kept for the next export when it can be, closed otherwise."""
+        with self._conn_lock:
+            self._active.discard(conn)
+            if keep and self._idle is None and not self._abort.is_set():
+                self._idle = conn
+                return
+        conn.close()
 
     def _read_partial_success(self, reply: bytes, headers: Any, count: int) -> None:
         rejected, message = 0, ""
@@ -271,13 +315,16 @@ class OTLPHttpExporter:
         """Stop: abort retry waits and any request in flight; later exports fail at once."""
         self._abort.set()
         with self._conn_lock:
-            conn = self._conn
-        sock = getattr(conn, "sock", None)
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked in recv()
-            except OSError:
-                pass
+            active, idle, self._idle = list(self._active), self._idle, None
+        for conn in active:
+            sock = conn.sock
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked in recv()
+                except OSError:
+                    pass
+        if idle is not None:
+            idle.close()
 
     def _after_fork(self) -> None:
         # Locks and events may have been held by the parent's worker at fork time.
@@ -286,7 +333,9 @@ class OTLPHttpExporter:
         if aborted:
             self._abort.set()
         self._conn_lock = threading.Lock()
-        self._conn = None
+        # The parent's sockets are the parent's: forget them here, never close them.
+        self._idle = None
+        self._active = set()
         for key in self._counts:
             self._counts[key] = 0
 
@@ -433,6 +482,79 @@ def _resolve_endpoint(endpoint: str | None, env: Mapping[str, str]) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{source} must be an http:// or https:// URL with a host; got {url!r}")
     return url
+
+
+class _Proxy(NamedTuple):
+    """An HTTP proxy from the environment: where it listens and its Proxy-Authorization, if any."""
+
+    host: str
+    port: int
+    headers: dict[str, str]
+
+
+def _resolve_proxy(scheme: str, host: str, env: Mapping[str, str]) -> _Proxy | None:
+    """The proxy ``http_proxy``/``https_proxy`` name for the collector, unless ``no_proxy`` covers it.
+
+    The lower-case name wins over the upper-case one, as in curl, urllib and
+    requests. ``HTTP_PROXY`` is ignored when ``REQUEST_METHOD`` is set: in a CGI
+    process any client can set it with a ``Proxy:`` header ("httpoxy").
+    """
+    names = [f"{scheme}_proxy"]
+    if scheme != "http" or "REQUEST_METHOD" not in env:
+        names.append(f"{scheme.upper()}_PROXY")
+    var = next((n for n in names if get(env, n) is not None), None)
+    if var is None:
+        return None
+    no_proxy = get(env, "no_proxy") or get(env, "NO_PROXY")
+    if no_proxy and _no_proxy_covers(no_proxy, host):
+        return None
+    url = get(env, var) or ""
+    if "://" not in url:
+        url = "http://" + url  # "proxy:3128", as curl reads it
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{var} must be an http:// proxy URL; got {url!r} ({exc})") from None
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError(f"{var} must be an http:// proxy URL with a host (others are not supported); got {url!r}")
+    headers = {}
+    if parts.username is not None:
+        user = urllib.parse.unquote(parts.username)
+        password = urllib.parse.unquote(parts.password or "")
+        token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+        headers["Proxy-Authorization"] = f"Basic {token}"
+    return _Proxy(parts.hostname, port or 80, headers)
+
+
+def _no_proxy_covers(no_proxy: str, host: str) -> bool:
+    """Whether ``no_proxy`` (``*``, names, ``.suffixes``, IPs, CIDR blocks; ports ignored) names ``host``."""
+    host = host.lower().strip("[]")
+    try:
+        address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    for entry in no_proxy.lower().split(","):
+        entry = entry.strip()
+        if entry == "*":
+            return True
+        if entry.startswith("[") and "]" in entry:  # [::1] or [::1]:4318
+            entry = entry[1 : entry.index("]")]
+        elif entry.count(":") == 1:  # name:port
+            entry = entry.partition(":")[0]
+        if not entry:
+            continue
+        if address is not None and ("/" in entry or entry[0].isdigit() or ":" in entry):
+            try:
+                if address in ipaddress.ip_network(entry, strict=False):
+                    return True
+            except ValueError:
+                pass
+            continue
+        entry = entry.lstrip(".")
+        if host == entry or host.endswith("." + entry):
+            return True
+    return False
 
 
 def _resolve_headers(headers: Mapping[str, str] | str | None, env: Mapping[str, str]) -> dict[str, str]:

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import gzip
+import http.client
 import json
+import select
+import shutil
 import socket
 import ssl
+import subprocess
 import threading
 import time
+import urllib.parse
 from collections import deque
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -71,9 +77,18 @@ class Receiver:
         self.hanging = threading.Event()
         receiver = self
 
+        self.closed = 0  # connections ended (by either side)
+
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as real collectors answer
+
             def log_message(self, format: str, *args: Any) -> None:
                 pass
+
+            def finish(self) -> None:
+                super().finish()
+                with receiver.lock:
+                    receiver.closed += 1
 
             def do_POST(self) -> None:
                 receiver._handle(self)
@@ -167,6 +182,8 @@ class Receiver:
                 )
                 reply = json.dumps(doc).encode()
         self._reply(h, status, action.get("headers", {}), reply, action.get("ctype") or ctype or "application/json")
+        if action.get("close_after"):  # answered as keep-alive, then dropped: the client finds out later
+            h.close_connection = True
 
     def _log(self, arrived: float, h: BaseHTTPRequestHandler, action: dict[str, Any], count: int) -> None:
         with self.lock:
@@ -175,6 +192,7 @@ class Receiver:
                     "time": arrived,
                     "headers": dict(h.headers.items()),
                     "path": h.path,
+                    "peer": h.client_address,
                     "action": action,
                     "spans": count,
                 }
@@ -209,6 +227,114 @@ def receiver() -> Iterator[Receiver]:
         yield r
     finally:
         r.stop()
+
+
+@pytest.fixture
+def tls_receiver(tmp_path: Path) -> Iterator[tuple[Receiver, Path]]:
+    """An https receiver with a fresh self-signed certificate for 127.0.0.1, and that certificate's path."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    r = Receiver(tls=context)
+    try:
+        yield r, cert
+    finally:
+        r.stop()
+
+
+class ForwardProxy:
+    """A real HTTP forward proxy on loopback: absolute-URI requests and CONNECT tunnels; it logs what it saw."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.seen: list[dict[str, Any]] = []
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def _log(self) -> None:
+                with proxy.lock:
+                    proxy.seen.append(
+                        {"method": self.command, "target": self.path, "auth": self.headers.get("Proxy-Authorization")}
+                    )
+
+            def do_POST(self) -> None:
+                self._log()
+                target = urllib.parse.urlsplit(self.path)
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                headers = {k: v for k, v in self.headers.items() if not k.lower().startswith("proxy-")}
+                upstream = http.client.HTTPConnection(target.hostname or "", target.port, timeout=30)
+                try:
+                    upstream.request("POST", target.path or "/", body=body, headers=headers)
+                    answer = upstream.getresponse()
+                    reply = answer.read()
+                finally:
+                    upstream.close()
+                self.send_response(answer.status)
+                for key, value in answer.getheaders():
+                    if key.lower() not in ("connection", "transfer-encoding", "content-length"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def do_CONNECT(self) -> None:
+                self._log()
+                host, _, port = self.path.rpartition(":")
+                upstream = socket.create_connection((host, int(port)), timeout=30)
+                self.send_response(200, "Connection established")
+                self.end_headers()
+                self.close_connection = True
+                ends = [self.connection, upstream]
+                try:
+                    while True:
+                        ready, _, _ = select.select(ends, [], [], 30)
+                        if not ready:
+                            return
+                        for end in ready:
+                            data = end.recv(65536)
+                            if not data:
+                                return
+                            (upstream if end is self.connection else self.connection).sendall(data)
+                except OSError:
+                    return
+                finally:
+                    upstream.close()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def address(self) -> str:
+        """host:port of the proxy."""
+        return f"127.0.0.1:{self.server.server_address[1]}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def forward_proxy() -> Iterator[ForwardProxy]:
+    """A running forward proxy on 127.0.0.1 (port 0)."""
+    p = ForwardProxy()
+    try:
+        yield p
+    finally:
+        p.stop()
 
 
 def closed_port() -> int:

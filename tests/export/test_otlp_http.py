@@ -6,13 +6,10 @@ import email.utils
 import logging
 import multiprocessing
 import os
-import shutil
-import ssl
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -413,26 +410,6 @@ def test_queued_spans_are_sent_at_interpreter_exit_configured_from_env(receiver:
 
 
 # -- TLS ------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def tls_receiver(tmp_path: Path) -> Iterator[tuple[Receiver, Path]]:
-    """An https receiver with a fresh self-signed certificate for 127.0.0.1, and that certificate's path."""
-    if shutil.which("openssl") is None:
-        pytest.skip("needs the openssl command to make a certificate")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    r = Receiver(tls=context)
-    try:
-        yield r, cert
-    finally:
-        r.stop()
 
 
 def test_https_with_a_trusted_ca_bundle_delivers(tls_receiver: tuple[Receiver, Path]) -> None:
