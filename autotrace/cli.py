@@ -249,7 +249,7 @@ def _run(command: str, args: argparse.Namespace, stop: threading.Event) -> int:
             if args.traffic:
                 from .demo import send_traffic
 
-                sent = send_traffic(url, args.traffic, token=token)
+                sent = send_traffic(url, args.traffic, token=token, stop=stop)
                 _print(f"autotrace demo: sent {sent} of {args.traffic} requests to /generate")
         _print("Press Ctrl-C to stop.")
         while not stop.wait(0.5):

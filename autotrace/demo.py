@@ -11,6 +11,7 @@ The "model" is a deterministic toy: no weights, no randomness between runs.
 from __future__ import annotations
 
 import json
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -209,13 +210,26 @@ def create_demo_app(
     return app
 
 
-def send_traffic(url: str, count: int, *, token: str | None = None, max_tokens: int = 8, timeout: float = 30.0) -> int:
-    """POST ``count`` prompts to ``url``/generate (streaming and not, in turn); returns how many succeeded."""
+def send_traffic(
+    url: str,
+    count: int,
+    *,
+    token: str | None = None,
+    max_tokens: int = 8,
+    timeout: float = 30.0,
+    stop: threading.Event | None = None,
+) -> int:
+    """POST ``count`` prompts to ``url``/generate (streaming and not, in turn); returns how many succeeded.
+
+    Setting ``stop`` (Ctrl-C in ``autotrace demo``) ends the run after the request in flight.
+    """
     headers = {"Content-Type": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     ok = 0
     for i in range(count):
+        if stop is not None and stop.is_set():
+            break
         body = {"prompt": PROMPTS[i % len(PROMPTS)], "max_tokens": max_tokens, "stream": i % 2 == 0}
         req = urllib.request.Request(
             url.rstrip("/") + "/generate", data=json.dumps(body).encode(), headers=headers, method="POST"

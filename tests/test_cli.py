@@ -172,6 +172,23 @@ def test_bad_environment_is_a_usage_error(monkeypatch: pytest.MonkeyPatch, capsy
 # -- real processes ---------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_the_demo_while_it_still_sends_traffic(run: type[Running], sig: int) -> None:
+    """Ctrl-C or SIGTERM in the middle of `--traffic 100000` stops within about a request, with status 0."""
+    demo = run("demo", "--port", "0", "--traffic", "100000", "--delay", "0.01")
+    url = demo.wait_for(URL.pattern).group(1)
+    deadline = time.monotonic() + 60
+    while fetch(url, "/ready").json()["traces"] < 3:  # traffic is flowing
+        assert time.monotonic() < deadline, "the demo's traffic never arrived"
+        time.sleep(0.1)
+    started = time.monotonic()
+    assert demo.stop(sig, timeout=30) == 0
+    assert time.monotonic() - started < 15
+    sent = int(demo.wait_for(r"sent (\d+) of 100000 requests").group(1))
+    assert 0 < sent < 100000
+    demo.wait_for(r"autotrace demo: stopped")
+
+
 def test_demo_with_traffic_serves_its_traces_over_http(run: type[Running]) -> None:
     """`autotrace demo --port 0 --traffic 5` prints its URL, records 5 traces, answers every route, stops on Ctrl-C."""
     demo = run("demo", "--port", "0", "--traffic", "5", "--max-traces", "50")
