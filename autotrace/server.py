@@ -224,6 +224,7 @@ class Guard:
 
         def route(*args: Any, **kwargs: Any) -> Any:
             try:
+                _check_path()
                 if not public:
                     self.check()
                 out = callback(*args, **kwargs)
@@ -240,6 +241,21 @@ class Guard:
         route.__name__ = getattr(callback, "__name__", "route")
         route.__doc__ = callback.__doc__
         return route
+
+
+def _check_path() -> None:
+    """A 404 Problem for a path that is not UTF-8.
+
+    Bottle routes such a path with the bad bytes silently dropped, so
+    ``/tr%FFaces`` would reach /traces (and ``/%FF`` the page): a path that
+    names no route must not be answered as if it did.
+    """
+    raw = bottle.request.environ.get("bottle.raw_path")
+    if raw is not None:
+        try:
+            raw.encode("latin-1").decode("utf-8")
+        except UnicodeError:
+            raise Problem(404, f"not found: {raw[:200]!r} (the path is not UTF-8)") from None
 
 
 def _error_page(err: bottle.HTTPError) -> bytes:
