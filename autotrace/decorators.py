@@ -271,8 +271,9 @@ def _gen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture: _Cap
         gen: Generator[Any, Any, Any], parent: Any, instance: Any, args: Any, kwargs: Any
     ) -> Generator[Any, Any, Any]:
         # The span starts at the first resume, as a child of the context the
-        # generator was created in. Around every resume that context is swapped
-        # in and out again, so while suspended the consumer sees its own span.
+        # generator was created in. Around every resume the generator's context
+        # (its span, or a span its body left open across a yield) is swapped in
+        # and out again, so while suspended the consumer sees its own span.
         s = start(name, kind, attrs, False, parent)
         target: Any = parent if s is None else s
         stats = None
@@ -295,6 +296,9 @@ def _gen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture: _Cap
                 except StopIteration as stop:
                     return stop.value
                 finally:
+                    # What is current inside when it pauses (a span the body left
+                    # open across the yield) is current again at the next resume.
+                    target = _cv_get()
                     _cv_reset(token)
                 if stats is not None:
                     stats.item()
@@ -353,6 +357,7 @@ def _asyncgen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture:
                 except StopAsyncIteration:
                     return
                 finally:
+                    target = _cv_get()  # as in the sync generator: the body's own context carries on
                     _cv_reset(token)
                 if stats is not None:
                     stats.item()

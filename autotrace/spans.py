@@ -810,7 +810,9 @@ def _exit(s: Span | NonRecordingSpan, exc: BaseException | None) -> None:
             try:
                 _cv_reset(token)
             except ValueError:  # left in another context than it was entered in
-                pass
+                if CURRENT.get() is s:  # yet current here (a generator resumed elsewhere): undo it all the same
+                    old = token.old_value
+                    _cv_set(None if old is contextvars.Token.MISSING else old)
         if s.__class__ is Span:
             if exc is not None:
                 s._fail(exc)  # type: ignore[union-attr]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import threading
 import traceback
 from collections.abc import AsyncIterator, Iterator
 
@@ -507,3 +508,83 @@ def test_return_values_untouched() -> None:
 
     assert give() is sentinel
     assert asyncio.run(agive()) is sentinel
+
+
+def test_a_span_left_open_across_a_yield_stays_the_parent_inside_the_generator() -> None:
+    """`with span("inner"): yield ...` in a generator: after the resume, new spans are inner's children."""
+    seen = []
+
+    @traced
+    def gen() -> Iterator[int]:
+        with span("inner"):
+            yield 1
+            seen.append(autotrace.current_span().name)
+            with span("grandchild"):
+                pass
+            yield 2
+        with span("after"):
+            pass
+        yield 3
+
+    with capture_spans() as spans:
+        with span("consumer") as consumer:
+            for _ in gen():
+                assert autotrace.current_span() is consumer
+    g, inner = spans.one(gen.__qualname__), spans.one("inner")
+    assert seen == ["inner"]
+    assert inner.parent_span_id == g.span_id
+    assert spans.one("grandchild").parent_span_id == inner.span_id
+    assert spans.one("after").parent_span_id == g.span_id
+    assert g.parent_span_id == consumer.span_id
+
+
+def test_an_async_generator_keeps_a_span_open_across_awaits_and_yields() -> None:
+    """The async form: a span open across yields parents what the body starts after each resume."""
+
+    @traced
+    async def agen() -> AsyncIterator[int]:
+        with span("inner"):
+            for i in range(3):
+                yield i
+                with span("piece"):
+                    await asyncio.sleep(0)
+
+    async def main() -> None:
+        with span("consumer") as consumer:
+            async for _ in agen():
+                assert autotrace.current_span() is consumer
+
+    with capture_spans() as spans:
+        asyncio.run(main())
+    inner = spans.one("inner")
+    assert inner.parent_span_id == spans.one(agen.__qualname__).span_id
+    assert [p.parent_span_id for p in spans.by_name("piece")] == [inner.span_id] * 3
+
+
+def test_a_generator_resumed_from_another_thread_keeps_its_nesting() -> None:
+    """Consumed half here, half in another thread (another context): spans still nest, nothing raises."""
+
+    @traced
+    def gen() -> Iterator[int]:
+        with span("inner"):
+            yield 1
+            with span("late"):
+                pass
+            yield 2
+        with span("after"):
+            pass
+        yield 3
+
+    with capture_spans() as spans:
+        with span("consumer") as consumer:
+            g = gen()
+            assert next(g) == 1
+            rest: list[int] = []
+            t = threading.Thread(target=lambda: rest.extend(g))
+            t.start()
+            t.join()
+            assert rest == [2, 3]
+            assert autotrace.current_span() is consumer
+    gspan, inner = spans.one(gen.__qualname__), spans.one("inner")
+    assert spans.one("late").parent_span_id == inner.span_id
+    assert spans.one("after").parent_span_id == gspan.span_id
