@@ -121,8 +121,14 @@ class TraceStore:
         self._pushes()
         return buf
 
-    def _open(self, trace_id: int) -> list[Any]:
-        """The buffer of ``trace_id`` if this store still holds one, else a new indexed one."""
+    def _open(self, trace_id: int, *, everywhere: bool = False) -> list[Any]:
+        """The buffer of ``trace_id`` if this store still holds one, else a new indexed one.
+
+        ``everywhere`` looks through the whole ring, not only its newest
+        FIND_WINDOW buffers: for a child whose local parent has ended, whose
+        trace is surely here unless evicted. Left in a buffer of its own, it
+        would outlive the rest of its trace and be shown alone.
+        """
         hit = self._index.get(trace_id)
         if hit is not None:
             buf, seq = hit
@@ -130,7 +136,7 @@ class TraceStore:
             # ring (or in limbo, which a read brings back). Older: look.
             if self._count() - seq < self.max_traces or buf in self._ring or buf in self._limbo:
                 return buf
-        found = self._find(trace_id)
+        found = self._find(trace_id, None if everywhere else FIND_WINDOW)
         if found is not None:
             # A buffer the hot path opened (not indexed): a child that starts after
             # its parent ended joins it, so the trace stays one entry and is evicted whole.
@@ -146,17 +152,17 @@ class TraceStore:
             self._prune_index()
         return buf
 
-    def _find(self, trace_id: int) -> list[Any] | None:
-        """A recent buffer of ``trace_id`` in the ring or limbo, or None.
+    def _find(self, trace_id: int, window: int | None) -> list[Any] | None:
+        """A buffer of ``trace_id`` among the newest ``window`` (None: all) of the ring and of limbo, or None.
 
-        Only the newest FIND_WINDOW buffers are looked at: a child that starts
-        after its parent ended belongs to a recent trace, and a new remote trace
-        (every request behind the WSGI middleware) must not pay for a scan of
-        the whole ring. Readers merge the rare older split anyway.
+        A new remote trace (every request behind the WSGI middleware) looks
+        only through the newest FIND_WINDOW buffers: it must not pay for a scan
+        of the whole ring, and a trace continued from elsewhere is recent if
+        it is here at all. Readers merge the rare older split anyway.
         """
         for ring in (self._ring, self._limbo):
             try:
-                for buf in itertools.islice(reversed(ring), FIND_WINDOW):
+                for buf in itertools.islice(reversed(ring), window):
                     if buf[0] == trace_id:
                         found: list[Any] = buf
                         return found

@@ -159,3 +159,46 @@ def test_global_store_is_configured_size() -> None:
         with span("x"):
             pass
     assert autotrace.trace_count() == 5
+
+
+def test_a_late_child_of_an_old_trace_joins_it_and_is_evicted_with_it() -> None:
+    """A child started after its parent ended, 70 traces later, lands in the parent's trace, never alone."""
+    store = autotrace.configure(sample_rate=1.0, max_traces=100)
+    with autotrace.span("root") as root:
+        pass
+    for i in range(70):
+        with autotrace.span(f"old{i}"):
+            pass
+
+    @autotrace.traced("late-call")
+    def late_call() -> None:
+        pass
+
+    with autotrace.span("late", parent=root):
+        late_call()
+    names = [[s.name for s in t] for t in store.traces() if t[0].trace_id == root.trace_id]
+    assert len(names) == 1 and sorted(names[0]) == ["late", "late-call", "root"]
+    assert store.trace_count() == 71
+    for i in range(40):
+        with autotrace.span(f"new{i}"):
+            pass
+    kept = {t[0].trace_id for t in store.traces()}
+    assert root.trace_id not in kept  # evicted whole: no trace of just ["late", "late-call"]
+    assert all(t[0].name.startswith(("old", "new")) for t in store.traces())
+    assert store.trace_count() == 100
+
+
+def test_a_late_child_of_an_evicted_trace_is_stored_as_its_own_trace() -> None:
+    """When the parent's trace is gone, the late child is kept (in a trace of its own), not dropped."""
+    store = autotrace.configure(sample_rate=1.0, max_traces=5)
+    with autotrace.span("root") as root:
+        pass
+    for i in range(10):
+        with autotrace.span(f"x{i}"):
+            pass
+    with autotrace.span("late", parent=root):
+        pass
+    with autotrace.span("late2", parent=root):
+        pass
+    mine = [t for t in store.traces() if t[0].trace_id == root.trace_id]
+    assert [sorted(s.name for s in t) for t in mine] == [["late", "late2"]]
