@@ -246,16 +246,16 @@ def start(
         custom = _S.custom
         if custom is not None and not _ask(custom, trace_id, None, name):
             return lo
-        buf: list[Any] | None = [trace_id]  # the new trace's store buffer (store.py), opened inline
+        buf = [trace_id]  # the new trace's store buffer (store.py), opened inline
         _S.ring.append(buf)
         next(_S.pushes)
         return _new_span(name, kind, attrs, owns, trace_id, None, buf)
     if parent.__class__ is Span:
         p: Span = parent  # type: ignore[assignment]
-        buf = p._trace
-        if buf is None:  # the parent has ended (its buffer is let go then): find its trace
-            buf = _S.store._open(p._trace_id, everywhere=True)
-        return _new_span(name, kind, attrs, owns, p._trace_id, p._span_id, buf)
+        trace = p._trace
+        if trace is None:  # the parent has ended (its buffer is let go then): find its trace
+            trace = _S.store._open(p._trace_id, everywhere=True)
+        return _new_span(name, kind, attrs, owns, p._trace_id, p._span_id, trace)
     if parent.__class__ is int or parent.__class__ is _UnsampledRoot:
         return None  # a child of an unsampled trace runs without a span of its own
     ctx = parent if isinstance(parent, SpanContext) else parent.get_span_context()  # type: ignore[union-attr]
