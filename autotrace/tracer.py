@@ -253,7 +253,9 @@ def start(
     if parent.__class__ is Span:
         p: Span = parent  # type: ignore[assignment]
         trace = p._trace
-        if trace is None:  # the parent has ended (its buffer is let go then): find its trace
+        if trace is None:  # ended (its buffer is let go then), or built by hand
+            if p._token.__class__ is _Detached and not _hand_built_sampled(p):
+                return None  # its trace is not sampled: record_span() will drop it, so its children go too
             trace = _S.store._open(p._trace_id, everywhere=True)
         return _new_span(name, kind, attrs, owns, p._trace_id, p._span_id, trace)
     if parent.__class__ is int or parent.__class__ is _UnsampledRoot:
@@ -375,6 +377,16 @@ def _non_recording(cur: Any, result: Any) -> NonRecordingSpan:
     return NonRecordingSpan(ctx._replace(is_remote=False))
 
 
+def _hand_built_sampled(s: Span) -> bool:
+    """Whether a span built by hand (``Span(...)``) is kept: the rule a traced call in its trace would meet."""
+    if not _S.enabled:
+        return False
+    if _S.force:
+        return True
+    sampler = _S.sampler
+    return sampler is None or _ask(sampler, s._trace_id, None, s._name)
+
+
 def record_span(s: Span) -> bool:
     """Store a hand-built span if its trace is sampled; True when it was stored.
 
@@ -387,12 +399,8 @@ def record_span(s: Span) -> bool:
         if not isinstance(s._token, _Detached):
             s.end()  # made by span()/@traced: already sampled, stored once when it ends
             return True
-        if not _S.enabled:
+        if not _hand_built_sampled(s):
             return False
-        if not _S.force:
-            sampler = _S.sampler
-            if sampler is not None and not _ask(sampler, s._trace_id, None, s._name):
-                return False
         s._token = None
         if s._end is None:
             end = _time_ns()

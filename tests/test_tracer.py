@@ -125,6 +125,40 @@ def test_hand_built_span_end_does_not_store() -> None:
     assert autotrace.get_trace_store().span_count() == 1
 
 
+@pytest.mark.parametrize("rate", [0.0, 1.0])
+def test_a_hand_built_span_used_as_a_block_keeps_its_trace_whole_or_not_at_all(rate: float) -> None:
+    """`with Span(...)`: its children follow its sampling decision, so the store never holds them without it."""
+    autotrace.configure(autotrace.TraceConfig(sample_rate=rate))
+
+    @traced("child-call")
+    def child_call() -> str:
+        with span("grandchild"):
+            pass
+        return autotrace.current_span().trace_id
+
+    with Span("manual") as manual:
+        seen = child_call()
+    assert seen == manual.trace_id  # ids propagate either way
+    stored = [[s.name for s in t] for t in autotrace.get_trace_store().traces()]
+    if rate == 0.0:
+        assert stored == []
+    else:
+        assert [sorted(t) for t in stored] == [["child-call", "grandchild", "manual"]]
+        by_name = {s.name: s for s in all_spans()}
+        assert by_name["child-call"].parent_span_id == manual.span_id
+        assert by_name["grandchild"].parent_span_id == by_name["child-call"].span_id
+
+
+def test_capture_spans_keeps_a_hand_built_block_and_its_children_whatever_the_rate() -> None:
+    """Under capture_spans (forced sampling) a hand-built span and its children are all recorded."""
+    autotrace.configure(autotrace.TraceConfig(sample_rate=0.0))
+    with capture_spans() as spans:
+        with Span("manual"):
+            with span("inner"):
+                pass
+    assert sorted(s.name for s in spans) == ["inner", "manual"]
+
+
 def test_record_span_rejects_non_spans() -> None:
     """record_span with something that is not a Span raises TypeError naming the type."""
     with pytest.raises(TypeError, match="dict"):
