@@ -66,7 +66,8 @@ def any_value(value: Any) -> dict[str, Any]:
     if isinstance(value, Mapping):
         return {"kvlistValue": {"values": key_values(value)}}
     if isinstance(value, (list, tuple)):
-        return {"arrayValue": {"values": [any_value(v) for v in value if v is not None]}}
+        # None in a sequence stays in its place as an empty AnyValue (as OpenTelemetry's encoder does).
+        return {"arrayValue": {"values": [{} if v is None else any_value(v) for v in value]}}
     from .attributes import safe_str
 
     return {"stringValue": _text(safe_str(value))}

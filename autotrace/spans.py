@@ -171,6 +171,17 @@ def new_trace_id() -> int:
     return _getrandbits(128) or 1
 
 
+def _nanos(value: Any, where: str) -> int:
+    """A time in unix nanoseconds from user code; now (and logged once) for one that is not a number."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError("a bool is not a time")
+        return int(value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        _internal_error(where, exc)
+        return _time_ns()
+
+
 def _as_link(link: Link | SpanContext | Span | NonRecordingSpan) -> Link:
     if isinstance(link, Link):
         return link
@@ -494,14 +505,21 @@ class Span:
             self._drop(1)
             return
         attrs, dropped = _attributes.clean(attributes, LIMITS)
-        when = _time_ns() if timestamp is None else int(timestamp)
+        when = _time_ns() if timestamp is None else _nanos(timestamp, "add_event(timestamp=)")
         events.append(SpanEvent(_attributes.clean_name(name), attrs, when, dropped))
 
-    def add_link(self, link: Link | SpanContext, attributes: Mapping[str, Any] | None = None) -> None:
+    def add_link(
+        self, link: Link | SpanContext | Span | NonRecordingSpan, attributes: Mapping[str, Any] | None = None
+    ) -> None:
         """Link this span to another span context."""
         if self._end is not None:
             return
-        lk = _as_link(link)
+        try:
+            lk = _as_link(link)
+        except TypeError as exc:  # counted as a link refused, as over the limit
+            _internal_error("add_link", exc)
+            self._drop(2)
+            return
         if attributes:
             lk = lk._replace(attributes=attributes)
         attrs, dropped = _attributes.clean(lk.attributes, LIMITS)
@@ -570,7 +588,7 @@ class Span:
         """End the span (idempotent) and hand it to the store and exporters."""
         if self._end is not None:
             return
-        end = _time_ns() if end_time is None else int(end_time)
+        end = _time_ns() if end_time is None else _nanos(end_time, "end(end_time=)")
         self._end = end if end >= self._start else self._start
         if not isinstance(self._token, _Detached):
             _finish(self)
@@ -698,7 +716,9 @@ class NonRecordingSpan:
     def add_event(self, name: str, attributes: Mapping[str, Any] | None = None, timestamp: int | None = None) -> None:
         """Ignored."""
 
-    def add_link(self, link: Link | SpanContext, attributes: Mapping[str, Any] | None = None) -> None:
+    def add_link(
+        self, link: Link | SpanContext | Span | NonRecordingSpan, attributes: Mapping[str, Any] | None = None
+    ) -> None:
         """Ignored."""
 
     def record_exception(
@@ -791,8 +811,10 @@ def _parse_id(value: int | str, bits: int, what: str) -> int:
 def _enter(s: Span | NonRecordingSpan) -> None:
     """Make ``s`` current; the token to undo it is kept on the span."""
     try:
-        token = _cv_set(s)
         prev = s._token
+        if prev.__class__ is _Token and CURRENT.get() is s:
+            return  # entered again while current (`with s: with s:`): the first token restores the context
+        token = _cv_set(s)
         s._token = _Detached(token) if isinstance(prev, _Detached) else token
     except Exception as exc:
         _internal_error("span enter", exc)

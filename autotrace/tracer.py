@@ -309,7 +309,7 @@ def span(
     """
     try:
         if kind.__class__ is not SpanKind:
-            kind = SpanKind.coerce(kind)
+            kind = _kind(kind)
         if name.__class__ is not str:
             name = _attributes.clean_name(name)
         cur = _cv_get() if parent is None else parent
@@ -354,6 +354,15 @@ def span(
     except Exception as exc:
         internal_error("span()", exc)
         return NonRecordingSpan()
+
+
+def _kind(kind: Any) -> SpanKind:
+    """``kind`` as a SpanKind; INTERNAL (logged once) for a value that names none, so the trace stays whole."""
+    try:
+        return SpanKind.coerce(kind)
+    except ValueError as exc:
+        internal_error("span(kind=)", exc)
+        return SpanKind.INTERNAL
 
 
 def _with_extras(s: Span, attributes: Mapping[str, Any] | None, links: Sequence[Link | SpanContext] | None) -> Span:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 
@@ -9,6 +10,7 @@ import pytest
 
 import autotrace
 from autotrace import Link, Span, SpanContext, SpanKind, StatusCode
+from tests.otlp_check import validate as validate_export
 
 
 def test_span_creation_defaults() -> None:
@@ -211,3 +213,68 @@ def test_kind_coercion() -> None:
 def test_non_str_name_is_converted() -> None:
     """A name that is not a str is converted, not raised on."""
     assert Span(123).name == "123"  # type: ignore[arg-type]
+
+
+def test_span_methods_never_raise_on_bad_arguments(caplog: pytest.LogCaptureFixture) -> None:
+    """Bad timestamps and links from user code: the span carries on (now, a counted dropped link), logged once."""
+    autotrace.configure(sample_rate=1.0)
+    with caplog.at_level(logging.WARNING, logger="autotrace"):
+        with autotrace.span("s") as s:
+            s.add_event("e1", timestamp="abc")  # type: ignore[arg-type]
+            s.add_event("e2", timestamp=None)
+            s.add_event("e3", timestamp=object())  # type: ignore[arg-type]
+            s.add_link(5)  # type: ignore[arg-type]
+            s.add_link("not a link")  # type: ignore[arg-type]
+        s2 = autotrace.span("t")
+        with s2:
+            pass
+        s2.end("x")  # type: ignore[arg-type]  # already ended: ignored
+        s3 = Span("hand")
+        s3.end("later")  # type: ignore[arg-type]
+    assert [e.name for e in s.events] == ["e1", "e2", "e3"]
+    assert all(e.timestamp >= s.start_time_unix_nano for e in s.events)
+    assert not s.links and s.dropped_links_count == 2
+    assert s3.end_time_unix_nano is not None and s3.end_time_unix_nano >= s3.start_time_unix_nano
+    warnings = [r.getMessage() for r in caplog.records if r.name == "autotrace"]
+    assert sum("add_event(timestamp=)" in w for w in warnings) == 1
+    assert sum("add_link" in w for w in warnings) == 1
+    assert sum("end(end_time=)" in w for w in warnings) == 1
+    validate_export(autotrace.export_traces())
+
+
+def test_a_bad_kind_or_link_in_span_keeps_the_span_and_its_trace() -> None:
+    """span(kind="bogus") or a bad link is an INTERNAL span (bad link dropped) in the same trace, not a new one."""
+    autotrace.configure(sample_rate=1.0)
+    with autotrace.span("root") as root:
+        with autotrace.span("c1", kind="bogus") as c1:  # type: ignore[arg-type]
+            with autotrace.span("g1") as g1:
+                pass
+        with autotrace.span("c2", links=[42]) as c2:  # type: ignore[list-item]
+            pass
+    assert c1.kind == SpanKind.INTERNAL and c1.parent_span_id == root.span_id
+    assert g1.trace_id == root.trace_id and g1.parent_span_id == c1.span_id
+    assert c2.parent_span_id == root.span_id and c2.dropped_links_count == 1
+    assert autotrace.trace_count() == 1
+
+
+def test_entering_a_span_twice_restores_the_context() -> None:
+    """`with s: with s:` leaves the outer context current afterwards, and the span is stored once."""
+    autotrace.configure(sample_rate=1.0)
+    with autotrace.span("outer") as outer:
+        s = autotrace.span("twice")
+        with s:
+            with s:
+                assert autotrace.current_span() is s
+        assert autotrace.current_span() is outer
+    assert autotrace.get_trace_store().span_count() == 2
+
+
+def test_none_in_a_sequence_attribute_keeps_its_place_in_otlp() -> None:
+    """(True, None, False) is exported as three values, the middle one empty, so positions hold."""
+    autotrace.configure(sample_rate=1.0)
+    with autotrace.span("s") as s:
+        s.set_attribute("flags", (True, None, False))
+    doc = autotrace.export_traces()
+    validate_export(doc)
+    (attr,) = doc["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["attributes"]
+    assert attr["value"]["arrayValue"]["values"] == [{"boolValue": True}, {}, {"boolValue": False}]
