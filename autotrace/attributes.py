@@ -38,6 +38,10 @@ def clean_name(name: object) -> str:
     return safe_str(name)
 
 
+MAX_RANGE_ITEMS = 1024
+"""A ``range`` with more items than this is stored as its repr, not expanded into a list."""
+
+
 def _truncate(text: str, limit: int | None) -> str:
     if limit is not None and len(text) > limit:
         return text[:limit]
@@ -72,6 +76,8 @@ def coerce(value: Any, limit: int | None = None) -> Any:
         return _truncate(str.__str__(value), limit)
     if isinstance(value, (bytes, bytearray, memoryview)):
         return _truncate(bytes(value).decode("utf-8", "backslashreplace"), limit)
+    if isinstance(value, range) and len(value) > MAX_RANGE_ITEMS:
+        return _truncate(repr(value), limit)  # "range(0, 1000000000)": not a billion ints in memory
     if isinstance(value, (set, frozenset, range)):
         try:
             return _coerce_sequence(list(value), limit)

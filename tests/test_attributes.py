@@ -6,7 +6,7 @@ import json
 
 import autotrace
 from autotrace import span, traced
-from autotrace.attributes import FrozenAttrs, SharedAttrs, freeze
+from autotrace.attributes import FrozenAttrs, SharedAttrs, coerce, freeze
 from autotrace.testing import capture_spans
 from tests.otlp_check import attrs_of, spans_of, validate
 
@@ -63,3 +63,12 @@ def test_same_keys_share_one_keys_tuple() -> None:
     b = freeze({"k1": 3, "k2": 4})
     assert tuple.__getitem__(a, 0) is tuple.__getitem__(b, 0)
     assert a != b and a == {"k1": 1, "k2": 2} and a == freeze({"k1": 1, "k2": 2})
+
+
+def test_a_huge_range_is_stored_as_its_repr_not_expanded() -> None:
+    """range(10**12) would be terabytes as a list: it is kept as "range(0, 1000000000000)"; small ones expand."""
+    assert coerce(range(10**12)) == "range(0, 1000000000000)"
+    assert coerce(range(3)) == [0, 1, 2]
+    assert coerce(range(1024)) == list(range(1024))
+    assert coerce(range(1025)) == "range(0, 1025)"
+    assert coerce(range(10**12), limit=5) == "range"
