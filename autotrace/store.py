@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import logging
 import threading
 from collections import deque
 from collections.abc import Iterable
@@ -40,11 +41,10 @@ if TYPE_CHECKING:
 
 __all__ = ["TraceStore"]
 
-# From the earlier design, where finished spans queued up until a reader filed
-# them. Nothing queues now (a span is filed when it finishes, without a lock),
-# but the promise stands: while the store's lock is held (a reader stuck), at
-# most PENDING_LIMIT spans are taken in; later ones are dropped and counted.
-DRAIN_THRESHOLD = 256
+_logger = logging.getLogger("autotrace")
+
+# While the store's lock is held (a reader stuck), at most PENDING_LIMIT spans
+# are taken in; later ones are dropped, counted and logged once.
 FIND_WINDOW = 64  # newest buffers _find() looks through (slow path only)
 PENDING_LIMIT = 100_000
 
@@ -111,6 +111,7 @@ class TraceStore:
         self._index: dict[int, tuple[list[Any], int]] = {}
         self._previous: TraceStore | None = None  # the store this one replaced (see _adopt)
         self.dropped_spans = 0
+        self._warned: set[str] = set()  # reasons for dropping already logged
 
     # -- writing (no lock: any recording thread may call these) ---------------------
 
@@ -190,13 +191,20 @@ class TraceStore:
         if self._busy:
             self._busy_count += 1
             if self._busy_count > PENDING_LIMIT:
-                self.dropped_spans += 1
+                self._dropped("the store's lock was held (a reader stuck?) past its limit of spans taken in meanwhile")
                 return False
         return True
 
+    def _dropped(self, why: str) -> None:
+        """Count a span refused; the first one for each reason is logged (the count is in stats())."""
+        self.dropped_spans += 1
+        if why not in self._warned:
+            self._warned.add(why)
+            _logger.warning("autotrace: %s; spans past it are dropped and counted in stats()['dropped_spans']", why)
+
     def _put(self, buf: list[Any], span: Span) -> None:
         if len(buf) > self.max_spans_per_trace:
-            self.dropped_spans += 1
+            self._dropped(f"a trace reached max_spans_per_trace={self.max_spans_per_trace}")
         elif self._admit():
             buf.append(span)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import tracemalloc
 from typing import Any
 
@@ -173,8 +174,8 @@ def test_a_span_written_in_a_loop_stays_bounded() -> None:
     assert out["droppedEventsCount"] == 200_000 - 128
 
 
-def test_spans_per_trace_limit_from_environment() -> None:
-    """AUTOTRACE_MAX_SPANS_PER_TRACE caps one trace in the store; the rest are counted in stats()."""
+def test_spans_per_trace_limit_from_environment(caplog: pytest.LogCaptureFixture) -> None:
+    """AUTOTRACE_MAX_SPANS_PER_TRACE caps one trace in the store; the rest are counted in stats(), logged once."""
     store = autotrace.configure(TraceConfig.from_env({"AUTOTRACE_MAX_SPANS_PER_TRACE": "25"}, sample_rate=1.0))
 
     @traced
@@ -185,10 +186,14 @@ def test_spans_per_trace_limit_from_environment() -> None:
     def loop() -> int:
         return sum(step(i) for i in range(1000))
 
-    assert loop() == sum(range(1000))
+    with caplog.at_level(logging.WARNING, logger="autotrace"):
+        assert loop() == sum(range(1000))
+        assert loop() == sum(range(1000))
     stats = store.stats()
-    assert stats["spans"] == 25
-    assert stats["dropped_spans"] == 1001 - 25
+    assert stats["spans"] == 50
+    assert stats["dropped_spans"] == 2 * (1001 - 25)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "autotrace"]
+    assert len(warnings) == 1 and "max_spans_per_trace=25" in warnings[0] and "dropped_spans" in warnings[0]
     # Other traces are unaffected by the runaway one.
     assert step(1) == 1
-    assert store.stats()["traces"] == 2
+    assert store.stats()["traces"] == 3

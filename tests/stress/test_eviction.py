@@ -17,7 +17,7 @@ TOTAL_SPANS = 1_000_000
 SPANS_PER_TRACE = 10
 MAX_TRACES = 1000
 # 1,000 traces x 10 spans measured at about 3 MB with tracemalloc on CPython 3.11;
-# the bound leaves room for the pending queue, interpreter noise and other versions.
+# the bound leaves room for interpreter noise and other versions.
 MEMORY_BOUND = 16 * 1024 * 1024
 # Between the first tenth of the run and its end the store is full and only swaps
 # traces, so traced memory must not grow with the number of spans recorded.
@@ -48,11 +48,11 @@ def test_million_spans_into_1000_traces_bounded_memory_keeps_newest() -> None:
         baseline = tracemalloc.get_traced_memory()[0]
         for _ in range(traces // 10):
             root(newest)
-        store.span_count()  # files whatever is still queued
+        store.span_count()
         early = tracemalloc.get_traced_memory()[0] - baseline
         for _ in range(traces - traces // 10):
             root(newest)
-        store.span_count()  # files whatever is still queued
+        store.span_count()
         current, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -84,7 +84,7 @@ def test_runaway_loop_in_one_trace_is_capped_and_counted() -> None:
     tracemalloc.start()
     try:
         assert runaway() == 7
-        store.span_count()  # files whatever is still queued
+        store.span_count()
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
