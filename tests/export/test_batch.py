@@ -150,6 +150,7 @@ def test_an_exporter_returning_false_or_otel_failure_counts_the_batch_failed() -
 
 def test_a_full_queue_drops_the_newest_spans_and_counts_them() -> None:
     """While the exporter is stuck, on_end keeps returning; spans past max_queue_size are dropped and counted."""
+    base = stats()  # the module counters are process-wide: other tests' drops are in them too
     exporter = BlockingExporter()
     proc = install(exporter, schedule_delay=0.01, max_queue_size=20, max_export_batch_size=5)
     produce(1, "first")
@@ -159,7 +160,28 @@ def test_a_full_queue_drops_the_newest_spans_and_counts_them() -> None:
     exporter.release.set()
     assert autotrace.flush(30)
     assert exporter.names() == ["first0"] + [f"s{n}" for n in range(20)]
-    assert stats()["dropped"] == 80
+    assert stats()["dropped"] - base["dropped"] == 80
+
+
+def test_flush_and_shutdown_share_one_deadline_across_processors() -> None:
+    """flush(t) and shutdown(t) take about t in all, not t per processor, and still stop every processor."""
+    exporters = [BlockingExporter() for _ in range(3)]
+    procs = [BatchSpanProcessor(e, schedule_delay=0.01) for e in exporters]
+    autotrace.configure(autotrace.TraceConfig(sample_rate=1.0, exporters=procs))
+    produce(1)
+    assert all(e.entered.wait(30) for e in exporters)  # every worker is now stuck in export
+    started = time.monotonic()
+    assert autotrace.flush(1.0) is False
+    assert time.monotonic() - started < 2.5  # 3 s if each processor had the whole second
+    started = time.monotonic()
+    assert autotrace.shutdown(1.0) is False
+    assert time.monotonic() - started < 2.5
+    # Past the deadline the later processors were still shut down (with no time left), exporters included.
+    assert [e.shutdowns for e in exporters] == [1, 1, 1]
+    for proc in procs:
+        proc._worker.join(30)
+        assert not proc._worker.is_alive()
+        assert proc not in live_processors()
 
 
 def test_shutdown_of_a_stuck_exporter_returns_within_its_timeout() -> None:
