@@ -6,6 +6,7 @@ import email.utils
 import logging
 import multiprocessing
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -280,6 +281,81 @@ def test_a_collector_hanging_past_the_timeout_fails_the_batch_only(receiver: Rec
     produce(5, "kept")
     assert autotrace.flush(30)
     assert sorted(receiver.span_names()) == sorted(f"kept-{n}" for n in range(5))
+
+
+class DripServer:
+    """A raw-socket collector that answers 200 with Content-Length: 40, then sends the body one byte per 0.25 s."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.stop = threading.Event()
+        self.requests = 0
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        """The traces endpoint."""
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1/traces"
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
+
+    def _drip(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = int(
+                    next(
+                        v
+                        for k, _, v in (line.partition(b":") for line in head.split(b"\r\n"))
+                        if k.strip().lower() == b"content-length"
+                    )
+                )
+                while len(body) < length:
+                    body += conn.recv(65536)
+                self.requests += 1
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n")
+                for _ in range(40):
+                    if self.stop.wait(0.25):
+                        return
+                    conn.sendall(b" ")
+            except (OSError, StopIteration, ValueError):
+                return
+
+    def close(self) -> None:
+        self.stop.set()
+        self.sock.close()
+
+
+def test_a_collector_drip_feeding_its_answer_is_cut_off_at_the_export_timeout(caplog: pytest.LogCaptureFixture) -> None:
+    """The timeout bounds the whole request: an answer arriving a byte per 0.25 s fails the batch as a timeout."""
+    caplog.set_level(logging.WARNING, logger="autotrace")
+    server = DripServer()
+    try:
+        exporter = OTLPHttpExporter(server.url, timeout=1.0, backoff_base=0.01)
+        spans = [autotrace.Span(f"drip-{n}") for n in range(6)]
+        started = time.monotonic()
+        assert exporter.export(spans) is False
+        assert time.monotonic() - started < 3.0  # not 10 s (40 bytes at 0.25 s each)
+        assert exporter.stats()["failed"] == 6 and exporter.stats()["exported"] == 0
+        assert server.requests >= 1
+        assert len(warnings_about(caplog, "(timeout)")) == 1
+        # The next export gets its own full timeout on a new connection, and fails the same way.
+        started = time.monotonic()
+        assert exporter.export(spans[:2]) is False
+        assert time.monotonic() - started < 3.0
+        assert exporter.stats()["failed"] == 8
+    finally:
+        server.close()
 
 
 def test_a_hanging_collector_never_blocks_the_instrumented_code_and_shutdown_is_bounded(receiver: Receiver) -> None:
