@@ -140,9 +140,8 @@ class OTLPHttpExporter:
         total = len(spans)
         if not total:
             return True
-        if self._abort.is_set():
-            self._counts["failed"] += total
-            return False
+        if self._abort.is_set():  # e.g. configure(exporters=[e]) again after shutdown(): say why nothing is sent
+            return self._give_up(total, "shut down", "this exporter was shut down; make a new one to send again")
         limit = self.timeout if timeout is None else min(self.timeout, max(0.0, timeout))
         deadline = time.monotonic() + limit
         try:

@@ -212,6 +212,24 @@ def test_after_shutdown_spans_are_dropped_and_flush_is_a_no_op() -> None:
     assert proc not in live_processors()
 
 
+def test_a_processor_configured_again_after_shutdown_logs_once_why_spans_are_dropped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Spans reaching a shut-down processor are dropped and counted, and one warning says it was shut down."""
+    caplog.set_level(logging.WARNING, logger="autotrace")
+    exporter = ListExporter()
+    proc = install(exporter, schedule_delay=60.0)
+    assert autotrace.shutdown(5)
+    autotrace.configure(autotrace.TraceConfig(sample_rate=1.0, exporters=[proc]))
+    produce(5)
+    assert autotrace.flush(5)
+    produce(5)
+    assert exporter.names() == [] and proc.stats()["dropped"] == 10
+    shown = [r.getMessage() for r in caplog.records if "after shutdown()" in r.getMessage()]
+    assert len(shown) == 1 and "shut down" in shown[0]
+    assert autotrace.tracer.errors()["BatchSpanProcessor.on_end after shutdown()"] == 10
+
+
 def test_module_stats_sum_live_and_shut_down_processors() -> None:
     """autotrace.export.stats() adds up every processor of the process, including ones already shut down."""
     base = stats()

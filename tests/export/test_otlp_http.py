@@ -358,6 +358,24 @@ def test_a_collector_drip_feeding_its_answer_is_cut_off_at_the_export_timeout(ca
         server.close()
 
 
+def test_reusing_an_exporter_after_shutdown_logs_why_nothing_is_sent_once(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """configure(exporters=[e]) again after shutdown(): spans are counted failed and one warning names the shutdown."""
+    caplog.set_level(logging.WARNING, logger="autotrace")
+    exporter = OTLPHttpExporter(receiver.url, timeout=5)
+    autotrace.configure(autotrace.TraceConfig(sample_rate=1.0, exporters=[exporter]))
+    assert autotrace.shutdown(5)
+    autotrace.configure(autotrace.TraceConfig(sample_rate=1.0, exporters=[exporter]))
+    for round_ in range(3):
+        produce(2, f"late{round_}")
+        assert autotrace.flush(5)
+    assert exporter.stats()["failed"] == 6 and receiver.requests == []
+    shown = warnings_about(caplog, "shut down")
+    assert len(shown) == 1 and "make a new one" in shown[0]
+    assert autotrace.tracer.errors()[f"OTLP export to {receiver.url} (shut down)"] == 3
+
+
 def test_a_hanging_collector_never_blocks_the_instrumented_code_and_shutdown_is_bounded(receiver: Receiver) -> None:
     """While the worker waits on a hung request, traced calls keep returning; shutdown(1) returns in time."""
     receiver.script({"hang": True})
