@@ -526,12 +526,19 @@ def errors() -> dict[str, int]:
     return dict(_S.errors)
 
 
+def _time_left(deadline: float | None) -> float | None:
+    """Seconds until ``deadline`` (0 once it passed); None for no deadline."""
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
 def flush(timeout: float | None = 5.0) -> bool:
     """Send whatever exporters have queued; True when all finished within ``timeout`` seconds."""
+    # One deadline for all: each processor gets what the ones before it left over.
+    deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
     ok = True
     for proc in _S.processors:
         try:
-            ok = bool(proc.force_flush(timeout)) and ok
+            ok = bool(proc.force_flush(_time_left(deadline))) and ok
         except Exception as exc:
             internal_error(f"{type(proc).__name__}.force_flush", exc)
             ok = False
@@ -543,10 +550,12 @@ def shutdown(timeout: float | None = 5.0) -> bool:
     with _S.lock:
         procs = [p for p in _S.processors if not getattr(p, "_autotrace_capture", False)]
         _S.processors = tuple(p for p in _S.processors if getattr(p, "_autotrace_capture", False))
+    # One deadline for all; past it, each processor is still told to stop (with 0 s to do so).
+    deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
     ok = True
     for proc in procs:
         try:
-            ok = bool(proc.shutdown(timeout)) and ok
+            ok = bool(proc.shutdown(_time_left(deadline))) and ok
         except Exception as exc:
             internal_error(f"{type(proc).__name__}.shutdown", exc)
             ok = False

@@ -132,6 +132,11 @@ class BatchSpanProcessor:
             # With the GIL, `+=` on an attribute is not interrupted midway (no eval-breaker
             # check inside it), so the count stays exact without a lock on this path.
             self.dropped += 1
+            if self._closed:  # e.g. passed to configure() again after shutdown(): say why spans vanish
+                internal_error(
+                    "BatchSpanProcessor.on_end after shutdown()",
+                    RuntimeError("this processor was shut down and drops every span; make a new one"),
+                )
             return
         queue.append(span)
         if len(queue) >= self.max_export_batch_size and not self._wake.is_set():

@@ -140,9 +140,8 @@ class OTLPHttpExporter:
         total = len(spans)
         if not total:
             return True
-        if self._abort.is_set():
-            self._counts["failed"] += total
-            return False
+        if self._abort.is_set():  # e.g. configure(exporters=[e]) again after shutdown(): say why nothing is sent
+            return self._give_up(total, "shut down", "this exporter was shut down; make a new one to send again")
         limit = self.timeout if timeout is None else min(self.timeout, max(0.0, timeout))
         deadline = time.monotonic() + limit
         try:
@@ -241,7 +240,12 @@ class OTLPHttpExporter:
         return conn
 
     def _post(self, body: bytes, headers: Mapping[str, str], timeout: float) -> tuple[int, Any, bytes]:
-        """One HTTP POST, on the kept-alive connection when there is one; the socket timeout is what is left.
+        """One HTTP POST, on the kept-alive connection when there is one, finished within ``timeout`` seconds.
+
+        The socket timeout bounds each read or write; a watchdog timer bounds the
+        whole request (a collector drip-feeding its answer would otherwise hold
+        the worker for many timeouts): at the deadline it shuts the socket down,
+        and the request fails with TimeoutError.
 
         A kept-alive connection the collector has since closed fails before any
         answer: that attempt is made once more on a new connection, at no
@@ -252,30 +256,69 @@ class OTLPHttpExporter:
         reused = conn is not None
         if conn is None:
             conn = self._connect(timeout)
-        elif conn.sock is not None:
-            conn.sock.settimeout(timeout)
+        else:
+            conn.timeout = timeout
+            if conn.sock is not None:
+                conn.sock.settimeout(timeout)
         if self._proxy is not None and not self._https:
             headers = {**headers, **self._proxy.headers}
-        while True:
-            with self._conn_lock:
-                self._active.add(conn)
-            try:
-                conn.request("POST", self._target, body=body, headers=dict(headers))
-                response = conn.getresponse()
-                reply = response.read(_MAX_RESPONSE_BYTES)
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError):
-                self._release(conn, keep=False)
-                if not reused or self._abort.is_set():
+        watch = _Watch(conn)
+        timer = threading.Timer(timeout, self._expire, (watch,))
+        timer.name = "autotrace-export-watchdog"
+        timer.daemon = True
+        timer.start()
+        try:
+            while True:
+                with self._conn_lock:
+                    self._active.add(conn)
+                    watch.conn = conn
+                try:
+                    if conn.sock is None:
+                        # Connecting is one socket operation, bounded by the socket timeout; the
+                        # watchdog cannot cut it (no socket yet), so look at the clock after it.
+                        conn.connect()
+                    if watch.expired:
+                        raise TimeoutError
+                    conn.request("POST", self._target, body=body, headers=dict(headers))
+                    response = conn.getresponse()
+                    reply = response.read(_MAX_RESPONSE_BYTES)
+                except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError):
+                    self._release(conn, keep=False)
+                    if not reused or self._abort.is_set() or watch.expired:
+                        raise
+                    reused = False  # went stale while idle: once more, on a new connection
+                    conn = self._connect(max(0.001, timeout - (time.monotonic() - watch.started)))
+                    continue
+                except BaseException:
+                    self._release(conn, keep=False)
                     raise
-                reused = False  # went stale while idle: once more, on a new connection
-                conn = self._connect(timeout)
-                continue
-            except BaseException:
-                self._release(conn, keep=False)
-                raise
-            # Kept only when the answer was read to its end and the server keeps the connection open.
-            self._release(conn, keep=response.isclosed() and not response.will_close)
-            return response.status, response.headers, reply
+                with self._conn_lock:
+                    watch.done = True  # from here on the watchdog leaves the connection alone
+                if watch.expired:  # the answer was cut short (or may have been): not to be trusted
+                    self._release(conn, keep=False)
+                    raise TimeoutError
+                # Kept only when the answer was read to its end and the server keeps the connection open.
+                self._release(conn, keep=response.isclosed() and not response.will_close)
+                return response.status, response.headers, reply
+        except (OSError, http.client.HTTPException) as exc:
+            if watch.expired and not self._abort.is_set():
+                raise TimeoutError(f"no complete answer within {timeout:.3g} s") from exc
+            raise
+        finally:
+            timer.cancel()
+
+    def _expire(self, watch: _Watch) -> None:
+        """The watchdog: the request's time is up, so cut its connection (wakes a blocked recv or send)."""
+        with self._conn_lock:
+            if watch.done:
+                return
+            watch.expired = True
+            sock = watch.conn.sock if watch.conn in self._active else None
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
     def _release(self, conn: http.client.HTTPConnection, *, keep: bool) -> None:
         """Done with ``conn``: kept for the next export when it can be, closed otherwise."""
@@ -345,6 +388,18 @@ class OTLPHttpExporter:
 
     def __repr__(self) -> str:
         return f"OTLPHttpExporter({self._shown!r}, encoding={self.encoding!r}, compression={self.compression!r})"
+
+
+class _Watch:
+    """One request's watchdog state: its connection now, and whether its time ran out."""
+
+    __slots__ = ("conn", "done", "expired", "started")
+
+    def __init__(self, conn: http.client.HTTPConnection) -> None:
+        self.conn = conn
+        self.started = time.monotonic()
+        self.done = False
+        self.expired = False
 
 
 def _snippet(reply: bytes) -> str:

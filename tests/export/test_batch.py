@@ -150,6 +150,7 @@ def test_an_exporter_returning_false_or_otel_failure_counts_the_batch_failed() -
 
 def test_a_full_queue_drops_the_newest_spans_and_counts_them() -> None:
     """While the exporter is stuck, on_end keeps returning; spans past max_queue_size are dropped and counted."""
+    base = stats()  # the module counters are process-wide: other tests' drops are in them too
     exporter = BlockingExporter()
     proc = install(exporter, schedule_delay=0.01, max_queue_size=20, max_export_batch_size=5)
     produce(1, "first")
@@ -159,7 +160,28 @@ def test_a_full_queue_drops_the_newest_spans_and_counts_them() -> None:
     exporter.release.set()
     assert autotrace.flush(30)
     assert exporter.names() == ["first0"] + [f"s{n}" for n in range(20)]
-    assert stats()["dropped"] == 80
+    assert stats()["dropped"] - base["dropped"] == 80
+
+
+def test_flush_and_shutdown_share_one_deadline_across_processors() -> None:
+    """flush(t) and shutdown(t) take about t in all, not t per processor, and still stop every processor."""
+    exporters = [BlockingExporter() for _ in range(3)]
+    procs = [BatchSpanProcessor(e, schedule_delay=0.01) for e in exporters]
+    autotrace.configure(autotrace.TraceConfig(sample_rate=1.0, exporters=procs))
+    produce(1)
+    assert all(e.entered.wait(30) for e in exporters)  # every worker is now stuck in export
+    started = time.monotonic()
+    assert autotrace.flush(1.0) is False
+    assert time.monotonic() - started < 2.5  # 3 s if each processor had the whole second
+    started = time.monotonic()
+    assert autotrace.shutdown(1.0) is False
+    assert time.monotonic() - started < 2.5
+    # Past the deadline the later processors were still shut down (with no time left), exporters included.
+    assert [e.shutdowns for e in exporters] == [1, 1, 1]
+    for proc in procs:
+        proc._worker.join(30)
+        assert not proc._worker.is_alive()
+        assert proc not in live_processors()
 
 
 def test_shutdown_of_a_stuck_exporter_returns_within_its_timeout() -> None:
@@ -188,6 +210,24 @@ def test_after_shutdown_spans_are_dropped_and_flush_is_a_no_op() -> None:
     assert proc.force_flush(1) is True
     assert exporter.shutdowns == 1
     assert proc not in live_processors()
+
+
+def test_a_processor_configured_again_after_shutdown_logs_once_why_spans_are_dropped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Spans reaching a shut-down processor are dropped and counted, and one warning says it was shut down."""
+    caplog.set_level(logging.WARNING, logger="autotrace")
+    exporter = ListExporter()
+    proc = install(exporter, schedule_delay=60.0)
+    assert autotrace.shutdown(5)
+    autotrace.configure(autotrace.TraceConfig(sample_rate=1.0, exporters=[proc]))
+    produce(5)
+    assert autotrace.flush(5)
+    produce(5)
+    assert exporter.names() == [] and proc.stats()["dropped"] == 10
+    shown = [r.getMessage() for r in caplog.records if "after shutdown()" in r.getMessage()]
+    assert len(shown) == 1 and "shut down" in shown[0]
+    assert autotrace.tracer.errors()["BatchSpanProcessor.on_end after shutdown()"] == 10
 
 
 def test_module_stats_sum_live_and_shut_down_processors() -> None:

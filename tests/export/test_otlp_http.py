@@ -6,6 +6,7 @@ import email.utils
 import logging
 import multiprocessing
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -282,6 +283,99 @@ def test_a_collector_hanging_past_the_timeout_fails_the_batch_only(receiver: Rec
     assert sorted(receiver.span_names()) == sorted(f"kept-{n}" for n in range(5))
 
 
+class DripServer:
+    """A raw-socket collector that answers 200 with Content-Length: 40, then sends the body one byte per 0.25 s."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.stop = threading.Event()
+        self.requests = 0
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        """The traces endpoint."""
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1/traces"
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
+
+    def _drip(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = int(
+                    next(
+                        v
+                        for k, _, v in (line.partition(b":") for line in head.split(b"\r\n"))
+                        if k.strip().lower() == b"content-length"
+                    )
+                )
+                while len(body) < length:
+                    body += conn.recv(65536)
+                self.requests += 1
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n")
+                for _ in range(40):
+                    if self.stop.wait(0.25):
+                        return
+                    conn.sendall(b" ")
+            except (OSError, StopIteration, ValueError):
+                return
+
+    def close(self) -> None:
+        self.stop.set()
+        self.sock.close()
+
+
+def test_a_collector_drip_feeding_its_answer_is_cut_off_at_the_export_timeout(caplog: pytest.LogCaptureFixture) -> None:
+    """The timeout bounds the whole request: an answer arriving a byte per 0.25 s fails the batch as a timeout."""
+    caplog.set_level(logging.WARNING, logger="autotrace")
+    server = DripServer()
+    try:
+        exporter = OTLPHttpExporter(server.url, timeout=1.0, backoff_base=0.01)
+        spans = [autotrace.Span(f"drip-{n}") for n in range(6)]
+        started = time.monotonic()
+        assert exporter.export(spans) is False
+        assert time.monotonic() - started < 3.0  # not 10 s (40 bytes at 0.25 s each)
+        assert exporter.stats()["failed"] == 6 and exporter.stats()["exported"] == 0
+        assert server.requests >= 1
+        assert len(warnings_about(caplog, "(timeout)")) == 1
+        # The next export gets its own full timeout on a new connection, and fails the same way.
+        started = time.monotonic()
+        assert exporter.export(spans[:2]) is False
+        assert time.monotonic() - started < 3.0
+        assert exporter.stats()["failed"] == 8
+    finally:
+        server.close()
+
+
+def test_reusing_an_exporter_after_shutdown_logs_why_nothing_is_sent_once(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """configure(exporters=[e]) again after shutdown(): spans are counted failed and one warning names the shutdown."""
+    caplog.set_level(logging.WARNING, logger="autotrace")
+    exporter = OTLPHttpExporter(receiver.url, timeout=5)
+    autotrace.configure(autotrace.TraceConfig(sample_rate=1.0, exporters=[exporter]))
+    assert autotrace.shutdown(5)
+    autotrace.configure(autotrace.TraceConfig(sample_rate=1.0, exporters=[exporter]))
+    for round_ in range(3):
+        produce(2, f"late{round_}")
+        assert autotrace.flush(5)
+    assert exporter.stats()["failed"] == 6 and receiver.requests == []
+    shown = warnings_about(caplog, "shut down")
+    assert len(shown) == 1 and "make a new one" in shown[0]
+    assert autotrace.tracer.errors()[f"OTLP export to {receiver.url} (shut down)"] == 3
+
+
 def test_a_hanging_collector_never_blocks_the_instrumented_code_and_shutdown_is_bounded(receiver: Receiver) -> None:
     """While the worker waits on a hung request, traced calls keep returning; shutdown(1) returns in time."""
     receiver.script({"hang": True})
@@ -308,12 +402,13 @@ def test_a_full_queue_drops_and_counts_while_the_collector_hangs(receiver: Recei
     receiver.script({"hang": True})
     exporter = OTLPHttpExporter(receiver.url, timeout=120, backoff_base=0.01)
     proc = install(exporter, schedule_delay=0.05, max_queue_size=50, max_export_batch_size=10)
+    base = autotrace.export.stats()  # process-wide: other tests' drops are in it too
     produce(1)
     assert receiver.hanging.wait(30)
     produce(200)
     stats = proc.stats()
     assert stats["queued"] == 50 and stats["dropped"] == 150
-    assert autotrace.export.stats()["dropped"] >= 150
+    assert autotrace.export.stats()["dropped"] - base["dropped"] == 150
     receiver.release.set()  # the hung request is cut off unanswered: retried, then everything queued goes
     assert autotrace.flush(60)
     assert len(receiver.spans) == 51 and len({s["span_id"] for s in receiver.spans}) == 51
@@ -459,6 +554,7 @@ def test_several_exporters_at_once_beside_the_store(receiver: Receiver, tmp_path
         "AUTOTRACE_EXPORT_FILE": str(tmp_path / "t.jsonl"),
         "AUTOTRACE_SAMPLE_RATE": "1",
     }
+    base = autotrace.export.stats()  # process-wide: other tests' exports are in it too
     config = autotrace.TraceConfig.from_env(env)
     out = io.StringIO()
     for exporter in config.exporters:
@@ -480,4 +576,4 @@ def test_several_exporters_at_once_beside_the_store(receiver: Receiver, tmp_path
     )
     assert len(out.getvalue().splitlines()) == 40
     assert autotrace.get_trace_store().span_count() == 40
-    assert autotrace.export.stats()["exported"] >= 120
+    assert autotrace.export.stats()["exported"] - base["exported"] == 120
