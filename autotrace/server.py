@@ -165,6 +165,15 @@ def parse_trace_id(text: str | None) -> str | None:
     return text.lower()
 
 
+def _etag_matches(header: str, etag: str) -> bool:
+    """True when an If-None-Match header names ``etag`` (weak comparison, as RFC 9110 asks) or is ``*``."""
+    for candidate in header.split(","):
+        candidate = candidate.strip()
+        if candidate == "*" or candidate.removeprefix("W/") == etag:
+            return True
+    return False
+
+
 def _authorized(header: str, expected: bytes) -> bool:
     scheme, _, credentials = header.strip().partition(" ")
     if scheme.lower() != "bearer":
@@ -353,7 +362,7 @@ def install(
     app.default_error_handler = _error_page  # instance attribute: wins over Bottle's HTML pages
 
     def traces() -> bytes:
-        """The stored traces as OTLP/JSON: ?limit=N, ?clear=true, ?trace_id=<32 hex>."""
+        """The stored traces as OTLP/JSON: ?limit=N, ?clear=true, ?trace_id=<32 hex>; ETag and 304 unless clearing."""
         unknown = sorted(set(bottle.request.query.keys()) - set(_TRACES_PARAMS))
         if unknown:
             raise Problem(
@@ -380,7 +389,16 @@ def install(
             # spans that arrive while this answer is built stay for the next read.
             doc = s.export(limit, clear=clear)
         bottle.response.content_type = _JSON
-        return _dumps(doc)
+        body = _dumps(doc)
+        if clear:
+            return body
+        # The viewer polls every 3 s: an unchanged answer is a bodiless 304 for its If-None-Match.
+        etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+        bottle.response.set_header("ETag", etag)
+        if _etag_matches(bottle.request.environ.get("HTTP_IF_NONE_MATCH", ""), etag):
+            bottle.response.status = 304
+            return b""
+        return body
 
     def delete_traces() -> bytes:
         """Empty the store; answers how many traces were removed."""

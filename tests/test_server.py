@@ -706,3 +706,23 @@ def test_the_warning_reaches_stderr_without_logging_setup() -> None:
     lines = done.stderr.splitlines()
     assert len(lines) == 2, lines
     assert all(line.startswith("autotrace server: http://0.0.0.0:") and "no token is set" in line for line in lines)
+
+
+def test_traces_answers_carry_an_etag_and_304_when_unchanged(url: str) -> None:
+    """GET /traces has an ETag; If-None-Match with it is a bodiless 304 until the store changes."""
+    record_trace("first", children=1)
+    first = fetch(url, "/traces?limit=50")
+    etag = first.headers["etag"]
+    assert first.status == 200 and etag.startswith('"') and etag.endswith('"')
+    again = fetch(url, "/traces?limit=50", headers={"If-None-Match": etag})
+    assert again.status == 304 and again.body == b"" and again.headers["etag"] == etag
+    assert fetch(url, "/traces?limit=50", headers={"If-None-Match": f'"other", W/{etag}'}).status == 304
+    record_trace("second", children=1)
+    changed = fetch(url, "/traces?limit=50", headers={"If-None-Match": etag})
+    assert changed.status == 200 and changed.headers["etag"] != etag
+    assert sorted(s["name"] for s in spans_of(changed.json()) if "." not in s["name"]) == ["first", "second"]
+    assert fetch(url, "/traces?limit=1", headers={"If-None-Match": changed.headers["etag"]}).status == 200
+    # clear=true always answers (and clears): a 304 would hand out nothing yet remove the traces
+    cleared = fetch(url, "/traces?clear=true", headers={"If-None-Match": changed.headers["etag"]})
+    assert cleared.status == 200 and "etag" not in cleared.headers and len(trace_ids(cleared.json())) == 2
+    assert autotrace.trace_count() == 0
