@@ -206,17 +206,13 @@ def _run(command: str, args: argparse.Namespace, stop: threading.Event) -> int:
     try:
         if command == "demo":
             from .demo import create_demo_app
-            from .wsgi import TracingMiddleware
 
-            # One SERVER span per request, continuing the caller's traceparent. The
-            # server's own routes are left out: the viewer polls /traces every few
-            # seconds and would otherwise fill the store with its own requests.
-            app = TracingMiddleware(
-                create_demo_app(token=args.token, allowed_hosts=hosts, delay=args.delay),
-                excluded_paths=("/health", "/ready", "/traces", "/"),
-            )
+            # The demo app traces its own requests: one SERVER span per request to
+            # /generate and /models, continuing the caller's traceparent.
+            app = create_demo_app(token=args.token, allowed_hosts=hosts, delay=args.delay)
         else:
-            app = server.create_app(token=args.token, allowed_hosts=hosts)
+            # serve has no routes of its own to trace: leave the store (maybe a --file) as loaded.
+            app = server.create_app(token=args.token, allowed_hosts=hosts, trace_requests=False)
         handle = server.start_in_background(args.host, args.port, app=app, access_log=args.access_log)
     except OSError as exc:
         print(f"autotrace {command}: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
@@ -230,7 +226,7 @@ def _run(command: str, args: argparse.Namespace, stop: threading.Event) -> int:
     url = handle.url
     with handle:
         _print(f"autotrace {command}: listening on {url}")
-        if hosts is None and not token:
+        if not token and not server.is_loopback(args.host):
             print(
                 f"autotrace {command}: warning: {args.host} is reachable from other machines and no --token is set",
                 file=sys.stderr,

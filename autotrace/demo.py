@@ -5,6 +5,9 @@ a real model server would be: ``POST /generate`` streams tokens from a traced
 generator with ``tokenize``, ``prefill`` and ``decode`` child spans carrying
 GenAI semantic-convention attributes, and ``GET /models`` lists the model. The
 /traces routes, /health, /ready and the viewer come from ``autotrace.server``.
+Each request to /generate or /models is one SERVER span (the app runs them
+through ``autotrace.wsgi.TracingMiddleware``, as ``create_app`` does), so a
+caller's ``traceparent`` is continued and answered.
 The "model" is a deterministic toy: no weights, no randomness between runs.
 """
 
@@ -23,7 +26,7 @@ import bottle
 
 from .decorators import traced
 from .propagation import traced_urlopen
-from .server import Guard, Problem, install
+from .server import Guard, Problem, _TracedBottle, install
 from .store import TraceStore
 from .tracer import span
 
@@ -157,15 +160,18 @@ def create_demo_app(
     token: str | None = None,
     allowed_hosts: Iterable[str] | None = None,
     delay: float = 0.002,
+    trace_requests: bool = True,
 ) -> bottle.Bottle:
     """The demo inference server: /generate, /models, plus /traces, /health, /ready and the viewer.
 
-    ``delay`` is the pretend cost of one decode step, in seconds.
+    ``delay`` is the pretend cost of one decode step, in seconds. With
+    ``trace_requests`` each request to /generate and /models is a SERVER span
+    (the parent of the generation span) continuing the caller's ``traceparent``.
     """
     if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not 0 <= delay <= 10:
         raise ValueError(f"delay must be a number of seconds from 0 to 10; got {delay!r}")
     guard = Guard(token, allowed_hosts=allowed_hosts)
-    app = install(bottle.Bottle(catchall=True), store, guard=guard)
+    app = install(_TracedBottle(trace_requests=trace_requests, catchall=True), store, guard=guard)
 
     def generate() -> Any:
         """POST {"prompt": ..., "max_tokens": N, "stream": true}: tokens as JSON lines, or one JSON answer."""

@@ -9,18 +9,25 @@
 ``create_app()`` is a plain WSGI application, so gunicorn or waitress can host it
 too (``gunicorn 'autotrace.server:create_app()'``). Every answer is JSON except
 the viewer page at ``/``; bad input is a 400 that names the parameter, never a 500.
+Requests to routes you add to it are traced (one SERVER span each, see
+``autotrace.wsgi.TracingMiddleware``); the server's own routes are not.
 """
 
 from __future__ import annotations
 
+import base64
+import functools
+import hashlib
 import hmac
 import importlib.resources
+import ipaddress
 import json
 import logging
 import os
 import re
 import socket
 import socketserver
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -31,8 +38,19 @@ import bottle
 from .otlp import encode_traces
 from .store import TraceStore
 from .tracer import get_trace_store, internal_error
+from .wsgi import TracingMiddleware
 
-__all__ = ["Guard", "Problem", "ServerHandle", "create_app", "install", "loopback_hosts", "start_in_background"]
+__all__ = [
+    "Guard",
+    "Problem",
+    "ServerHandle",
+    "create_app",
+    "install",
+    "is_loopback",
+    "loopback_hosts",
+    "page_policy",
+    "start_in_background",
+]
 
 logger = logging.getLogger("autotrace")
 
@@ -51,15 +69,19 @@ _COMMON_HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 # The viewer is one self-contained file: its script and style are inline, and it
-# only talks to this origin.
-_PAGE_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
-        "img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
-        "form-action 'none'; frame-ancestors 'none'"
-    ),
-    "X-Frame-Options": "DENY",
-}
+# only talks to this origin. script-src and style-src allow exactly the inline
+# blocks the page ships, by their sha256 (computed when the page is read), not
+# 'unsafe-inline': a script injected into the page would not run.
+_PAGE_POLICY = (
+    "default-src 'self'; script-src {script}; style-src {style}; "
+    "img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'none'"
+)
+_INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.S)
+_INLINE_STYLE = re.compile(r"<style>(.*?)</style>", re.S)
+_COMMENT = re.compile(r"<!--.*?-->", re.S)
+# The server's own routes: TracingMiddleware leaves them out (the viewer polls /traces).
+OWN_PATHS = ("/", "/traces", "/health", "/ready")
 
 _PLACEHOLDER_PAGE = """<!doctype html>
 <html lang="en">
@@ -141,6 +163,15 @@ def parse_trace_id(text: str | None) -> str | None:
     if not _TRACE_ID.fullmatch(text) or int(text, 16) == 0:
         raise ValueError(f"trace_id must be 32 hex digits, not all zero; got {text[:40]!r}")
     return text.lower()
+
+
+def _etag_matches(header: str, etag: str) -> bool:
+    """True when an If-None-Match header names ``etag`` (weak comparison, as RFC 9110 asks) or is ``*``."""
+    for candidate in header.split(","):
+        candidate = candidate.strip()
+        if candidate == "*" or candidate.removeprefix("W/") == etag:
+            return True
+    return False
 
 
 def _authorized(header: str, expected: bytes) -> bool:
@@ -277,14 +308,33 @@ def _error_page(err: bottle.HTTPError) -> bytes:
     return _dumps({"error": message, "status": status})
 
 
-def _viewer_page() -> str:
+def _csp_sources(blocks: list[str]) -> str:
+    """A CSP source list allowing exactly these inline blocks by hash ('none' when there are none)."""
+    hashes = [
+        "'sha256-" + base64.b64encode(hashlib.sha256(b.encode("utf-8")).digest()).decode("ascii") + "'" for b in blocks
+    ]
+    return " ".join(hashes) or "'none'"
+
+
+def page_policy(html: str) -> str:
+    """The Content-Security-Policy for ``html``: its inline <script> and <style> blocks allowed by sha256."""
+    html = _COMMENT.sub("", html)
+    return _PAGE_POLICY.format(
+        script=_csp_sources(_INLINE_SCRIPT.findall(html)), style=_csp_sources(_INLINE_STYLE.findall(html))
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _viewer_page() -> tuple[str, dict[str, str]]:
+    """The viewer page (read once) and its headers, with the CSP hashes of its inline blocks."""
+    html = _PLACEHOLDER_PAGE
     try:
         resource = importlib.resources.files("autotrace").joinpath("viewer.html")
         if resource.is_file():
-            return resource.read_text(encoding="utf-8")
+            html = resource.read_text(encoding="utf-8")
     except Exception as exc:
         internal_error("reading viewer.html", exc)
-    return _PLACEHOLDER_PAGE
+    return html, {"Content-Security-Policy": page_policy(html), "X-Frame-Options": "DENY"}
 
 
 def install(
@@ -312,7 +362,7 @@ def install(
     app.default_error_handler = _error_page  # instance attribute: wins over Bottle's HTML pages
 
     def traces() -> bytes:
-        """The stored traces as OTLP/JSON: ?limit=N, ?clear=true, ?trace_id=<32 hex>."""
+        """The stored traces as OTLP/JSON: ?limit=N, ?clear=true, ?trace_id=<32 hex>; ETag and 304 unless clearing."""
         unknown = sorted(set(bottle.request.query.keys()) - set(_TRACES_PARAMS))
         if unknown:
             raise Problem(
@@ -339,7 +389,16 @@ def install(
             # spans that arrive while this answer is built stay for the next read.
             doc = s.export(limit, clear=clear)
         bottle.response.content_type = _JSON
-        return _dumps(doc)
+        body = _dumps(doc)
+        if clear:
+            return body
+        # The viewer polls every 3 s: an unchanged answer is a bodiless 304 for its If-None-Match.
+        etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+        bottle.response.set_header("ETag", etag)
+        if _etag_matches(bottle.request.environ.get("HTTP_IF_NONE_MATCH", ""), etag):
+            bottle.response.status = 304
+            return b""
+        return body
 
     def delete_traces() -> bytes:
         """Empty the store; answers how many traces were removed."""
@@ -360,9 +419,10 @@ def install(
 
     def page() -> str:
         """The trace viewer (a placeholder page when viewer.html is not installed)."""
+        html, headers = _viewer_page()
         bottle.response.content_type = "text/html; charset=utf-8"
-        _set_headers(_PAGE_HEADERS)
-        return _viewer_page()
+        _set_headers(headers)
+        return html
 
     app.route("/traces", "GET", guard(traces))
     app.route("/traces", "DELETE", guard(delete_traces))
@@ -373,16 +433,58 @@ def install(
     return app
 
 
+class _TracedBottle(bottle.Bottle):  # type: ignore[misc]  # bottle has no type hints
+    """A Bottle app that runs each request through ``TracingMiddleware``, except the server's own routes.
+
+    Still a ``bottle.Bottle`` (routes, plugins, ``mount`` all work); only its
+    WSGI entry point, ``app(environ, start_response)``, adds the SERVER span.
+    Mounted into another Bottle app, its routes join that app and its
+    middleware does not run (wrap the outer app instead).
+    """
+
+    def __init__(self, *, trace_requests: bool = True, **kwargs: Any) -> None:
+        if not isinstance(trace_requests, bool):
+            raise ValueError(f"trace_requests must be True or False; got {trace_requests!r}")
+        super().__init__(**kwargs)
+        self._tracing = TracingMiddleware(self.wsgi, excluded_paths=OWN_PATHS) if trace_requests else None
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        tracing = self._tracing
+        if tracing is None:
+            return self.wsgi(environ, start_response)  # type: ignore[no-any-return]
+        return tracing(environ, start_response)
+
+
 def create_app(
-    store: TraceStore | None = None, *, token: str | None = None, allowed_hosts: Iterable[str] | None = None
+    store: TraceStore | None = None,
+    *,
+    token: str | None = None,
+    allowed_hosts: Iterable[str] | None = None,
+    trace_requests: bool = True,
 ) -> bottle.Bottle:
     """A Bottle (WSGI) app serving ``store`` (the global store by default) at /traces.
 
     ``token`` (default: ``$AUTOTRACE_TOKEN``) makes every route but /health and
     the viewer page ask for ``Authorization: Bearer <token>``; ``allowed_hosts``
-    limits the ``Host`` headers answered (see ``Guard``).
+    limits the ``Host`` headers answered (see ``Guard``). With
+    ``trace_requests`` (the default) every request but those to /, /traces,
+    /health and /ready is one SERVER span (``autotrace.wsgi.TracingMiddleware``)
+    that continues an incoming ``traceparent`` and answers one, so routes you
+    add (``app.route("/predict", ...)``) are traced.
     """
-    return install(bottle.Bottle(catchall=True), store, token=token, allowed_hosts=allowed_hosts)
+    app = _TracedBottle(trace_requests=trace_requests, catchall=True)
+    return install(app, store, token=token, allowed_hosts=allowed_hosts)
+
+
+def is_loopback(host: str) -> bool:
+    """True when ``host`` (a bind address or name) only accepts connections from this machine."""
+    name = _host_name(host)
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name.partition("%")[0]).is_loopback
+    except ValueError:
+        return False
 
 
 # -- running in the background --------------------------------------------------------------
@@ -473,14 +575,17 @@ def start_in_background(
     """Serve ``app`` (default ``create_app(store, token=token)``) on a daemon thread; port 0 picks a free port.
 
     Raises ``OSError`` when the address cannot be bound and ``ValueError`` for a
-    bad host or port.
+    bad host or port. Serving the default app on an address other machines can
+    reach (``0.0.0.0``) without a token logs a warning on the ``autotrace`` logger.
     """
     if not isinstance(host, str) or not host:
         raise ValueError(f"host must be a non-empty string; got {host!r}")
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise ValueError(f"port must be an integer from 0 to 65535; got {port!r}")
+    exposed = False
     if app is None:
         app = create_app(store, token=token, allowed_hosts=loopback_hosts(host))
+        exposed = not is_loopback(host) and not (token or os.environ.get(TOKEN_ENV))
     elif store is not None or token is not None:
         raise ValueError("give either app or store/token, not both")
     server_class = _ThreadingWSGIServer6 if ":" in host else _ThreadingWSGIServer
@@ -499,4 +604,28 @@ def start_in_background(
     except BaseException:
         server.server_close()
         raise
-    return ServerHandle(server, thread, host, bound_port)
+    handle = ServerHandle(server, thread, host, bound_port)
+    if exposed:
+        _warn(
+            f"autotrace server: {handle.url} is reachable from other machines and no token is set; anyone "
+            f"who can connect can read and delete the traces (pass token= or set {TOKEN_ENV})"
+        )
+    return handle
+
+
+def _warn(message: str) -> None:
+    """Log ``message`` as a warning; on stderr as well when logging is not set up to show it.
+
+    The ``autotrace`` logger carries a NullHandler (the library convention), so
+    without a handler of the application's the warning would go nowhere, not
+    even to ``logging.lastResort``.
+    """
+    logger.warning("%s", message)
+    if not logger.isEnabledFor(logging.WARNING):
+        return
+    node: logging.Logger | None = logger
+    while node is not None:
+        if any(not isinstance(h, logging.NullHandler) for h in node.handlers):
+            return
+        node = node.parent if node.propagate else None
+    print(message, file=sys.stderr, flush=True)

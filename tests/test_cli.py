@@ -195,10 +195,22 @@ def test_demo_with_traffic_serves_its_traces_over_http(run: type[Running]) -> No
     url = demo.wait_for(URL.pattern).group(1)
     demo.wait_for(r"sent 5 of 5 requests")
 
-    doc = fetch(url, "/traces").json()
+    deadline = time.monotonic() + 30
+    while True:  # a SERVER span ends just after its answer is sent
+        doc = fetch(url, "/traces").json()
+        servers = [s for s in spans_of(doc) if s["kind"] == 2]
+        if len(servers) >= 5 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     validate_otlp(doc)
     assert len(trace_ids(doc)) == 5
     spans = spans_of(doc)
+    # Exactly one SERVER span per request (the demo app's own middleware, not a second
+    # one from the CLI), child of send_traffic's CLIENT span and parent of the generation.
+    assert len(servers) == 5 and {s["name"] for s in servers} == {"POST /generate"}
+    assert sorted(s["traceId"] for s in servers) == sorted(trace_ids(doc))
+    by_id = {s["spanId"]: s for s in spans}
+    assert all(by_id[s["parentSpanId"]]["kind"] == 3 for s in servers)  # SPAN_KIND_CLIENT
     roots = [s for s in spans if s["name"] == "text_completion tiny-llm"]
     assert len(roots) == 5
     for root in roots:
@@ -209,6 +221,7 @@ def test_demo_with_traffic_serves_its_traces_over_http(run: type[Running]) -> No
         assert 1 <= int(attrs["gen_ai.usage.output_tokens"]["intValue"]) <= 8
         children = {s["name"] for s in spans if s.get("parentSpanId") == root["spanId"]}
         assert {"tokenize", "prefill", "decode"} <= children
+        assert by_id[root["parentSpanId"]]["kind"] == 2
     resource = {kv["key"]: kv["value"] for kv in doc["resourceSpans"][0]["resource"]["attributes"]}
     assert resource["service.name"] == {"stringValue": "autotrace-demo"}
 
@@ -234,6 +247,16 @@ def test_demo_with_traffic_serves_its_traces_over_http(run: type[Running]) -> No
 
     assert demo.stop(signal.SIGINT) == 0
     demo.wait_for(r"autotrace demo: stopped")
+
+
+def test_demo_on_all_interfaces_without_a_token_warns_once(run: type[Running]) -> None:
+    """`demo --host 0.0.0.0` without a token prints one warning on stderr (not a second from the logger)."""
+    demo = run("demo", "--host", "0.0.0.0", "--port", "0")
+    demo.wait_for(r"Press Ctrl-C to stop")
+    assert demo.stop(signal.SIGINT) == 0
+    assert demo.proc.stderr is not None
+    warnings = [line for line in demo.proc.stderr.read().splitlines() if "reachable from other machines" in line]
+    assert warnings == ["autotrace demo: warning: 0.0.0.0 is reachable from other machines and no --token is set"]
 
 
 def test_serve_runs_until_sigterm_and_frees_the_port(run: type[Running]) -> None:

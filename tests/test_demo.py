@@ -21,6 +21,22 @@ from .server_helpers import fetch, spans_of, trace_ids, validate_otlp
 JSON = {"Content-Type": "application/json"}
 
 
+def server_spans(count: int = 1, timeout: float = 30.0) -> list[list[autotrace.Span]]:
+    """The stored traces once ``count`` SERVER spans have ended.
+
+    A SERVER span ends when the server has written the whole body, so the
+    client can have its answer a moment before the span reaches the store.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        traces = autotrace.get_trace_store().traces()
+        ended = [s for trace in traces for s in trace if s.kind is autotrace.SpanKind.SERVER]
+        if len(ended) >= count:
+            return traces
+        assert time.monotonic() < deadline, f"{len(ended)} of {count} SERVER spans ended"
+        time.sleep(0.01)
+
+
 @pytest.fixture(scope="module")
 def demo() -> Iterator[ServerHandle]:
     """The demo app on a free port, no artificial delay."""
@@ -40,13 +56,16 @@ def test_generate_streams_tokens_then_a_done_line(demo: ServerHandle) -> None:
 
 
 def test_generate_records_a_genai_span_tree(demo: ServerHandle) -> None:
-    """One request is one trace: text_completion root with tokenize, prefill and decode children."""
+    """One request is one trace: SERVER span, then text_completion with tokenize, prefill and decode children."""
     fetch(demo.url, "/generate", method="POST", body=b'{"prompt": "one two three", "max_tokens": 3}', headers=JSON)
+    server_spans()
     doc = fetch(demo.url, "/traces").json()
     validate_otlp(doc)
     assert len(trace_ids(doc)) == 1
     spans = spans_of(doc)
-    (root,) = [s for s in spans if "parentSpanId" not in s or not s["parentSpanId"]]
+    (server,) = [s for s in spans if "parentSpanId" not in s or not s["parentSpanId"]]
+    assert server["name"] == "POST /generate" and server["kind"] == 2  # SPAN_KIND_SERVER
+    (root,) = [s for s in spans if s.get("parentSpanId") == server["spanId"]]
     assert root["name"] == f"text_completion {MODEL}"
     attrs = {kv["key"]: kv["value"] for kv in root["attributes"]}
     assert attrs["gen_ai.operation.name"] == {"stringValue": "text_completion"}
@@ -85,9 +104,12 @@ def test_the_toy_model_is_deterministic() -> None:
 
 
 def test_models_lists_the_model(demo: ServerHandle) -> None:
-    """GET /models lists tiny-llm and records a list_models span."""
+    """GET /models lists tiny-llm and records a list_models span under its SERVER span."""
     assert fetch(demo.url, "/models").json()["data"][0]["id"] == MODEL
-    assert [s["name"] for s in spans_of(fetch(demo.url, "/traces").json())] == ["list_models"]
+    server_spans()
+    spans = {s["name"]: s for s in spans_of(fetch(demo.url, "/traces").json())}
+    assert sorted(spans) == ["GET /models", "list_models"]
+    assert spans["list_models"]["parentSpanId"] == spans["GET /models"]["spanId"]
 
 
 BAD_BODIES = [
@@ -110,11 +132,15 @@ BAD_BODIES = [
 
 @pytest.mark.parametrize(("body", "status", "named"), BAD_BODIES)
 def test_bad_generate_bodies_are_json_errors(demo: ServerHandle, body: bytes, status: int, named: str) -> None:
-    """Every malformed /generate body is a 4xx JSON error naming the problem, and records nothing."""
+    """Every malformed /generate body is a 4xx JSON error naming the problem; only the SERVER span records it."""
     reply = fetch(demo.url, "/generate", method="POST", body=body, headers=JSON)
     assert reply.status == status, reply.body
     assert named in reply.json()["error"]
-    assert autotrace.trace_count() == 0
+    (trace,) = server_spans()
+    (server,) = trace
+    assert server.name == "POST /generate" and server.kind is autotrace.SpanKind.SERVER
+    assert server.attributes["http.response.status_code"] == status
+    assert server.status.code is autotrace.StatusCode.UNSET  # a 4xx is the client's error
 
 
 def test_bad_content_length_is_a_400(demo: ServerHandle) -> None:
@@ -177,14 +203,10 @@ def test_send_traffic_drives_the_demo(demo: ServerHandle) -> None:
     assert len([s for s in spans if s.name == "text_completion tiny-llm"]) == 4
 
 
-def test_send_traffic_joins_client_and_server_spans_behind_the_middleware() -> None:
-    """Behind TracingMiddleware each request is one trace: CLIENT -> SERVER -> text_completion."""
-    from autotrace.wsgi import TracingMiddleware
-
-    app = TracingMiddleware(create_demo_app(delay=0))
-    with start_in_background(port=0, app=app) as handle:
-        assert send_traffic(handle.url, 3, max_tokens=2) == 3
-    traces = autotrace.get_trace_store().traces()
+def test_send_traffic_joins_client_and_server_spans(demo: ServerHandle) -> None:
+    """Each request is one trace: CLIENT -> one SERVER span (the demo app's own middleware) -> text_completion."""
+    assert send_traffic(demo.url, 3, max_tokens=2) == 3
+    traces = server_spans(3)
     assert len(traces) == 3
     for trace in traces:
         by_id = {s.span_id: s for s in trace}
@@ -193,6 +215,52 @@ def test_send_traffic_joins_client_and_server_spans_behind_the_middleware() -> N
         client = by_id[server.parent_span_id or ""]
         assert server.name == "POST /generate" and server.kind is autotrace.SpanKind.SERVER
         assert client.kind is autotrace.SpanKind.CLIENT and client.parent_span_id is None
+        assert [s.kind for s in trace].count(autotrace.SpanKind.SERVER) == 1
+
+
+def test_generate_continues_the_callers_traceparent(demo: ServerHandle) -> None:
+    """POST /generate with a traceparent: the SERVER span joins that trace, parents the generation, answers one."""
+    caller_trace, caller_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    reply = fetch(
+        demo.url,
+        "/generate",
+        method="POST",
+        body=b'{"prompt": "follow me", "max_tokens": 3}',
+        headers={**JSON, "traceparent": f"00-{caller_trace}-{caller_span}-01"},
+    )
+    assert reply.status == 200
+    (trace,) = server_spans()
+    (server,) = [s for s in trace if s.kind is autotrace.SpanKind.SERVER]
+    assert server.name == "POST /generate"
+    assert server.trace_id == caller_trace and server.parent_span_id == caller_span
+    assert server.attributes["http.route"] == "/generate"
+    assert server.attributes["http.response.status_code"] == 200
+    gen = next(s for s in trace if s.name == f"text_completion {MODEL}")
+    assert gen.parent_span_id == server.span_id and gen.trace_id == caller_trace
+    assert reply.headers["traceparent"] == f"00-{caller_trace}-{server.span_id}-01"
+
+
+def test_the_servers_own_routes_record_no_span(demo: ServerHandle) -> None:
+    """GET /traces (polled by the viewer), /health, /ready, / and DELETE /traces add nothing to the store."""
+    for method, path in [("GET", "/traces"), ("GET", "/traces?limit=1"), ("GET", "/health"), ("GET", "/ready")]:
+        reply = fetch(demo.url, path, method=method)
+        assert reply.status == 200 and "traceparent" not in reply.headers
+    assert fetch(demo.url, "/").status == 200
+    assert fetch(demo.url, "/traces", method="DELETE").status == 200
+    assert fetch(demo.url, "/models").status == 200  # a traced route, as a fence
+    (trace,) = server_spans()
+    assert sorted(s.name for s in trace) == ["GET /models", "list_models"]
+
+
+def test_trace_requests_false_leaves_requests_untraced() -> None:
+    """create_demo_app(trace_requests=False) records the generation span alone, as its own root."""
+    with start_in_background(port=0, app=create_demo_app(delay=0, trace_requests=False)) as handle:
+        reply = fetch(handle.url, "/generate", method="POST", body=b'{"prompt": "x", "max_tokens": 2}', headers=JSON)
+    assert reply.status == 200 and "traceparent" not in reply.headers
+    (trace,) = autotrace.get_trace_store().traces()
+    assert not [s for s in trace if s.kind is autotrace.SpanKind.SERVER]
+    (root,) = [s for s in trace if s.parent_span_id is None]
+    assert root.name == f"text_completion {MODEL}"
 
 
 def test_demo_token_guards_generate() -> None:

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import logging
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.parse
 from collections import Counter
 from collections.abc import Iterator
+from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -524,3 +532,197 @@ def test_ipv6_loopback() -> None:
     with handle:
         assert handle.url == f"http://[::1]:{handle.port}"
         assert fetch(handle.url, "/traces").json() == {"resourceSpans": []}
+
+
+# -- request tracing on create_app() ------------------------------------------------------------
+
+
+def _server_spans(count: int = 1, timeout: float = 30.0) -> list[autotrace.Span]:
+    """The SERVER spans in the store once ``count`` have ended (a span ends after its body is sent)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        spans = [s for t in autotrace.get_trace_store().traces() for s in t if s.kind is autotrace.SpanKind.SERVER]
+        if len(spans) >= count:
+            return spans
+        assert time.monotonic() < deadline, f"{len(spans)} of {count} SERVER spans ended"
+        time.sleep(0.01)
+
+
+def test_a_route_added_to_create_app_is_one_server_span() -> None:
+    """app = create_app(); app.route('/predict'): each request is a SERVER span continuing traceparent."""
+    import bottle
+
+    app = create_app()
+    assert isinstance(app, bottle.Bottle)
+
+    @app.route("/predict/<name>", method="POST")
+    def predict(name: str) -> dict[str, str]:
+        with autotrace.span("model.forward"):
+            return {"label": name}
+
+    caller = "0af7651916cd43dd8448eb211c80319c"
+    with start_in_background(port=0, app=app) as handle:
+        reply = fetch(
+            handle.url, "/predict/cat", method="POST", headers={"traceparent": f"00-{caller}-b7ad6b7169203331-01"}
+        )
+        assert reply.status == 200 and reply.json() == {"label": "cat"}
+        (server,) = _server_spans()
+        fresh = fetch(handle.url, "/predict/dog", method="POST")
+        assert len(_server_spans(2)) == 2
+    assert server.name == "POST /predict/<name>" and server.attributes["http.route"] == "/predict/<name>"
+    assert server.trace_id == caller and server.parent_span_id == "b7ad6b7169203331"
+    assert reply.headers["traceparent"] == f"00-{caller}-{server.span_id}-01"
+    (forward,) = [s for s in autotrace.get_trace_store().get_trace(caller) or [] if s.name == "model.forward"]
+    assert forward.parent_span_id == server.span_id
+    assert not fresh.headers["traceparent"].startswith(f"00-{caller}-")  # no traceparent: a new trace
+
+
+def test_the_servers_own_routes_are_not_traced(url: str) -> None:
+    """GET /traces (the viewer polls it), /health, /ready, / and DELETE /traces record no span; 404s do."""
+    for path in ("/traces", "/traces?limit=1", "/health", "/ready", "/"):
+        reply = fetch(url, path)
+        assert reply.status == 200 and "traceparent" not in reply.headers, path
+    assert fetch(url, "/traces", method="DELETE").status == 200
+    missing = fetch(url, "/no-such-route")
+    assert missing.status == 404 and "traceparent" in missing.headers
+    (server,) = _server_spans()
+    assert server.name == "GET /no-such-route" and server.attributes["http.response.status_code"] == 404
+    assert autotrace.trace_count() == 1
+
+
+def test_trace_requests_false_turns_request_tracing_off() -> None:
+    """create_app(trace_requests=False) answers without SERVER spans or traceparent."""
+    app = create_app(trace_requests=False)
+    app.route("/ping", "GET", lambda: "pong")
+    with start_in_background(port=0, app=app) as handle:
+        reply = fetch(
+            handle.url, "/ping", headers={"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+        )
+    assert reply.status == 200 and reply.body == b"pong" and "traceparent" not in reply.headers
+    assert autotrace.trace_count() == 0
+    with pytest.raises(ValueError, match="trace_requests"):
+        create_app(trace_requests="yes")  # type: ignore[arg-type]
+
+
+# -- the page's Content-Security-Policy ---------------------------------------------------------
+
+
+class _InlineBlocks(HTMLParser):
+    """Collects the text of every inline <script> and <style> element, and any inline handlers."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=False)
+        self.blocks: dict[str, list[str]] = {"script": [], "style": []}
+        self.inline_attrs: list[tuple[str, str]] = []
+        self._open: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for name, _ in attrs:
+            if name == "style" or name.startswith("on"):
+                self.inline_attrs.append((tag, name))
+        if tag in self.blocks:
+            assert not any(name == "src" for name, _ in attrs)
+            self.blocks[tag].append("")
+            self._open = tag
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == self._open:
+            self._open = None
+
+    def handle_data(self, data: str) -> None:
+        if self._open is not None:
+            self.blocks[self._open][-1] += data
+
+    def handle_entityref(self, name: str) -> None:
+        self.handle_data(f"&{name};")
+
+    def handle_charref(self, name: str) -> None:
+        self.handle_data(f"&#{name};")
+
+
+def _sha256_source(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode() + "'"
+
+
+def test_the_page_policy_allows_its_inline_script_by_hash_not_unsafe_inline(url: str) -> None:
+    """script-src and style-src name the sha256 of the page's own <script> and <style>; no 'unsafe-inline'."""
+    reply = fetch(url, "/")
+    csp = reply.headers["content-security-policy"]
+    assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
+    directives = {d.split()[0]: d.split()[1:] for d in (part.strip() for part in csp.split(";")) if d}
+    parser = _InlineBlocks()
+    parser.feed(reply.body.decode("utf-8"))
+    parser.close()
+    (script,) = parser.blocks["script"]
+    (style,) = parser.blocks["style"]
+    assert "function" in script and "{" in style
+    assert directives["script-src"] == [_sha256_source(script)]
+    assert directives["style-src"] == [_sha256_source(style)]
+    assert parser.inline_attrs == []  # handlers or style="" would be blocked by the hashes-only policy
+    assert directives["object-src"] == ["'none'"] and directives["frame-ancestors"] == ["'none'"]
+
+
+# -- the warning for an exposed server ----------------------------------------------------------
+
+
+def test_binding_all_interfaces_without_a_token_logs_one_warning(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """start_in_background('0.0.0.0') without a token warns once on the autotrace logger; loopback or a token: no."""
+    monkeypatch.delenv("AUTOTRACE_TOKEN", raising=False)
+    caplog.set_level(logging.WARNING, logger="autotrace")
+    with start_in_background("0.0.0.0", 0) as handle:
+        assert fetch(f"http://127.0.0.1:{handle.port}", "/health").status == 200
+    warnings = [r for r in caplog.records if r.name == "autotrace" and r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    message = warnings[0].getMessage()
+    assert "reachable from other machines" in message and "0.0.0.0" in message and "AUTOTRACE_TOKEN" in message
+    caplog.clear()
+    with start_in_background("0.0.0.0", 0, token="k"):
+        pass
+    with start_in_background("127.0.0.1", 0):
+        pass
+    monkeypatch.setenv("AUTOTRACE_TOKEN", "from-env")
+    with start_in_background("0.0.0.0", 0):
+        pass
+    with start_in_background("0.0.0.0", 0, app=create_app(token="k")):
+        pass
+    assert [r for r in caplog.records if r.name == "autotrace"] == []
+
+
+def test_the_warning_reaches_stderr_without_logging_setup() -> None:
+    """With no logging configured the warning still shows, once, as one readable stderr line."""
+    code = (
+        "import autotrace.server as s\n"
+        "h = s.start_in_background('0.0.0.0', 0)\n"
+        "h.stop()\n"
+        "h = s.start_in_background('0.0.0.0', 0)\n"  # a second call warns again
+        "h.stop()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTOTRACE_", "OTEL_"))}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 2, lines
+    assert all(line.startswith("autotrace server: http://0.0.0.0:") and "no token is set" in line for line in lines)
+
+
+def test_traces_answers_carry_an_etag_and_304_when_unchanged(url: str) -> None:
+    """GET /traces has an ETag; If-None-Match with it is a bodiless 304 until the store changes."""
+    record_trace("first", children=1)
+    first = fetch(url, "/traces?limit=50")
+    etag = first.headers["etag"]
+    assert first.status == 200 and etag.startswith('"') and etag.endswith('"')
+    again = fetch(url, "/traces?limit=50", headers={"If-None-Match": etag})
+    assert again.status == 304 and again.body == b"" and again.headers["etag"] == etag
+    assert fetch(url, "/traces?limit=50", headers={"If-None-Match": f'"other", W/{etag}'}).status == 304
+    record_trace("second", children=1)
+    changed = fetch(url, "/traces?limit=50", headers={"If-None-Match": etag})
+    assert changed.status == 200 and changed.headers["etag"] != etag
+    assert sorted(s["name"] for s in spans_of(changed.json()) if "." not in s["name"]) == ["first", "second"]
+    assert fetch(url, "/traces?limit=1", headers={"If-None-Match": changed.headers["etag"]}).status == 200
+    # clear=true always answers (and clears): a 304 would hand out nothing yet remove the traces
+    cleared = fetch(url, "/traces?clear=true", headers={"If-None-Match": changed.headers["etag"]})
+    assert cleared.status == 200 and "etag" not in cleared.headers and len(trace_ids(cleared.json())) == 2
+    assert autotrace.trace_count() == 0

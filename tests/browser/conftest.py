@@ -54,7 +54,7 @@ def browser() -> Iterator[Any]:
 
 
 class PageProbe:
-    """A fresh page plus what it did: dialogs it opened and JavaScript errors it raised."""
+    """A fresh page plus what it did: dialogs it opened, JavaScript errors and CSP violations."""
 
     def __init__(self, page: Any) -> None:
         self.page = page
@@ -62,7 +62,13 @@ class PageProbe:
         self.errors: list[str] = []
         self.accept_confirm = True
         page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        page.on("console", self._on_console)
         page.on("dialog", self._on_dialog)
+
+    def _on_console(self, message: Any) -> None:
+        # Chromium reports a script, style or fetch the page's Content-Security-Policy blocked here.
+        if message.type == "error" and "Content Security Policy" in message.text:
+            self.errors.append(message.text)
 
     def _on_dialog(self, dialog: Any) -> None:
         self.dialogs.append(f"{dialog.type}: {dialog.message}")

@@ -263,6 +263,23 @@ def test_auto_refresh_and_pause(server: Any, page: Any) -> None:
     expect(rows).to_have_count(4)
 
 
+def test_unchanged_store_is_a_304_and_the_list_stays(server: Any, page: Any) -> None:
+    """The viewer polls with If-None-Match: an unchanged store answers 304 and the list is kept as drawn."""
+    record_tree()
+    statuses: list[int] = []
+    page.on("response", lambda r: statuses.append(r.status) if "/traces?" in r.url else None)
+    expect = _expect()
+    open_viewer(page, server.url)
+    rows = page.locator(".trace-row")
+    expect(rows).to_have_count(1)
+    page.wait_for_timeout(3500)  # at least one auto-refresh period
+    assert statuses[0] == 200 and 304 in statuses[1:], statuses
+    expect(rows).to_have_count(1)
+    with span("arrived-later"):
+        pass
+    expect(rows).to_have_count(2)  # a changed store is a 200 again, drawn at once
+
+
 def test_bearer_token_flow(browser: Any) -> None:
     """With a token the page asks once, keeps it in sessionStorage and sends it as a bearer token."""
     from autotrace.server import start_in_background

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from importlib import resources
 
+from autotrace.server import page_policy
+
 
 def page_text() -> str:
     """The viewer page exactly as the server reads it."""
@@ -22,10 +24,11 @@ def test_viewer_loads_nothing_from_elsewhere() -> None:
     """No CDN, no external script, stylesheet, font or image: only the page's own server."""
     text = page_text()
     assert not re.search(r"<script[^>]*\bsrc=", text)
-    assert not re.search(r"<link\b", text)
+    assert re.findall(r"<link\b[^>]*>", text) == ['<link rel="icon" href="data:,">']  # no favicon request
     assert not re.search(r"@import|url\(", text)
     assert not re.search(r"https?://", text)
-    assert "connect-src 'self'" in text  # the page's CSP keeps fetches on the same origin
+    policy = page_policy(text)  # what the server sends with the page
+    assert "connect-src 'self'" in policy and "unsafe-inline" not in policy
 
 
 def test_viewer_script_has_no_html_sinks() -> None:
