@@ -498,6 +498,15 @@ class _LoggingHandler(WSGIRequestHandler):
     # too. Only the code and the standard description go in, never the client's own text.
     error_content_type = "application/json"
     error_message_format = '{"error":"%(code)d: %(explain)s","status":%(code)d}'
+    # http.server's default is HTTP/0.9, and an error answered before the request
+    # line was understood (a bad version) then went out bare: no status line, no headers.
+    default_request_version = "HTTP/1.0"
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's error answer, with 505 (e.g. ``HTTP/2.0`` on this HTTP/1.1 server) as a client error."""
+        if code == 505:
+            code, message, explain = 400, "Bad Request", "HTTP version not supported; use HTTP/1.0 or HTTP/1.1"
+        super().send_error(code, message, explain)
 
 
 class _QuietHandler(_LoggingHandler):
@@ -507,11 +516,56 @@ class _QuietHandler(_LoggingHandler):
         pass
 
 
+DEFAULT_MAX_CONNECTIONS = 64
+"""Connections the background server serves at once; more are answered 503."""
+
+
+def _busy_answer() -> bytes:
+    body = b'{"error":"503: too many connections open; try again shortly","status":503}'
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+        f"Connection: close\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode("ascii") + body
+
+
 class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
-    """One daemon thread per connection, so a slow client cannot hold up the others."""
+    """One daemon thread per connection, so a slow client cannot hold up the others.
+
+    At most ``max_connections`` at once: the server lives in the host process,
+    and idle or half-sent connections must not grow its threads without bound.
+    One more is answered 503 with Retry-After and closed at once.
+    """
 
     daemon_threads = True
     allow_reuse_address = True
+    max_connections = DEFAULT_MAX_CONNECTIONS
+    _BUSY = _busy_answer()
+
+    def server_activate(self) -> None:
+        super().server_activate()
+        self._slots = threading.BoundedSemaphore(self.max_connections)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            try:
+                request.settimeout(1.0)
+                request.sendall(self._BUSY)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread started: its slot is free again
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         logger.debug("autotrace server: error while serving %s", client_address, exc_info=True)
@@ -571,17 +625,21 @@ def start_in_background(
     store: TraceStore | None = None,
     token: str | None = None,
     access_log: bool = False,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
 ) -> ServerHandle:
     """Serve ``app`` (default ``create_app(store, token=token)``) on a daemon thread; port 0 picks a free port.
 
     Raises ``OSError`` when the address cannot be bound and ``ValueError`` for a
-    bad host or port. Serving the default app on an address other machines can
+    bad host, port or ``max_connections`` (connections served at once; more get
+    a 503 with Retry-After). Serving the default app on an address other machines can
     reach (``0.0.0.0``) without a token logs a warning on the ``autotrace`` logger.
     """
     if not isinstance(host, str) or not host:
         raise ValueError(f"host must be a non-empty string; got {host!r}")
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise ValueError(f"port must be an integer from 0 to 65535; got {port!r}")
+    if isinstance(max_connections, bool) or not isinstance(max_connections, int) or max_connections < 1:
+        raise ValueError(f"max_connections must be a positive integer; got {max_connections!r}")
     exposed = False
     if app is None:
         app = create_app(store, token=token, allowed_hosts=loopback_hosts(host))
@@ -590,8 +648,11 @@ def start_in_background(
         raise ValueError("give either app or store/token, not both")
     server_class = _ThreadingWSGIServer6 if ":" in host else _ThreadingWSGIServer
     handler = _LoggingHandler if access_log else _QuietHandler
-    server = server_class((host, port), handler)
+    server = server_class((host, port), handler, bind_and_activate=False)
+    server.max_connections = max_connections
     try:
+        server.server_bind()
+        server.server_activate()
         server.set_app(app)
         bound_port = server.server_address[1]
         thread = threading.Thread(

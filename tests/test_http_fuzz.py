@@ -272,6 +272,12 @@ _PROTOCOL_ERRORS = [
     b"GET /\xed\xa0\x80?\xed\xa0\x80=1 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",  # \xa0 splits the request line
     b"GET /traces HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Long: " + b"a" * 70000 + b"\r\n\r\n",
     b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    b"GET /health HTTP/2.0\r\nHost: 127.0.0.1\r\n\r\n",  # http.server says 505: answered 400
+    b"GET /health HTTP/9.9\r\n\r\n",
+    b"GET /health HTTP/1.1.1\r\n\r\n",  # a bad version: used to be answered with no status line
+    b"GET /health HTTP/1.x\r\n\r\n",
+    b"GET /health FTP/1.1\r\n\r\n",
+    b"GET\r\n\r\n",
 ]
 
 

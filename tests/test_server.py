@@ -726,3 +726,41 @@ def test_traces_answers_carry_an_etag_and_304_when_unchanged(url: str) -> None:
     cleared = fetch(url, "/traces?clear=true", headers={"If-None-Match": changed.headers["etag"]})
     assert cleared.status == 200 and "etag" not in cleared.headers and len(trace_ids(cleared.json())) == 2
     assert autotrace.trace_count() == 0
+
+
+def test_connections_past_max_connections_get_503_and_slots_free_up() -> None:
+    """Idle connections hold at most max_connections threads; one more is a JSON 503, served again once they go."""
+    handle = start_in_background(port=0, max_connections=3)
+    idle = []
+    try:
+        for _ in range(3):
+            sock = socket.create_connection(("127.0.0.1", handle.port), timeout=30)
+            sock.sendall(b"GET /health HTTP/1.1\r\n")  # half a request: its thread waits for the rest
+            idle.append(sock)
+        deadline = time.monotonic() + 30
+        while True:  # the three are accepted (in order): the next connection is the fourth
+            busy = fetch(handle.url, "/health")
+            if busy.status == 503:
+                break
+            assert time.monotonic() < deadline, "never refused a fourth connection"
+            time.sleep(0.05)
+        assert busy.headers["retry-after"] == "1"
+        assert busy.json()["status"] == 503 and "too many connections" in busy.json()["error"]
+        for sock in idle:
+            sock.close()
+        idle = []
+        deadline = time.monotonic() + 30
+        while fetch(handle.url, "/health").status != 200:
+            assert time.monotonic() < deadline, "slots were not freed when the idle clients left"
+            time.sleep(0.05)
+    finally:
+        for sock in idle:
+            sock.close()
+        handle.stop()
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 2.5, "8"])
+def test_max_connections_must_be_a_positive_integer(bad: object) -> None:
+    """A bad max_connections is a ValueError naming it, before anything is bound."""
+    with pytest.raises(ValueError, match="max_connections"):
+        start_in_background(port=0, max_connections=bad)  # type: ignore[arg-type]
