@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .context import current_span_context
 from .spans import Span, SpanKind
 
 __all__ = ["InferenceSpanBuilder"]
@@ -75,14 +76,18 @@ class InferenceSpanBuilder:
         return self
 
     def build(self) -> Span:
-        """The span, not yet recorded (``record_span`` stores it)."""
+        """The span, not yet recorded (``record_span`` stores it); a child of the current span if any."""
         attrs = dict(self._attrs)
         attrs.setdefault("gen_ai.operation.name", "text_completion")
+        # Built inside a span (a request handler), it is that span's child, in its trace.
+        parent = current_span_context()
         span = Span(
             self._name,
             attributes=attrs,
             kind=self._kind,
             start_time_unix_nano=self._start,
+            trace_id=parent.trace_id if parent is not None and parent.is_valid else None,
+            parent_span_id=parent.span_id if parent is not None and parent.is_valid else None,
         )
         if self._error is not None:
             span._fail(self._error, escaped=False)

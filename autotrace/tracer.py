@@ -20,7 +20,7 @@ from . import attributes as _attributes
 from . import spans as _spans
 from ._limits import LIMITS
 from .attributes import SharedAttrs, freeze
-from .context import CURRENT
+from .context import CURRENT, current_span_context
 from .spans import _UNSET_STATUS, Link, NonRecordingSpan, Span, SpanContext, SpanKind, _Detached, _UnsampledRoot
 from .store import TraceStore
 
@@ -392,6 +392,12 @@ def _hand_built_sampled(s: Span) -> bool:
         return False
     if _S.force:
         return True
+    if s._parent_id is not None:
+        # A child of the current span (InferenceSpanBuilder inside a request, say):
+        # parent-based, as start() decides for any child.
+        ctx = current_span_context()
+        if ctx is not None and ctx.trace_id == s._trace_id and ctx.span_id == s._parent_id:
+            return ctx.sampled
     sampler = _S.sampler
     return sampler is None or _ask(sampler, s._trace_id, None, s._name)
 

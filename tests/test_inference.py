@@ -40,3 +40,28 @@ def test_builder_unsampled() -> None:
     """build_and_record returns False when the trace is not sampled."""
     autotrace.configure(autotrace.TraceConfig(sample_rate=0.0))
     assert InferenceSpanBuilder().build_and_record() is False
+
+
+def test_builder_inside_a_span_records_a_child_in_the_same_trace() -> None:
+    """Built inside a request's span, the inference span joins that trace as its child."""
+    autotrace.configure(autotrace.TraceConfig(sample_rate=1.0))
+    with autotrace.span("request") as req:
+        assert InferenceSpanBuilder("inference").with_model("m").build_and_record() is True
+    assert autotrace.trace_count() == 1
+    inference = next(s for s in all_spans() if s.name == "inference")
+    assert inference.trace_id == req.trace_id and inference.parent_span_id == req.span_id
+
+
+def test_builder_follows_its_parents_sampling_decision() -> None:
+    """Under a sampled remote parent it is kept even at rate 0; under an unsampled trace it is not."""
+    from autotrace.propagation import extract
+
+    autotrace.configure(autotrace.TraceConfig(sample_rate=0.0))
+    remote = extract({"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"})
+    with autotrace.use_span(remote):
+        assert InferenceSpanBuilder("kept").build_and_record() is True
+    with autotrace.span("unsampled-root"):
+        assert InferenceSpanBuilder("dropped").build_and_record() is False
+    (s,) = all_spans()
+    assert s.name == "kept" and s.trace_id == "0af7651916cd43dd8448eb211c80319c"
+    assert s.parent_span_id == "b7ad6b7169203331"
