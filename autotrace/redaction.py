@@ -10,11 +10,14 @@ Rules, in order, for an argument or result named ``key``:
    ``[REDACTED]``: a broken redactor must not leak what it was meant to hide.
 3. bool, int and float are kept as they are; anything else becomes text: a
    str as itself, other values as a repr in which every secret-looking key of
-   a nested mapping, dataclass, named tuple or object attribute is redacted.
+   a nested mapping, dataclass, named tuple or plain object's attribute (an
+   object whose class keeps ``object.__repr__``) is redacted, and so is the
+   value of a ``(key, value)`` pair such as ``("Authorization", "Bearer x")``.
+   An object with its own ``__repr__`` is shown by it (then masked as text).
 4. The text is cut to ``capture_max_length`` characters (plus ``…``), and
    ``key=value`` / ``"key": value`` pairs with secret-looking keys,
-   ``Bearer``/``Basic`` credentials and well-known API key formats left in it
-   are masked.
+   ``Bearer``/``Basic`` credentials, the password of ``scheme://user:password@host``
+   URLs and well-known API key formats left in it are masked.
 
 Rendering is bounded: only as much of a container as fits the length limit is
 looked at, so capturing a huge list costs no more than capturing a short one.
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from .attributes import safe_str
@@ -40,6 +43,7 @@ _ELLIPSIS = "…"
 _SECRET_WORDS = frozenset(
     {
         "password",
+        "pass",
         "passwd",
         "passphrase",
         "pwd",
@@ -137,6 +141,23 @@ _PAIR = re.compile(r"""(?<![A-Za-z0-9_.\-])["']?(?P<name>[A-Za-z]""" + _KEY_CHAR
 _QUOTED = {q: re.compile(q + r"(?:[^" + q + r"\\]|\\.)*" + q + "?") for q in ("'", '"')}
 _UNQUOTED_END = re.compile(r"[\s,;&)}\]]")
 _SCHEME = re.compile(r"\b(?P<scheme>Bearer|Basic|Token|Digest)\s+[A-Za-z0-9._~+/=\-]{8,}", re.IGNORECASE)
+# A shorter credential after the capitalised scheme, when it looks like a token (a digit, a symbol or an
+# inner capital): "Bearer ab12" is masked, prose such as "Bearer of bad news" or "Basic Income" is not.
+_SHORT_SCHEME = re.compile(
+    r"\b(?P<scheme>Bearer|Basic|Token|Digest)\s+(?=[A-Za-z0-9._~+/=\-]*[0-9._~+/=\-]|[A-Za-z0-9._~+/=\-]+[A-Z])[A-Za-z0-9._~+/=\-]{3,}"
+)
+# The scheme word of an unquoted header value ("Authorization: Bearer x"): masked with the credential.
+_VALUE_SCHEME = re.compile(r"(?:Bearer|Basic|Token|Digest|Negotiate|NTLM|ApiKey)[ \t]+", re.IGNORECASE)
+# scheme://user:password@host: the password is masked, user and host kept. The authority ends at / ? #,
+# whitespace or a quote; the password runs to its last "@" (a raw "@" in a password is common). The
+# look-behind starts a match only at the start of a scheme, so a long run of letters is scanned once.
+_URL_USERINFO = re.compile(
+    r"(?P<head>(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/?#@'\"<>]*:)(?P<password>[^\s/?#'\"<>]+)(?=@)"
+)
+# A cut text ending inside "scheme://user:pass" (no "@" left): masked unless it is a port number.
+_URL_TAIL = re.compile(
+    r"(?P<head>(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/?#@'\"<>]*:)(?P<password>[^\s/?#@'\"<>]*)$"
+)
 _KNOWN_FORMATS = re.compile(
     r"\b(?:sk-[A-Za-z0-9_\-]{16,}|sk-ant-[A-Za-z0-9_\-]{16,}|gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}"
     r"|xox[abposr]-[A-Za-z0-9\-]{10,}|AKIA[0-9A-Z]{16}|AIza[0-9A-Za-z_\-]{35}|hf_[A-Za-z0-9]{30,}"
@@ -156,7 +177,8 @@ def _mask_pairs(text: str) -> str:
             end = quoted.match(text, start).end()  # type: ignore[union-attr]
             masked = f"{text[start]}{REDACTED}{text[start]}"
         else:
-            found = _UNQUOTED_END.search(text, start)
+            scheme = _VALUE_SCHEME.match(text, start)  # "Authorization: Bearer abc": the credential too
+            found = _UNQUOTED_END.search(text, scheme.end() if scheme else start)
             end = found.start() if found else len(text)
             masked = REDACTED
         if end > start:
@@ -168,9 +190,11 @@ def _mask_pairs(text: str) -> str:
 
 
 def redact_text(text: str) -> str:
-    """Mask secrets left in free text: secret-looking ``key=value`` pairs, auth schemes, known key formats."""
-    text = _SCHEME.sub(lambda m: f"{m.group('scheme')} {REDACTED}", text)  # before pairs: "Authorization: Bearer x"
-    text = _mask_pairs(text)
+    """Mask secrets left in free text: secret-looking ``key=value`` pairs, auth schemes, URL passwords, key formats."""
+    text = _URL_USERINFO.sub(lambda m: m.group("head") + REDACTED, text)
+    text = _mask_pairs(text)  # first: "Authorization: Bearer x" is masked whole, scheme word included
+    text = _SCHEME.sub(lambda m: f"{m.group('scheme')} {REDACTED}", text)
+    text = _SHORT_SCHEME.sub(lambda m: f"{m.group('scheme')} {REDACTED}", text)
     return _KNOWN_FORMATS.sub(REDACTED, text)
 
 
@@ -205,6 +229,8 @@ class _Render:
         return self.emit(_safe_repr(value))
 
     def value(self, value: Any, depth: int) -> bool:
+        if value is _MASKED:
+            return self.emit(repr(REDACTED))
         if isinstance(value, (str, bytes, bytearray, int, float, type(None))):
             return self.leaf(value)
         if depth >= _MAX_DEPTH:
@@ -220,10 +246,13 @@ class _Render:
 
     def _container(self, value: Any, depth: int) -> bool:
         if isinstance(value, Mapping):
-            return self.items("{", "}", _mapping_items(value), depth, ": ")
-        fields = _fields(value)
+            return self.items("{", "}", _mapping_items(value, self.budget), depth, ": ")
+        fields = _fields(value, self.budget)
         if fields is not None:
             return self.items(f"{_type_name(value)}(", ")", fields, depth, "=")
+        if isinstance(value, (list, tuple)) and _is_secret_pair(value):
+            # ("Authorization", "Bearer x") in a header list is a mapping item in disguise.
+            value = [value[0], _MASKED] if isinstance(value, list) else (value[0], _MASKED)
         if isinstance(value, list):
             return self.seq("[", "]", value, depth)
         if isinstance(value, tuple):
@@ -249,7 +278,7 @@ class _Render:
             shown = key if sep == "=" else _safe_repr(key)
             if not self.emit(f"{shown}{sep}"):
                 return False
-            secret = isinstance(key, str) and looks_secret(key)
+            secret = _secret_key(key)
             if not (self.emit(repr(REDACTED)) if secret else self.value(item, depth + 1)):
                 return False
         return self.emit(close)
@@ -270,23 +299,72 @@ def _type_name(value: Any) -> str:
         return "object"
 
 
-def _mapping_items(value: Mapping[Any, Any]) -> Any:
+_MASKED = object()
+"""Stands for a value rendered as ``'[REDACTED]'``."""
+
+
+def _secret_key(key: Any) -> bool:
+    """looks_secret for a mapping key or pair head: str, or bytes as in ASGI/WSGI header lists."""
+    if isinstance(key, str):
+        return looks_secret(key)
+    if isinstance(key, (bytes, bytearray)):
+        return looks_secret(bytes(key[:200]).decode("latin-1"))
+    return False
+
+
+def _is_secret_pair(value: list[Any] | tuple[Any, ...]) -> bool:
+    """A two-item list or tuple whose first item is a secret-looking key: ``("password", "hunter2")``."""
     try:
-        return iter(list(value.items()))
+        return len(value) == 2 and _secret_key(value[0])
     except Exception:
-        return iter([("<unreadable mapping>", "")])
+        return False
 
 
-def _fields(value: Any) -> list[tuple[str, Any]] | None:
-    """Named fields of a dataclass instance or named tuple; None for other values."""
+def _bounded_items(pairs: Any, limit: int, unreadable: str) -> Iterator[tuple[Any, Any]]:
+    """At most ``limit`` (key, value) pairs, read lazily; a failure mid-way ends them with a placeholder."""
+    try:
+        iterator = iter(pairs)
+        for _ in range(limit):
+            try:
+                key, item = next(iterator)
+            except StopIteration:
+                return
+            yield key, item
+    except Exception:
+        yield unreadable, ""
+
+
+def _mapping_items(value: Mapping[Any, Any], limit: int) -> Iterator[tuple[Any, Any]]:
+    """The items of a mapping, only as many as can be shown (each takes at least one character)."""
+    try:
+        items = value.items()
+    except Exception:
+        items = None
+    return _bounded_items(items, limit, "<unreadable mapping>")
+
+
+def _fields(value: Any, limit: int) -> Iterator[tuple[Any, Any]] | None:
+    """Named fields of a dataclass, named tuple or plain object (``object.__repr__``); None for other values."""
     try:
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            return [(f.name, getattr(value, f.name, None)) for f in dataclasses.fields(value) if f.repr]
-        names = getattr(type(value), "_fields", None)
+            fields = ((f.name, getattr(value, f.name, None)) for f in dataclasses.fields(value) if f.repr)
+            return _bounded_items(fields, limit, "<unreadable fields>")
+        cls = type(value)
+        names = getattr(cls, "_fields", None)
         if isinstance(value, tuple) and isinstance(names, tuple):
-            return list(zip(names, value, strict=False))
+            pairs = list(zip(names, value, strict=False))
+            if len(pairs) == 2 and _secret_key(pairs[0][1]):  # Header(name="Authorization", value=...)
+                pairs[1] = (pairs[1][0], _MASKED)
+            return _bounded_items(pairs, limit, "<unreadable fields>")
+        # Only a class that kept object's repr: a custom __repr__ decides itself what it shows.
+        if getattr(cls, "__repr__", None) is object.__repr__ and not isinstance(value, type):
+            attrs = object.__getattribute__(value, "__dict__")
+            if isinstance(attrs, dict):
+                return _bounded_items(attrs.items(), limit, "<unreadable fields>")
+    except AttributeError:
+        return None  # no __dict__ (slots, builtins): the plain repr shows no attribute values
     except Exception:
-        return [("<unreadable fields>", "")]
+        return iter([("<unreadable fields>", "")])
     return None
 
 
@@ -335,5 +413,12 @@ def capture_value(key: str, value: Any) -> Any:
         except Exception:
             text = safe_str(value)[: limit + 1]
     if len(text) > limit:
-        text = text[:limit] + _ELLIPSIS
+        # A cut inside "scheme://user:pass" leaves no "@" for the URL rule to find. The "…" is added after
+        # masking, so a value cut inside a quote ("password='[REDAC") still shows that it was cut.
+        return redact_text(_URL_TAIL.sub(_mask_url_tail, text[:limit])) + _ELLIPSIS
     return redact_text(text)
+
+
+def _mask_url_tail(match: re.Match[str]) -> str:
+    password = match.group("password")
+    return match.group(0) if not password or password.isdigit() else match.group("head") + REDACTED

@@ -297,7 +297,7 @@ def _payloads(draw: st.DrawFn, depth: int = 0) -> Any:
     if depth >= 8 or draw(st.integers(0, 3)) == 0:
         return {draw(_secret_keys): SECRET, draw(_plain_keys): draw(_plain)}
     inner = draw(_payloads(depth + 1))
-    shape = draw(st.sampled_from(["dict", "list", "tuple", "dataclass", "namedtuple", "json"]))
+    shape = draw(st.sampled_from(["dict", "list", "tuple", "dataclass", "namedtuple", "json", "pairs", "object"]))
     if shape == "dict":
         return {draw(_plain_keys): inner, "other": draw(_plain)}
     if shape == "list":
@@ -306,6 +306,10 @@ def _payloads(draw: st.DrawFn, depth: int = 0) -> Any:
         return (inner,)
     if shape == "dataclass":
         return ClientConfig(model="m", api_key=SECRET) if depth % 2 else Wrapper(inner)
+    if shape == "pairs":
+        return [(draw(_plain_keys), inner), (draw(_secret_keys), SECRET), (f"url{depth}", f"https://u:{SECRET}@h/")]
+    if shape == "object":
+        return PlainSettings()
     if shape == "namedtuple":
         return Login(user=draw(_plain), password=SECRET)
     return json.dumps({"payload": draw(_plain), draw(_secret_keys): SECRET})
@@ -346,3 +350,183 @@ def test_hostile_str_subclass_is_captured_as_its_text() -> None:
     autotrace.configure(sample_rate=1.0, capture_max_length=5)
     assert capture_value("text", Hostile("abcdefgh")) == "abcde…"
     assert type(capture_value("text", Hostile("abc"))) is str
+
+
+def test_url_password_is_masked_in_a_real_capture() -> None:
+    """The password of scheme://user:password@host in a captured argument is masked; user and host stay."""
+
+    @traced(capture_args=True, capture_result=True)
+    def connect(dsn: str, options: dict[str, Any]) -> str:
+        return dsn
+
+    dsn = f"postgres://admin:{SECRET}@db/x"
+    assert connect(dsn, {"replica": f"redis://:{SECRET}@cache:6379/0"}) == dsn
+    attrs = _args()
+    assert attrs["code.function.args.dsn"] == f"postgres://admin:{REDACTED}@db/x"
+    assert attrs["code.function.result"] == f"postgres://admin:{REDACTED}@db/x"
+    assert attrs["code.function.args.options"] == f"{{'replica': 'redis://:{REDACTED}@cache:6379/0'}}"
+    assert SECRET not in _exported_text()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("postgres://admin:s3cr3tpass@db/x", f"postgres://admin:{REDACTED}@db/x"),
+        ("mysql://root:p@ss@host/db", f"mysql://root:{REDACTED}@host/db"),  # a raw "@" in the password
+        ("see http://host:8080/path and https://user@host/", "see http://host:8080/path and https://user@host/"),
+        ("ftp://anonymous@ftp.example.com/pub", "ftp://anonymous@ftp.example.com/pub"),
+    ],
+)
+def test_url_userinfo_rule(text: str, expected: str) -> None:
+    """Only a password in URL userinfo is masked: ports, users without password and hosts are kept."""
+    assert capture_value("x", text) == expected
+
+
+def test_url_password_cut_by_the_length_limit_is_masked() -> None:
+    """A text cut inside scheme://user:password (before the "@") does not leak the start of the password."""
+    autotrace.configure(sample_rate=1.0, capture_max_length=30)
+    assert capture_value("x", f"postgres://admin:{SECRET}@db/x") == f"postgres://admin:{REDACTED}…"
+    assert capture_value("x", "http://example.com:8080/" + "a" * 40) == "http://example.com:8080/" + "a" * 6 + "…"
+
+
+def test_header_pairs_are_redacted_in_a_real_capture() -> None:
+    """(key, value) pairs with a secret-looking key, as in header lists, have their value redacted."""
+
+    @traced(capture_args=True)
+    def call(headers: list[tuple[str, str]], creds: list[Any], raw: list[tuple[bytes, bytes]]) -> int:
+        return 1
+
+    headers = [("Authorization", "Bearer abc"), ("Accept", "application/json")]
+    raw = [(b"authorization", b"Basic " + SECRET.encode()), (b"host", b"x")]
+    assert call(headers, [("password", "hunter2"), ["X-Api-Key", SECRET]], raw) == 1
+    attrs = _args()
+    assert attrs["code.function.args.headers"] == f"[('Authorization', '{REDACTED}'), ('Accept', 'application/json')]"
+    assert attrs["code.function.args.creds"] == f"[('password', '{REDACTED}'), ['X-Api-Key', '{REDACTED}']]"
+    assert attrs["code.function.args.raw"] == f"[(b'authorization', '{REDACTED}'), (b'host', b'x')]"
+    text = _exported_text()
+    assert SECRET not in text and "hunter2" not in text and "Bearer abc" not in text
+
+
+def test_header_pairs_nested_and_named() -> None:
+    """Pairs inside mappings and two-field named tuples whose first field is a secret key are redacted too."""
+    header = collections.namedtuple("header", "name value")
+    assert capture_value("x", {"headers": [("Authorization", "Bearer abc")]}) == (
+        f"{{'headers': [('Authorization', '{REDACTED}')]}}"
+    )
+    assert capture_value("x", [header("Authorization", "Bearer abc"), header("Accept", "*/*")]) == (
+        f"[header(name='Authorization', value='{REDACTED}'), header(name='Accept', value='*/*')]"
+    )
+    # A pair whose first item is not a secret key, or a longer tuple, is shown as it is.
+    shown = capture_value("x", [("model", "tiny"), ("password", "a", "b")])
+    assert shown == "[('model', 'tiny'), ('password', 'a', 'b')]"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Authorization: Bearer abc", f"Authorization: {REDACTED}"),
+        ("Authorization: Bearer abc123abc123, next", f"Authorization: {REDACTED}, next"),
+        ("auth=Basic zz&n=1", f"auth={REDACTED}&n=1"),
+        ("Bearer ab12", f"Bearer {REDACTED}"),
+        ("Token xyZ", f"Token {REDACTED}"),
+        ("Bearer of bad news", "Bearer of bad news"),
+        ("a Basic Income for all", "a Basic Income for all"),
+        ("the bearer of the note", "the bearer of the note"),
+    ],
+)
+def test_auth_scheme_credentials(text: str, expected: str) -> None:
+    """A credential after an auth scheme is masked, short ones only when token-like; prose stays readable."""
+    assert redact_text(text) == expected
+
+
+@pytest.mark.parametrize("key", ["DB_PASS", "pass", "PASS", "passwd", "pwd", "smtpPass", "user.pass"])
+def test_short_password_keys_are_secret(key: str) -> None:
+    """pass, passwd and pwd as whole words mark a password."""
+    assert looks_secret(key)
+    assert capture_value(key, SECRET) == REDACTED
+    assert capture_value("env", {key: SECRET}) == f"{{{key!r}: '{REDACTED}'}}"
+
+
+@pytest.mark.parametrize("key", ["passage", "bypass_cache", "compass", "passenger_count"])
+def test_words_containing_pass_are_not_secret(key: str) -> None:
+    """A word that merely contains "pass" (passage, bypass_cache) stays visible."""
+    assert not looks_secret(key)
+
+
+class PlainSettings:
+    """A plain object (object.__repr__) holding a secret attribute."""
+
+    def __init__(self) -> None:
+        self.model = "tiny"
+        self.password = SECRET
+        self.nested = {"api_key": SECRET}
+        self.me = self
+
+
+class Slotted:
+    """An object without __dict__."""
+
+    __slots__ = ("token",)
+
+    def __init__(self) -> None:
+        self.token = SECRET
+
+
+def test_plain_object_attributes_are_rendered_and_redacted() -> None:
+    """An object without its own __repr__ is shown as Class(attr=...) with secret attributes redacted."""
+
+    @traced(capture_args=True)
+    def call(settings: Any, slotted: Any) -> int:
+        return 1
+
+    assert call(PlainSettings(), Slotted()) == 1
+    attrs = _args()
+    assert attrs["code.function.args.settings"] == (
+        f"PlainSettings(model='tiny', password='{REDACTED}', nested={{'api_key': '{REDACTED}'}}, me=<recursive>)"
+    )
+    assert attrs["code.function.args.slotted"].startswith("<tests.test_redaction.Slotted object at 0x")
+    assert SECRET not in _exported_text()
+
+
+def test_plain_object_rendering_is_bounded() -> None:
+    """An object with very many attributes is cut at the length limit like a container."""
+    autotrace.configure(sample_rate=1.0, capture_max_length=40)
+    obj = PlainSettings()
+    obj.__dict__.update({f"a{i}": i for i in range(100_000)})
+    shown = capture_value("obj", obj)
+    # Cut at 40 characters; masking the cut "password='[REDAC" may lengthen it a little, never more.
+    assert shown == f"PlainSettings(model='tiny', password='{REDACTED}'…"
+    assert SECRET not in shown and "a99999" not in shown
+
+
+class CountingDict(dict):  # type: ignore[type-arg]
+    """A dict that counts how many items are read through items()."""
+
+    read = 0
+
+    def items(self) -> Any:
+        for pair in super().items():
+            CountingDict.read += 1
+            yield pair
+
+
+def test_mapping_rendering_reads_only_what_fits() -> None:
+    """A huge mapping is read lazily: only about as many items as fit the length limit are looked at."""
+    autotrace.configure(sample_rate=1.0, capture_max_length=50)
+    big = CountingDict((i, i) for i in range(100_000))
+    CountingDict.read = 0
+    shown = capture_value("big", big)
+    assert shown.startswith("{0: 0, 1: 1") and shown.endswith("…")
+    assert CountingDict.read <= 51
+
+
+def test_mapping_that_fails_mid_iteration_is_contained() -> None:
+    """A mapping whose items() raises part-way shows a placeholder and never the raw repr of the rest."""
+
+    class Failing(dict):  # type: ignore[type-arg]
+        def items(self) -> Any:
+            yield "password", SECRET
+            raise RuntimeError(f"boom {SECRET}")
+
+    shown = capture_value("m", Failing())
+    assert shown == f"{{'password': '{REDACTED}', '<unreadable mapping>': ''}}"
