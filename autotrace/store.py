@@ -205,7 +205,7 @@ class TraceStore:
     def _put(self, buf: list[Any], span: Span) -> None:
         if len(buf) > self.max_spans_per_trace:
             self._dropped(f"a trace reached max_spans_per_trace={self.max_spans_per_trace}")
-        elif self._admit():
+        elif not self._busy or self._admit():  # _admit only matters while the lock is held
             buf.append(span)
 
     def add(self, span: Span) -> None:

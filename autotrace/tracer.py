@@ -178,10 +178,10 @@ def _finish(span: Span) -> None:
         # (see store.py): filing the span is one atomic list.append, no lock.
         buf = span._trace
         if buf is None:  # a hand-built span: filed by its trace id
-            _S.store.add(span)
+            _S._store.add(span)
         else:
             span._trace = None  # no span <-> buffer reference cycle (see Span.__exit__)
-            _S.store._put(buf, span)
+            _S._store._put(buf, span)  # the slot, not the property: this runs per span
         procs = _S._processors  # the slot, not the property: this runs per span
         if procs:
             for proc in procs:

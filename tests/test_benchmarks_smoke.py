@@ -122,3 +122,22 @@ def test_bars_are_listed_but_not_judged(smoke: tuple[subprocess.CompletedProcess
     assert all(b["judged"] is False for b in doc["bars"])
     assert "| bare call |" in proc.stdout
     assert "traces of 1 span" in proc.stdout
+
+
+def test_export_faults_smoke_runs_every_mode_and_prints_its_bars() -> None:
+    """benchmarks/export_faults.py --smoke: every collector mode in its own process, the bars printed."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "export_faults.py"), "--smoke"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    for mode in ("no exporter", "collector 200", "collector 503 always", "collector hangs", "connection refused"):
+        assert f"| {mode} |" in out, mode
+    assert out.count("(smoke, not judged)") == 7
+    assert "| json, compression=gzip |" in out and "| protobuf, compression=none |" in out

@@ -114,6 +114,7 @@ class BatchSpanProcessor:
         """Fresh queue, counters and worker (at construction and in a forked child)."""
         self._queue: deque[Span] = deque()
         self._wake = threading.Event()
+        self._woken = False  # on_end has set _wake since the worker last cleared it
         self._lock = threading.Lock()  # guards _waiters and _stopping, never taken by on_end
         self._waiters: list[_Flush] = []
         self._stopping = False
@@ -139,7 +140,10 @@ class BatchSpanProcessor:
                 )
             return
         queue.append(span)
-        if len(queue) >= self.max_export_batch_size and not self._wake.is_set():
+        # A plain flag, not Event.is_set() (a Python-level call): a burst that outruns
+        # the worker checks it once per span until the worker takes the batch.
+        if len(queue) >= self.max_export_batch_size and not self._woken:
+            self._woken = True
             self._wake.set()
 
     # -- the worker -------------------------------------------------------------------
@@ -154,6 +158,7 @@ class BatchSpanProcessor:
                 if wait > 0 and len(queue) < self.max_export_batch_size and not self._waiters and not self._stopping:
                     wake.wait(wait)
                 wake.clear()
+                self._woken = False
                 with self._lock:
                     waiters, self._waiters = self._waiters, []
                     stopping = self._stopping
