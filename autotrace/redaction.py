@@ -43,7 +43,6 @@ _ELLIPSIS = "…"
 _SECRET_WORDS = frozenset(
     {
         "password",
-        "pass",
         "passwd",
         "passphrase",
         "pwd",
@@ -102,6 +101,9 @@ _TOKEN_AFTER = frozenset(
     }
 )  # fmt: skip
 
+# "pass" is a secret as the last word of a key (DB_PASS), unless it counts passes (n_pass, num_pass).
+_COUNT_BEFORE = frozenset({"n", "num", "number", "total", "max", "min", "first", "second", "last", "test", "tests"})
+
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _SPLIT = re.compile(r"[^A-Za-z0-9]+")
 
@@ -119,6 +121,8 @@ def looks_secret(key: str) -> bool:
     if not isinstance(key, str):
         return False
     words = _words(key)
+    if words and words[-1] == "pass" and (len(words) == 1 or words[-2] not in _COUNT_BEFORE):
+        return True  # DB_PASS, smtpPass, user.pass; not pass_rate, pass_at_1 or n_pass (eval figures)
     for i, word in enumerate(words):
         if word in _SECRET_WORDS:
             if word == "token" and (
@@ -313,9 +317,18 @@ def _secret_key(key: Any) -> bool:
 
 
 def _is_secret_pair(value: list[Any] | tuple[Any, ...]) -> bool:
-    """A two-item list or tuple whose first item is a secret-looking key: ``("password", "hunter2")``."""
+    """A two-item list or tuple whose first item is a secret-looking key: ``("password", "hunter2")``.
+
+    A bare ``token`` does not count here: ``("token", "hello")`` and ``["token", "logprob"]`` are
+    what LLM code passes around; header pairs name theirs (``X-Auth-Token``, ``Authorization``).
+    """
     try:
-        return len(value) == 2 and _secret_key(value[0])
+        if len(value) != 2:
+            return False
+        key = value[0]
+        if isinstance(key, (bytes, bytearray)):
+            key = bytes(key[:200]).decode("latin-1")
+        return isinstance(key, str) and key.strip().lower() != "token" and looks_secret(key)
     except Exception:
         return False
 

@@ -812,7 +812,8 @@ def _enter(s: Span | NonRecordingSpan) -> None:
     """Make ``s`` current; the token to undo it is kept on the span."""
     try:
         prev = s._token
-        if prev.__class__ is _Token and CURRENT.get() is s:
+        held = prev.token if prev.__class__ is _Detached else prev
+        if held.__class__ is _Token and CURRENT.get() is s:
             return  # entered again while current (`with s: with s:`): the first token restores the context
         token = _cv_set(s)
         s._token = _Detached(token) if isinstance(prev, _Detached) else token

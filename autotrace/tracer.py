@@ -383,6 +383,8 @@ def _non_recording(cur: Any, result: Any) -> NonRecordingSpan:
     if cur.__class__ is _UnsampledRoot:
         return _UnsampledRoot(cur._seed)  # its own object: each `with` keeps its own token
     ctx = cur if isinstance(cur, SpanContext) else cur.get_span_context()
+    if cur.__class__ is Span:  # a hand-built span whose trace is not sampled (start() said None)
+        return NonRecordingSpan(ctx._replace(sampled=False))
     return NonRecordingSpan(ctx._replace(is_remote=False))
 
 

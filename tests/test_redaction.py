@@ -530,3 +530,18 @@ def test_mapping_that_fails_mid_iteration_is_contained() -> None:
 
     shown = capture_value("m", Failing())
     assert shown == f"{{'password': '{REDACTED}', '<unreadable mapping>': ''}}"
+
+
+@pytest.mark.parametrize("key", ["pass_rate", "pass_at_1", "pass@k", "n_pass", "num_pass", "total_pass"])
+def test_evaluation_figures_named_pass_stay_visible(key: str) -> None:
+    """pass@k and pass counts are what LLM evaluations report: not passwords."""
+    assert not looks_secret(key)
+    assert capture_value(key, 0.8) == 0.8
+
+
+def test_llm_token_pairs_stay_visible_while_header_pairs_are_masked() -> None:
+    """("token", "hello") pairs and ["token", "logprob"] are data; ("X-Auth-Token", ...) is a credential."""
+    assert capture_value("x", ["token", "logprob"]) == "['token', 'logprob']"
+    assert capture_value("x", [("token", "hello"), ("token", " world")]) == "[('token', 'hello'), ('token', ' world')]"
+    assert "abc123" not in str(capture_value("x", [("X-Auth-Token", "abc123")]))
+    assert "abc123" not in str(capture_value("x", [(b"authorization", b"Bearer abc123")]))

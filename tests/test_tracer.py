@@ -281,3 +281,35 @@ def test_entering_the_no_span_placeholder_in_threads_is_safe() -> None:
         t.join()
     assert errors == []
     assert not autotrace.tracer.errors()
+
+
+def test_under_an_unsampled_hand_built_span_nothing_below_is_recorded() -> None:
+    """span() children of a dropped hand-built span say unsampled, so their own children are not stored either."""
+    from autotrace import propagation
+
+    autotrace.configure(autotrace.TraceConfig(sample_rate=0.0))
+
+    @traced("f")
+    def f() -> None:
+        pass
+
+    with Span("hand") as hand:
+        with span("child") as child:
+            assert not child.get_span_context().sampled
+            assert propagation.inject({})["traceparent"].endswith("-00")
+            with span("grand"):
+                pass
+            f()
+    assert child.trace_id == hand.trace_id
+    assert autotrace.get_trace_store().traces() == []
+
+
+def test_a_hand_built_span_entered_twice_restores_the_context() -> None:
+    """`with s: with s:` on a Span(...) leaves the outer context current afterwards and stores it once."""
+    autotrace.configure(autotrace.TraceConfig(sample_rate=1.0))
+    s = Span("hand")
+    with s:
+        with s:
+            assert autotrace.current_span() is s
+    assert not autotrace.current_span().get_span_context().is_valid  # outside any span again
+    assert autotrace.get_trace_store().span_count() == 1
