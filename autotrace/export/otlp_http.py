@@ -19,6 +19,7 @@ import json
 import math
 import os
 import random
+import re
 import socket
 import ssl
 import threading
@@ -184,6 +185,8 @@ class OTLPHttpExporter:
             headers["Content-Encoding"] = "gzip"
         attempt = 0
         while True:
+            if self._abort.is_set():  # shut down meanwhile (e.g. between the bodies of a split batch)
+                return self._give_up(count, "shutdown", "the exporter was shut down before this request")
             left = deadline - time.monotonic()
             if left <= 0:
                 return self._give_up(count, "timeout", f"no answer within the {self.timeout:g} s export timeout")
@@ -566,13 +569,21 @@ def _resolve_proxy(scheme: str, host: str, env: Mapping[str, str]) -> _Proxy | N
     url = get(env, var) or ""
     if "://" not in url:
         url = "http://" + url  # "proxy:3128", as curl reads it
+    shown = re.sub(r"//[^/@]*@", "//", url)  # never log the proxy's password
+    problem = None
     try:
         parts = urllib.parse.urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise ValueError(f"{var} must be an http:// proxy URL; got {url!r} ({exc})") from None
-    if parts.scheme != "http" or not parts.hostname:
-        raise ValueError(f"{var} must be an http:// proxy URL with a host (others are not supported); got {url!r}")
+        problem = f"{var}={shown!r} is not a proxy URL ({exc})"
+    else:
+        if parts.scheme != "http" or not parts.hostname:
+            problem = f"{var}={shown!r} is not an http:// proxy with a host, the only kind autotrace speaks"
+    if problem is not None or not parts.hostname:
+        # The variable is shared with every other program (a socks5:// one is common): not
+        # a reason to refuse the whole configuration. Said once, then exports go direct.
+        internal_error(f"OTLP export proxy setting {var}", ExportError(f"{problem}; exporting directly to {host}"))
+        return None
     headers = {}
     if parts.username is not None:
         user = urllib.parse.unquote(parts.username)

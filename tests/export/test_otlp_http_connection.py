@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import base64
+import logging
+import os
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -157,16 +162,45 @@ def test_an_unreachable_proxy_is_a_counted_failure_not_an_exception(receiver: Re
 @pytest.mark.parametrize(
     ("var", "value", "message"),
     [
-        ("https_proxy", "socks5://127.0.0.1:1080", "https_proxy must be an http:// proxy URL"),
-        ("HTTP_PROXY", "http://:3128", "HTTP_PROXY must be an http:// proxy URL with a host"),
-        ("http_proxy", "http://proxy:99999", "http_proxy must be an http:// proxy URL"),
+        ("http_proxy", "socks5://u:pw@127.0.0.1:1080", "not an http:// proxy"),
+        ("HTTP_PROXY", "http://:3128", "not an http:// proxy"),
+        ("http_proxy", "http://proxy:99999", "is not a proxy URL"),
     ],
 )
-def test_a_bad_proxy_setting_is_a_value_error_naming_the_variable(var: str, value: str, message: str) -> None:
-    """An unusable proxy URL fails at construction, naming the variable (not at the first export)."""
-    scheme = var.split("_")[0].lower()
-    with pytest.raises(ValueError, match=message):
-        OTLPHttpExporter(f"{scheme}://collector:4318/v1/traces", env={var: value})
+def test_a_proxy_setting_autotrace_cannot_use_is_said_once_and_exports_go_direct(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture, var: str, value: str, message: str
+) -> None:
+    """The proxy variables belong to every program (socks5:// is common): one warning naming it, then direct."""
+    with caplog.at_level(logging.WARNING, logger="autotrace"):
+        exporter = OTLPHttpExporter(receiver.url, env={var: value})
+        assert exporter.export(spans(1))
+        OTLPHttpExporter(receiver.url, env={var: value})
+    assert receiver.span_names() == ["s0"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "autotrace"]
+    assert len(warnings) == 1 and var in warnings[0] and message in warnings[0], warnings
+    assert "pw" not in warnings[0]  # the proxy's password is never logged
+
+
+def test_configuration_from_the_environment_survives_a_socks_proxy_variable() -> None:
+    """OTEL_TRACES_EXPORTER=otlp with https_proxy=socks5h://... still configures autotrace (exports go direct)."""
+    env = {
+        **os.environ,
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "https://127.0.0.1:1",
+        "OTEL_SERVICE_NAME": "proxied",
+        "https_proxy": "socks5h://127.0.0.1:1080",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+    }
+    script = "import autotrace; print(autotrace.tracer.resource_attributes()['service.name'])"
+    done = subprocess.run(
+        [sys.executable, "-W", "error::RuntimeWarning", "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "proxied"
 
 
 def test_a_proxy_for_the_other_scheme_is_not_used(receiver: Receiver) -> None:
@@ -174,3 +208,21 @@ def test_a_proxy_for_the_other_scheme_is_not_used(receiver: Receiver) -> None:
     dead = f"http://127.0.0.1:{closed_port()}"
     exporter = OTLPHttpExporter(receiver.url, max_retries=0, env={"https_proxy": dead})
     assert exporter.export(spans(1))
+
+
+def test_shutdown_stops_a_split_batch_before_its_next_request(receiver: Receiver) -> None:
+    """A batch sent as many bodies: shutdown() mid-way fails the rest at once, with no new request."""
+    receiver.script(*[{"hang": True}] * 50)
+    exporter = OTLPHttpExporter(receiver.url, timeout=20, max_request_bytes=1024, env={})
+    batch = spans(60)
+    result: list[bool] = []
+    worker = threading.Thread(target=lambda: result.append(exporter.export(batch)))
+    worker.start()
+    assert receiver.hanging.wait(30)
+    started = time.monotonic()
+    exporter.shutdown()
+    worker.join(10)
+    assert not worker.is_alive() and result == [False]
+    assert time.monotonic() - started < 5
+    assert len(receiver.requests) == 1  # nothing sent after the shutdown
+    assert exporter.stats()["failed"] == 60
