@@ -545,6 +545,8 @@ class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
     def server_activate(self) -> None:
         super().server_activate()
         self._slots = threading.BoundedSemaphore(self.max_connections)
+        self._count_lock = threading.Lock()
+        self.connections = 0  # being served now, until their handler has finished
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):
@@ -555,17 +557,24 @@ class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
                 pass
             self.shutdown_request(request)
             return
+        with self._count_lock:
+            self.connections += 1
         try:
             super().process_request(request, client_address)
         except BaseException:  # no thread started: its slot is free again
-            self._slots.release()
+            self._release_slot()
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._slots.release()
+            self._release_slot()
+
+    def _release_slot(self) -> None:
+        with self._count_lock:
+            self.connections -= 1
+        self._slots.release()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         logger.debug("autotrace server: error while serving %s", client_address, exc_info=True)
@@ -595,6 +604,11 @@ class ServerHandle:
     def running(self) -> bool:
         """True until stop() is called."""
         return not self._stopped
+
+    @property
+    def connections(self) -> int:
+        """Connections being served now (a request's spans have ended once its connection is done)."""
+        return int(getattr(self._server, "connections", 0))
 
     def stop(self, timeout: float | None = 5.0) -> None:
         """Stop serving and close the listening socket, so the port is free again."""

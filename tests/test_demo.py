@@ -38,10 +38,24 @@ def server_spans(count: int = 1, timeout: float = 30.0) -> list[list[autotrace.S
 
 
 @pytest.fixture(scope="module")
-def demo() -> Iterator[ServerHandle]:
+def demo_server() -> Iterator[ServerHandle]:
     """The demo app on a free port, no artificial delay."""
     with start_in_background(port=0, app=create_demo_app(delay=0)) as handle:
         yield handle
+
+
+@pytest.fixture
+def demo(demo_server: ServerHandle) -> Iterator[ServerHandle]:
+    """The shared demo server; after each test, its requests have finished (their spans ended).
+
+    A client has its answer a moment before the server's SERVER span ends: without the
+    wait, a span of one test could end in the next test's store.
+    """
+    yield demo_server
+    deadline = time.monotonic() + 30
+    while demo_server.connections:
+        assert time.monotonic() < deadline, "the demo server still serves a request"
+        time.sleep(0.01)
 
 
 def test_generate_streams_tokens_then_a_done_line(demo: ServerHandle) -> None:

@@ -745,6 +745,7 @@ def test_connections_past_max_connections_get_503_and_slots_free_up() -> None:
             assert time.monotonic() < deadline, "never refused a fourth connection"
             time.sleep(0.05)
         assert busy.headers["retry-after"] == "1"
+        assert handle.connections == 3
         assert busy.json()["status"] == 503 and "too many connections" in busy.json()["error"]
         for sock in idle:
             sock.close()
@@ -753,6 +754,9 @@ def test_connections_past_max_connections_get_503_and_slots_free_up() -> None:
         while fetch(handle.url, "/health").status != 200:
             assert time.monotonic() < deadline, "slots were not freed when the idle clients left"
             time.sleep(0.05)
+        while handle.connections:
+            assert time.monotonic() < deadline, "connections were not counted down"
+            time.sleep(0.01)
     finally:
         for sock in idle:
             sock.close()
