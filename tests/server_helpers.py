@@ -5,12 +5,16 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import time
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import autotrace
 from tests.otlp_check import validate
+
+if TYPE_CHECKING:
+    from autotrace.server import ServerHandle
 
 _CAMEL = re.compile(r"[a-z][a-zA-Z0-9]*")
 
@@ -81,3 +85,15 @@ def trace_ids(doc: dict[str, Any]) -> list[str]:
 def validate_otlp(doc: dict[str, Any]) -> Any:
     """Parse ``doc`` with the official ExportTraceServiceRequest schema (see tests/otlp_check.py)."""
     return validate(doc)
+
+
+def settle(handle: ServerHandle, timeout: float = 30.0) -> None:
+    """Wait until ``handle`` has finished every request, so their spans have ended.
+
+    A client has its answer a moment before the server's SERVER span ends: a test
+    that leaves without waiting could have a span end in the next test's store.
+    """
+    deadline = time.monotonic() + timeout
+    while handle.connections:
+        assert time.monotonic() < deadline, "the server still serves a request"
+        time.sleep(0.01)

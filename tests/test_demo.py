@@ -16,7 +16,7 @@ import autotrace
 from autotrace.demo import MODEL, create_demo_app, generate_tokens, send_traffic
 from autotrace.server import ServerHandle, start_in_background
 
-from .server_helpers import fetch, spans_of, trace_ids, validate_otlp
+from .server_helpers import fetch, settle, spans_of, trace_ids, validate_otlp
 
 JSON = {"Content-Type": "application/json"}
 
@@ -46,16 +46,9 @@ def demo_server() -> Iterator[ServerHandle]:
 
 @pytest.fixture
 def demo(demo_server: ServerHandle) -> Iterator[ServerHandle]:
-    """The shared demo server; after each test, its requests have finished (their spans ended).
-
-    A client has its answer a moment before the server's SERVER span ends: without the
-    wait, a span of one test could end in the next test's store.
-    """
+    """The shared demo server; after each test, its requests have finished (their spans ended)."""
     yield demo_server
-    deadline = time.monotonic() + 30
-    while demo_server.connections:
-        assert time.monotonic() < deadline, "the demo server still serves a request"
-        time.sleep(0.01)
+    settle(demo_server)
 
 
 def test_generate_streams_tokens_then_a_done_line(demo: ServerHandle) -> None:

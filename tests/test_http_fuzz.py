@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 import autotrace
 from autotrace import span
+from tests.server_helpers import settle
 from tests.stress.otlp_check import assert_valid_otlp
 
 server = pytest.importorskip("autotrace.server", reason="autotrace.server has not landed yet")
@@ -45,6 +46,14 @@ def servers() -> Iterator[dict[str, Any]]:
     finally:
         open_.stop()
         guarded.stop()
+
+
+@pytest.fixture(autouse=True)
+def _settled(servers: dict[str, Any]) -> Iterator[None]:
+    """After each test both servers have finished their requests (a late 404 span stays in its test)."""
+    yield
+    for handle in servers.values():
+        settle(handle)
 
 
 def _record_odd_spans() -> None:

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 import autotrace
 from autotrace.server import ServerHandle, create_app, start_in_background
 
-from .server_helpers import fetch, record_trace, span_ids, spans_of, trace_ids, validate_otlp
+from .server_helpers import fetch, record_trace, settle, span_ids, spans_of, trace_ids, validate_otlp
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +35,10 @@ def server() -> Iterator[ServerHandle]:
 
 
 @pytest.fixture()
-def url(server: ServerHandle) -> str:
-    """The base URL of the module's server."""
-    return server.url
+def url(server: ServerHandle) -> Iterator[str]:
+    """The base URL of the module's server; after the test, its requests have finished."""
+    yield server.url
+    settle(server)
 
 
 # -- the seed's six endpoint tests ------------------------------------------------------------
