@@ -126,14 +126,7 @@ def _close(s: Any) -> None:
     """End and file a span unless user code already ended it inside the call."""
     if s._end is None:
         s._end = _time_ns()
-        buf = s._trace
-        if buf is not None and len(buf) <= _S.fast_limit:  # tracer._finish's common case, inline
-            if type(s._attrs) is dict:
-                s._attrs = _freeze(s._attrs)
-            s._trace = None
-            buf.append(s)
-        else:
-            _finish(s)
+        _finish(s)
 
 
 def _run_started(s: Any, wrapped: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

@@ -307,13 +307,19 @@ _MASKED = object()
 """Stands for a value rendered as ``'[REDACTED]'``."""
 
 
-def _secret_key(key: Any) -> bool:
-    """looks_secret for a mapping key or pair head: str, or bytes as in ASGI/WSGI header lists."""
+def _key_text(key: Any) -> str | None:
+    """A mapping key or pair head as text: str, or bytes as in ASGI/WSGI header lists; None otherwise."""
     if isinstance(key, str):
-        return looks_secret(key)
+        return key
     if isinstance(key, (bytes, bytearray)):
-        return looks_secret(bytes(key[:200]).decode("latin-1"))
-    return False
+        return bytes(key[:200]).decode("latin-1")
+    return None
+
+
+def _secret_key(key: Any) -> bool:
+    """looks_secret for a mapping key or pair head (see _key_text)."""
+    text = _key_text(key)
+    return text is not None and looks_secret(text)
 
 
 def _is_secret_pair(value: list[Any] | tuple[Any, ...]) -> bool:
@@ -325,10 +331,8 @@ def _is_secret_pair(value: list[Any] | tuple[Any, ...]) -> bool:
     try:
         if len(value) != 2:
             return False
-        key = value[0]
-        if isinstance(key, (bytes, bytearray)):
-            key = bytes(key[:200]).decode("latin-1")
-        return isinstance(key, str) and key.strip().lower() != "token" and looks_secret(key)
+        key = _key_text(value[0])
+        return key is not None and key.strip().lower() != "token" and looks_secret(key)
     except Exception:
         return False
 
