@@ -540,7 +540,7 @@ def _time_left(deadline: float | None) -> float | None:
 
 
 def flush(timeout: float | None = 5.0) -> bool:
-    """Send whatever exporters have queued; True when all finished within ``timeout`` seconds."""
+    """Send whatever exporters have queued; True when all of it was delivered within ``timeout`` seconds."""
     # One deadline for all: each processor gets what the ones before it left over.
     deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
     ok = True
