@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import importlib
 import logging
-import warnings
 from typing import TYPE_CHECKING, Any
 
+from ._stderr import StderrFallback
 from ._version import __version__
-from .config import TraceConfig
+from .config import TraceConfig, from_env_skipping_bad
 from .context import current_span, use_span
 from .decorators import traced
 from .inference import InferenceSpanBuilder
@@ -60,7 +60,10 @@ __all__ = [
     "use_span",
 ]
 
-logging.getLogger("autotrace").addHandler(logging.NullHandler())
+# Not the usual bare NullHandler: that also silences logging.lastResort, so a dead
+# collector would go unnoticed. This one writes warnings to stderr only while the
+# application has set up no logging of its own (see _stderr.py).
+logging.getLogger("autotrace").addHandler(StderrFallback())
 
 # Submodules with dependencies or threads of their own load on first use.
 _LAZY = {"cli", "export", "logs", "propagation", "server", "testing", "wsgi"}
@@ -109,15 +112,12 @@ def trace_count() -> int:
 
 
 def _configure_from_env_at_import() -> None:
-    try:
-        apply_config(TraceConfig.from_env())
-    except Exception as exc:  # a bad variable must not break `import autotrace`
-        warnings.warn(
-            f"autotrace: ignoring the environment ({exc}); configure() will raise on it",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        apply_config(TraceConfig())
+    # A bad variable must not break `import autotrace`, nor cost the good ones:
+    # only it is left out, with a warning naming it (configure() raises on it).
+    config, problems = from_env_skipping_bad()
+    for problem in problems:
+        logging.getLogger("autotrace").warning("autotrace: %s (configure() raises on it)", problem)
+    apply_config(config)
 
 
 _configure_from_env_at_import()

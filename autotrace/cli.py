@@ -7,6 +7,7 @@ autotrace demo --traffic 5           # a toy inference server, traced, with traf
 from __future__ import annotations
 
 import argparse
+import errno
 import math
 import os
 import signal
@@ -215,8 +216,12 @@ def _run(command: str, args: argparse.Namespace, stop: threading.Event) -> int:
             app = server.create_app(token=args.token, allowed_hosts=hosts, trace_requests=False)
         handle = server.start_in_background(args.host, args.port, app=app, access_log=args.access_log)
     except OSError as exc:
-        print(f"autotrace {command}: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
-        return 1
+        # A usage problem like a bad argument: one line naming the address, status 2, no traceback.
+        address = f"[{args.host}]:{args.port}" if ":" in args.host else f"{args.host}:{args.port}"
+        reason = exc.strerror or str(exc)
+        hint = "; choose another --port (0 picks a free one)" if exc.errno == errno.EADDRINUSE else ""
+        print(f"autotrace {command}: cannot listen on {address}: {reason}{hint}", file=sys.stderr, flush=True)
+        return 2
 
     token = args.token or os.environ.get(server.TOKEN_ENV) or None
     if args.token:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import sys
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
@@ -186,6 +187,35 @@ class TraceConfig:
 
         values.update(overrides)
         return cls(**values)
+
+
+def from_env_skipping_bad(environ: Mapping[str, str] | None = None) -> tuple[TraceConfig, list[str]]:
+    """``TraceConfig.from_env()`` that leaves out each bad variable instead of failing as a whole.
+
+    Returns the configuration and one message per variable left out, each naming
+    it. Used at import, where one typo must not cost the other settings (a bad
+    ``OTEL_RESOURCE_ATTRIBUTES`` would otherwise discard a good ``AUTOTRACE_SAMPLE_RATE``).
+    """
+    env = dict(os.environ if environ is None else environ)
+    problems: list[str] = []
+    while True:
+        try:
+            return TraceConfig.from_env(env), problems
+        except Exception as exc:  # import must survive whatever the environment holds
+            name = _variable_named_in(str(exc), env)
+            if name is None:  # not traceable to one variable: fall back to the defaults
+                problems.append(f"{exc}; using the defaults for every variable")
+                return TraceConfig(), problems
+            problems.append(f"ignoring {name} at import: {exc}")
+            del env[name]
+
+
+def _variable_named_in(message: str, env: Mapping[str, str]) -> str | None:
+    """The first word of ``message`` that is a variable set in ``env`` (errors start with its name)."""
+    for match in re.finditer(r"[A-Za-z_][A-Za-z0-9_]*", message):
+        if match.group() in env:
+            return match.group()
+    return None
 
 
 def _exporters_from_env(names: str, env: Mapping[str, str]) -> tuple[Any, ...]:

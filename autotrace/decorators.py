@@ -224,7 +224,7 @@ def _async_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture: _C
 
 # -- generators ---------------------------------------------------------------------------------
 
-_TTFT = "gen_ai.response.time_to_first_chunk"
+_TTFT = "autotrace.stream.time_to_first_item_s"  # not gen_ai.*: a traced generator need not be a model call
 _ITEMS = "autotrace.stream.items"
 _MAX_GAP = "autotrace.stream.max_gap_s"
 _CLOSED = "autotrace.stream.closed_early"

@@ -91,6 +91,7 @@ def generate_tokens(
     from .context import current_span
 
     root = current_span()  # inside a traced generator: this generator's own span
+    started = time.monotonic()
     root.set_attribute("gen_ai.request.max_tokens", max_tokens)
     ids = tokenize(prompt)
     root.set_attribute("gen_ai.usage.input_tokens", len(ids))
@@ -106,6 +107,8 @@ def generate_tokens(
                 token, state = _next_token(state, step)
                 s.set_attribute("autotrace.demo.token", token)
             produced += 1
+            if produced == 1:  # a GenAI name: this span is the model call
+                root.set_attribute("gen_ai.response.time_to_first_chunk", time.monotonic() - started)
             yield token
             if token == _END:
                 finish = "stop"

@@ -53,6 +53,10 @@ class InferenceSpanBuilder:
         """The requested model (``gen_ai.request.model``)."""
         return self._set("gen_ai.request.model", model)
 
+    def with_provider(self, provider: str) -> InferenceSpanBuilder:
+        """Who serves the model (``gen_ai.provider.name``: openai, aws.bedrock, or your own name)."""
+        return self._set("gen_ai.provider.name", provider)
+
     def with_temperature(self, temperature: float) -> InferenceSpanBuilder:
         """Sampling temperature (``gen_ai.request.temperature``)."""
         return self._set("gen_ai.request.temperature", float(temperature))

@@ -436,6 +436,7 @@ def record_span(s: Span) -> bool:
 
 def apply_config(config: TraceConfig) -> TraceStore:
     """Install ``config``: sampler, limits, resource, store and exporters."""
+    global _rate_said
     with _S.lock:
         old_store = _S.store
         old_processors = [p for p in _S.processors if not getattr(p, "_autotrace_capture", False)]
@@ -447,6 +448,7 @@ def apply_config(config: TraceConfig) -> TraceStore:
         LIMITS.max_links = config.max_links
         LIMITS.max_attribute_length = config.max_attribute_length
         LIMITS.max_spans_per_trace = config.max_spans_per_trace
+        _rate_said = False  # the new rule is logged at the next root span
         _S.config = config
         _S.resource = config.resource()
         _S.enabled = config.enabled
@@ -489,6 +491,50 @@ def _update_bound() -> None:
         _S.custom = sampler
     else:
         _S.bound = bound
+    if _S.enabled and not _S.force and not _rate_said and sampler is not None:
+        # The first root span takes the custom-sampler path (no cost on the hot path
+        # afterwards): it logs the sampling rule once, then puts the fast path back.
+        _S.bound = _TWO64
+        _S.custom = _FirstRoot(_S.custom or sampler)
+
+
+_rate_said = False  # the first root span since configure() has logged the sampling rule
+
+
+class _FirstRoot:
+    """The sampler for the first root span after configure(): says at DEBUG what is sampled, then steps aside."""
+
+    __slots__ = ("sampler",)
+
+    def __init__(self, sampler: Sampler) -> None:
+        self.sampler = sampler
+
+    def should_sample(self, trace_id: int, parent: SpanContext | None, name: str) -> bool:
+        """The wrapped sampler's decision; the first call logs it with the rule in force."""
+        global _rate_said
+        sampled = _ask(self.sampler, trace_id, parent, name)
+        with _S.lock:
+            if _S.custom is not self:  # another thread was first, or configure() ran meanwhile
+                return sampled
+            _rate_said = True
+            _update_bound()
+        bound = getattr(self.sampler, "root_bound", None)
+        if bound is None:
+            rule = f"new traces are sampled by {_attributes.safe_str(self.sampler)}"
+        else:
+            rate = bound / _TWO64
+            rule = f"recording {rate * 100:.4g}% of new traces (sample rate {rate:.4g})"
+        try:
+            logger.debug(
+                "autotrace: %s; AUTOTRACE_SAMPLE_RATE or configure(sample_rate=...) sets it; the first root span %r "
+                "was %s",
+                rule,
+                name,
+                "sampled" if sampled else "not sampled",
+            )
+        except Exception:  # a broken logging handler must not break the host
+            pass
+        return sampled
 
 
 def add_processor(proc: Any) -> None:
@@ -540,7 +586,7 @@ def _time_left(deadline: float | None) -> float | None:
 
 
 def flush(timeout: float | None = 5.0) -> bool:
-    """Send whatever exporters have queued; True when all finished within ``timeout`` seconds."""
+    """Send whatever exporters have queued; True when all of it was delivered within ``timeout`` seconds."""
     # One deadline for all: each processor gets what the ones before it left over.
     deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
     ok = True

@@ -7,6 +7,7 @@ import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -289,21 +290,24 @@ def test_token_from_the_command_line_guards_the_demo(run: type[Running]) -> None
     assert demo.stop() == 0
 
 
-def test_port_in_use_exits_1_with_a_message(run: type[Running]) -> None:
-    """A port that is already taken is reported on stderr with exit status 1."""
-    first = run("serve", "--port", "0")
-    port = first.wait_for(URL.pattern).group(1).rsplit(":", 1)[1]
-    done = subprocess.run(
-        [sys.executable, "-m", "autotrace", "serve", "--port", port],
-        cwd=ROOT,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 1
-    assert "cannot listen" in done.stderr and port in done.stderr
-    assert first.stop() == 0
+@pytest.mark.parametrize("command", ["serve", "demo"])
+def test_port_in_use_is_one_line_naming_the_address_and_exit_2(command: str) -> None:
+    """A port another program listens on: one stderr line naming the address, no traceback, exit status 2."""
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = str(busy.getsockname()[1])
+        done = subprocess.run(
+            [sys.executable, "-m", "autotrace", command, "--port", port],
+            cwd=ROOT,
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"autotrace {command}: cannot listen on 127.0.0.1:{port}: Address already in use")
+    assert "--port" in line
 
 
 def test_serve_file_serves_a_recorded_jsonl(run: type[Running], tmp_path: Path) -> None:

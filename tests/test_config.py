@@ -149,3 +149,39 @@ def test_import_survives_bad_environment() -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "1000"
     assert "AUTOTRACE_MAX_TRACES" in out.stderr
+
+
+def test_import_ignores_only_the_bad_variable() -> None:
+    """At import a bad OTEL_RESOURCE_ATTRIBUTES is left out alone, named once on stderr; the good variables apply."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTOTRACE_", "OTEL_"))}
+    env.update(
+        PYTHONPATH=str(Path(__file__).resolve().parent.parent),
+        OTEL_RESOURCE_ATTRIBUTES="deployment.environment",  # no '=': invalid
+        AUTOTRACE_SAMPLE_RATE="1",
+        OTEL_SERVICE_NAME="checkout",
+        AUTOTRACE_MAX_TRACES="many",  # a second bad one, named on its own line
+        OTEL_SPAN_EVENT_COUNT_LIMIT="7",
+    )
+    code = (
+        "import autotrace\n"
+        "c = autotrace.tracer.get_config()\n"
+        "print(c.sample_rate, c.service_name, c.max_events, c.max_traces)\n"
+        "try:\n"
+        "    autotrace.TraceConfig.from_env()\n"
+        "except ValueError as exc:\n"
+        "    print('raises:', exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    values, raised = done.stdout.splitlines()
+    assert values == "1.0 checkout 7 1000"
+    assert raised.startswith("raises: OTEL_RESOURCE_ATTRIBUTES")
+    lines = done.stderr.splitlines()
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("autotrace: ignoring OTEL_RESOURCE_ATTRIBUTES at import")
+    assert lines[1].startswith("autotrace: ignoring AUTOTRACE_MAX_TRACES at import")

@@ -65,3 +65,32 @@ def test_builder_follows_its_parents_sampling_decision() -> None:
     (s,) = all_spans()
     assert s.name == "kept" and s.trace_id == "0af7651916cd43dd8448eb211c80319c"
     assert s.parent_span_id == "b7ad6b7169203331"
+
+
+def test_every_builder_attribute_is_a_current_genai_name() -> None:
+    """The builder writes only current GenAI semantic-convention names (gen_ai.provider.name, not gen_ai.system)."""
+    current = {
+        "gen_ai.operation.name",
+        "gen_ai.provider.name",
+        "gen_ai.request.model",
+        "gen_ai.request.max_tokens",
+        "gen_ai.request.temperature",
+        "gen_ai.usage.input_tokens",
+        "gen_ai.usage.output_tokens",
+    }
+    span = (
+        InferenceSpanBuilder("chat tiny-llm")
+        .with_request_id(1)
+        .with_prompt_length(50)
+        .with_output_tokens(7)
+        .with_max_tokens(100)
+        .with_model("tiny-llm")
+        .with_provider("autotrace.demo")
+        .with_temperature(0.2)
+        .with_operation("chat")
+        .build()
+    )
+    genai = {k for k in span.attributes if k.startswith("gen_ai.")}
+    assert genai == current
+    assert set(span.attributes) - genai == {"autotrace.request.id"}
+    assert span.attributes["gen_ai.provider.name"] == "autotrace.demo"

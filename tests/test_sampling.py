@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 
 import pytest
@@ -157,3 +158,34 @@ def test_failing_custom_sampler_drops_but_never_raises() -> None:
     assert f() == 7
     assert autotrace.trace_count() == 0
     assert any("sampler" in k for k in autotrace.tracer.errors())
+
+
+def _rate_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "autotrace" and "of new traces" in r.getMessage()]
+
+
+def test_the_first_root_span_logs_the_sample_rate_once(caplog: pytest.LogCaptureFixture) -> None:
+    """Five traced calls at the default-like rate: one DEBUG line says the rate and what happened to the first root."""
+    caplog.set_level(logging.DEBUG, logger="autotrace")
+
+    @traced
+    def call() -> int:
+        return 1
+
+    autotrace.configure(sample_rate=0.1)
+    assert [call() for _ in range(5)] == [1] * 5
+    with span("later"):
+        pass
+    (line,) = _rate_lines(caplog)
+    assert "recording 10% of new traces (sample rate 0.1)" in line and "AUTOTRACE_SAMPLE_RATE" in line
+    assert f"the first root span {call.__qualname__!r} was " in line
+    assert line.endswith(("was sampled", "was not sampled"))
+    assert autotrace.tracer._S.custom is None  # the fast path is back after the first root
+    caplog.clear()
+    autotrace.configure(sampler=TraceIdRatioBased(0.0))  # a new rule is said again, at the next root only
+    with span("first"):
+        pass
+    with span("second"):
+        pass
+    (line,) = _rate_lines(caplog)
+    assert "recording 0% of new traces" in line and "'first' was not sampled" in line

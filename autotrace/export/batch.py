@@ -133,6 +133,12 @@ class BatchSpanProcessor:
             # With the GIL, `+=` on an attribute is not interrupted midway (no eval-breaker
             # check inside it), so the count stays exact without a lock on this path.
             self.dropped += 1
+            if self.dropped == 1 and not self._closed:  # the first drop only: say it once
+                _tracer.logger.warning(
+                    "autotrace: the export queue is full (max_queue_size=%d); spans are dropped and counted "
+                    "in stats()['dropped']",
+                    self.max_queue_size,
+                )
             if self._closed:  # e.g. passed to configure() again after shutdown(): say why spans vanish
                 internal_error(
                     "BatchSpanProcessor.on_end after shutdown()",
@@ -227,11 +233,13 @@ class BatchSpanProcessor:
     # -- flush and shutdown -----------------------------------------------------------
 
     def force_flush(self, timeout: float | None = None) -> bool:
-        """Send everything queued so far; True when it was sent within ``timeout`` seconds."""
+        """Send everything queued so far; True when all of it was delivered within ``timeout`` seconds."""
         if self._closed:
             return not self._queue
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
-        return self._flush(deadline)
+        failed = self.failed
+        # Sent means delivered: spans that failed while this flush waited make it fail too.
+        return self._flush(deadline) and self.failed == failed
 
     def _flush(self, deadline: float | None) -> bool:
         if not self._worker.is_alive():  # no worker (it could not start): send from here

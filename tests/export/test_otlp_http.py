@@ -119,7 +119,7 @@ def test_a_span_bigger_than_the_limit_is_dropped_and_counted(receiver: Receiver)
         pass
     with autotrace.span("huge", attributes={"blob": "y" * 5000}):
         pass
-    assert autotrace.flush(30)
+    assert not autotrace.flush(30)  # spans failed: flush says so
     assert receiver.span_names() == ["small"]
     assert proc.stats()["failed"] == 1 and proc.stats()["exported"] == 1
     assert exporter.stats()["exported"] == 1 and exporter.stats()["failed"] == 1
@@ -135,10 +135,10 @@ def test_receiver_down_counts_failures_logs_once_and_shuts_down_in_time(caplog: 
     proc = install(exporter, schedule_delay=30.0)
     for i in range(100):
         assert work(i) == i
-    assert autotrace.flush(30)
+    assert not autotrace.flush(30)  # spans failed: flush says so
     for i in range(50):
         work(i)
-    assert autotrace.flush(30)
+    assert not autotrace.flush(30)  # spans failed: flush says so
     stats = proc.stats()
     assert stats["failed"] == 300 and stats["exported"] == 0 and stats["dropped"] == 0
     assert stats["retried"] >= 2
@@ -181,7 +181,7 @@ def test_retry_after_past_the_export_timeout_gives_up_at_once(receiver: Receiver
     proc = install(exporter, schedule_delay=30.0)
     produce(5)
     started = time.monotonic()
-    assert autotrace.flush(30)
+    assert not autotrace.flush(30)  # spans failed: flush says so
     assert time.monotonic() - started < 10
     assert len(receiver.requests) == 1 and proc.stats()["failed"] == 5
 
@@ -193,7 +193,7 @@ def test_retries_stop_inside_the_export_timeout(receiver: Receiver) -> None:
     proc = install(exporter, schedule_delay=30.0)
     produce(5)
     started = time.monotonic()
-    assert autotrace.flush(30)
+    assert not autotrace.flush(30)  # spans failed: flush says so
     assert time.monotonic() - started < 10
     assert 1 <= len(receiver.requests) <= 4  # 0.2 + 0.4 (+ jitter) fit in 1 s; 0.8 more does not
     assert proc.stats()["failed"] == 5 and proc.stats()["exported"] == 0
@@ -209,9 +209,9 @@ def test_other_errors_are_not_retried_and_are_counted(
     exporter = OTLPHttpExporter(receiver.url, backoff_base=0.01)
     proc = install(exporter, schedule_delay=30.0)
     produce(10)
-    assert autotrace.flush(30)
+    assert not autotrace.flush(30)  # spans failed: flush says so
     produce(10)
-    assert autotrace.flush(30)
+    assert not autotrace.flush(30)  # spans failed: flush says so
     assert len(receiver.requests) == 2
     assert proc.stats()["failed"] == 20 and proc.stats()["retried"] == 0
     assert len(warnings_about(caplog, f"HTTP {status}")) == 1
@@ -227,7 +227,7 @@ def test_partial_success_is_logged_and_never_retried(receiver: Receiver, caplog:
     exporter = OTLPHttpExporter(receiver.url)
     proc = install(exporter, schedule_delay=30.0)
     produce(10)
-    assert autotrace.flush(30)
+    assert not autotrace.flush(30)  # spans failed: flush says so
     assert len(receiver.requests) == 1
     assert proc.stats()["exported"] == 7 and proc.stats()["failed"] == 3
     assert exporter.stats()["rejected"] == 3 and exporter.stats()["exported"] == 7
@@ -242,7 +242,7 @@ def test_partial_success_is_read_from_protobuf_responses(receiver: Receiver) -> 
     exporter = OTLPHttpExporter(receiver.url, encoding="protobuf", compression="gzip")
     install(exporter, schedule_delay=30.0)
     produce(6)
-    assert autotrace.flush(30)
+    assert not autotrace.flush(30)  # spans failed: flush says so
     assert exporter.stats()["rejected"] == 2 and exporter.stats()["exported"] == 4
     assert receiver.errors == []
 
@@ -254,7 +254,7 @@ def test_a_json_answer_to_a_protobuf_request_is_read_as_json(receiver: Receiver)
     exporter = OTLPHttpExporter(receiver.url, encoding="protobuf")
     install(exporter, schedule_delay=30.0)
     produce(4)
-    assert autotrace.flush(30)
+    assert not autotrace.flush(30)  # spans failed: flush says so
     assert exporter.stats()["rejected"] == 1 and exporter.stats()["exported"] == 3
 
 
@@ -276,7 +276,7 @@ def test_a_collector_hanging_past_the_timeout_fails_the_batch_only(receiver: Rec
     exporter = OTLPHttpExporter(receiver.url, timeout=0.5, backoff_base=0.01)
     proc = install(exporter, schedule_delay=30.0)
     produce(7, "lost")
-    assert autotrace.flush(30)
+    assert not autotrace.flush(30)  # spans failed: flush says so
     assert proc.stats()["failed"] == 7
     produce(5, "kept")
     assert autotrace.flush(30)
@@ -369,7 +369,7 @@ def test_reusing_an_exporter_after_shutdown_logs_why_nothing_is_sent_once(
     autotrace.configure(autotrace.TraceConfig(sample_rate=1.0, exporters=[exporter]))
     for round_ in range(3):
         produce(2, f"late{round_}")
-        assert autotrace.flush(5)
+        assert not autotrace.flush(5)  # spans failed: flush says so
     assert exporter.stats()["failed"] == 6 and receiver.requests == []
     shown = warnings_about(caplog, "shut down")
     assert len(shown) == 1 and "make a new one" in shown[0]
@@ -525,7 +525,7 @@ def test_an_untrusted_certificate_fails_without_retrying(tls_receiver: tuple[Rec
     exporter = OTLPHttpExporter(receiver.url, backoff_base=0.01)
     proc = install(exporter, schedule_delay=30.0)
     produce(5)
-    assert autotrace.flush(30)
+    assert not autotrace.flush(30)  # spans failed: flush says so
     assert receiver.spans == []
     assert proc.stats()["failed"] == 5 and proc.stats()["retried"] == 0
 
