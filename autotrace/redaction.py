@@ -50,12 +50,21 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from .attributes import safe_str
 
-__all__ = ["REDACTED", "capture_value", "looks_secret", "redact_text"]
+__all__ = [
+    "REDACTED",
+    "capture_value",
+    "looks_secret",
+    "redact_exception_attributes",
+    "redact_path",
+    "redact_text",
+    "redact_url",
+]
 
 REDACTED = "[REDACTED]"
 
@@ -579,3 +588,119 @@ def _drop_trailing_token(text: str, keep: int) -> str:
 def _mask_url_tail(match: re.Match[str]) -> str:
     password = match.group("password")
     return match.group(0) if not password or password.isdigit() else match.group("head") + REDACTED
+
+
+# -- URLs, paths and exception text outside capture ---------------------------------------------
+
+URL_REDACTED = "REDACTED"
+"""What replaces a credential in ``url.full`` / ``url.path`` (the OpenTelemetry HTTP conventions' word)."""
+
+# The semantic conventions' list (AWSAccessKeyId, Signature, sig, X-Goog-Signature) is covered by looks_secret;
+# "code" is an OAuth authorization code only in a query.
+_URL_SECRET_PARAMS = frozenset({"awsaccesskeyid", "signature", "sig", "x-goog-signature", "code"})
+
+
+def _secret_param(name: str) -> bool:
+    try:
+        name = urllib.parse.unquote_plus(name)
+    except Exception:
+        pass
+    return name.lower() in _URL_SECRET_PARAMS or looks_secret(name)
+
+
+def _redact_params(text: str) -> str:
+    """``a=1&key=x`` with the values of secret-looking names replaced by REDACTED."""
+    out = []
+    for item in text.split("&"):
+        name, eq, value = item.partition("=")
+        out.append(f"{name}={URL_REDACTED}" if eq and value and _secret_param(name) else item)
+    return "&".join(out)
+
+
+def redact_url(url: str) -> str:
+    """``url`` as ``url.full`` may record it: credentials and sensitive query values replaced by ``REDACTED``.
+
+    As the OpenTelemetry HTTP conventions ask: ``user:password@`` becomes
+    ``REDACTED:REDACTED@``, and the value of every query (or fragment) parameter
+    named in their list (AWSAccessKeyId, Signature, sig, X-Goog-Signature), named
+    ``code``, or with a name ``looks_secret`` accepts becomes ``REDACTED``. The
+    path goes through ``redact_path``. Everything else is kept as written.
+    """
+    try:
+        head, hash_, fragment = url.partition("#")
+        base, qmark, query = head.partition("?")
+        scheme, sep, rest = base.partition("://")
+        if sep:
+            slash = rest.find("/")
+            authority, path = (rest, "") if slash < 0 else (rest[:slash], rest[slash:])
+            if "@" in authority:
+                authority = f"{URL_REDACTED}:{URL_REDACTED}@" + authority.rpartition("@")[2]
+            base = f"{scheme}://{authority}{redact_path(path)}"
+        else:
+            base = redact_path(base)
+        return (
+            base + qmark + _redact_params(query) + hash_ + (_redact_params(fragment) if "=" in fragment else fragment)
+        )
+    except Exception:
+        return URL_REDACTED  # never the raw URL when it cannot be read
+
+
+# A path segment that looks like a token: 16+ characters of a key's alphabet with letters and digits.
+_TOKEN_SEGMENT = re.compile(r"(?=[^/]*[0-9])(?=[^/]*[A-Za-z])[A-Za-z0-9_\-.~=+%:]{16,}")
+# A segment after one of these carries a one-time secret: /reset-password/<token>, /verify/<code>.
+_SECRET_BEFORE_WORDS = frozenset(
+    {
+        "reset", "verify", "verification", "confirm", "confirmation", "activate", "activation", "invite",
+        "invitation", "magic", "unsubscribe", "recover", "recovery", "otp", "share", "download",
+    }
+)  # fmt: skip
+
+
+def _secret_segment_before(segment: str) -> bool:
+    if not segment:
+        return False
+    if looks_secret(segment):
+        return True
+    return any(word in _SECRET_BEFORE_WORDS for word in _words(segment[:100]))
+
+
+def redact_path(path: str) -> str:
+    """A URL path with its secret-looking segments replaced by ``REDACTED``.
+
+    A segment is replaced when it looks like a token (16 or more characters of
+    letters, digits and ``_-.~=+%:``, with at least one letter and one digit:
+    random tokens, and also hex ids and UUIDs), when the segment before it names a
+    secret or a one-time link (``/reset-password/<token>``, ``/api-key/<key>``,
+    ``/verify/<code>``, ``/invite/<code>``), or when it holds a well-known key format.
+    """
+    if not path or path == "/":
+        return path
+    segments = path.split("/")
+    changed = False
+    for i, segment in enumerate(segments):
+        if not segment:
+            continue
+        if (
+            _TOKEN_SEGMENT.fullmatch(segment)
+            or (i and _secret_segment_before(segments[i - 1]))
+            or _KNOWN_FORMATS.search(segment)
+        ):
+            segments[i] = URL_REDACTED
+            changed = True
+    return "/".join(segments) if changed else path
+
+
+def redact_exception_attributes(attrs: dict[str, Any]) -> dict[str, Any]:
+    """``exception.message`` and ``exception.stacktrace`` of an exception event passed through ``redact_text``.
+
+    Messages often carry a URL with a key, or a connection string; the stack text
+    repeats them and shows source lines. Changed in place; returns ``attrs``.
+    """
+    for key in ("exception.message", "exception.stacktrace"):
+        value = attrs.get(key)
+        if type(value) is str:
+            try:
+                attrs[key] = redact_text(value)
+            except Exception:
+                attrs[key] = REDACTED  # never the raw text when it cannot be masked
+    return attrs
