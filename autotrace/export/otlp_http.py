@@ -290,6 +290,7 @@ class OTLPHttpExporter:
                 with self._conn_lock:
                     self._active.add(conn)
                     watch.conn = conn
+                sent = False  # the proxy's answer to CONNECT is read with the same response class
                 try:
                     if conn.sock is None:
                         # Connecting is one socket operation, bounded by the socket timeout; the
@@ -298,6 +299,7 @@ class OTLPHttpExporter:
                     if watch.expired:
                         raise TimeoutError
                     conn.request("POST", self._target, body=body, headers=dict(headers))
+                    sent = True
                     response = conn.getresponse()
                     reply = response.read(_MAX_RESPONSE_BYTES)
                 except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError):
@@ -311,6 +313,8 @@ class OTLPHttpExporter:
                     # The status line was read; only the headers were not (more than http.client takes).
                     # The status decides: a 2xx took the batch, and sending it again would store it twice.
                     self._release(conn, keep=False)
+                    if not sent:  # a proxy's CONNECT answer: the collector has not seen the batch
+                        raise http.client.HTTPException(str(exc)) from exc
                     with self._conn_lock:
                         watch.done = True
                     return exc.status, http.client.HTTPMessage(), b""
