@@ -160,11 +160,13 @@ def _configure(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     if path:
         from .export import load_jsonl_into
 
+        bad_lines: list[tuple[int, str]] = []
         try:
-            loaded = load_jsonl_into(store, path)
+            loaded = load_jsonl_into(store, path, bad_lines=bad_lines)
         except (OSError, ValueError) as exc:
             parser.error(f"--file: {exc}")
-        _print(f"autotrace serve: loaded {loaded} spans from {path}")
+        skipped = f" (skipped {len(bad_lines)} bad lines, first at line {bad_lines[0][0]})" if bad_lines else ""
+        _print(f"autotrace serve: loaded {loaded} spans from {path}{skipped}")
 
 
 class _StopSignals:

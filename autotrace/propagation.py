@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar, overload
 
 from .context import current_span_context, use_span
+from .redaction import redact_url
 from .spans import NonRecordingSpan, Span, SpanContext, SpanKind, StatusCode
 from .tracer import internal_error, span
 
@@ -245,27 +246,17 @@ def inject_request(request: urllib.request.Request, context: Contextish = None) 
     return request
 
 
-def _safe_url(url: str) -> str:
-    """The URL without user:password (semantic conventions: never record credentials)."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"REDACTED:REDACTED@{host}" + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-
-
 def traced_urlopen(
     url: str | urllib.request.Request, data: bytes | None = None, timeout: float = 30.0, **kwargs: Any
 ) -> Any:
     """``urllib.request.urlopen`` inside a CLIENT span that propagates the trace.
 
     The span is named after the method and carries ``http.request.method``,
-    ``url.full``, ``server.address``, ``server.port`` and
-    ``http.response.status_code``; a status of 400 or more, or a failure,
-    makes it ERROR. The response (or the exception) is exactly urlopen's.
+    ``url.full`` (credentials, sensitive query values and token-looking path
+    segments replaced by ``REDACTED``: see ``redaction.redact_url``),
+    ``server.address``, ``server.port`` and ``http.response.status_code``; a
+    status of 400 or more, or a failure, makes it ERROR. The response (or the
+    exception) is exactly urlopen's.
     """
     request = url if isinstance(url, urllib.request.Request) else urllib.request.Request(url, data=data)
     if data is not None and request.data is None:
@@ -275,7 +266,7 @@ def traced_urlopen(
         parts = urllib.parse.urlsplit(request.full_url)
         attrs: dict[str, Any] = {
             "http.request.method": method,
-            "url.full": _safe_url(request.full_url),
+            "url.full": redact_url(request.full_url),  # no user:password, no key or signature values
             "server.address": parts.hostname or "",
         }
         port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)

@@ -1,10 +1,25 @@
-"""What ``capture_args`` / ``capture_result`` keep: redacted, truncated text.
+"""What ``capture_args`` / ``capture_result`` keep: redacted, truncated text; and the text rule used elsewhere.
 
 Rules, in order, for an argument or result named ``key``:
 
-1. A key that looks like a secret (api key, token, password, authorization,
-   secret, cookie, credential, session, private/access key...) is stored as
-   ``[REDACTED]``, whatever its value.
+1. A key that looks like a secret is stored as ``[REDACTED]``, whatever its
+   value. The key is split into words (snake_case, kebab-case, camelCase, dots;
+   trailing digits dropped, so ``password1`` and ``api_key2`` count). It is a
+   secret when a word is one of password, passwd, passphrase, passcode, pwd,
+   pw, secret, token, apikey, auth, authorization, credential(s), creds,
+   cookie, session, bearer, jwt, otp, totp, signature, dsn, csrf/xsrf...; when
+   two words are api/private/access/secret/signing/encryption + key, mfa/pin/
+   verification/security/recovery + code, or conn/connection + str/string; when
+   its LAST word is key, pin, sig or pass (``stripe_key``, ``card_pin``,
+   ``DB_PASS``); or when one run-together word holds password, passwd,
+   passphrase, passcode, secret, credential, apikey or privatekey
+   (``PGPASSWORD``) or is a credential word + token/key (``apitoken``,
+   ``bearertoken``, ``sshkey``). Kept visible: token next to an LLM word
+   (``max_tokens``, ``first_token``, ``token_count``, ``eos_token``); key, pin,
+   sig and pass before another word (``key_len``, ``pin_memory``,
+   ``pass_rate``); a last-word key after a lookup word (``cache_key``,
+   ``sort_key``, ``public_key``, ``rng_key``, ``input_key``); pass after a count
+   (``n_pass``).
 2. The configured ``TraceConfig(redact=fn)`` runs as ``fn(key, value)`` and
    returns the value to keep. If it raises, the value is stored as
    ``[REDACTED]``: a broken redactor must not leak what it was meant to hide.
@@ -13,11 +28,18 @@ Rules, in order, for an argument or result named ``key``:
    a nested mapping, dataclass, named tuple or plain object's attribute (an
    object whose class keeps ``object.__repr__``) is redacted, and so is the
    value of a ``(key, value)`` pair such as ``("Authorization", "Bearer x")``.
-   An object with its own ``__repr__`` is shown by it (then masked as text).
-4. The text is cut to ``capture_max_length`` characters (plus ``…``), and
-   ``key=value`` / ``"key": value`` pairs with secret-looking keys,
-   ``Bearer``/``Basic`` credentials, the password of ``scheme://user:password@host``
-   URLs and well-known API key formats left in it are masked.
+   An object with its own ``__repr__`` is shown by it (then masked as text); so
+   is a dataclass with its own ``__repr__``, and ``field(repr=False)`` is never shown.
+4. The text (up to ``capture_max_length`` + 256 characters) goes through
+   ``redact_text``: ``key=value``, ``key: value``, ``"key": value``,
+   ``key => value``, ``--key value``, ``--key=value`` and percent-encoded
+   ``key%3Dvalue`` with secret-looking keys, ``?code=`` in a query, ``Bearer``/
+   ``Basic`` credentials, the password of ``scheme://user:password@host``, a
+   token-looking user of ``scheme://KEY@host`` (a Sentry DSN), PEM private key
+   blocks and well-known key formats (``sk-``, ``sk_live_``, ``ghp_``,
+   ``glpat-``, ``SG.``, ``npm_``, ``xox*-``, ``AKIA``, ``hf_``, JWTs...) are
+   masked. Only then is the text cut to ``capture_max_length`` characters (plus
+   ``…``), so a key crossing the limit leaves none of its characters behind.
 
 Rendering is bounded: only as much of a container as fits the length limit is
 looked at, so capturing a huge list costs no more than capturing a short one.
@@ -26,65 +48,59 @@ looked at, so capturing a huge list costs no more than capturing a short one.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from .attributes import safe_str
 
-__all__ = ["REDACTED", "capture_value", "looks_secret", "redact_text"]
+__all__ = [
+    "REDACTED",
+    "capture_value",
+    "looks_secret",
+    "redact_exception_attributes",
+    "redact_path",
+    "redact_text",
+    "redact_url",
+]
 
 REDACTED = "[REDACTED]"
 
 _MAX_DEPTH = 6
 _ELLIPSIS = "…"
 
-# Words (after splitting snake_case, kebab-case, camelCase and dots) that mark a secret.
+# Words (after splitting snake_case, kebab-case, camelCase and dots, trailing digits dropped) that mark a secret.
 _SECRET_WORDS = frozenset(
     {
-        "password",
-        "passwd",
-        "passphrase",
-        "pwd",
-        "secret",
-        "secrets",
-        "token",
-        "apikey",
-        "auth",
-        "authorization",
-        "authentication",
-        "credential",
-        "credentials",
-        "cookie",
-        "cookies",
-        "session",
-        "sessionid",
-        "bearer",
-        "jwt",
-        "otp",
-        "privatekey",
-        "accesskey",
-        "secretkey",
-        "signingkey",
-        "clientsecret",
-        "xsrf",
-        "csrf",
+        "password", "passwd", "passphrase", "passcode", "pwd", "pw", "secret", "secrets", "token", "apikey",
+        "auth", "authorization", "authentication", "credential", "credentials", "creds", "cookie", "cookies",
+        "session", "sessionid", "bearer", "jwt", "otp", "totp", "privatekey", "accesskey", "secretkey",
+        "signingkey", "clientsecret", "xsrf", "csrf", "signature", "dsn",
     }
-)
-# Two-word secrets: "api key", "private key", "access key"...
+)  # fmt: skip
+# Two-word secrets: "api key", "private key", "access key", "mfa code", "conn str"...
 _SECRET_PAIRS = frozenset(
     {
-        ("api", "key"),
-        ("private", "key"),
-        ("access", "key"),
-        ("secret", "key"),
-        ("signing", "key"),
-        ("encryption", "key"),
-        ("set", "cookie"),
-        ("session", "id"),
-        ("connection", "string"),
+        ("api", "key"), ("private", "key"), ("access", "key"), ("secret", "key"), ("signing", "key"),
+        ("encryption", "key"), ("set", "cookie"), ("session", "id"), ("connection", "string"),
+        ("connection", "str"), ("conn", "str"), ("conn", "string"), ("mfa", "code"), ("verification", "code"),
+        ("security", "code"), ("pin", "code"), ("recovery", "code"), ("backup", "code"),
     }
-)
+)  # fmt: skip
+# Inside one run-together word (PGPASSWORD, dbpassword, mysecretvalue): these stems are secret anywhere.
+_SECRET_STEMS = ("password", "passwd", "passphrase", "passcode", "secret", "credential", "apikey", "privatekey")
+# A run-together word ending in "token" or "key" is secret when it starts with one of these
+# (apitoken, authtoken, bearertoken, accesskey, sshkey); maxtoken or hotkey stay visible.
+_CREDENTIAL_PREFIXES = frozenset(
+    {
+        "api", "auth", "bearer", "access", "refresh", "id", "session", "csrf", "xsrf", "oauth", "bot", "app",
+        "client", "secret", "private", "master", "admin", "account", "subscription", "ssh", "hmac", "stripe",
+        "github", "gh", "gitlab", "slack", "hf", "pg", "db", "personal", "service", "signing", "encryption",
+        "license", "functions", "function", "webhook", "security", "sas", "deploy", "jwt", "user", "aws",
+    }
+)  # fmt: skip
 # "token" next to one of these is about LLM tokens, not credentials (max_tokens, token_count, eos_token);
 # "id_token", "access_token", "refresh_token" stay secret.
 _TOKEN_BEFORE = frozenset(
@@ -101,28 +117,54 @@ _TOKEN_AFTER = frozenset(
     }
 )  # fmt: skip
 
-# "pass" is a secret as the last word of a key (DB_PASS), unless it counts passes (n_pass, num_pass).
+# "pass", "pin", "sig" and "key" are secrets only as the last word of a name: DB_PASS, card_pin, url_sig,
+# stripe_key; pass_rate, pin_memory, sig_level and key_len stay visible.
+_LAST_WORD_SECRETS = frozenset({"pass", "pin", "sig", "key"})
+# ...and not after a word saying what they count or look up: n_pass, cache_key, public_key, rng_key.
 _COUNT_BEFORE = frozenset({"n", "num", "number", "total", "max", "min", "first", "second", "last", "test", "tests"})
+_LOOKUP_BEFORE = frozenset(
+    {
+        "public", "primary", "foreign", "sort", "cache", "partition", "hash", "range", "row", "column", "dict",
+        "map", "lookup", "group", "index", "unique", "composite", "shard", "routing", "order", "rng", "prng",
+        "random", "seed", "idempotency", "dedup", "dedupe", "object", "s3", "redis", "label", "field", "attr",
+        "attribute", "config", "metric", "feature", "batch", "input", "output", "prompt", "memory", "text",
+        "image", "result", "response", "question", "answer", "context", "doc", "document", "message", "event",
+        "name", "id", "node", "item", "record", "state", "dataset", "sample", "join", "bucket", "hot", "short",
+        "next", "prev", "parent", "child", "root", "top", "kv", "sub",
+    }
+)  # fmt: skip
+_NOT_SECRET_BEFORE = {"pass": _COUNT_BEFORE, "key": _LOOKUP_BEFORE}
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _SPLIT = re.compile(r"[^A-Za-z0-9]+")
 
 
 def _words(key: str) -> list[str]:
-    return [w.lower() for w in _SPLIT.split(_CAMEL.sub("_", key)) if w]
+    out = []
+    for word in _SPLIT.split(_CAMEL.sub("_", key)):
+        if word:
+            word = word.lower()
+            out.append(word.rstrip("0123456789") or word)  # password1, api_key2
+    return out
 
 
 def looks_secret(key: str) -> bool:
     """True when a key names something that must not be stored (``api_key``, ``Authorization``...).
 
     Inference words that merely contain one of these stay visible:
-    ``max_tokens``, ``token_count``, ``tokenizer``, ``author``.
+    ``max_tokens``, ``token_count``, ``tokenizer``, ``author``, ``pin_memory``, ``key_len``.
     """
-    if not isinstance(key, str):
-        return False
+    return isinstance(key, str) and _looks_secret(str.__str__(key)[:200])
+
+
+@functools.lru_cache(maxsize=4096)  # the same few names come back on every call
+def _looks_secret(key: str) -> bool:
     words = _words(key)
-    if words and words[-1] == "pass" and (len(words) == 1 or words[-2] not in _COUNT_BEFORE):
-        return True  # DB_PASS, smtpPass, user.pass; not pass_rate, pass_at_1 or n_pass (eval figures)
+    if not words:
+        return False
+    last = words[-1]
+    if last in _LAST_WORD_SECRETS and (len(words) == 1 or words[-2] not in _NOT_SECRET_BEFORE.get(last, ())):
+        return True
     for i, word in enumerate(words):
         if word in _SECRET_WORDS:
             if word == "token" and (
@@ -132,18 +174,53 @@ def looks_secret(key: str) -> bool:
             return True
         if i and (words[i - 1], word) in _SECRET_PAIRS:
             return True
+        if len(word) > 5 and _run_together_secret(word):
+            return True
     return False
+
+
+def _run_together_secret(word: str) -> bool:
+    """A word of several run together: PGPASSWORD, dbpassword, apitoken, bearertoken, sshkey."""
+    if any(stem in word for stem in _SECRET_STEMS):
+        return True
+    return (word.endswith("token") and word[:-5] in _CREDENTIAL_PREFIXES) or (
+        word.endswith("key") and word[:-3] in _CREDENTIAL_PREFIXES
+    )
 
 
 # -- text patterns, applied to the final text ---------------------------------------------------
 
 _KEY_CHARS = r"[A-Za-z0-9_.\-]*"
 # key=value, key: value, "key": "value", 'key': 'value' (the key checked with looks_secret).
-_PAIR = re.compile(r"""(?<![A-Za-z0-9_.\-])["']?(?P<name>[A-Za-z]""" + _KEY_CHARS + r""")["']?\s*[=:]\s*""")
+# "=>" (Ruby, PHP, Perl) and ":=" too: "api_key => X" masks X, not the ">".
+_PAIR = re.compile(
+    r"""(?<![A-Za-z0-9_.\-])["']?(?P<name>[A-Za-z]""" + _KEY_CHARS + r""")["']?\s*(?:=>|:=|==|[=:])\s*"""
+)
+# Names secret only in a URL query: "?code=" is an OAuth authorization code; "code=" elsewhere is prose.
+_QUERY_SECRETS = frozenset({"code"})
+# A pair inside a percent-encoded URL ("%3Fapi_key%3DX%26"): the name starts after %3F, %26 or a non-name
+# character, the value runs to the next %26 or separator.
+_ENCODED_PAIR = re.compile(
+    r"(?:(?<=%3F)|(?<=%3f)|(?<=%26)|(?<![A-Za-z0-9_.\-%]))(?P<name>[A-Za-z]"
+    + _KEY_CHARS
+    + r")%3[Dd](?P<value>(?:(?!%26)[^\s&;,\"'<>])+)"
+)
+# Command-line flags: "--api-key X", "--password=X" (a value starting with "-" is the next flag).
+_FLAG = re.compile(
+    r"""(?<![\w-])--(?P<name>[A-Za-z][A-Za-z0-9_\-]*)(?:=|[ \t]+)(?P<value>"[^"]*"|'[^']*'|[^\s"'-]\S*)"""
+)
+# A PEM private key block, to its END line or to the end of a cut text.
+_PEM = re.compile(
+    r"-----BEGIN (?P<kind>[A-Z0-9 ]{0,40})PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]{0,40}PRIVATE KEY-----|\Z)", re.S
+)
+# scheme://KEY@host with no password: a token-looking user (16+ characters, a digit) is a key, as in a Sentry DSN.
+_URL_USER_KEY = re.compile(
+    r"(?P<head>(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]*://)(?=[A-Za-z_\-]*[0-9])(?P<user>[A-Za-z0-9_\-]{16,})(?=@)"
+)
 # Where a value ends: the matching quote, or the first separator. Found only after a
 # secret key, so scanning stays linear in the text.
 _QUOTED = {q: re.compile(q + r"(?:[^" + q + r"\\]|\\.)*" + q + "?") for q in ("'", '"')}
-_UNQUOTED_END = re.compile(r"[\s,;&)}\]]")
+_UNQUOTED_END = re.compile(r"[\s,;&)}\]]|%26")
 _SCHEME = re.compile(r"\b(?P<scheme>Bearer|Basic|Token|Digest)\s+[A-Za-z0-9._~+/=\-]{8,}", re.IGNORECASE)
 # A shorter credential after the capitalised scheme, when it looks like a token (a digit, a symbol or an
 # inner capital): "Bearer ab12" is masked, prose such as "Bearer of bad news" or "Basic Income" is not.
@@ -164,7 +241,9 @@ _URL_TAIL = re.compile(
 )
 _KNOWN_FORMATS = re.compile(
     r"\b(?:sk-[A-Za-z0-9_\-]{16,}|sk-ant-[A-Za-z0-9_\-]{16,}|gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}"
-    r"|xox[abposr]-[A-Za-z0-9\-]{10,}|AKIA[0-9A-Z]{16}|AIza[0-9A-Za-z_\-]{35}|hf_[A-Za-z0-9]{30,}"
+    r"|xox[abposre]-[A-Za-z0-9\-]{10,}|(?:AKIA|ASIA)[0-9A-Z]{16}|AIza[0-9A-Za-z_\-]{35}|hf_[A-Za-z0-9]{30,}"
+    r"|[sr]k_(?:live|test)_[A-Za-z0-9]{10,}|glpat-[A-Za-z0-9_\-]{16,}|SG\.[A-Za-z0-9_\-]{16,}\.[A-Za-z0-9_\-]{16,}"
+    r"|npm_[A-Za-z0-9]{30,}"
     r"|eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,})"
 )
 
@@ -174,8 +253,13 @@ def _mask_pairs(text: str) -> str:
     pos = 0
     for match in _PAIR.finditer(text):
         start = match.end()
-        if match.start() < pos or not looks_secret(match.group("name")):
-            continue  # inside a value already masked, or not a secret
+        if match.start() < pos:
+            continue  # inside a value already masked
+        name = match.group("name")
+        if not looks_secret(name) and not (
+            name.lower() in _QUERY_SECRETS and match.start() and text[match.start() - 1] in "?&"
+        ):
+            continue
         quoted = _QUOTED.get(text[start : start + 1])
         if quoted is not None:
             end = quoted.match(text, start).end()  # type: ignore[union-attr]
@@ -193,10 +277,25 @@ def _mask_pairs(text: str) -> str:
     return "".join(out)
 
 
+def _mask_named(match: re.Match[str]) -> str:
+    """The match with its ``value`` group masked when its ``name`` looks secret."""
+    if not looks_secret(match.group("name")):
+        return match.group(0)
+    head = match.group(0)[: match.start("value") - match.start()]
+    return head + REDACTED
+
+
 def redact_text(text: str) -> str:
-    """Mask secrets left in free text: secret-looking ``key=value`` pairs, auth schemes, URL passwords, key formats."""
+    """Mask secrets left in free text (see the module docstring, rule 4); the rest is kept as it is."""
+    if "PRIVATE KEY-----" in text:
+        text = _PEM.sub(lambda m: f"-----BEGIN {m.group('kind')}PRIVATE KEY-----{REDACTED}", text)
     text = _URL_USERINFO.sub(lambda m: m.group("head") + REDACTED, text)
-    text = _mask_pairs(text)  # first: "Authorization: Bearer x" is masked whole, scheme word included
+    text = _URL_USER_KEY.sub(lambda m: m.group("head") + REDACTED, text)
+    if "--" in text:
+        text = _FLAG.sub(_mask_named, text)
+    if "%3" in text:
+        text = _ENCODED_PAIR.sub(_mask_named, text)
+    text = _mask_pairs(text)  # after the URL rules: "Authorization: Bearer x" is masked whole, scheme word included
     text = _SCHEME.sub(lambda m: f"{m.group('scheme')} {REDACTED}", text)
     text = _SHORT_SCHEME.sub(lambda m: f"{m.group('scheme')} {REDACTED}", text)
     return _KNOWN_FORMATS.sub(REDACTED, text)
@@ -364,6 +463,8 @@ def _fields(value: Any, limit: int) -> Iterator[tuple[Any, Any]] | None:
     """Named fields of a dataclass, named tuple or plain object (``object.__repr__``); None for other values."""
     try:
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            if not _generated_repr(type(value)):
+                return None  # its own __repr__ decides what it shows (then masked as text)
             fields = ((f.name, getattr(value, f.name, None)) for f in dataclasses.fields(value) if f.repr)
             return _bounded_items(fields, limit, "<unreadable fields>")
         cls = type(value)
@@ -383,6 +484,17 @@ def _fields(value: Any, limit: int) -> Iterator[tuple[Any, Any]] | None:
     except Exception:
         return iter([("<unreadable fields>", "")])
     return None
+
+
+def _generated_repr(cls: type) -> bool:
+    """Whether a dataclass's ``__repr__`` is the one @dataclass wrote (fields with repr=True, in order).
+
+    That one is built from source text with exec() and wrapped against recursion, so it has a
+    ``__wrapped__`` whose code comes from ``<string>``; a __repr__ written in a class body does not.
+    """
+    wrapped = getattr(getattr(cls, "__repr__", None), "__wrapped__", None)
+    code = getattr(wrapped, "__code__", None)
+    return code is not None and code.co_filename == "<string>" and code.co_name == "__repr__"
 
 
 def render(value: Any, limit: int) -> str:
@@ -422,20 +534,173 @@ def capture_value(key: str, value: Any) -> Any:
     cls = type(value)
     if cls is bool or cls is int or cls is float:
         return value
+    # Redacted before it is cut: a key cut at the limit is no longer recognisable (its first characters
+    # would be kept), so a window _LOOKAHEAD characters past the limit is masked first, then cut.
+    window = limit + _LOOKAHEAD
     if isinstance(value, str):
-        text = str.__getitem__(value, slice(0, limit + 1))  # no overridden method of a str subclass runs
+        text = str.__getitem__(value, slice(0, window + 1))  # no overridden method of a str subclass runs
     else:
         try:
-            text = render(value, limit)
+            text = render(value, window)
         except Exception:
-            text = safe_str(value)[: limit + 1]
-    if len(text) > limit:
-        # A cut inside "scheme://user:pass" leaves no "@" for the URL rule to find. The "…" is added after
-        # masking, so a value cut inside a quote ("password='[REDAC") still shows that it was cut.
-        return redact_text(_URL_TAIL.sub(_mask_url_tail, text[:limit])) + _ELLIPSIS
-    return redact_text(text)
+            text = safe_str(value)[: window + 1]
+    cut = len(text) > window
+    if cut:
+        text = _drop_trailing_token(text[:window], limit)  # a secret cut by the window itself
+    text = redact_text(text)
+    if cut or len(text) > limit:
+        # A cut inside "scheme://user:pass" leaves no "@" for the URL rule to find, and a key longer than
+        # the window cut at the limit keeps only its prefix. The "…" is added after masking, so a value cut
+        # inside a quote ("password='[REDAC") still shows that it was cut.
+        return _mask_cut_key(redact_text(_URL_TAIL.sub(_mask_url_tail, text[:limit]))) + _ELLIPSIS
+    return text
+
+
+_LOOKAHEAD = 256
+"""Characters past capture_max_length masked before the cut: longer than the key formats recognised."""
+
+# The start of a well-known key format: a text cut inside such a key masks what is left of it.
+_KEY_PREFIX = re.compile(
+    r"(?:sk-|[sr]k_(?:live|test)_|gh[pousr]_|github_pat_|xox[abposre]-|AKIA|ASIA|AIza|hf_|glpat-|SG\.|npm_|eyJ)"
+)
+
+_TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-+/=.~%")
+
+
+def _mask_cut_key(text: str) -> str:
+    """``text`` with the run of key characters it ends with masked when that run starts like a known key."""
+    start = len(text)
+    while start and text[start - 1] in _TOKEN_CHARS:
+        start -= 1
+    if start < len(text) and _KEY_PREFIX.match(text, start) and (start == 0 or not text[start - 1].isalnum()):
+        return text[:start] + REDACTED
+    return text
+
+
+def _drop_trailing_token(text: str, keep: int) -> str:
+    """``text`` without the run of key characters it ends with (a key the window cut in two), down to ``keep``."""
+    end = len(text)
+    while end > keep and text[end - 1] in _TOKEN_CHARS:
+        end -= 1
+    return text[:end]
 
 
 def _mask_url_tail(match: re.Match[str]) -> str:
     password = match.group("password")
     return match.group(0) if not password or password.isdigit() else match.group("head") + REDACTED
+
+
+# -- URLs, paths and exception text outside capture ---------------------------------------------
+
+URL_REDACTED = "REDACTED"
+"""What replaces a credential in ``url.full`` / ``url.path`` (the OpenTelemetry HTTP conventions' word)."""
+
+# The semantic conventions' list (AWSAccessKeyId, Signature, sig, X-Goog-Signature) is covered by looks_secret;
+# "code" is an OAuth authorization code only in a query.
+_URL_SECRET_PARAMS = frozenset({"awsaccesskeyid", "signature", "sig", "x-goog-signature", "code"})
+
+
+def _secret_param(name: str) -> bool:
+    try:
+        name = urllib.parse.unquote_plus(name)
+    except Exception:
+        pass
+    return name.lower() in _URL_SECRET_PARAMS or looks_secret(name)
+
+
+def _redact_params(text: str) -> str:
+    """``a=1&key=x`` with the values of secret-looking names replaced by REDACTED."""
+    out = []
+    for item in text.split("&"):
+        name, eq, value = item.partition("=")
+        out.append(f"{name}={URL_REDACTED}" if eq and value and _secret_param(name) else item)
+    return "&".join(out)
+
+
+def redact_url(url: str) -> str:
+    """``url`` as ``url.full`` may record it: credentials and sensitive query values replaced by ``REDACTED``.
+
+    As the OpenTelemetry HTTP conventions ask: ``user:password@`` becomes
+    ``REDACTED:REDACTED@``, and the value of every query (or fragment) parameter
+    named in their list (AWSAccessKeyId, Signature, sig, X-Goog-Signature), named
+    ``code``, or with a name ``looks_secret`` accepts becomes ``REDACTED``. The
+    path goes through ``redact_path``. Everything else is kept as written.
+    """
+    try:
+        head, hash_, fragment = url.partition("#")
+        base, qmark, query = head.partition("?")
+        scheme, sep, rest = base.partition("://")
+        if sep:
+            slash = rest.find("/")
+            authority, path = (rest, "") if slash < 0 else (rest[:slash], rest[slash:])
+            if "@" in authority:
+                authority = f"{URL_REDACTED}:{URL_REDACTED}@" + authority.rpartition("@")[2]
+            base = f"{scheme}://{authority}{redact_path(path)}"
+        else:
+            base = redact_path(base)
+        return (
+            base + qmark + _redact_params(query) + hash_ + (_redact_params(fragment) if "=" in fragment else fragment)
+        )
+    except Exception:
+        return URL_REDACTED  # never the raw URL when it cannot be read
+
+
+# A path segment that looks like a token: 16+ characters of a key's alphabet with letters and digits.
+_TOKEN_SEGMENT = re.compile(r"(?=[^/]*[0-9])(?=[^/]*[A-Za-z])[A-Za-z0-9_\-.~=+%:]{16,}")
+# A segment after one of these carries a one-time secret: /reset-password/<token>, /verify/<code>.
+_SECRET_BEFORE_WORDS = frozenset(
+    {
+        "reset", "verify", "verification", "confirm", "confirmation", "activate", "activation", "invite",
+        "invitation", "magic", "unsubscribe", "recover", "recovery", "otp", "share", "download",
+    }
+)  # fmt: skip
+
+
+def _secret_segment_before(segment: str) -> bool:
+    if not segment:
+        return False
+    if looks_secret(segment):
+        return True
+    return any(word in _SECRET_BEFORE_WORDS for word in _words(segment[:100]))
+
+
+def redact_path(path: str) -> str:
+    """A URL path with its secret-looking segments replaced by ``REDACTED``.
+
+    A segment is replaced when it looks like a token (16 or more characters of
+    letters, digits and ``_-.~=+%:``, with at least one letter and one digit:
+    random tokens, and also hex ids and UUIDs), when the segment before it names a
+    secret or a one-time link (``/reset-password/<token>``, ``/api-key/<key>``,
+    ``/verify/<code>``, ``/invite/<code>``), or when it holds a well-known key format.
+    """
+    if not path or path == "/":
+        return path
+    segments = path.split("/")
+    changed = False
+    for i, segment in enumerate(segments):
+        if not segment:
+            continue
+        if (
+            _TOKEN_SEGMENT.fullmatch(segment)
+            or (i and _secret_segment_before(segments[i - 1]))
+            or _KNOWN_FORMATS.search(segment)
+        ):
+            segments[i] = URL_REDACTED
+            changed = True
+    return "/".join(segments) if changed else path
+
+
+def redact_exception_attributes(attrs: dict[str, Any]) -> dict[str, Any]:
+    """``exception.message`` and ``exception.stacktrace`` of an exception event passed through ``redact_text``.
+
+    Messages often carry a URL with a key, or a connection string; the stack text
+    repeats them and shows source lines. Changed in place; returns ``attrs``.
+    """
+    for key in ("exception.message", "exception.stacktrace"):
+        value = attrs.get(key)
+        if type(value) is str:
+            try:
+                attrs[key] = redact_text(value)
+            except Exception:
+                attrs[key] = REDACTED  # never the raw text when it cannot be masked
+    return attrs

@@ -222,7 +222,9 @@ def _format_traceback(exc: BaseException) -> str:
 
 
 def _status_description(exc: BaseException) -> str:
-    return f"{type(exc).__qualname__}: {_attributes.safe_str(exc)}"
+    from .redaction import redact_text  # lazily: its patterns cost ~5 ms to import
+
+    return redact_text(f"{type(exc).__qualname__}: {_attributes.safe_str(exc)}")
 
 
 class _Extra:
@@ -543,6 +545,9 @@ class Span:
         if self._end is not None:
             return
         attrs = _exception_attributes(exception, escaped)
+        from .redaction import redact_exception_attributes  # lazily: its patterns cost ~5 ms to import
+
+        redact_exception_attributes(attrs)  # messages often hold a URL with a key, or a connection string
         if attributes:
             attrs.update(attributes)
         self.add_event("exception", attrs, timestamp)

@@ -4,7 +4,8 @@
     app = TracingMiddleware(bottle_app)          # any WSGI app
 
 Each request gets a span named ``{method} {route}`` (the Bottle route once it
-is known, the path otherwise) with the HTTP semantic-convention attributes,
+is known, a ``path_template`` match, or the path with its token-looking segments
+replaced by ``REDACTED``) with the HTTP semantic-convention attributes,
 a remote parent from ``traceparent``, status ERROR on 5xx and on exceptions,
 and a ``traceparent`` response header naming the span. The span stays current
 while the response body is produced, so streaming handlers are traced whole.
@@ -13,6 +14,7 @@ Tracing failures never reach the app or the server.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -20,6 +22,7 @@ from . import tracer as _tracer
 from .attributes import safe_str
 from .context import CURRENT
 from .propagation import TRACEPARENT, extract, format_traceparent
+from .redaction import redact_path, redact_text
 from .spans import INVALID_SPAN_CONTEXT, NonRecordingSpan, Span, SpanKind, StatusCode
 from .tracer import internal_error
 
@@ -39,6 +42,16 @@ class TracingMiddleware:
     by default it is ``{method} {route or path}``. Requests whose path is in
     ``excluded_paths`` (health checks) pass through untraced.
     ``propagate_response`` adds ``traceparent`` to the response headers.
+
+    ``path_template`` keeps secrets in paths out of the span: route patterns
+    (``"/reset-password/<token>"``, ``"/users/{id}"``, ``"/files/<rest:path>"``)
+    or a function of the path returning its template (or None). The first
+    pattern that matches the whole path becomes the span name's route,
+    ``http.route`` and ``url.path``. A path no template matches is recorded
+    with ``redaction.redact_path``: token-looking segments (16+ characters with
+    letters and digits, such as tokens, hex ids and UUIDs) and a segment after
+    one naming a secret or one-time link (``/reset-password/x``,
+    ``/verify/x``) become ``REDACTED``.
     """
 
     def __init__(
@@ -48,6 +61,7 @@ class TracingMiddleware:
         name: str | Callable[[Environ], str] | None = None,
         excluded_paths: Iterable[str] = ("/health", "/ready"),
         propagate_response: bool = True,
+        path_template: Callable[[str], str | None] | Iterable[str] | None = None,
     ) -> None:
         if not callable(app):
             raise TypeError(f"TracingMiddleware needs a WSGI application (a callable); got {type(app).__name__}")
@@ -59,6 +73,7 @@ class TracingMiddleware:
         self.name = name
         self.excluded_paths = frozenset(excluded_paths)
         self.propagate_response = propagate_response
+        self._template = _path_templates(path_template)
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         try:
@@ -89,7 +104,10 @@ class _Request:
             method = "_OTHER"
         self.method = method
         path = (environ.get("SCRIPT_NAME") or "") + (environ.get("PATH_INFO") or "") or "/"
+        path, route = _shown_path(middleware._template, path)  # no token of the path reaches the span
         attrs.update(_request_attributes(environ, method, path))
+        if route is not None:
+            attrs["http.route"] = route
         name = middleware.name
         self.fixed_name = name is not None
         if name is None:
@@ -156,7 +174,7 @@ class _Request:
             qualname = cls.__qualname__
             # error.type: the fully qualified class name, as exception.type on the event.
             self.span.set_attribute("error.type", qualname if module == "builtins" else f"{module}.{qualname}")
-            self.span.set_status(StatusCode.ERROR, f"{qualname}: {safe_str(exc)}")
+            self.span.set_status(StatusCode.ERROR, redact_text(f"{qualname}: {safe_str(exc)}"))
         except Exception as error:
             internal_error("wsgi middleware (exception)", error)
 
@@ -238,6 +256,52 @@ class _SizedBody(_Body):
 
     def __len__(self) -> int:
         return len(self.result)  # type: ignore[arg-type]
+
+
+_PATH_PARAM = re.compile(r"<(?P<a>[^<>/]*)>|\{(?P<b>[^{}/]*)\}")
+
+
+def _path_templates(
+    templates: Callable[[str], str | None] | Iterable[str] | None,
+) -> Callable[[str], str | None] | None:
+    """A function from a path to its template, from route patterns or a function (checked here, once)."""
+    if templates is None or callable(templates):
+        return templates
+    if isinstance(templates, str):
+        raise TypeError("path_template must be a function or a collection of route patterns, not one string")
+    compiled = []
+    for pattern in templates:
+        if not isinstance(pattern, str) or not pattern.startswith("/"):
+            raise ValueError(f"path_template patterns must be paths starting with '/'; got {pattern!r}")
+        regex, pos = [], 0
+        for match in _PATH_PARAM.finditer(pattern):
+            regex.append(re.escape(pattern[pos : match.start()]))
+            spec = match.group("a") if match.group("a") is not None else match.group("b")
+            regex.append(".+" if spec.partition(":")[2].strip() == "path" else "[^/]+")
+            pos = match.end()
+        regex.append(re.escape(pattern[pos:]))
+        compiled.append((re.compile("".join(regex)), pattern))
+
+    def template(path: str) -> str | None:
+        for regex, pattern in compiled:
+            if regex.fullmatch(path):
+                return pattern
+        return None
+
+    return template
+
+
+def _shown_path(template: Callable[[str], str | None] | None, path: str) -> tuple[str, str | None]:
+    """(url.path, http.route or None): the path's template when one matches, else the redacted path."""
+    if template is not None:
+        try:
+            route = template(path)
+        except Exception as exc:
+            internal_error("wsgi middleware (path_template)", exc)
+            route = None
+        if isinstance(route, str) and route:
+            return route, route
+    return redact_path(path), None
 
 
 def _request_attributes(environ: Environ, method: str, path: str) -> dict[str, Any]:

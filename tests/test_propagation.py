@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 import autotrace
 from autotrace import propagation
 from autotrace.propagation import extract, inject, parse_traceparent, parse_tracestate
+from autotrace.redaction import redact_url
 from autotrace.spans import SpanContext, SpanKind, StatusCode
 from autotrace.testing import capture_spans
 
@@ -398,4 +399,4 @@ def test_traced_urlopen_hides_credentials(echo_server: str) -> None:
     with capture_spans() as spans, propagation.traced_urlopen(req, timeout=10) as resp:
         resp.read()
     assert spans.one("POST").attributes["http.request.method"] == "POST"
-    assert propagation._safe_url("http://user:pw@host:8/p") == "http://REDACTED:REDACTED@host:8/p"
+    assert redact_url("http://user:pw@host:8/p") == "http://REDACTED:REDACTED@host:8/p"

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import autotrace
 from autotrace import TraceConfig, traced
-from autotrace.redaction import REDACTED, capture_value, looks_secret, redact_text
+from autotrace.redaction import _LOOKAHEAD, REDACTED, capture_value, looks_secret, redact_text
 from tests.stress.otlp_check import assert_valid_otlp
 
 SECRET = "hunter2-s3cr3t-value"
@@ -68,7 +68,7 @@ def test_secret_keys_are_recognised(key: str) -> None:
 
 @pytest.mark.parametrize(
     "key",
-    ["prompt", "max_tokens", "tokens", "token_count", "tokenizer", "eos_token", "author", "model", "key", "n"],
+    ["prompt", "max_tokens", "tokens", "token_count", "tokenizer", "eos_token", "author", "model", "keys", "n"],
 )
 def test_inference_words_are_not_secret(key: str) -> None:
     """Everyday inference argument names (max_tokens, tokenizer, author...) stay visible."""
@@ -356,13 +356,13 @@ def test_url_password_is_masked_in_a_real_capture() -> None:
     """The password of scheme://user:password@host in a captured argument is masked; user and host stay."""
 
     @traced(capture_args=True, capture_result=True)
-    def connect(dsn: str, options: dict[str, Any]) -> str:
-        return dsn
+    def connect(target: str, options: dict[str, Any]) -> str:
+        return target
 
     dsn = f"postgres://admin:{SECRET}@db/x"
     assert connect(dsn, {"replica": f"redis://:{SECRET}@cache:6379/0"}) == dsn
     attrs = _args()
-    assert attrs["code.function.args.dsn"] == f"postgres://admin:{REDACTED}@db/x"
+    assert attrs["code.function.args.target"] == f"postgres://admin:{REDACTED}@db/x"
     assert attrs["code.function.result"] == f"postgres://admin:{REDACTED}@db/x"
     assert attrs["code.function.args.options"] == f"{{'replica': 'redis://:{REDACTED}@cache:6379/0'}}"
     assert SECRET not in _exported_text()
@@ -385,7 +385,7 @@ def test_url_userinfo_rule(text: str, expected: str) -> None:
 def test_url_password_cut_by_the_length_limit_is_masked() -> None:
     """A text cut inside scheme://user:password (before the "@") does not leak the start of the password."""
     autotrace.configure(sample_rate=1.0, capture_max_length=30)
-    assert capture_value("x", f"postgres://admin:{SECRET}@db/x") == f"postgres://admin:{REDACTED}…"
+    assert capture_value("x", f"postgres://admin:{SECRET}@db/x") == f"postgres://admin:{REDACTED}@db…"
     assert capture_value("x", "http://example.com:8080/" + "a" * 40) == "http://example.com:8080/" + "a" * 6 + "…"
 
 
@@ -393,7 +393,7 @@ def test_header_pairs_are_redacted_in_a_real_capture() -> None:
     """(key, value) pairs with a secret-looking key, as in header lists, have their value redacted."""
 
     @traced(capture_args=True)
-    def call(headers: list[tuple[str, str]], creds: list[Any], raw: list[tuple[bytes, bytes]]) -> int:
+    def call(headers: list[tuple[str, str]], pairs: list[Any], raw: list[tuple[bytes, bytes]]) -> int:
         return 1
 
     headers = [("Authorization", "Bearer abc"), ("Accept", "application/json")]
@@ -401,7 +401,7 @@ def test_header_pairs_are_redacted_in_a_real_capture() -> None:
     assert call(headers, [("password", "hunter2"), ["X-Api-Key", SECRET]], raw) == 1
     attrs = _args()
     assert attrs["code.function.args.headers"] == f"[('Authorization', '{REDACTED}'), ('Accept', 'application/json')]"
-    assert attrs["code.function.args.creds"] == f"[('password', '{REDACTED}'), ['X-Api-Key', '{REDACTED}']]"
+    assert attrs["code.function.args.pairs"] == f"[('password', '{REDACTED}'), ['X-Api-Key', '{REDACTED}']]"
     assert attrs["code.function.args.raw"] == f"[(b'authorization', '{REDACTED}'), (b'host', b'x')]"
     text = _exported_text()
     assert SECRET not in text and "hunter2" not in text and "Bearer abc" not in text
@@ -517,7 +517,7 @@ def test_mapping_rendering_reads_only_what_fits() -> None:
     CountingDict.read = 0
     shown = capture_value("big", big)
     assert shown.startswith("{0: 0, 1: 1") and shown.endswith("…")
-    assert CountingDict.read <= 51
+    assert CountingDict.read <= 50 + _LOOKAHEAD + 1  # what fits, plus what is masked before the cut
 
 
 def test_mapping_that_fails_mid_iteration_is_contained() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -23,12 +24,18 @@ if TYPE_CHECKING:
 
 __all__ = ["FileExporter", "decode_spans", "load_jsonl_into", "read_jsonl"]
 
+logger = logging.getLogger("autotrace")
+
 
 class FileExporter:
     """Appends one OTLP/JSON ``ExportTraceServiceRequest`` per line to ``path``, one line per batch.
 
     Each line goes out in a single ``write`` on a file opened with O_APPEND, so
-    threads and forked processes sharing the file never interleave lines.
+    threads and forked processes sharing the file never interleave lines. A
+    write that fails part-way (a full disk, a file size limit) is cut back off
+    the file; if that cannot be done safely, the next line starts on a fresh
+    line instead of being glued to the torn one. Either way the batch is
+    counted failed, and the lines before and after it stay readable.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -45,6 +52,7 @@ class FileExporter:
             raise ValueError(f"{self.path!r} is a folder, not a file")
         self._lock = threading.Lock()
         self._fd: int | None = None
+        self._torn = False  # a torn line may end the file: the next line starts with a newline
         self._counts = {"exported": 0, "failed": 0}
 
     def export(self, spans: Sequence[Span], timeout: float | None = None) -> bool:
@@ -54,20 +62,50 @@ class FileExporter:
         try:
             doc = encode_spans(spans, resource_attributes())
             line = json.dumps(doc, separators=(",", ":"), ensure_ascii=False, allow_nan=False) + "\n"
-            data = memoryview(line.encode("utf-8"))
+            data = line.encode("utf-8")
             with self._lock:
                 if self._fd is None:
-                    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
-                    self._fd = os.open(self.path, flags, 0o644)
-                while data:
-                    written = os.write(self._fd, data)
-                    data = data[written:]
+                    self._fd = _open_append(self.path)
+                self._write(self._fd, b"\n" + data if self._torn else data)
         except Exception as exc:
             internal_error(f"file export to {self.path}", exc)
             self._counts["failed"] += len(spans)
             return False
         self._counts["exported"] += len(spans)
         return True
+
+    def _write(self, fd: int, data: bytes) -> None:
+        """Write ``data`` whole, or leave no torn line behind (called under the lock)."""
+        view = memoryview(data)
+        done = 0
+        try:
+            while done < len(data):
+                written = os.write(fd, view[done:])
+                if written <= 0:
+                    raise OSError(f"write() wrote {written} bytes")
+                done += written
+        except BaseException:
+            if done:
+                self._cut(fd, view[:done])
+            raise
+        self._torn = False
+
+    def _cut(self, fd: int, part: memoryview) -> None:
+        """Remove the ``part`` of a line a failed write left at the end of the file.
+
+        Only when the file still ends with exactly those bytes: another process
+        appending meanwhile owns what follows, and must not lose it. Otherwise
+        the torn line stays, and the next write starts on a fresh line.
+        """
+        self._torn = True
+        try:
+            end = os.fstat(fd).st_size
+            start = end - len(part)
+            if start >= 0 and os.pread(fd, len(part), start) == part:
+                os.ftruncate(fd, start)
+                self._torn = False
+        except OSError:
+            pass
 
     def shutdown(self, timeout: float | None = None) -> None:
         """Close the file (a later export opens it again)."""
@@ -92,33 +130,99 @@ class FileExporter:
         return f"FileExporter({self.path!r})"
 
 
-def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """The OTLP/JSON requests in a JSON Lines file, one dict per non-blank line."""
-    out: list[dict[str, Any]] = []
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                doc = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{os.fspath(path)}:{number}: not JSON ({exc.msg})") from None
-            if not isinstance(doc, dict) or not isinstance(doc.get("resourceSpans", []), list):
-                raise ValueError(f"{os.fspath(path)}:{number}: not an OTLP ExportTraceServiceRequest")
-            out.append(doc)
-    return out
+def _open_append(path: str) -> int:
+    """The file opened for appending; readable too when allowed, so a torn write can be checked and cut."""
+    flags = os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+    try:
+        return os.open(path, flags | os.O_RDWR, 0o644)
+    except PermissionError:
+        return os.open(path, flags | os.O_WRONLY, 0o644)
 
 
-def load_jsonl_into(store: TraceStore, path: str | os.PathLike[str]) -> int:
-    """Rebuild the spans of a JSON Lines file into ``store``; returns how many were loaded."""
+def read_jsonl(
+    path: str | os.PathLike[str], *, strict: bool = False, bad_lines: list[tuple[int, str]] | None = None
+) -> list[dict[str, Any]]:
+    """The OTLP/JSON requests in a JSON Lines file, one dict per non-blank line.
+
+    A line that is not a request (a torn write, a stray line) is skipped, added to
+    ``bad_lines`` as ``(line number, reason)`` and logged once per call; the rest of
+    the file is still read. ``strict=True`` raises ValueError at the first bad line.
+    """
+    return [doc for _, doc in _requests(path, strict, bad_lines)]
+
+
+def load_jsonl_into(
+    store: TraceStore,
+    path: str | os.PathLike[str],
+    *,
+    strict: bool = False,
+    bad_lines: list[tuple[int, str]] | None = None,
+) -> int:
+    """Rebuild the spans of a JSON Lines file into ``store``; returns how many were loaded.
+
+    Bad lines, including requests whose spans cannot be rebuilt, are skipped as in ``read_jsonl``.
+    """
+    name = os.fspath(path)
     spans: list[Span] = []
-    for number, doc in enumerate(read_jsonl(path), 1):
+    skipped: list[tuple[int, str]] = []
+    for number, doc in _requests(path, strict, skipped, log=False):
         try:
             spans.extend(decode_spans(doc))
         except ValueError as exc:
-            raise ValueError(f"{os.fspath(path)}: request {number}: {exc}") from None
+            if strict:
+                raise ValueError(f"{name}:{number}: {exc}") from None
+            skipped.append((number, str(exc)))
+    skipped.sort()
+    _report(name, skipped, bad_lines)
     store.add_many(spans)
     return len(spans)
+
+
+def _requests(
+    path: str | os.PathLike[str], strict: bool, bad_lines: list[tuple[int, str]] | None, *, log: bool = True
+) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, request) for each good line; bad ones raise when strict, else go to ``bad_lines``."""
+    name = os.fspath(path)
+    out: list[tuple[int, dict[str, Any]]] = []
+    skipped: list[tuple[int, str]] = []
+    # Bytes, decoded line by line: one line of bad UTF-8 (a torn multi-byte character) spoils only itself.
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue
+            problem = None
+            try:
+                doc = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                problem = "not UTF-8"
+            except json.JSONDecodeError as exc:
+                problem = f"not JSON ({exc.msg})"
+            except RecursionError:
+                problem = "nested too deeply"
+            else:
+                if not isinstance(doc, dict) or not isinstance(doc.get("resourceSpans", []), list):
+                    problem = "not an OTLP ExportTraceServiceRequest"
+            if problem is None:
+                out.append((number, doc))
+            elif strict:
+                raise ValueError(f"{name}:{number}: {problem}")
+            else:
+                skipped.append((number, problem))
+    if log:
+        _report(name, skipped, bad_lines)
+    elif bad_lines is not None:
+        bad_lines.extend(skipped)
+    return out
+
+
+def _report(name: str, skipped: list[tuple[int, str]], bad_lines: list[tuple[int, str]] | None) -> None:
+    """Hand the skipped lines to the caller and log them, once for the whole file."""
+    if bad_lines is not None:
+        bad_lines.extend(skipped)
+    if skipped:
+        shown = "; ".join(f"line {number}: {reason}" for number, reason in skipped[:5])
+        more = f"; and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        logger.warning("autotrace: %s: skipped %d bad lines (%s%s)", name, len(skipped), shown, more)
 
 
 # -- OTLP/JSON back to spans ----------------------------------------------------------------

@@ -4,7 +4,10 @@ Retries follow the OTLP specification and OpenTelemetry Python: only 429, 502,
 503, 504 and connection failures are retried, with exponential backoff (about
 1, 2, 4, 8, 16 s, ±20 % jitter) or the server's ``Retry-After``, and all of it
 inside the export timeout. Any other answer drops the batch and counts it. A
-partial success is logged, never retried. Each kind of failure is logged once.
+partial success is logged, never retried. The status line decides, even when
+the headers are more than http.client reads: a 2xx is never sent again. A TLS
+failure (a certificate, or an https:// URL for a plain-http port) is not
+retried. Each kind of failure is logged once.
 """
 
 from __future__ import annotations
@@ -196,6 +199,14 @@ class OTLPHttpExporter:
                 status, reply_headers, reply = self._post(body, headers, left)
             except ssl.SSLCertVerificationError as exc:  # a misconfiguration: retrying will not help
                 return self._give_up(count, "TLS certificate", f"{type(exc).__name__}: {exc}")
+            except ssl.SSLError as exc:
+                if self._abort.is_set():
+                    return self._give_up(count, "shutdown", "the exporter was shut down mid-request")
+                if not isinstance(exc, _TRANSIENT_TLS):
+                    # The peer does not speak TLS as asked (an https:// URL for a plain-http port, most
+                    # often): it will answer the same way on every retry, so say it now, once.
+                    return self._give_up(count, "TLS error", _tls_reason(exc))
+                kind, reason = "connection error", f"{type(exc).__name__}: {exc}"
             except (OSError, http.client.HTTPException) as exc:
                 if self._abort.is_set():
                     return self._give_up(count, "shutdown", "the exporter was shut down mid-request")
@@ -235,9 +246,13 @@ class OTLPHttpExporter:
         """A new connection to the collector, or to the proxy that reaches it."""
         proxy = self._proxy
         host, port = (self._host, self._port) if proxy is None else (proxy.host, proxy.port)
+        conn: http.client.HTTPConnection
         if not self._https:
-            return http.client.HTTPConnection(host, port, timeout=timeout)
+            conn = http.client.HTTPConnection(host, port, timeout=timeout)
+            conn.response_class = _Response
+            return conn
         conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=self._ssl)
+        conn.response_class = _Response
         if proxy is not None:  # CONNECT tunnel; TLS (and its hostname check) is end to end
             conn.set_tunnel(self._host, self._port, headers=proxy.headers)
         return conn
@@ -275,6 +290,7 @@ class OTLPHttpExporter:
                 with self._conn_lock:
                     self._active.add(conn)
                     watch.conn = conn
+                sent = False  # the proxy's answer to CONNECT is read with the same response class
                 try:
                     if conn.sock is None:
                         # Connecting is one socket operation, bounded by the socket timeout; the
@@ -283,6 +299,7 @@ class OTLPHttpExporter:
                     if watch.expired:
                         raise TimeoutError
                     conn.request("POST", self._target, body=body, headers=dict(headers))
+                    sent = True
                     response = conn.getresponse()
                     reply = response.read(_MAX_RESPONSE_BYTES)
                 except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError):
@@ -292,6 +309,15 @@ class OTLPHttpExporter:
                     reused = False  # went stale while idle: once more, on a new connection
                     conn = self._connect(max(0.001, timeout - (time.monotonic() - watch.started)))
                     continue
+                except _UnreadableHeaders as exc:
+                    # The status line was read; only the headers were not (more than http.client takes).
+                    # The status decides: a 2xx took the batch, and sending it again would store it twice.
+                    self._release(conn, keep=False)
+                    if not sent:  # a proxy's CONNECT answer: the collector has not seen the batch
+                        raise http.client.HTTPException(str(exc)) from exc
+                    with self._conn_lock:
+                        watch.done = True
+                    return exc.status, http.client.HTTPMessage(), b""
                 except BaseException:
                     self._release(conn, keep=False)
                     raise
@@ -403,6 +429,46 @@ class _Watch:
         self.started = time.monotonic()
         self.done = False
         self.expired = False
+
+
+class _UnreadableHeaders(http.client.HTTPException):
+    """An answer whose status line was read but whose headers http.client would not parse."""
+
+    def __init__(self, status: int, cause: Exception) -> None:
+        super().__init__(f"HTTP {status} with unreadable headers ({cause})")
+        self.status = status
+
+
+class _Response(http.client.HTTPResponse):
+    """http.client's response, telling the status apart when only the headers are unreadable.
+
+    http.client refuses an answer with more than 100 header lines (or one over 64 KiB) with
+    an HTTPException that hides the status it had read: a collector's 200 would look like a
+    connection failure, and the batch it stored would be sent again.
+    """
+
+    def begin(self) -> None:
+        try:
+            super().begin()
+        except http.client.UnknownProtocol:
+            raise
+        except http.client.HTTPException as exc:
+            status = self.status
+            if self.headers is None and isinstance(status, int) and 100 <= status <= 599:
+                raise _UnreadableHeaders(status, exc) from exc
+            raise
+
+
+# Failures of a TLS connection that a retry may cure: the peer closed it mid-way (a restart, a load balancer).
+_TRANSIENT_TLS = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+
+
+def _tls_reason(exc: ssl.SSLError) -> str:
+    """Why a TLS connection failed, with the likely cause when the peer is not speaking TLS."""
+    text = f"{type(exc).__name__}: {exc}"
+    if getattr(exc, "reason", None) in ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "HTTP_REQUEST"):
+        text += "; the endpoint does not speak TLS: is it a plain http:// port?"
+    return text
 
 
 def _snippet(reply: bytes) -> str:

@@ -130,14 +130,14 @@ def test_file_exporter_rejects_a_missing_folder_and_counts_write_failures(tmp_pa
 
 
 def test_read_jsonl_names_the_bad_line(tmp_path: Path) -> None:
-    """A line that is not JSON (or not a request) is a ValueError with file and line number."""
+    """With strict=True, a line that is not JSON (or not a request) is a ValueError with file and line number."""
     path = tmp_path / "t.jsonl"
     path.write_text('{"resourceSpans": []}\n\n{oops\n')
     with pytest.raises(ValueError, match=r"t\.jsonl:3: not JSON"):
-        read_jsonl(path)
+        read_jsonl(path, strict=True)
     path.write_text("[1, 2]\n")
     with pytest.raises(ValueError, match=r":1: not an OTLP"):
-        read_jsonl(path)
+        read_jsonl(path, strict=True)
 
 
 def test_decode_spans_accepts_base64_ids_and_rejects_broken_spans() -> None:
