@@ -21,7 +21,17 @@ from . import spans as _spans
 from ._limits import LIMITS
 from .attributes import SharedAttrs, freeze
 from .context import CURRENT, current_span_context
-from .spans import _UNSET_STATUS, Link, NonRecordingSpan, Span, SpanContext, SpanKind, _Detached, _UnsampledRoot
+from .spans import (
+    _UNSET_STATUS,
+    Link,
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    _Detached,
+    _UnsampledRoot,
+    continued_trace_id,
+)
 from .store import TraceStore
 
 if TYPE_CHECKING:
@@ -257,6 +267,7 @@ def start(
             if p._token.__class__ is _Detached and not _hand_built_sampled(p):
                 return None  # its trace is not sampled: record_span() will drop it, so its children go too
             trace = _S.store._open(p._trace_id, everywhere=True)
+        # p._trace_id as it is: it carries the trace's W3C state, if any (spans._TraceId).
         return _new_span(name, kind, attrs, owns, p._trace_id, p._span_id, trace)
     if parent.__class__ is int or parent.__class__ is _UnsampledRoot:
         return None  # a child of an unsampled trace runs without a span of its own
@@ -265,9 +276,10 @@ def start(
         return start(name, kind, attrs, owns, None)
     if not _parent_sampled(ctx, name):
         return None
-    s = _new_span(name, kind, attrs, owns, ctx.trace_id, ctx.span_id)
-    s._trace_state = ctx.trace_state
-    return s
+    # The trace's W3C state (tracestate, random flag) rides on the trace id
+    # object, down to every span below this one (spans._TraceId).
+    tid = continued_trace_id(ctx.trace_id, ctx.trace_state, ctx.random)
+    return _new_span(name, kind, attrs, owns, tid, ctx.span_id)
 
 
 def _ask(sampler: Sampler, trace_id: int, parent: SpanContext | None, name: str) -> bool:

@@ -20,6 +20,7 @@ from autotrace import propagation
 from autotrace.propagation import extract, inject, parse_traceparent, parse_tracestate
 from autotrace.spans import SpanContext, SpanKind, StatusCode
 from autotrace.testing import capture_spans
+from tests.conftest import all_spans
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 PARENT = "b7ad6b7169203331"
@@ -202,12 +203,12 @@ def test_parse_traceparent_fuzz_near_misses(text: str) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.integers(1, 2**128 - 1), st.integers(1, 2**64 - 1), st.booleans())
-def test_format_parse_round_trip(trace_id: int, span_id: int, sampled: bool) -> None:
-    """A formatted traceparent parses back to the same ids and flag."""
-    text = propagation.format_traceparent(SpanContext(trace_id, span_id, sampled))
+@given(st.integers(1, 2**128 - 1), st.integers(1, 2**64 - 1), st.booleans(), st.booleans())
+def test_format_parse_round_trip(trace_id: int, span_id: int, sampled: bool, random: bool) -> None:
+    """A formatted traceparent parses back to the same ids and flags."""
+    text = propagation.format_traceparent(SpanContext(trace_id, span_id, sampled, random=random))
     assert len(text) == 55
-    assert parse_traceparent(text) == SpanContext(trace_id, span_id, sampled, True, "")
+    assert parse_traceparent(text) == SpanContext(trace_id, span_id, sampled, True, "", random)
 
 
 def test_inject_writes_the_current_span() -> None:
@@ -216,7 +217,7 @@ def test_inject_writes_the_current_span() -> None:
         headers: dict[str, str] = {"accept": "*/*"}
         out = inject(headers)
     assert out is headers
-    assert headers == {"accept": "*/*", "traceparent": f"00-{s.trace_id}-{s.span_id}-01"}
+    assert headers == {"accept": "*/*", "traceparent": f"00-{s.trace_id}-{s.span_id}-03"}  # sampled, random id
 
 
 def test_inject_without_a_span_writes_nothing() -> None:
@@ -238,8 +239,8 @@ def test_inject_replaces_other_spellings() -> None:
     assert msg.get_all("traceparent") == [VALID]
 
 
-def test_inject_unsampled_trace_gives_flags_00() -> None:
-    """An unsampled trace (the seed @traced keeps) still propagates its ids, with flags 00."""
+def test_inject_unsampled_trace_gives_flags_02() -> None:
+    """An unsampled trace (the seed @traced keeps) still propagates its ids, with flags 02 (random id, not sampled)."""
     autotrace.configure(autotrace.TraceConfig(sample_rate=0.0))
 
     @autotrace.traced
@@ -250,7 +251,7 @@ def test_inject_unsampled_trace_gives_flags_00() -> None:
     ctx = extract(headers)
     assert ctx is not None and not ctx.sampled
     assert ctx.trace_id_hex == trace_id and trace_id != "0" * 32
-    assert headers["traceparent"].endswith("-00")
+    assert headers["traceparent"].endswith("-02")
 
 
 def test_inject_explicit_context_and_tracestate() -> None:
@@ -330,10 +331,101 @@ def test_inject_request_adds_header() -> None:
     with autotrace.span("call") as s:
         out = propagation.inject_request(req)
     assert out is req
-    assert req.get_header("Traceparent") == f"00-{s.trace_id}-{s.span_id}-01"
+    assert req.get_header("Traceparent") == f"00-{s.trace_id}-{s.span_id}-03"
     assert [k for k in req.header_items() if k[0].lower() == "traceparent"] == [
-        ("Traceparent", f"00-{s.trace_id}-{s.span_id}-01")
+        ("Traceparent", f"00-{s.trace_id}-{s.span_id}-03")
     ]
+
+
+# -- what every span below a remote parent sends on ------------------------------------------
+
+
+def _tree(parent: SpanContext | None) -> tuple[list[dict[str, str]], list[str]]:
+    """Under ``parent``: a server span, two @traced children and a grandchild, each injecting; (headers, span ids)."""
+    sent: list[dict[str, str]] = []
+    ids: list[str] = []
+
+    def note() -> None:
+        sent.append(inject({}))
+        ids.append(autotrace.current_span().span_id)
+
+    @autotrace.traced
+    def grandchild() -> None:
+        note()
+
+    @autotrace.traced
+    def child() -> None:
+        note()
+        grandchild()
+
+    @autotrace.traced
+    def sibling() -> None:
+        note()
+
+    with autotrace.span("server", kind="server", parent=parent):
+        note()
+        child()
+        sibling()
+        with autotrace.span("block"):
+            note()
+    return sent, ids
+
+
+@pytest.mark.parametrize("flags", ["00", "01", "02", "03"])
+def test_tracestate_reaches_every_descendant(flags: str) -> None:
+    """Every span below a remote parent sends its tracestate on, sampled or not, and stores it as OTLP traceState."""
+    remote = extract({"traceparent": f"00-{TRACE}-{PARENT}-{flags}", "tracestate": "vendor=x,other=y"})
+    sent, _ = _tree(remote)
+    assert len(sent) == 5
+    assert all(h["tracestate"] == "vendor=x,other=y" for h in sent)
+    assert all(h["traceparent"].startswith(f"00-{TRACE}-") for h in sent)
+    stored = all_spans()
+    if flags in ("01", "03"):
+        assert sorted(s.name.rsplit(".", 1)[-1] for s in stored) == [
+            "block",
+            "child",
+            "grandchild",
+            "server",
+            "sibling",
+        ]
+        assert all(s.to_dict()["traceState"] == "vendor=x,other=y" for s in stored)
+        assert all(s.get_span_context().trace_state == "vendor=x,other=y" for s in stored)
+    else:
+        assert stored == []
+
+
+def test_a_trace_started_here_sends_no_tracestate() -> None:
+    """Without a remote parent no tracestate is invented, and none leaks from an earlier remote trace."""
+    _tree(extract({"traceparent": VALID, "tracestate": "vendor=x"}))
+    autotrace.clear_traces()
+    sent, _ = _tree(None)
+    assert all("tracestate" not in h for h in sent)
+    stored = all_spans()
+    assert len(stored) == 5 and all("traceState" not in s.to_dict() for s in stored)
+
+
+@pytest.mark.parametrize(
+    ("incoming", "outgoing"),
+    [("00", "00"), ("01", "01"), ("02", "02"), ("03", "03"), ("ff", "03"), ("fd", "01"), ("08", "00"), ("0a", "02")],
+)
+def test_sampled_and_random_flags_are_kept_when_continuing_a_trace(incoming: str, outgoing: str) -> None:
+    """Below a remote parent every span sends the W3C flags it received (sampled, random), and no other bit."""
+    remote = extract({"traceparent": f"00-{TRACE}-{PARENT}-{incoming}"})
+    assert remote is not None
+    assert remote.trace_flags == int(outgoing, 16)
+    sent, _ = _tree(remote)
+    assert {h["traceparent"][-2:] for h in sent} == {outgoing}
+
+
+@pytest.mark.parametrize("rate", [0.0, 1.0])
+def test_a_new_trace_says_its_id_is_random(rate: float) -> None:
+    """A trace started here (our ids are random) sends the random-trace-id flag, sampled or not."""
+    autotrace.configure(autotrace.TraceConfig(sample_rate=rate))
+    sent, _ = _tree(None)
+    assert {h["traceparent"][-2:] for h in sent} == {"03" if rate else "02"}
+    with autotrace.span("root") as root:
+        ctx = root.get_span_context()
+    assert ctx.random and ctx.trace_flags == (0x03 if rate else 0x02)
 
 
 # -- traced_urlopen against a real loopback server ------------------------------------------
@@ -371,7 +463,7 @@ def test_traced_urlopen_client_span(echo_server: str) -> None:
             received = resp.read().decode()
     client = spans.one("GET")
     assert client.kind == SpanKind.CLIENT and client.parent_span_id == caller.span_id
-    assert received == f"00-{client.trace_id}-{client.span_id}-01"
+    assert received == f"00-{client.trace_id}-{client.span_id}-03"
     attrs = client.attributes
     assert attrs["http.request.method"] == "GET"
     assert attrs["url.full"] == f"{echo_server}/hello?q=1"

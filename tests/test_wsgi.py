@@ -132,7 +132,7 @@ def test_bottle_route_names_and_attributes(serve: Callable[[Any], Server]) -> No
         "client.address": "127.0.0.1",
         "network.protocol.version": "1.1",
     }
-    assert headers["traceparent"] == f"00-{span.trace_id}-{span.span_id}-01"
+    assert headers["traceparent"] == f"00-{span.trace_id}-{span.span_id}-03"  # sampled, random id (ours)
     assert spans.one("lookup").parent_span_id == span.span_id
 
 
