@@ -308,7 +308,9 @@ def test_attach_honours_unsampled_flag() -> None:
         with autotrace.span("manual") as s:
             assert not s.is_recording
     assert autotrace.trace_count() == before
-    assert headers["traceparent"] == f"00-{TRACE}-{PARENT}-00"
+    assert headers["traceparent"].startswith(f"00-{TRACE}-")
+    assert headers["traceparent"].endswith("-00")
+    assert PARENT not in headers["traceparent"]  # the traced call's own span id, not the caller's
 
 
 def test_use_span_accepts_extracted_context() -> None:
@@ -426,6 +428,43 @@ def test_a_new_trace_says_its_id_is_random(rate: float) -> None:
     with autotrace.span("root") as root:
         ctx = root.get_span_context()
     assert ctx.random and ctx.trace_flags == (0x03 if rate else 0x02)
+
+
+@pytest.mark.parametrize("flags", ["00", "02"])
+def test_every_span_below_an_unsampled_remote_parent_sends_its_own_parent_id(flags: str) -> None:
+    """Below an unsampled remote parent each span sends its own span id as parent-id, never the caller's."""
+    sent, ids = _tree(extract({"traceparent": f"00-{TRACE}-{PARENT}-{flags}"}))
+    parent_ids = [h["traceparent"][36:52] for h in sent]
+    assert parent_ids == ids  # what is sent is what current_span() says
+    assert len(set(parent_ids)) == 5  # server, child, grandchild, sibling, block: one id each
+    assert PARENT not in parent_ids
+    assert all(h["traceparent"][3:35] == TRACE for h in sent)
+    assert autotrace.trace_count() == 0
+
+
+def test_an_unsampled_trace_started_here_sends_its_own_root_id() -> None:
+    """In an unsampled trace started here every span sends the local root's id: ours, at no cost per call."""
+    autotrace.configure(autotrace.TraceConfig(sample_rate=0.0))
+    sent, ids = _tree(None)
+    assert {h["traceparent"][36:52] for h in sent} == set(ids) == {ids[0]}
+    assert len({h["traceparent"][3:35] for h in sent}) == 1
+    assert autotrace.trace_count() == 0
+
+
+def test_an_unsampled_span_keeps_its_id_while_it_runs() -> None:
+    """The id an unsampled span sends is the same each time it is asked, and a child's differs from it."""
+    autotrace.configure(autotrace.TraceConfig(sample_rate=0.0))
+
+    @autotrace.traced
+    def child() -> str:
+        return inject({})["traceparent"]
+
+    with propagation.attach({"traceparent": f"00-{TRACE}-{PARENT}-00"}):
+        with autotrace.span("server") as s:
+            first = inject({})["traceparent"]
+            below = child()
+            assert inject({})["traceparent"] == first == f"00-{TRACE}-{s.span_id}-00"
+    assert below != first and below[:36] == first[:36]
 
 
 # -- traced_urlopen against a real loopback server ------------------------------------------
