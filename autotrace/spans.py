@@ -270,12 +270,13 @@ def _status_description(exc: BaseException) -> str:
 class _Extra:
     """The parts of a span most spans never use (kept out of Span's own slots)."""
 
-    __slots__ = ("dropped", "events", "links")
+    __slots__ = ("dropped", "events", "links", "remote_parent")
 
     def __init__(self) -> None:
         self.dropped: list[int] | None = None
         self.events: list[SpanEvent] | None = None
         self.links: list[Link] | None = None
+        self.remote_parent = False  # the parent came from another process (OTLP span flags)
 
 
 class Span:
@@ -292,8 +293,8 @@ class Span:
     # the one shared empty dict of span() (`_owns` False); it is copied on the
     # first write. `_trace` is the store buffer of the span's trace (store.py):
     # a finished span appends itself there.
-    # The rarely used parts (events, links, dropped counts) live in one
-    # `_extra` object, None for most spans: three slots fewer on every span.
+    # The rarely used parts (events, links, dropped counts, a remote parent) live
+    # in one `_extra` object, None for most spans: four slots fewer on every span.
     # A trace state travels on `_trace_id` itself (see _TraceId).
     # A span's own attribute dict is packed into a FrozenAttrs when it ends.
     __slots__ = (
@@ -393,6 +394,16 @@ class Span:
     @_trace_state.setter
     def _trace_state(self, value: str) -> None:
         self._trace_id = continued_trace_id(self._trace_id, value, trace_state_of(self._trace_id)[1])
+
+    @property
+    def _remote_parent(self) -> bool:
+        extra = self._extra
+        return False if extra is None else extra.remote_parent
+
+    @_remote_parent.setter
+    def _remote_parent(self, value: bool) -> None:
+        if value or self._extra is not None:
+            self._extra_for_write().remote_parent = value
 
     @property
     def _owns(self) -> bool:

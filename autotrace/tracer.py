@@ -287,7 +287,10 @@ def start(
     # The trace's W3C state (tracestate, random flag) rides on the trace id
     # object, down to every span below this one (spans._TraceId).
     tid = continued_trace_id(ctx.trace_id, ctx.trace_state, ctx.random)
-    return _new_span(name, kind, attrs, owns, tid, ctx.span_id)
+    s = _new_span(name, kind, attrs, owns, tid, ctx.span_id)
+    if ctx.is_remote:
+        s._remote_parent = True  # OTLP span flags say so
+    return s
 
 
 def _unsampled_child(ctx: SpanContext) -> NonRecordingSpan:
