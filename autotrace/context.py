@@ -57,13 +57,14 @@ def _mix(x: int) -> int:
 def unsampled_context(seed: int) -> SpanContext:
     """The ids of an unsampled trace started by @traced from its 64-bit seed.
 
-    The seed is the trace id's low 64 bits (those OpenTelemetry samples on); the
-    high half and the span id are derived from it, so they are the same every
-    time they are asked for and cost nothing when nobody asks.
+    The seed is the trace id's low 64 bits (those OpenTelemetry samples on,
+    drawn at random: the context says so); the high half and the span id are
+    derived from it, so they are the same every time they are asked for and
+    cost nothing when nobody asks.
     """
     high = _mix(seed) or 1
     span_id = _mix(seed ^ 0x5DEECE66D) or 1
-    return SpanContext((high << 64) | seed, span_id, False, False)
+    return SpanContext((high << 64) | seed, span_id, False, False, "", True)
 
 
 def current_span() -> Span | NonRecordingSpan:

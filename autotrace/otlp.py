@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
+from .spans import trace_state_of
 
 if TYPE_CHECKING:
     from .spans import Span
@@ -23,6 +24,14 @@ __all__ = ["any_value", "encode_span", "encode_spans", "encode_traces", "key_val
 SCOPE = {"name": "autotrace", "version": __version__}
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+
+# Span.flags and Link.flags (trace.proto, SpanFlags): the low byte is the W3C
+# trace flags; 0x100 says whether the parent (or linked) context is remote is
+# known, 0x200 that it is remote. A stored span is always sampled (0x01).
+_HAS_IS_REMOTE = 0x100
+_IS_REMOTE = 0x200
+_FLAGS = _HAS_IS_REMOTE | 0x01
+_FLAGS_RANDOM = _FLAGS | 0x02
 
 
 def _text(value: str) -> str:
@@ -88,10 +97,18 @@ def encode_span(span: Span) -> dict[str, Any]:
         "traceId": span._trace_id.to_bytes(16, "big").hex(),
         "spanId": _hex64(span._span_id),
     }
-    if span._trace_state:
-        out["traceState"] = span._trace_state
+    tid = span._trace_id
+    if tid.__class__ is int:  # a trace started here: random id, no trace state (see spans._TraceId)
+        flags = _FLAGS_RANDOM
+    else:
+        trace_state, random = trace_state_of(tid)
+        if trace_state:
+            out["traceState"] = trace_state
+        flags = _FLAGS_RANDOM if random else _FLAGS
     if span._parent_id is not None:
         out["parentSpanId"] = _hex64(span._parent_id)
+    extra = span._extra
+    out["flags"] = flags | _IS_REMOTE if extra is not None and extra.remote_parent else flags
     start = span._start
     end = span._end if span._end is not None else start
     out["name"] = _text(span._name)
@@ -130,7 +147,7 @@ def encode_span(span: Span) -> dict[str, Any]:
                     "spanId": _hex64(lk.context.span_id),
                     "traceState": lk.context.trace_state,
                     "attributes": key_values(lk.attributes),
-                    "flags": 0x100 | (0x200 if lk.context.is_remote else 0) | int(lk.context.sampled),
+                    "flags": _HAS_IS_REMOTE | (_IS_REMOTE if lk.context.is_remote else 0) | lk.context.trace_flags,
                 },
                 "droppedAttributesCount",
                 lk.dropped_attributes_count,

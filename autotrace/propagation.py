@@ -74,7 +74,10 @@ def parse_traceparent(value: str) -> SpanContext | None:
     span_id = int(span_hex, 16)
     if trace_id == 0 or span_id == 0:
         return None
-    return SpanContext(trace_id, span_id, bool(int(flags_hex, 16) & 1), True, "")
+    # The flags W3C defines: sampled (0x01) and, in Level 2, random trace id
+    # (0x02). Other bits are ignored, so they are not sent on either.
+    flags = int(flags_hex, 16)
+    return SpanContext(trace_id, span_id, bool(flags & 0x01), True, "", bool(flags & 0x02))
 
 
 def parse_tracestate(value: str | Iterable[str]) -> str:
@@ -168,8 +171,8 @@ def extract(headers: Any) -> SpanContext | None:
 
 
 def format_traceparent(context: SpanContext) -> str:
-    """The version-00 ``traceparent`` value for a span context."""
-    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{'01' if context.sampled else '00'}"
+    """The version-00 ``traceparent`` value for a span context (flags: sampled, random trace id)."""
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
 
 
 def _resolve(context: Contextish) -> SpanContext | None:
@@ -200,9 +203,10 @@ def inject(headers: MutableMapping[str, str] | None = None, context: Contextish 
     """Write ``traceparent`` (and ``tracestate`` when there is one) into ``headers``; return them.
 
     The context is the current span's unless ``context`` (a span or a
-    SpanContext) is given. Outside any span nothing is written. An unsampled
-    trace is propagated with flags ``00`` so the callee does not sample it
-    either. Never raises.
+    SpanContext) is given. Outside any span nothing is written. The flags
+    say sampled (``01``) or not, so the callee samples the same way, plus
+    random trace id (``02``) for the traces started here and for the ones
+    continued with that flag. Never raises.
     """
     if headers is None:
         headers = {}

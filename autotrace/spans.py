@@ -95,13 +95,24 @@ _UNSET_STATUS = Status()
 
 
 class SpanContext(NamedTuple):
-    """The part of a span that crosses process boundaries (W3C trace context)."""
+    """The part of a span that crosses process boundaries (W3C trace context).
+
+    ``sampled`` and ``random`` are the two trace flags W3C Trace Context
+    defines (0x01, and 0x02 of Level 2: the trace id's right 7 bytes are
+    random); ``trace_flags`` is the byte they make.
+    """
 
     trace_id: int
     span_id: int
     sampled: bool = True
     is_remote: bool = False
     trace_state: str = ""
+    random: bool = False
+
+    @property
+    def trace_flags(self) -> int:
+        """The W3C trace-flags byte: sampled (0x01) and random trace id (0x02)."""
+        return (0x01 if self.sampled else 0) | (0x02 if self.random else 0)
 
     @property
     def trace_id_hex(self) -> str:
@@ -159,6 +170,37 @@ class _Detached:
 
 
 DETACHED = _Detached()
+
+
+class _TraceId(int):
+    """A trace id continued from a parent context, carrying that trace's W3C state.
+
+    Every local descendant of a span copies the span's ``_trace_id`` object as
+    it is (the hot path does nothing else with it), so a trace state and a
+    random flag received with a remote parent reach every span below it for
+    free: no slot, no lookup, no branch per span. A plain int, the common
+    case (every trace started here), means "random id, no trace state".
+    """
+
+    trace_state: str
+    random: bool
+
+
+def continued_trace_id(trace_id: int, trace_state: str = "", random: bool = True) -> int:
+    """``trace_id`` as a span keeps it: a plain int when random without trace state, else a _TraceId."""
+    if random and not trace_state:
+        return int(trace_id)
+    tid = _TraceId(trace_id)
+    tid.trace_state = trace_state
+    tid.random = random
+    return tid
+
+
+def trace_state_of(trace_id: int) -> tuple[str, bool]:
+    """The trace state and random flag a span's ``_trace_id`` carries (see _TraceId)."""
+    if trace_id.__class__ is int:
+        return "", True
+    return getattr(trace_id, "trace_state", ""), getattr(trace_id, "random", True)
 
 
 def new_span_id() -> int:
@@ -230,13 +272,13 @@ def _status_description(exc: BaseException) -> str:
 class _Extra:
     """The parts of a span most spans never use (kept out of Span's own slots)."""
 
-    __slots__ = ("dropped", "events", "links", "trace_state")
+    __slots__ = ("dropped", "events", "links", "remote_parent")
 
     def __init__(self) -> None:
         self.dropped: list[int] | None = None
         self.events: list[SpanEvent] | None = None
         self.links: list[Link] | None = None
-        self.trace_state = ""
+        self.remote_parent = False  # the parent came from another process (OTLP span flags)
 
 
 class Span:
@@ -253,8 +295,9 @@ class Span:
     # the one shared empty dict of span() (`_owns` False); it is copied on the
     # first write. `_trace` is the store buffer of the span's trace (store.py):
     # a finished span appends itself there.
-    # The rarely used parts (events, links, dropped counts, tracestate) live in
-    # one `_extra` object, None for most spans: four slots fewer on every span.
+    # The rarely used parts (events, links, dropped counts, a remote parent) live
+    # in one `_extra` object, None for most spans: four slots fewer on every span.
+    # A trace state travels on `_trace_id` itself (see _TraceId).
     # A span's own attribute dict is packed into a FrozenAttrs when it ends.
     __slots__ = (
         "_attrs",
@@ -348,13 +391,21 @@ class Span:
 
     @property
     def _trace_state(self) -> str:
-        extra = self._extra
-        return "" if extra is None else extra.trace_state
+        return trace_state_of(self._trace_id)[0]
 
     @_trace_state.setter
     def _trace_state(self, value: str) -> None:
+        self._trace_id = continued_trace_id(self._trace_id, value, trace_state_of(self._trace_id)[1])
+
+    @property
+    def _remote_parent(self) -> bool:
+        extra = self._extra
+        return False if extra is None else extra.remote_parent
+
+    @_remote_parent.setter
+    def _remote_parent(self, value: bool) -> None:
         if value or self._extra is not None:
-            self._extra_for_write().trace_state = value
+            self._extra_for_write().remote_parent = value
 
     @property
     def _owns(self) -> bool:
@@ -411,7 +462,11 @@ class Span:
 
     def get_span_context(self) -> SpanContext:
         """The ids and flags to propagate to children and other services."""
-        return SpanContext(self._trace_id, self._span_id, True, False, self._trace_state)
+        tid = self._trace_id
+        if tid.__class__ is int:
+            return SpanContext(tid, self._span_id, True, False, "", True)
+        state, random = trace_state_of(tid)
+        return SpanContext(int(tid), self._span_id, True, False, state, random)
 
     # -- time ---------------------------------------------------------------------
 

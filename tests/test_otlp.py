@@ -137,3 +137,43 @@ def test_span_to_dict() -> None:
     s = Span("x", trace_id=1, span_id=2)
     d = s.to_dict()
     assert d["traceId"] == "0" * 31 + "1" and d["spanId"] == "0" * 15 + "2" and d["name"] == "x"
+
+
+REMOTE_TRACE = "0af7651916cd43dd8448eb211c80319c"
+REMOTE_PARENT = "b7ad6b7169203331"
+
+
+@pytest.mark.parametrize(("incoming", "low_byte"), [("01", 0x01), ("03", 0x03)])
+def test_span_flags_say_whether_the_parent_is_remote(incoming: str, low_byte: int) -> None:
+    """OTLP span flags: W3C trace flags in the low byte, 0x100 (known), and 0x200 when the span's parent is remote."""
+    from autotrace.propagation import extract
+
+    remote = extract({"traceparent": f"00-{REMOTE_TRACE}-{REMOTE_PARENT}-{incoming}", "tracestate": "v=1"})
+
+    @traced("work")
+    def work() -> None:
+        with span("inner"):
+            pass
+
+    with span("server", kind="server", parent=remote):
+        work()
+    with span("local-root"):
+        work()
+    doc = autotrace.export_traces()
+    message = validate(doc)
+    flags = {s["name"]: s["flags"] for s in spans_of(doc) if s["traceId"] == REMOTE_TRACE}
+    assert flags == {"server": 0x300 | low_byte, "work": 0x100 | low_byte, "inner": 0x100 | low_byte}
+    local = [s for s in spans_of(doc) if s["traceId"] != REMOTE_TRACE]
+    assert len(local) == 3 and {s["flags"] for s in local} == {0x103}  # sampled, random id, parent local (or none)
+    parsed = {s.name: s.flags for rs in message.resource_spans for ss in rs.scope_spans for s in ss.spans}
+    assert parsed["server"] == 0x300 | low_byte and parsed["local-root"] == 0x103
+
+
+def test_link_flags_carry_both_trace_flags() -> None:
+    """A link's OTLP flags carry the linked context's sampled and random bits beside is-remote."""
+    with span("a") as a:
+        pass
+    with span("b", links=[a.get_span_context(), SpanContext(1, 2, False, True, "", True)]):
+        pass
+    (b,) = [s for s in spans_of(autotrace.export_traces()) if s["name"] == "b"]
+    assert [lk["flags"] for lk in b["links"]] == [0x103, 0x302]

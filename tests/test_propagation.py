@@ -21,6 +21,7 @@ from autotrace.propagation import extract, inject, parse_traceparent, parse_trac
 from autotrace.redaction import redact_url
 from autotrace.spans import SpanContext, SpanKind, StatusCode
 from autotrace.testing import capture_spans
+from tests.conftest import all_spans
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 PARENT = "b7ad6b7169203331"
@@ -203,12 +204,12 @@ def test_parse_traceparent_fuzz_near_misses(text: str) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.integers(1, 2**128 - 1), st.integers(1, 2**64 - 1), st.booleans())
-def test_format_parse_round_trip(trace_id: int, span_id: int, sampled: bool) -> None:
-    """A formatted traceparent parses back to the same ids and flag."""
-    text = propagation.format_traceparent(SpanContext(trace_id, span_id, sampled))
+@given(st.integers(1, 2**128 - 1), st.integers(1, 2**64 - 1), st.booleans(), st.booleans())
+def test_format_parse_round_trip(trace_id: int, span_id: int, sampled: bool, random: bool) -> None:
+    """A formatted traceparent parses back to the same ids and flags."""
+    text = propagation.format_traceparent(SpanContext(trace_id, span_id, sampled, random=random))
     assert len(text) == 55
-    assert parse_traceparent(text) == SpanContext(trace_id, span_id, sampled, True, "")
+    assert parse_traceparent(text) == SpanContext(trace_id, span_id, sampled, True, "", random)
 
 
 def test_inject_writes_the_current_span() -> None:
@@ -217,7 +218,7 @@ def test_inject_writes_the_current_span() -> None:
         headers: dict[str, str] = {"accept": "*/*"}
         out = inject(headers)
     assert out is headers
-    assert headers == {"accept": "*/*", "traceparent": f"00-{s.trace_id}-{s.span_id}-01"}
+    assert headers == {"accept": "*/*", "traceparent": f"00-{s.trace_id}-{s.span_id}-03"}  # sampled, random id
 
 
 def test_inject_without_a_span_writes_nothing() -> None:
@@ -239,8 +240,8 @@ def test_inject_replaces_other_spellings() -> None:
     assert msg.get_all("traceparent") == [VALID]
 
 
-def test_inject_unsampled_trace_gives_flags_00() -> None:
-    """An unsampled trace (the seed @traced keeps) still propagates its ids, with flags 00."""
+def test_inject_unsampled_trace_gives_flags_02() -> None:
+    """An unsampled trace (the seed @traced keeps) still propagates its ids, with flags 02 (random id, not sampled)."""
     autotrace.configure(autotrace.TraceConfig(sample_rate=0.0))
 
     @autotrace.traced
@@ -251,7 +252,7 @@ def test_inject_unsampled_trace_gives_flags_00() -> None:
     ctx = extract(headers)
     assert ctx is not None and not ctx.sampled
     assert ctx.trace_id_hex == trace_id and trace_id != "0" * 32
-    assert headers["traceparent"].endswith("-00")
+    assert headers["traceparent"].endswith("-02")
 
 
 def test_inject_explicit_context_and_tracestate() -> None:
@@ -308,7 +309,9 @@ def test_attach_honours_unsampled_flag() -> None:
         with autotrace.span("manual") as s:
             assert not s.is_recording
     assert autotrace.trace_count() == before
-    assert headers["traceparent"] == f"00-{TRACE}-{PARENT}-00"
+    assert headers["traceparent"].startswith(f"00-{TRACE}-")
+    assert headers["traceparent"].endswith("-00")
+    assert PARENT not in headers["traceparent"]  # the traced call's own span id, not the caller's
 
 
 def test_use_span_accepts_extracted_context() -> None:
@@ -331,10 +334,138 @@ def test_inject_request_adds_header() -> None:
     with autotrace.span("call") as s:
         out = propagation.inject_request(req)
     assert out is req
-    assert req.get_header("Traceparent") == f"00-{s.trace_id}-{s.span_id}-01"
+    assert req.get_header("Traceparent") == f"00-{s.trace_id}-{s.span_id}-03"
     assert [k for k in req.header_items() if k[0].lower() == "traceparent"] == [
-        ("Traceparent", f"00-{s.trace_id}-{s.span_id}-01")
+        ("Traceparent", f"00-{s.trace_id}-{s.span_id}-03")
     ]
+
+
+# -- what every span below a remote parent sends on ------------------------------------------
+
+
+def _tree(parent: SpanContext | None) -> tuple[list[dict[str, str]], list[str]]:
+    """Under ``parent``: a server span, two @traced children and a grandchild, each injecting; (headers, span ids)."""
+    sent: list[dict[str, str]] = []
+    ids: list[str] = []
+
+    def note() -> None:
+        sent.append(inject({}))
+        ids.append(autotrace.current_span().span_id)
+
+    @autotrace.traced
+    def grandchild() -> None:
+        note()
+
+    @autotrace.traced
+    def child() -> None:
+        note()
+        grandchild()
+
+    @autotrace.traced
+    def sibling() -> None:
+        note()
+
+    with autotrace.span("server", kind="server", parent=parent):
+        note()
+        child()
+        sibling()
+        with autotrace.span("block"):
+            note()
+    return sent, ids
+
+
+@pytest.mark.parametrize("flags", ["00", "01", "02", "03"])
+def test_tracestate_reaches_every_descendant(flags: str) -> None:
+    """Every span below a remote parent sends its tracestate on, sampled or not, and stores it as OTLP traceState."""
+    remote = extract({"traceparent": f"00-{TRACE}-{PARENT}-{flags}", "tracestate": "vendor=x,other=y"})
+    sent, _ = _tree(remote)
+    assert len(sent) == 5
+    assert all(h["tracestate"] == "vendor=x,other=y" for h in sent)
+    assert all(h["traceparent"].startswith(f"00-{TRACE}-") for h in sent)
+    stored = all_spans()
+    if flags in ("01", "03"):
+        assert sorted(s.name.rsplit(".", 1)[-1] for s in stored) == [
+            "block",
+            "child",
+            "grandchild",
+            "server",
+            "sibling",
+        ]
+        assert all(s.to_dict()["traceState"] == "vendor=x,other=y" for s in stored)
+        assert all(s.get_span_context().trace_state == "vendor=x,other=y" for s in stored)
+    else:
+        assert stored == []
+
+
+def test_a_trace_started_here_sends_no_tracestate() -> None:
+    """Without a remote parent no tracestate is invented, and none leaks from an earlier remote trace."""
+    _tree(extract({"traceparent": VALID, "tracestate": "vendor=x"}))
+    autotrace.clear_traces()
+    sent, _ = _tree(None)
+    assert all("tracestate" not in h for h in sent)
+    stored = all_spans()
+    assert len(stored) == 5 and all("traceState" not in s.to_dict() for s in stored)
+
+
+@pytest.mark.parametrize(
+    ("incoming", "outgoing"),
+    [("00", "00"), ("01", "01"), ("02", "02"), ("03", "03"), ("ff", "03"), ("fd", "01"), ("08", "00"), ("0a", "02")],
+)
+def test_sampled_and_random_flags_are_kept_when_continuing_a_trace(incoming: str, outgoing: str) -> None:
+    """Below a remote parent every span sends the W3C flags it received (sampled, random), and no other bit."""
+    remote = extract({"traceparent": f"00-{TRACE}-{PARENT}-{incoming}"})
+    assert remote is not None
+    assert remote.trace_flags == int(outgoing, 16)
+    sent, _ = _tree(remote)
+    assert {h["traceparent"][-2:] for h in sent} == {outgoing}
+
+
+@pytest.mark.parametrize("rate", [0.0, 1.0])
+def test_a_new_trace_says_its_id_is_random(rate: float) -> None:
+    """A trace started here (our ids are random) sends the random-trace-id flag, sampled or not."""
+    autotrace.configure(autotrace.TraceConfig(sample_rate=rate))
+    sent, _ = _tree(None)
+    assert {h["traceparent"][-2:] for h in sent} == {"03" if rate else "02"}
+    with autotrace.span("root") as root:
+        ctx = root.get_span_context()
+    assert ctx.random and ctx.trace_flags == (0x03 if rate else 0x02)
+
+
+@pytest.mark.parametrize("flags", ["00", "02"])
+def test_every_span_below_an_unsampled_remote_parent_sends_its_own_parent_id(flags: str) -> None:
+    """Below an unsampled remote parent each span sends its own span id as parent-id, never the caller's."""
+    sent, ids = _tree(extract({"traceparent": f"00-{TRACE}-{PARENT}-{flags}"}))
+    parent_ids = [h["traceparent"][36:52] for h in sent]
+    assert parent_ids == ids  # what is sent is what current_span() says
+    assert len(set(parent_ids)) == 5  # server, child, grandchild, sibling, block: one id each
+    assert PARENT not in parent_ids
+    assert all(h["traceparent"][3:35] == TRACE for h in sent)
+    assert autotrace.trace_count() == 0
+
+
+def test_an_unsampled_trace_started_here_sends_its_own_root_id() -> None:
+    """In an unsampled trace started here every span sends the local root's id: ours, at no cost per call."""
+    autotrace.configure(autotrace.TraceConfig(sample_rate=0.0))
+    sent, ids = _tree(None)
+    assert {h["traceparent"][36:52] for h in sent} == set(ids) == {ids[0]}
+    assert len({h["traceparent"][3:35] for h in sent}) == 1
+    assert autotrace.trace_count() == 0
+
+
+def test_an_unsampled_span_keeps_its_id_while_it_runs() -> None:
+    """The id an unsampled span sends is the same each time it is asked, and a child's differs from it."""
+    autotrace.configure(autotrace.TraceConfig(sample_rate=0.0))
+
+    @autotrace.traced
+    def child() -> str:
+        return inject({})["traceparent"]
+
+    with propagation.attach({"traceparent": f"00-{TRACE}-{PARENT}-00"}):
+        with autotrace.span("server") as s:
+            first = inject({})["traceparent"]
+            below = child()
+            assert inject({})["traceparent"] == first == f"00-{TRACE}-{s.span_id}-00"
+    assert below != first and below[:36] == first[:36]
 
 
 # -- traced_urlopen against a real loopback server ------------------------------------------
@@ -372,7 +503,7 @@ def test_traced_urlopen_client_span(echo_server: str) -> None:
             received = resp.read().decode()
     client = spans.one("GET")
     assert client.kind == SpanKind.CLIENT and client.parent_span_id == caller.span_id
-    assert received == f"00-{client.trace_id}-{client.span_id}-01"
+    assert received == f"00-{client.trace_id}-{client.span_id}-03"
     attrs = client.attributes
     assert attrs["http.request.method"] == "GET"
     assert attrs["url.full"] == f"{echo_server}/hello?q=1"

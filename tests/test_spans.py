@@ -278,3 +278,23 @@ def test_none_in_a_sequence_attribute_keeps_its_place_in_otlp() -> None:
     validate_export(doc)
     (attr,) = doc["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["attributes"]
     assert attr["value"]["arrayValue"]["values"] == [{"boolValue": True}, {}, {"boolValue": False}]
+
+
+def test_span_context_round_trips_through_pickle_and_copy() -> None:
+    """A SpanContext (extracted, or of a span below a remote parent) survives pickle, copy and deepcopy unchanged."""
+    import copy
+    import pickle
+
+    from autotrace.propagation import extract
+
+    remote = extract({"traceparent": f"00-{'ab' * 16}-{'cd' * 8}-01", "tracestate": "vendor=x"})
+    assert remote is not None
+    with autotrace.span("server", parent=remote) as s:
+        pass
+    contexts = [remote, s.get_span_context(), SpanContext(1, 2, False, False, "", True)]
+    assert contexts[1].trace_state == "vendor=x" and type(contexts[1].trace_id) is int
+    for ctx in contexts:
+        for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+            back = pickle.loads(pickle.dumps(ctx, protocol))
+            assert back == ctx and type(back) is SpanContext and back.trace_flags == ctx.trace_flags
+        assert copy.copy(ctx) == ctx and copy.deepcopy(ctx) == ctx

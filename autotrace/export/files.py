@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..otlp import encode_spans
-from ..spans import _UNSET_STATUS, Link, Span, SpanContext, SpanEvent, SpanKind, Status, StatusCode
+from ..spans import _UNSET_STATUS, Link, Span, SpanContext, SpanEvent, SpanKind, Status, StatusCode, continued_trace_id
 from ..tracer import internal_error, resource_attributes
 
 if TYPE_CHECKING:
@@ -316,7 +316,12 @@ def _decode_span(item: Any) -> Span:
         parent = item.get("parentSpanId")
         s._parent_id = _id(parent, 8, "parentSpanId") if parent else None
         s._extra = None  # before the folded fields below are set (see Span.__slots__)
-        s._trace_state = str(item.get("traceState") or "")
+        # Span flags (otlp.py): random trace id (0x02), parent remote (0x200);
+        # a line written without them reads as a trace started here.
+        flags = int(item.get("flags") or 0)
+        random = not flags & 0x100 or bool(flags & 0x02)
+        s._trace_id = continued_trace_id(s._trace_id, str(item.get("traceState") or ""), random)
+        s._remote_parent = bool(flags & 0x200)
         s._start = int(item.get("startTimeUnixNano") or 0)
         s._end = max(int(item.get("endTimeUnixNano") or 0), s._start)
         s._attrs = _attributes(item.get("attributes") or [])
@@ -342,6 +347,7 @@ def _decode_span(item: Any) -> Span:
                 bool(flags & 0x1),
                 bool(flags & 0x200),
                 str(lk.get("traceState") or ""),
+                bool(flags & 0x02),
             )
             links.append(
                 Link(context, _attributes(lk.get("attributes") or []), int(lk.get("droppedAttributesCount") or 0))

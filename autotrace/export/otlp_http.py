@@ -509,6 +509,7 @@ def _span(p: Any, sp: Mapping[str, Any]) -> None:
     p.span_id = bytes.fromhex(sp["spanId"])
     if sp.get("parentSpanId"):
         p.parent_span_id = bytes.fromhex(sp["parentSpanId"])
+    p.flags = sp.get("flags", 0)
     if sp.get("traceState"):
         p.trace_state = sp["traceState"]
     p.name = sp["name"]

@@ -58,6 +58,8 @@ def spans_of(message: ExportTraceServiceRequest) -> list[dict[str, Any]]:
                         "parent_span_id": sp.parent_span_id.hex() or None,
                         "name": sp.name,
                         "attributes": attrs,
+                        "flags": sp.flags,
+                        "trace_state": sp.trace_state,
                     }
                 )
     return out

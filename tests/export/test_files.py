@@ -140,6 +140,19 @@ def test_read_jsonl_names_the_bad_line(tmp_path: Path) -> None:
         read_jsonl(path, strict=True)
 
 
+def test_a_remote_parent_trace_state_and_flags_survive_a_jsonl_line() -> None:
+    """Spans below a remote parent read back with their traceState and span flags (random, remote parent) intact."""
+    remote = SpanContext(0xAB, 0xCD, True, True, "vendor=x", random=False)
+    with capture_spans() as spans, autotrace.span("server", parent=remote), autotrace.span("inner"):
+        pass
+    original = [encode_span(s) for s in spans]
+    assert [(sp["flags"], sp["traceState"]) for sp in original] == [(0x101, "vendor=x"), (0x301, "vendor=x")]
+    line = json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": original}]}]})
+    rebuilt = decode_spans(json.loads(line))
+    assert [encode_span(s) for s in rebuilt] == original
+    assert rebuilt[1].get_span_context() == SpanContext(0xAB, rebuilt[1]._span_id, True, False, "vendor=x", False)
+
+
 def test_decode_spans_accepts_base64_ids_and_rejects_broken_spans() -> None:
     """Ids in protobuf's base64 JSON form are read too; zero or malformed ids are refused with a reason."""
     doc = {

@@ -17,6 +17,7 @@ import pytest
 
 import autotrace
 from autotrace.export import BatchSpanProcessor, OTLPHttpExporter, parse_retry_after
+from autotrace.propagation import extract
 from autotrace.testing import capture_spans
 
 from .conftest import Receiver, closed_port
@@ -96,6 +97,22 @@ def test_headers_and_attributes_reach_the_collector(receiver: Receiver) -> None:
     assert span["name"] == "generate"
     assert span["attributes"]["gen_ai.usage.output_tokens"] == {"intValue": "42"}
     assert span["attributes"]["ok"] == {"boolValue": True}
+
+
+@pytest.mark.parametrize("encoding", ["json", "protobuf"])
+def test_span_flags_and_trace_state_reach_the_collector(receiver: Receiver, encoding: str) -> None:
+    """Span flags (W3C flags, 0x100 known, 0x200 remote parent) and traceState arrive, in JSON and in protobuf."""
+    exporter = OTLPHttpExporter(receiver.url, encoding=encoding)
+    install(exporter)
+    remote = extract({"traceparent": f"00-{'ab' * 16}-{'cd' * 8}-01", "tracestate": "vendor=x"})
+    with autotrace.span("server", kind="server", parent=remote):
+        with autotrace.span("inner"):
+            pass
+    with autotrace.span("local"):
+        pass
+    assert autotrace.flush(30)
+    got = {s["name"]: (s["flags"], s["trace_state"]) for s in receiver.spans}
+    assert got == {"server": (0x301, "vendor=x"), "inner": (0x101, "vendor=x"), "local": (0x103, "")}
 
 
 def test_big_batches_are_split_below_the_request_limit(receiver: Receiver) -> None:

@@ -111,13 +111,13 @@ def test_trace_crosses_two_processes(server_url: str) -> None:
     attrs = {a["key"]: a["value"] for a in server["attributes"]}
     assert attrs["http.route"] == {"stringValue": "/generate/<model>"}
     assert attrs["http.response.status_code"] == {"intValue": "200"}
-    assert client["response_traceparent"] == f"00-{server['traceId']}-{server['spanId']}-01"
+    assert client["response_traceparent"] == f"00-{server['traceId']}-{server['spanId']}-03"
 
 
 def test_untraced_client_starts_no_server_trace(server_url: str) -> None:
     """The server samples nothing of its own (rate 0): without a caller's sampled flag nothing is recorded."""
     with urllib.request.urlopen(f"{server_url}/generate/x", timeout=30) as resp:
         returned = resp.headers["traceparent"]
-    assert returned.endswith("-00")
+    assert returned.endswith("-02")  # not sampled; random id
     time.sleep(0.2)
     assert _server_spans(server_url, want=0, timeout=0) == []
