@@ -33,6 +33,7 @@ from .tracer import span
 __all__ = ["MODEL", "create_demo_app", "generate_tokens", "send_traffic"]
 
 MODEL = "tiny-llm"
+"""The one model the demo server offers (``GET /models``, ``gen_ai.request.model``)."""
 MAX_BODY = 64 * 1024
 MAX_PROMPT = 10_000
 MAX_TOKENS = 512

@@ -23,8 +23,11 @@ from .tracer import internal_error
 __all__ = ["DEFAULT_FORMAT", "NO_SPAN_ID", "NO_TRACE_ID", "TraceContextFilter", "install", "uninstall"]
 
 NO_TRACE_ID = "0" * 32
+"""The ``trace_id`` a log record gets outside any span (the W3C invalid id)."""
 NO_SPAN_ID = "0" * 16
+"""The ``span_id`` a log record gets outside any span (the W3C invalid id)."""
 DEFAULT_FORMAT = "%(asctime)s %(levelname)s %(name)s [trace_id=%(trace_id)s span_id=%(span_id)s] %(message)s"
+"""The format ``install()`` gives the handler it adds, with the trace and span ids."""
 
 _lock = threading.Lock()
 _previous_factory: Any = None  # the record factory install() wrapped, while installed

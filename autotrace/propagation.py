@@ -38,7 +38,9 @@ __all__ = [
 ]
 
 TRACEPARENT = "traceparent"
+"""The W3C header carrying the trace id, parent span id and sampled flag."""
 TRACESTATE = "tracestate"
+"""The W3C header carrying vendors' own trace state beside ``traceparent``."""
 
 H = TypeVar("H", bound=MutableMapping[str, str])
 

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_ENDPOINT", "ExportError", "OTLPHttpExporter", "parse_retry_after"]
 
 DEFAULT_ENDPOINT = "http://localhost:4318/v1/traces"
+"""Where spans go when neither an endpoint nor ``OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT`` is given."""
 RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
 """Largest request body sent; bigger batches are split (collectors refuse 20-64 MiB)."""
@@ -578,7 +579,7 @@ def _protobuf_classes() -> _Protobuf:
     except ImportError as exc:
         raise ValueError(
             "the OTLP protobuf encoding (OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf) needs the "
-            f"opentelemetry-proto and protobuf packages: pip install 'autotrace[proto]' ({exc}); "
+            f"opentelemetry-proto and protobuf packages: pip install 'autotrace-inference[proto]' ({exc}); "
             "or use http/json"
         ) from None
 

@@ -131,7 +131,7 @@ def test_constructor_arguments_are_checked() -> None:
 def test_protobuf_without_opentelemetry_proto_fails_at_construction(monkeypatch: pytest.MonkeyPatch) -> None:
     """Asking for protobuf when opentelemetry-proto is missing is a clear error, before any span is lost."""
     monkeypatch.setitem(sys.modules, "opentelemetry.proto.collector.trace.v1.trace_service_pb2", None)
-    with pytest.raises(ValueError, match=r"autotrace\[proto\]"):
+    with pytest.raises(ValueError, match=r"autotrace-inference\[proto\]"):
         OTLPHttpExporter(encoding="protobuf", env={})
     with pytest.raises(ValueError, match="OTEL_EXPORTER_OTLP_PROTOCOL"):
         exporters_from_env("otlp", {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"})
