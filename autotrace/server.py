@@ -29,15 +29,16 @@ import socket
 import socketserver
 import sys
 import threading
-from collections.abc import Callable, Iterable
+import urllib.parse
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 import bottle
 
-from .otlp import encode_traces
+from .otlp import SCOPE, encode_span, key_values
 from .store import TraceStore
-from .tracer import get_trace_store, internal_error
+from .tracer import get_config, get_trace_store, internal_error, resource_attributes
 from .wsgi import TracingMiddleware
 
 __all__ = [
@@ -200,11 +201,21 @@ def _host_name(header: str) -> str:
 
 
 def loopback_hosts(bind_host: str) -> frozenset[str] | None:
-    """The Host names to accept for a server bound to ``bind_host``: loopback names, or None (any)."""
-    name = _host_name(bind_host)
-    if name not in LOOPBACK_HOSTS:
+    """The Host names to accept for a server bound to ``bind_host``: loopback names, or None (any).
+
+    Any loopback bind counts, however it is spelled (``127.0.0.2``,
+    ``0:0:0:0:0:0:0:1``, ``localhost``): it answers to the loopback names and
+    to the bind address itself, so a DNS-rebinding page cannot read it.
+    """
+    if not is_loopback(bind_host):
         return None
-    return LOOPBACK_HOSTS
+    name = _host_name(bind_host)
+    names = {name}
+    try:
+        names.add(str(ipaddress.ip_address(name.partition("%")[0])))
+    except ValueError:
+        pass
+    return LOOPBACK_HOSTS | frozenset(names)
 
 
 class Guard:
@@ -230,20 +241,28 @@ class Guard:
         self._expected = token.encode("utf-8") if token is not None else None
 
     def check(self) -> None:
-        """Raise a 403 or 401 Problem unless the request passes the checks."""
+        """Raise a 400, 403 or 401 Problem unless the current request passes the checks."""
+        self.check_environ(bottle.request.environ)
+
+    def check_environ(self, environ: dict[str, Any], *, token: bool = True) -> None:
+        """Raise a 400, 403 or 401 Problem unless the request in ``environ`` passes (the token too, if ``token``)."""
         # Raw WSGI (latin-1) header values: Bottle's get_header() raises on bytes that are not UTF-8.
-        environ = bottle.request.environ
         if environ.get("HTTP_SEC_FETCH_SITE", "") in ("cross-site", "same-site"):
             raise Problem(403, "cross-site browser requests are refused; open the viewer from this server")
         allowed = self.allowed_hosts
         if allowed is not None:
             host = environ.get("HTTP_HOST")
-            if host is not None and _host_name(host) not in allowed:
+            if host is None:
+                # HTTP/1.1 requires Host (RFC 9112): without one the allow-list could not apply.
+                # A header line "Host : x" (space before the colon) arrives as no Host at all.
+                if str(environ.get("SERVER_PROTOCOL", "")).upper() not in ("HTTP/1.0", "HTTP/0.9"):
+                    raise Problem(400, "a Host header is required (HTTP/1.1); this server checks it")
+            elif _host_name(host) not in allowed:
                 raise Problem(
                     403, f"Host {host[:100]!r} is refused; this server answers to {', '.join(sorted(allowed))}"
                 )
         expected = self._expected
-        if expected is not None and not _authorized(environ.get("HTTP_AUTHORIZATION", ""), expected):
+        if token and expected is not None and not _authorized(environ.get("HTTP_AUTHORIZATION", ""), expected):
             raise Problem(
                 401,
                 "missing or wrong bearer token: send 'Authorization: Bearer <token>'",
@@ -271,6 +290,8 @@ class Guard:
 
         route.__name__ = getattr(callback, "__name__", "route")
         route.__doc__ = callback.__doc__
+        # Read by _TracedBottle: a request this guard would refuse is not traced.
+        route.autotrace_guard = (self, public)  # type: ignore[attr-defined]
         return route
 
 
@@ -337,6 +358,129 @@ def _viewer_page() -> tuple[str, dict[str, str]]:
     return html, {"Content-Security-Policy": page_policy(html), "X-Frame-Options": "DENY"}
 
 
+DEFAULT_MAX_ANSWER_SPANS = 50_000
+"""Spans one GET /traces answer holds at most (whole traces, newest first); the rest wait for the next read."""
+DEFAULT_MAX_CONCURRENT_ENCODES = 2
+"""GET /traces answers being sent at once; one more is a 503 with Retry-After."""
+_OMITTED = "X-Autotrace-Omitted-Traces"  # traces left out of an answer by max_answer_spans
+_CHUNK_SPANS = 256  # spans encoded per piece of a streamed answer (about 0.4 MB at 1.5 KB each)
+
+
+def _positive(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer; got {value!r}")
+
+
+def _within(traces: list[list[Any]], max_spans: int) -> int:
+    """How many of the newest ``traces`` fit in ``max_spans`` spans (at least one, when there is one)."""
+    room = max_spans
+    count = 0
+    for trace in reversed(traces):
+        room -= len(trace)
+        if room < 0 and count:
+            break
+        count += 1
+    return count
+
+
+def _etag(traces: list[list[Any]], resource: dict[str, Any]) -> str:
+    """An ETag for an answer made of ``traces``: from each trace's id, span count and last span, not the body.
+
+    Ended spans do not change, so a trace with the same id, count and last
+    span holds the same spans; O(traces), no encoding.
+    """
+    key = (
+        tuple((t[0]._trace_id, len(t), t[-1]._span_id) for t in traces if t),
+        repr(sorted(resource.items())),
+    )
+    return f'"{hash(key) & 0xFFFFFFFFFFFFFFFF:016x}-{len(traces)}"'
+
+
+class _Answer:
+    """A GET /traces answer as one OTLP/JSON ExportTraceServiceRequest, encoded piece by piece as it is sent.
+
+    A reader costs a list of references to the spans it sends plus one piece
+    (``_CHUNK_SPANS`` spans) at a time, not the whole document three times
+    over; between pieces the server thread writes to the socket, so other
+    threads get the GIL. ``close()`` (the server calls it, sent or not)
+    gives back the encode slot.
+    """
+
+    def __init__(self, traces: list[list[Any]], resource: dict[str, Any], release: Callable[[], None]) -> None:
+        self._traces = traces
+        self._resource = resource
+        self._release: Callable[[], None] | None = release
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._pieces()
+
+    def _pieces(self) -> Iterator[bytes]:
+        traces = [t for t in self._traces if t]
+        if not traces:
+            yield b'{"resourceSpans":[]}'
+            return
+        head = {"resource": {"attributes": key_values(self._resource)}, "scopeSpans": [{"scope": dict(SCOPE)}]}
+        text = _dumps({"resourceSpans": [head]})
+        # The document with its last "}]}]}" cut off and the spans list opened in its place.
+        yield text[: -len(b"}]}]}")] + b',"spans":['
+        first = True
+        for trace in traces:
+            for i in range(0, len(trace), _CHUNK_SPANS):
+                piece = b",".join([_dumps(encode_span(span)) for span in trace[i : i + _CHUNK_SPANS]])
+                yield piece if first else b"," + piece
+                first = False
+        yield b"]}]}]}"
+
+    def close(self) -> None:
+        """Give back the encode slot (once)."""
+        release, self._release = self._release, None
+        self._traces = []
+        if release is not None:
+            release()
+
+
+def _refuse_browser_clear(environ: dict[str, Any]) -> None:
+    """A 403 Problem for ``GET /traces?clear=true`` sent by a browser: a link or a page must not empty the store.
+
+    Collectors send none of these headers; the viewer clears with DELETE.
+    Browsers with Fetch Metadata mark a navigation (a clicked link, even from
+    a chat client: ``Sec-Fetch-Site: none``); older ones still send ``Accept:
+    text/html`` or ``Upgrade-Insecure-Requests`` when navigating, and an
+    ``Origin`` naming another site on a cross-origin fetch.
+    """
+    site = environ.get("HTTP_SEC_FETCH_SITE", "")
+    navigation = (
+        site not in ("", "same-origin")
+        or environ.get("HTTP_SEC_FETCH_MODE", "") == "navigate"
+        or environ.get("HTTP_SEC_FETCH_DEST", "") not in ("", "empty")
+        or "HTTP_SEC_FETCH_USER" in environ
+        or "HTTP_UPGRADE_INSECURE_REQUESTS" in environ
+        or "text/html" in environ.get("HTTP_ACCEPT", "")
+    )
+    origin = environ.get("HTTP_ORIGIN")
+    foreign = (
+        origin is not None
+        and urllib.parse.urlsplit(origin.strip()).netloc.lower() != (environ.get("HTTP_HOST") or "").strip().lower()
+    )
+    if navigation or foreign:
+        raise Problem(
+            403,
+            "GET /traces?clear=true is refused from a browser (a link or another page must not empty the store); "
+            "use DELETE /traces, as the viewer does",
+        )
+
+
+def _sample_rate() -> float | None:
+    """The share of new traces recorded, as configured; None under a custom sampler with no fixed rate."""
+    config = get_config()
+    if config is None or not config.enabled:
+        return 0.0 if config is not None else None
+    if config.sampler is None:
+        return float(config.sample_rate)
+    bound = getattr(config.sampler, "root_bound", None)
+    return bound / float(1 << 64) if isinstance(bound, int) else None
+
+
 def install(
     app: bottle.Bottle,
     store: TraceStore | None = None,
@@ -344,12 +488,16 @@ def install(
     token: str | None = None,
     allowed_hosts: Iterable[str] | None = None,
     guard: Guard | None = None,
+    max_answer_spans: int = DEFAULT_MAX_ANSWER_SPANS,
+    max_concurrent_encodes: int = DEFAULT_MAX_CONCURRENT_ENCODES,
 ) -> bottle.Bottle:
     """Add /traces, /health, /ready, the viewer at / and JSON error pages to a Bottle app; returns it.
 
     ``create_app()`` is this on a fresh app. Pass ``guard`` (a ``Guard``) instead
     of ``token`` to protect routes of your own with the same token.
     """
+    _positive("max_answer_spans", max_answer_spans)
+    _positive("max_concurrent_encodes", max_concurrent_encodes)
     if guard is None:
         guard = Guard(token, allowed_hosts=allowed_hosts)
     elif token is not None or allowed_hosts is not None:
@@ -361,7 +509,9 @@ def install(
 
     app.default_error_handler = _error_page  # instance attribute: wins over Bottle's HTML pages
 
-    def traces() -> bytes:
+    encodes = threading.BoundedSemaphore(max_concurrent_encodes)
+
+    def traces() -> Any:
         """The stored traces as OTLP/JSON: ?limit=N, ?clear=true, ?trace_id=<32 hex>; ETag and 304 unless clearing."""
         unknown = sorted(set(bottle.request.query.keys()) - set(_TRACES_PARAMS))
         if unknown:
@@ -374,6 +524,11 @@ def install(
             trace_id = parse_trace_id(_single("trace_id"))
         except ValueError as exc:
             raise Problem(400, str(exc))
+        environ = bottle.request.environ
+        if clear and bottle.request.method == "HEAD":
+            clear = False  # HEAD sends no body: clearing would lose the traces
+        if clear:
+            _refuse_browser_clear(environ)
         s = current_store()
         if trace_id is not None:
             if limit is not None or clear:
@@ -381,24 +536,44 @@ def install(
             spans = s.get_trace(trace_id)
             if spans is None:
                 raise Problem(404, f"no trace with trace_id {trace_id}")
-            doc = encode_traces([spans])
+            selected = [spans]
         else:
-            if clear and bottle.request.method == "HEAD":
-                clear = False  # HEAD sends no body: clearing would lose the traces
-            # take() removes exactly the traces it returns, under the store's lock, so
-            # spans that arrive while this answer is built stay for the next read.
-            doc = s.export(limit, clear=clear)
+            selected = s.traces(limit)
+        total = len(selected)
+        if trace_id is None:
+            # At most max_answer_spans spans (whole traces, the newest first): the rest are
+            # left for the next read, and the answer says how many (see _OMITTED).
+            count = _within(selected, max_answer_spans)
+            selected = selected[total - count :]
+            if count < total:
+                bottle.response.set_header(_OMITTED, str(total - count))
+        resource = resource_attributes()
+        if not clear:
+            # The viewer polls every 3 s: an unchanged answer is a bodiless 304 for its If-None-Match.
+            # The tag comes from what was selected (ids and span counts), not from a hash of the body.
+            etag = _etag(selected, resource)
+            bottle.response.set_header("ETag", etag)
+            if _etag_matches(environ.get("HTTP_IF_NONE_MATCH", ""), etag):
+                bottle.response.status = 304
+                return b""
+        if not encodes.acquire(blocking=False):
+            raise Problem(
+                503,
+                f"{max_concurrent_encodes} /traces answers are being sent already; try again shortly",
+                {"Retry-After": "1"},
+            )
+        try:
+            if clear:
+                # take() removes exactly the traces it returns, under the store's lock, so spans
+                # that arrive while this answer is sent stay for the next read. Under the cap
+                # everything asked for goes; past it the newest that fit, and the rest stay.
+                selected = s.take(limit if len(selected) == total else len(selected))
+            answer = _Answer(selected, resource, encodes.release)
+        except BaseException:
+            encodes.release()
+            raise
         bottle.response.content_type = _JSON
-        body = _dumps(doc)
-        if clear:
-            return body
-        # The viewer polls every 3 s: an unchanged answer is a bodiless 304 for its If-None-Match.
-        etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-        bottle.response.set_header("ETag", etag)
-        if _etag_matches(bottle.request.environ.get("HTTP_IF_NONE_MATCH", ""), etag):
-            bottle.response.status = 304
-            return b""
-        return body
+        return answer
 
     def delete_traces() -> bytes:
         """Empty the store; answers how many traces were removed."""
@@ -415,7 +590,7 @@ def install(
     def ready() -> bytes:
         """Readiness, with the store's counters."""
         bottle.response.content_type = _JSON
-        return _dumps({"status": "ready", **current_store().stats()})
+        return _dumps({"status": "ready", **current_store().stats(), "sample_rate": _sample_rate()})
 
     def page() -> str:
         """The trace viewer (a placeholder page when viewer.html is not installed)."""
@@ -450,9 +625,32 @@ class _TracedBottle(bottle.Bottle):  # type: ignore[misc]  # bottle has no type 
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         tracing = self._tracing
-        if tracing is None:
+        if tracing is None or not self._traceable(environ):
             return self.wsgi(environ, start_response)  # type: ignore[no-any-return]
         return tracing(environ, start_response)
+
+    def _traceable(self, environ: dict[str, Any]) -> bool:
+        """True for a request to one of the app's routes that its guard (if any) lets through.
+
+        Decided before any span starts: a new trace takes a place in the store
+        the moment its root span starts, so traced 404s or refused requests
+        would let anyone evict the real traces (``/x1`` ... ``/x1000``, or a
+        DNS-rebinding page with a foreign Host), and their ``traceparent``
+        could force sampling.
+        """
+        try:
+            if environ.get("PATH_INFO") in OWN_PATHS:
+                return False
+            route, _ = self.router.match(environ)
+            guard = getattr(route.callback, "autotrace_guard", None)
+            if guard is not None:
+                guard[0].check_environ(environ, token=not guard[1])
+            return True
+        except (bottle.HTTPError, Problem):  # no such route (404), wrong method (405), refused
+            return False
+        except Exception as exc:
+            internal_error("deciding whether to trace a request", exc)
+            return False
 
 
 def create_app(
@@ -461,6 +659,8 @@ def create_app(
     token: str | None = None,
     allowed_hosts: Iterable[str] | None = None,
     trace_requests: bool = True,
+    max_answer_spans: int = DEFAULT_MAX_ANSWER_SPANS,
+    max_concurrent_encodes: int = DEFAULT_MAX_CONCURRENT_ENCODES,
 ) -> bottle.Bottle:
     """A Bottle (WSGI) app serving ``store`` (the global store by default) at /traces.
 
@@ -470,10 +670,22 @@ def create_app(
     ``trace_requests`` (the default) every request but those to /, /traces,
     /health and /ready is one SERVER span (``autotrace.wsgi.TracingMiddleware``)
     that continues an incoming ``traceparent`` and answers one, so routes you
-    add (``app.route("/predict", ...)``) are traced.
+    add (``app.route("/predict", ...)``) are traced. Requests to no route, and
+    requests the checks refuse, are not. One GET /traces answer holds at most
+    ``max_answer_spans`` spans (whole traces, newest first; a header
+    ``X-Autotrace-Omitted-Traces`` says how many were left out, and
+    ``?clear=true`` or a smaller ``?limit`` pages through them), and at most
+    ``max_concurrent_encodes`` answers are sent at once (one more is a 503).
     """
     app = _TracedBottle(trace_requests=trace_requests, catchall=True)
-    return install(app, store, token=token, allowed_hosts=allowed_hosts)
+    return install(
+        app,
+        store,
+        token=token,
+        allowed_hosts=allowed_hosts,
+        max_answer_spans=max_answer_spans,
+        max_concurrent_encodes=max_concurrent_encodes,
+    )
 
 
 def is_loopback(host: str) -> bool:
