@@ -29,10 +29,11 @@ import socket
 import socketserver
 import sys
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
 
 import bottle
 
@@ -78,6 +79,7 @@ _PAGE_POLICY = (
     "img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
     "form-action 'none'; frame-ancestors 'none'"
 )
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 _INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.S)
 _INLINE_STYLE = re.compile(r"<style>(.*?)</style>", re.S)
 _COMMENT = re.compile(r"<!--.*?-->", re.S)
@@ -361,7 +363,8 @@ def _viewer_page() -> tuple[str, dict[str, str]]:
 DEFAULT_MAX_ANSWER_SPANS = 50_000
 """Spans one GET /traces answer holds at most (whole traces, newest first); the rest wait for the next read."""
 DEFAULT_MAX_CONCURRENT_ENCODES = 2
-"""GET /traces answers being sent at once; one more is a 503 with Retry-After."""
+"""GET /traces answers being sent at once; one more waits DEFAULT_ENCODE_WAIT seconds, then is a 503."""
+DEFAULT_ENCODE_WAIT = 10.0
 _OMITTED = "X-Autotrace-Omitted-Traces"  # traces left out of an answer by max_answer_spans
 _CHUNK_SPANS = 256  # spans encoded per piece of a streamed answer (about 0.4 MB at 1.5 KB each)
 
@@ -490,6 +493,7 @@ def install(
     guard: Guard | None = None,
     max_answer_spans: int = DEFAULT_MAX_ANSWER_SPANS,
     max_concurrent_encodes: int = DEFAULT_MAX_CONCURRENT_ENCODES,
+    encode_wait: float = DEFAULT_ENCODE_WAIT,
 ) -> bottle.Bottle:
     """Add /traces, /health, /ready, the viewer at / and JSON error pages to a Bottle app; returns it.
 
@@ -498,6 +502,8 @@ def install(
     """
     _positive("max_answer_spans", max_answer_spans)
     _positive("max_concurrent_encodes", max_concurrent_encodes)
+    if isinstance(encode_wait, bool) or not isinstance(encode_wait, (int, float)) or not 0 <= encode_wait < 1e6:
+        raise ValueError(f"encode_wait must be a number of seconds >= 0; got {encode_wait!r}")
     if guard is None:
         guard = Guard(token, allowed_hosts=allowed_hosts)
     elif token is not None or allowed_hosts is not None:
@@ -556,7 +562,9 @@ def install(
             if _etag_matches(environ.get("HTTP_IF_NONE_MATCH", ""), etag):
                 bottle.response.status = 304
                 return b""
-        if not encodes.acquire(blocking=False):
+        # A reader past the cap waits its turn (a collector and the viewer polling at once
+        # are normal); only one still waiting after encode_wait seconds gets the 503.
+        if not encodes.acquire(timeout=encode_wait) if encode_wait > 0 else not encodes.acquire(blocking=False):
             raise Problem(
                 503,
                 f"{max_concurrent_encodes} /traces answers are being sent already; try again shortly",
@@ -661,6 +669,7 @@ def create_app(
     trace_requests: bool = True,
     max_answer_spans: int = DEFAULT_MAX_ANSWER_SPANS,
     max_concurrent_encodes: int = DEFAULT_MAX_CONCURRENT_ENCODES,
+    encode_wait: float = DEFAULT_ENCODE_WAIT,
 ) -> bottle.Bottle:
     """A Bottle (WSGI) app serving ``store`` (the global store by default) at /traces.
 
@@ -675,7 +684,8 @@ def create_app(
     ``max_answer_spans`` spans (whole traces, newest first; a header
     ``X-Autotrace-Omitted-Traces`` says how many were left out, and
     ``?clear=true`` or a smaller ``?limit`` pages through them), and at most
-    ``max_concurrent_encodes`` answers are sent at once (one more is a 503).
+    ``max_concurrent_encodes`` answers are sent at once (one more waits up to
+    ``encode_wait`` seconds for its turn, then is a 503 with Retry-After).
     """
     app = _TracedBottle(trace_requests=trace_requests, catchall=True)
     return install(
@@ -685,6 +695,7 @@ def create_app(
         allowed_hosts=allowed_hosts,
         max_answer_spans=max_answer_spans,
         max_concurrent_encodes=max_concurrent_encodes,
+        encode_wait=encode_wait,
     )
 
 
@@ -703,9 +714,14 @@ def is_loopback(host: str) -> bool:
 
 
 class _LoggingHandler(WSGIRequestHandler):
-    """wsgiref's handler (one access-log line per request on stderr), with a socket timeout."""
+    """wsgiref's handler (one access-log line per request on stderr), with a socket timeout.
 
-    timeout = 60  # a client that stops talking frees its thread after a minute
+    The server's watchdog holds each connection to a whole-request deadline
+    (request line, headers and body); it is lifted when the app starts its
+    answer, so a long streamed answer is not cut.
+    """
+
+    timeout = 60  # a client that stops talking frees its thread (server.idle_timeout sets it per server)
     # Requests refused before the app runs (bad request line, header too long) answer JSON
     # too. Only the code and the standard description go in, never the client's own text.
     error_content_type = "application/json"
@@ -713,6 +729,50 @@ class _LoggingHandler(WSGIRequestHandler):
     # http.server's default is HTTP/0.9, and an error answered before the request
     # line was understood (a bad version) then went out bare: no status line, no headers.
     default_request_version = "HTTP/1.0"
+
+    def setup(self) -> None:
+        """Take the server's idle timeout before the socket files are made."""
+        self.timeout = getattr(self.server, "idle_timeout", self.timeout)  # type: ignore[misc]
+        super().setup()
+
+    def handle(self) -> None:
+        """wsgiref's handle(), with the request deadline lifted once the app starts its answer."""
+        self.raw_requestline = self.rfile.readline(65537)
+        if len(self.raw_requestline) > 65536:
+            self.requestline = ""
+            self.request_version = ""
+            self.command = ""
+            self.send_error(414)
+            return
+        if not self.parse_request():  # an error answer has been sent
+            return
+        handler = ServerHandler(
+            self.rfile,
+            self.wfile,  # type: ignore[arg-type]
+            self.get_stderr(),
+            self.get_environ(),
+            multithread=False,
+        )
+        handler.request_handler = self  # type: ignore[attr-defined]  # wsgiref's back-pointer for the access log
+        app = self.server.get_app()  # type: ignore[attr-defined]
+        server = self.server
+        connection = self.connection
+        if isinstance(server, _ThreadingWSGIServer):
+            if not server.in_time(connection):
+                return  # the watchdog answered 408 and closed it: what was read is not a whole request
+
+            def answering(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+                def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+                    # Past the deadline the socket is closed already: the answer's writes fail,
+                    # and wsgiref takes that quietly as a client gone.
+                    server.lift_deadline(connection)
+                    return start_response(status, headers, exc_info)
+
+                return app(environ, start)  # type: ignore[no-any-return]
+
+            handler.run(answering)
+        else:
+            handler.run(app)
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """http.server's error answer, with 505 (e.g. ``HTTP/2.0`` on this HTTP/1.1 server) as a client error."""
@@ -730,63 +790,185 @@ class _QuietHandler(_LoggingHandler):
 
 DEFAULT_MAX_CONNECTIONS = 64
 """Connections the background server serves at once; more are answered 503."""
+DEFAULT_BACKLOG = 128
+"""Connections the kernel queues before the server accepts them (socketserver's default is 5)."""
+DEFAULT_REQUEST_TIMEOUT = 30.0
+"""Seconds a client has to send its whole request (line, headers and body); then 408 and closed."""
+DEFAULT_IDLE_TIMEOUT = 60.0
+"""Seconds one read or write may wait for the client (also while the answer is sent)."""
+_OVERFLOW = 8  # connections past the caps read at once, to answer /health (each for at most 1 s)
+_OVERFLOW_SECONDS = 1.0
 
 
-def _busy_answer() -> bytes:
-    body = b'{"error":"503: too many connections open; try again shortly","status":503}'
+def _answer(status: str, body: bytes, extra: str = "") -> bytes:
     head = (
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+        f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n{extra}"
         f"Connection: close\r\nContent-Length: {len(body)}\r\n\r\n"
     )
     return head.encode("ascii") + body
 
 
+def _busy_answer(why: str = "too many connections open") -> bytes:
+    body = ('{"error":"503: ' + why + '; try again shortly","status":503}').encode("ascii")
+    return _answer("503 Service Unavailable", body, "Retry-After: 1\r\n")
+
+
+_HEALTH = _answer("200 OK", b'{"status":"ok"}', "Cache-Control: no-store\r\n")
+_LATE = _answer(
+    "408 Request Timeout",
+    b'{"error":"408: the request was not sent in time; send it whole, promptly","status":408}',
+)
+
+
 class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
     """One daemon thread per connection, so a slow client cannot hold up the others.
 
-    At most ``max_connections`` at once: the server lives in the host process,
-    and idle or half-sent connections must not grow its threads without bound.
-    One more is answered 503 with Retry-After and closed at once.
+    At most ``max_connections`` at once, and at most ``max_per_client`` from
+    one client address: the server lives in the host process, and idle or
+    half-sent connections must not grow its threads without bound nor let
+    one client hold every slot. A connection past either cap is answered 503
+    with Retry-After and closed, unless it asks ``GET /health`` within a
+    second (answered 200: a liveness probe still works at the cap). Each
+    connection has ``request_timeout`` seconds to send its whole request
+    (a watchdog closes it with a 408 after that, however it trickles).
     """
 
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = DEFAULT_BACKLOG
     max_connections = DEFAULT_MAX_CONNECTIONS
+    max_per_client = DEFAULT_MAX_CONNECTIONS // 2
+    request_timeout = DEFAULT_REQUEST_TIMEOUT
+    idle_timeout = DEFAULT_IDLE_TIMEOUT
     _BUSY = _busy_answer()
+    _BUSY_CLIENT = _busy_answer("too many connections from your address")
 
     def server_activate(self) -> None:
         super().server_activate()
         self._slots = threading.BoundedSemaphore(self.max_connections)
+        self._overflow = threading.BoundedSemaphore(_OVERFLOW)
         self._count_lock = threading.Lock()
         self.connections = 0  # being served now, until their handler has finished
+        self._per_client: dict[str, int] = {}
+        self._deadlines: dict[Any, float] = {}  # socket -> monotonic deadline of its request
+        self._closing = threading.Event()
+        self._watchdog = threading.Thread(target=self._watch, name="autotrace-server-watchdog", daemon=True)
+        self._watchdog.start()
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            try:
-                request.settimeout(1.0)
-                request.sendall(self._BUSY)
-            except OSError:
-                pass
-            self.shutdown_request(request)
-            return
+        client = str(client_address[0]) if isinstance(client_address, tuple) and client_address else ""
         with self._count_lock:
-            self.connections += 1
+            crowded = self._per_client.get(client, 0) >= self.max_per_client
+            admitted = not crowded and self._slots.acquire(blocking=False)
+            if admitted:
+                self.connections += 1
+                self._per_client[client] = self._per_client.get(client, 0) + 1
+                self._deadlines[request] = time.monotonic() + self.request_timeout
+        if not admitted:
+            self._refuse(request, self._BUSY_CLIENT if crowded else self._BUSY)
+            return
         try:
             super().process_request(request, client_address)
         except BaseException:  # no thread started: its slot is free again
-            self._release_slot()
+            self._release_slot(request, client)
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._release_slot()
+            self._release_slot(request, str(client_address[0]) if isinstance(client_address, tuple) else "")
 
-    def _release_slot(self) -> None:
+    def _release_slot(self, request: Any, client: str) -> None:
         with self._count_lock:
+            self._deadlines.pop(request, None)
             self.connections -= 1
+            left = self._per_client.get(client, 1) - 1
+            if left > 0:
+                self._per_client[client] = left
+            else:
+                self._per_client.pop(client, None)
         self._slots.release()
+
+    def lift_deadline(self, request: Any) -> None:
+        """The app starts its answer: no more request deadline for this connection."""
+        with self._count_lock:
+            self._deadlines.pop(request, None)
+
+    def in_time(self, request: Any) -> bool:
+        """False once the watchdog has closed this connection for missing its request deadline."""
+        with self._count_lock:
+            return request in self._deadlines
+
+    def _watch(self) -> None:
+        """Close, with a 408, every connection whose request was not in by its deadline."""
+        tick = min(0.25, max(0.01, self.request_timeout / 4))
+        while not self._closing.wait(tick):
+            now = time.monotonic()
+            with self._count_lock:
+                late = [sock for sock, deadline in self._deadlines.items() if deadline <= now]
+                for sock in late:
+                    del self._deadlines[sock]
+                    # Under the lock: the handler cannot start its own answer meanwhile. The
+                    # handler thread is blocked reading, so nothing else writes to the socket.
+                    try:
+                        sock.send(_LATE, _DONTWAIT)
+                    except OSError:
+                        pass
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+    def _refuse(self, request: Any, busy: bytes) -> None:
+        """Past a cap: answer /health if the client asks for it within a second, else 503; then close."""
+        if not self._overflow.acquire(blocking=False):
+            self._send_and_close(request, busy)
+            return
+        try:
+            threading.Thread(
+                target=self._answer_overflow, args=(request, busy), name="autotrace-server-overflow", daemon=True
+            ).start()
+        except BaseException:
+            self._overflow.release()
+            self._send_and_close(request, busy)
+            raise
+
+    def _answer_overflow(self, request: Any, busy: bytes) -> None:
+        try:
+            head = b""
+            deadline = time.monotonic() + _OVERFLOW_SECONDS
+            try:
+                while b"\r\n" not in head and len(head) < 256:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    request.settimeout(left)
+                    chunk = request.recv(256)
+                    if not chunk:
+                        break
+                    head += chunk
+            except OSError:
+                pass
+            line = head.split(b"\r\n", 1)[0].split()
+            health = len(line) == 3 and line[0] in (b"GET", b"HEAD") and line[1] == b"/health"
+            self._send_and_close(request, _HEALTH if health else busy)
+        finally:
+            self._overflow.release()
+
+    def _send_and_close(self, request: Any, data: bytes) -> None:
+        try:
+            request.settimeout(1.0)
+            request.sendall(data)
+        except OSError:
+            pass
+        self.shutdown_request(request)
+
+    def server_close(self) -> None:
+        closing = getattr(self, "_closing", None)
+        if closing is not None:
+            closing.set()
+        super().server_close()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         logger.debug("autotrace server: error while serving %s", client_address, exc_info=True)
@@ -852,20 +1034,35 @@ def start_in_background(
     token: str | None = None,
     access_log: bool = False,
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    max_connections_per_client: int | None = None,
+    backlog: int = DEFAULT_BACKLOG,
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
 ) -> ServerHandle:
     """Serve ``app`` (default ``create_app(store, token=token)``) on a daemon thread; port 0 picks a free port.
 
     Raises ``OSError`` when the address cannot be bound and ``ValueError`` for a
-    bad host, port or ``max_connections`` (connections served at once; more get
-    a 503 with Retry-After). Serving the default app on an address other machines can
-    reach (``0.0.0.0``) without a token logs a warning on the ``autotrace`` logger.
+    bad argument. ``max_connections``: connections served at once (more get a
+    503 with Retry-After; ``GET /health`` is still answered);
+    ``max_connections_per_client``: from one client address (default half of
+    ``max_connections``); ``backlog``: connections the kernel queues;
+    ``request_timeout``: seconds to send the whole request (then 408);
+    ``idle_timeout``: seconds one read or write may wait. Serving the default
+    app on an address other machines can reach (``0.0.0.0``) without a token
+    logs a warning on the ``autotrace`` logger.
     """
     if not isinstance(host, str) or not host:
         raise ValueError(f"host must be a non-empty string; got {host!r}")
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise ValueError(f"port must be an integer from 0 to 65535; got {port!r}")
-    if isinstance(max_connections, bool) or not isinstance(max_connections, int) or max_connections < 1:
-        raise ValueError(f"max_connections must be a positive integer; got {max_connections!r}")
+    _positive("max_connections", max_connections)
+    if max_connections_per_client is None:
+        max_connections_per_client = max(1, max_connections // 2)
+    _positive("max_connections_per_client", max_connections_per_client)
+    _positive("backlog", backlog)
+    for name, seconds in (("request_timeout", request_timeout), ("idle_timeout", idle_timeout)):
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds < 1e6:
+            raise ValueError(f"{name} must be a positive number of seconds; got {seconds!r}")
     exposed = False
     if app is None:
         app = create_app(store, token=token, allowed_hosts=loopback_hosts(host))
@@ -876,6 +1073,10 @@ def start_in_background(
     handler = _LoggingHandler if access_log else _QuietHandler
     server = server_class((host, port), handler, bind_and_activate=False)
     server.max_connections = max_connections
+    server.max_per_client = max_connections_per_client
+    server.request_queue_size = backlog
+    server.request_timeout = float(request_timeout)
+    server.idle_timeout = float(idle_timeout)
     try:
         server.server_bind()
         server.server_activate()

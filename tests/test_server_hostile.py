@@ -6,6 +6,7 @@ import io
 import json
 import socket
 import sys
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -172,7 +173,7 @@ def test_the_answer_holds_at_most_max_answer_spans_and_says_what_it_left_out() -
 def test_a_third_concurrent_answer_gets_503_but_a_304_needs_no_slot() -> None:
     """With both encode slots held a third GET is a 503 with Retry-After; a matching If-None-Match is still a 304."""
     _traces_of(2, 2)
-    app = create_app(trace_requests=False)
+    app = create_app(trace_requests=False, encode_wait=0)
     status, headers, first = _wsgi_get(app, "")
     etag = headers["etag"]
     second = _wsgi_get(app, "limit=1")[2]
@@ -302,3 +303,149 @@ def test_ready_shows_the_sample_rate() -> None:
     autotrace.configure(autotrace.TraceConfig(sample_rate=0.25))
     with start_in_background(port=0) as handle:
         assert fetch(handle.url, "/ready").json()["sample_rate"] == 0.25
+
+
+# -- item 9: one client cannot take the server away -----------------------------------------------
+
+
+def _trickle(port: int, head: bytes, then: bytes) -> bytes:
+    """Send ``head``, then ``then`` one byte every 0.1 s until the server answers or closes; returns the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(head)
+        sock.settimeout(0.1)
+        answer = b""
+        for byte in then:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                try:
+                    sock.send(bytes([byte]))
+                except OSError:
+                    break
+                continue
+            except OSError:
+                break
+            if not chunk:
+                break
+            answer += chunk
+        sock.settimeout(30)
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except OSError:
+            pass
+    return answer
+
+
+@pytest.mark.parametrize(
+    "head, then",
+    [
+        (b"GET /traces HTTP/1.1\r\n", b"X-Slow: " + b"a" * 10_000),  # headers, one byte at a time
+        (b"POST /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10000\r\n\r\n", b"b" * 10_000),  # a body
+    ],
+    ids=["headers", "body"],
+)
+def test_a_trickled_request_is_closed_with_408_at_the_request_deadline(head: bytes, then: bytes) -> None:
+    """A client trickling its headers or body is answered 408 and closed at request_timeout, however it trickles."""
+    import bottle
+
+    app = create_app()
+    app.route("/echo", "POST", lambda: {"size": len(bottle.request.body.read())})
+    with start_in_background(port=0, app=app, request_timeout=1.0) as handle:
+        answer = _trickle(handle.port, head, then)
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert b'"status":408' in answer
+        settle(handle)
+        assert fetch(handle.url, "/health").status == 200
+
+
+def test_one_client_address_cannot_hold_every_slot() -> None:
+    """Past max_connections_per_client one address gets 503; another address is still served."""
+    with start_in_background("0.0.0.0", 0, max_connections=8, max_connections_per_client=2) as handle:
+        idle = [socket.create_connection(("127.0.0.1", handle.port), timeout=30) for _ in range(2)]
+        try:
+            for sock in idle:
+                sock.sendall(b"GET /ready HTTP/1.1\r\n")  # half a request: holds its slot
+            url = f"http://127.0.0.1:{handle.port}"
+            while handle.connections < 2:  # both accepted
+                time.sleep(0.01)
+            crowded = fetch(url, "/ready")
+            assert crowded.status == 503 and "from your address" in crowded.json()["error"]
+            assert crowded.headers["retry-after"] == "1"
+            with socket.create_connection(("127.0.0.1", handle.port), timeout=30, source_address=("127.0.0.2", 0)) as s:
+                s.sendall(b"GET /ready HTTP/1.0\r\n\r\n")
+                answer = b""
+                while chunk := s.recv(65536):
+                    answer += chunk
+            assert answer.startswith(b"HTTP/1.0 200"), answer[:200]
+        finally:
+            for sock in idle:
+                sock.close()
+
+
+def test_health_is_answered_at_the_cap_and_other_paths_get_503() -> None:
+    """With every slot held, GET /health is still 200 and anything else a 503 with Retry-After."""
+    with start_in_background(port=0, max_connections=2, max_connections_per_client=2) as handle:
+        idle = [socket.create_connection(("127.0.0.1", handle.port), timeout=30) for _ in range(2)]
+        try:
+            for sock in idle:
+                sock.sendall(b"GET /ready HTTP/1.1\r\n")
+            while handle.connections < 2:  # both accepted
+                time.sleep(0.01)
+            assert fetch(handle.url, "/health").json() == {"status": "ok"}
+            assert fetch(handle.url, "/health", method="HEAD").status == 200
+            busy = fetch(handle.url, "/traces")
+            assert busy.status == 503 and busy.headers["retry-after"] == "1"
+            assert _raw(handle.port, b"GET /health").startswith(b"HTTP/1.1 503")  # no line end in 1 s: 503
+        finally:
+            for sock in idle:
+                sock.close()
+
+
+def test_the_listen_backlog_takes_a_burst_of_connections() -> None:
+    """While the server is not accepting, 100 connections still complete (backlog 128, not socketserver's 5)."""
+    import select
+
+    handle = start_in_background(port=0)
+    clients = []
+    try:
+        handle._server.shutdown()  # the accept loop stops; the listening socket stays open
+        for _ in range(100):
+            c = socket.socket()
+            c.setblocking(False)
+            c.connect_ex(("127.0.0.1", handle.port))
+            clients.append(c)
+        pending = list(clients)
+        connected = 0
+        while pending:
+            _, writable, _ = select.select([], pending, [], 5.0)
+            if not writable:
+                break
+            for c in writable:
+                pending.remove(c)
+                connected += c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+        listener = handle._server.socket
+        listener.settimeout(1.0)
+        accepted = 0
+        try:
+            while accepted < 100:
+                conn, _ = listener.accept()
+                conn.close()
+                accepted += 1
+        except OSError:
+            pass
+        assert accepted == 100, accepted
+    finally:
+        for c in clients:
+            c.close()
+        handle.stop()
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"backlog": 0}, {"request_timeout": 0}, {"idle_timeout": -1}, {"max_connections_per_client": 0}],
+)
+def test_bad_connection_limits_are_value_errors(kwargs: dict[str, Any]) -> None:
+    """A bad backlog, timeout or per-client cap is a ValueError naming it."""
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        start_in_background(port=0, **kwargs)
