@@ -728,7 +728,7 @@ def test_traces_answers_carry_an_etag_and_304_when_unchanged(url: str) -> None:
 
 
 def test_connections_past_max_connections_get_503_and_slots_free_up() -> None:
-    """Idle connections hold at most max_connections threads; one more is a JSON 503 (but /health), served when they go."""
+    """Idle connections hold at most max_connections threads; one more gets a 503 (not /health); freed when they go."""
     handle = start_in_background(port=0, max_connections=3, max_connections_per_client=3)
     idle = []
     try:
