@@ -18,7 +18,7 @@ ZALGO = "a" + "\u0301" * 40
 
 
 def test_bidi_and_invisible_characters_show_as_visible_escapes(server: Any, page: Any) -> None:
-    """U+202E and other Cc/Cf characters show as ⟨U+XXXX⟩ in list, waterfall, title and details; each value is isolated."""
+    """U+202E and other Cc/Cf characters show as ⟨U+XXXX⟩ in list, waterfall, title and details; values are isolated."""
     with span(SPOOF, attributes={"file": "report\u2067fdp.exe\u2069", "note": "zero\u200bwidth\u200e", "zalgo": ZALGO}):
         with span("\u0301leading-mark"):
             pass
