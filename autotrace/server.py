@@ -535,13 +535,31 @@ def install(
             clear = False  # HEAD sends no body: clearing would lose the traces
         if clear:
             _refuse_browser_clear(environ)
-        s = current_store()
+        if trace_id is not None and (limit is not None or clear):
+            raise Problem(400, "trace_id cannot be combined with limit or clear")
+        # At most max_concurrent_encodes readers select and send at once: each holds references
+        # to the spans it answers with. One past the cap waits its turn (a collector and the
+        # viewer polling together is normal); one still waiting after encode_wait gets the 503.
+        if not (encodes.acquire(timeout=encode_wait) if encode_wait > 0 else encodes.acquire(blocking=False)):
+            raise Problem(
+                503,
+                f"{max_concurrent_encodes} /traces answers are being sent already; try again shortly",
+                {"Retry-After": "1"},
+            )
+        try:
+            return _traces_answer(current_store(), limit, clear, trace_id, environ)
+        except BaseException:
+            encodes.release()
+            raise
+
+    def _traces_answer(
+        s: TraceStore, limit: int | None, clear: bool, trace_id: str | None, environ: dict[str, Any]
+    ) -> Any:
+        """The answer of GET /traces, with an encode slot held: a 304 gives it back, an _Answer when sent."""
         if trace_id is not None:
-            if limit is not None or clear:
-                raise Problem(400, "trace_id cannot be combined with limit or clear")
             spans = s.get_trace(trace_id)
             if spans is None:
-                raise Problem(404, f"no trace with trace_id {trace_id}")
+                raise Problem(404, f"no trace with trace_id {trace_id}")  # the caller gives the slot back
             selected = [spans]
         else:
             selected = s.traces(limit)
@@ -554,34 +572,22 @@ def install(
             if count < total:
                 bottle.response.set_header(_OMITTED, str(total - count))
         resource = resource_attributes()
-        if not clear:
+        if clear:
+            # take() removes exactly the traces it returns, under the store's lock, so spans
+            # that arrive while this answer is sent stay for the next read. Under the cap
+            # everything asked for goes; past it the newest that fit, and the rest stay.
+            selected = s.take(limit if len(selected) == total else len(selected))
+        else:
             # The viewer polls every 3 s: an unchanged answer is a bodiless 304 for its If-None-Match.
             # The tag comes from what was selected (ids and span counts), not from a hash of the body.
             etag = _etag(selected, resource)
             bottle.response.set_header("ETag", etag)
             if _etag_matches(environ.get("HTTP_IF_NONE_MATCH", ""), etag):
+                encodes.release()
                 bottle.response.status = 304
                 return b""
-        # A reader past the cap waits its turn (a collector and the viewer polling at once
-        # are normal); only one still waiting after encode_wait seconds gets the 503.
-        if not encodes.acquire(timeout=encode_wait) if encode_wait > 0 else not encodes.acquire(blocking=False):
-            raise Problem(
-                503,
-                f"{max_concurrent_encodes} /traces answers are being sent already; try again shortly",
-                {"Retry-After": "1"},
-            )
-        try:
-            if clear:
-                # take() removes exactly the traces it returns, under the store's lock, so spans
-                # that arrive while this answer is sent stay for the next read. Under the cap
-                # everything asked for goes; past it the newest that fit, and the rest stay.
-                selected = s.take(limit if len(selected) == total else len(selected))
-            answer = _Answer(selected, resource, encodes.release)
-        except BaseException:
-            encodes.release()
-            raise
         bottle.response.content_type = _JSON
-        return answer
+        return _Answer(selected, resource, encodes.release)
 
     def delete_traces() -> bytes:
         """Empty the store; answers how many traces were removed."""

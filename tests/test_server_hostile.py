@@ -170,21 +170,24 @@ def test_the_answer_holds_at_most_max_answer_spans_and_says_what_it_left_out() -
     assert autotrace.trace_count() == 0
 
 
-def test_a_third_concurrent_answer_gets_503_but_a_304_needs_no_slot() -> None:
-    """With both encode slots held a third GET is a 503 with Retry-After; a matching If-None-Match is still a 304."""
+def test_a_third_concurrent_answer_gets_503_and_slots_come_back() -> None:
+    """With two answers being sent a third GET is a 503 with Retry-After; 304s, 404s and sent answers free their slot."""
     _traces_of(2, 2)
     app = create_app(trace_requests=False, encode_wait=0)
     status, headers, first = _wsgi_get(app, "")
     etag = headers["etag"]
-    second = _wsgi_get(app, "limit=1")[2]
+    first.close()
+    for _ in range(3):  # none of these keeps a slot
+        assert _wsgi_get(app, "", {"If-None-Match": etag})[0].startswith("304")
+        assert _wsgi_get(app, "trace_id=" + "f" * 32)[0].startswith("404")
+    held = [_wsgi_get(app, "")[2], _wsgi_get(app, "limit=1")[2]]
     try:
         busy_status, busy_headers, busy = _wsgi_get(app, "")
         assert busy_status.startswith("503") and busy_headers["retry-after"] == "1"
         assert "being sent" in json.loads(_consume(busy))["error"]
-        assert _wsgi_get(app, "", {"If-None-Match": etag})[0].startswith("304")
     finally:
-        first.close()
-        second.close()
+        for body in held:
+            body.close()
     status, _, again = _wsgi_get(app, "")
     assert status.startswith("200") and len(spans_of(json.loads(_consume(again)))) == 4
 
