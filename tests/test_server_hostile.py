@@ -171,7 +171,7 @@ def test_the_answer_holds_at_most_max_answer_spans_and_says_what_it_left_out() -
 
 
 def test_a_third_concurrent_answer_gets_503_and_slots_come_back() -> None:
-    """With two answers being sent a third GET is a 503 with Retry-After; 304s, 404s and sent answers free their slot."""
+    """With two answers being sent a third GET is a 503 with Retry-After; 304s, 404s and sent answers free a slot."""
     _traces_of(2, 2)
     app = create_app(trace_requests=False, encode_wait=0)
     status, headers, first = _wsgi_get(app, "")
