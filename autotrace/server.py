@@ -655,7 +655,13 @@ class _TracedBottle(bottle.Bottle):  # type: ignore[misc]  # bottle has no type 
         try:
             if environ.get("PATH_INFO") in OWN_PATHS:
                 return False
-            route, _ = self.router.match(environ)
+            # Matched as Bottle will match it: on the path decoded as UTF-8 (Bottle drops bad bytes).
+            path = str(environ.get("PATH_INFO") or "/")
+            try:
+                path = path.encode("latin-1").decode("utf-8", "ignore")
+            except UnicodeEncodeError:  # a server that handed over decoded text, against PEP 3333
+                pass
+            route, _ = self.router.match({"PATH_INFO": path, "REQUEST_METHOD": environ.get("REQUEST_METHOD", "GET")})
             guard = getattr(route.callback, "autotrace_guard", None)
             if guard is not None:
                 guard[0].check_environ(environ, token=not guard[1])

@@ -452,3 +452,14 @@ def test_bad_connection_limits_are_value_errors(kwargs: dict[str, Any]) -> None:
     """A bad backlog, timeout or per-client cap is a ValueError naming it."""
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         start_in_background(port=0, **kwargs)
+
+
+def test_a_route_with_a_non_ascii_path_is_traced() -> None:
+    """A request to a route spelled in UTF-8 (/café) is matched as Bottle matches it, and traced."""
+    app = create_app()
+    app.route("/caf\u00e9", "GET", lambda: "ok")
+    with start_in_background(port=0, app=app) as handle:
+        reply = fetch(handle.url, "/caf%C3%A9")
+        settle(handle)
+    assert reply.status == 200 and "traceparent" in reply.headers
+    assert autotrace.trace_count() == 1
