@@ -72,3 +72,18 @@ def test_header_shows_the_sample_rate_and_clear_uses_delete(server: Any, page: A
     expect(page.locator("#list-empty")).to_contain_text("No traces yet")
     assert ("DELETE", server.url + "/traces") in requests
     assert not [u for m, u in requests if "clear=" in u]
+
+
+def test_the_status_says_when_the_answer_left_traces_out(page: Any) -> None:
+    """Past max_answer_spans the viewer shows the newest traces and says how many older ones it does not show."""
+    from autotrace.server import create_app, start_in_background
+
+    for i in range(5):
+        with autotrace.span(f"t{i}"):
+            with autotrace.span("child"):
+                pass
+    with start_in_background(port=0, app=create_app(max_answer_spans=4)) as handle:
+        open_viewer(page, handle.url)
+        expect = _expect()
+        expect(page.locator(".trace-row")).to_have_count(2)
+        expect(page.locator("#status")).to_contain_text("3 older not shown")
