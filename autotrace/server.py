@@ -10,7 +10,8 @@
 too (``gunicorn 'autotrace.server:create_app()'``). Every answer is JSON except
 the viewer page at ``/``; bad input is a 400 that names the parameter, never a 500.
 Requests to routes you add to it are traced (one SERVER span each, see
-``autotrace.wsgi.TracingMiddleware``); the server's own routes are not.
+``autotrace.wsgi.TracingMiddleware``); the server's own routes, requests to no
+route and requests the checks refuse are not.
 """
 
 from __future__ import annotations

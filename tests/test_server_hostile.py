@@ -463,3 +463,16 @@ def test_a_route_with_a_non_ascii_path_is_traced() -> None:
         settle(handle)
     assert reply.status == 200 and "traceparent" in reply.headers
     assert autotrace.trace_count() == 1
+
+
+def test_clients_that_hang_up_mid_answer_give_their_slot_back() -> None:
+    """Readers that close the connection halfway through a large answer do not keep an encode slot."""
+    _traces_of(40, 250)  # 10,000 spans: about 3 MB of JSON, more than the socket buffers hold
+    with start_in_background(port=0, app=create_app(trace_requests=False, encode_wait=0)) as handle:
+        for _ in range(4):
+            with socket.create_connection(("127.0.0.1", handle.port), timeout=30) as sock:
+                sock.sendall(b"GET /traces HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                assert sock.recv(4096).startswith(b"HTTP/1.0 200")
+            settle(handle)
+        reply = fetch(handle.url, "/traces")
+    assert reply.status == 200 and len(spans_of(reply.json())) == 10_000
