@@ -87,10 +87,17 @@ def _add_common(p: argparse.ArgumentParser, *, default_rate: float | None) -> No
         help="traces kept in memory (default: $AUTOTRACE_MAX_TRACES, else 1000)",
     )
     p.add_argument(
+        "--token-file",
+        metavar="PATH",
+        default=None,
+        help="read the bearer token from PATH (its first line); every route but /health and / then "
+        "requires 'Authorization: Bearer TOKEN' (default: $AUTOTRACE_TOKEN)",
+    )
+    p.add_argument(
         "--token",
         type=_non_empty,
         default=None,
-        help="require 'Authorization: Bearer TOKEN' on every route but /health and / (default: $AUTOTRACE_TOKEN)",
+        help="the token itself; other users can read it in 'ps', so prefer --token-file or $AUTOTRACE_TOKEN",
     )
     p.add_argument("--access-log", action="store_true", help="print one line per request on stderr")
 
@@ -156,6 +163,7 @@ def _configure(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         store = autotrace.configure(**overrides)
     except ValueError as exc:
         parser.error(str(exc))
+    _read_token(parser, args)
     path = getattr(args, "file", None)
     if path:
         from .export import load_jsonl_into
@@ -165,8 +173,40 @@ def _configure(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
             loaded = load_jsonl_into(store, path, bad_lines=bad_lines)
         except (OSError, ValueError) as exc:
             parser.error(f"--file: {exc}")
+        except RecursionError:
+            parser.error(f"--file: {path} nests JSON too deeply to read; it is not a file FileExporter wrote")
+        except (OverflowError, TypeError, KeyError, IndexError, AttributeError) as exc:
+            # Valid JSON that is not OTLP/JSON as FileExporter writes it (1e400 as a time, a list
+            # where an object goes...): a usage error naming the file, not a traceback.
+            parser.error(f"--file: {path} holds a value autotrace cannot read ({type(exc).__name__}: {exc})"[:500])
         skipped = f" (skipped {len(bad_lines)} bad lines, first at line {bad_lines[0][0]})" if bad_lines else ""
         _print(f"autotrace serve: loaded {loaded} spans from {path}{skipped}")
+
+
+def _read_token(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Set ``args.token`` from --token-file; warn that --token shows the token in ``ps``."""
+    path = args.token_file
+    if path is not None and args.token is not None:
+        parser.error("give --token or --token-file, not both")
+    if args.token is not None:
+        print(
+            f"autotrace {args.command}: warning: --token is visible to every user of this machine (ps, "
+            "/proc); use --token-file PATH or $AUTOTRACE_TOKEN",
+            file=sys.stderr,
+            flush=True,
+        )
+        return
+    if path is None:
+        return
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read(65536)
+    except (OSError, UnicodeDecodeError) as exc:
+        parser.error(f"--token-file: cannot read {path}: {exc}")
+    token = text.splitlines()[0].strip() if text.strip() else ""
+    if not token:
+        parser.error(f"--token-file: {path} is empty; put the token on its first line")
+    args.token = token
 
 
 class _StopSignals:

@@ -10,7 +10,8 @@
 too (``gunicorn 'autotrace.server:create_app()'``). Every answer is JSON except
 the viewer page at ``/``; bad input is a 400 that names the parameter, never a 500.
 Requests to routes you add to it are traced (one SERVER span each, see
-``autotrace.wsgi.TracingMiddleware``); the server's own routes are not.
+``autotrace.wsgi.TracingMiddleware``); the server's own routes, requests to no
+route and requests the checks refuse are not.
 """
 
 from __future__ import annotations
@@ -29,15 +30,17 @@ import socket
 import socketserver
 import sys
 import threading
-from collections.abc import Callable, Iterable
+import time
+import urllib.parse
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
 
 import bottle
 
-from .otlp import encode_traces
+from .otlp import SCOPE, encode_span, key_values
 from .store import TraceStore
-from .tracer import get_trace_store, internal_error
+from .tracer import get_config, get_trace_store, internal_error, resource_attributes
 from .wsgi import TracingMiddleware
 
 __all__ = [
@@ -77,6 +80,7 @@ _PAGE_POLICY = (
     "img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
     "form-action 'none'; frame-ancestors 'none'"
 )
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 _INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.S)
 _INLINE_STYLE = re.compile(r"<style>(.*?)</style>", re.S)
 _COMMENT = re.compile(r"<!--.*?-->", re.S)
@@ -200,11 +204,21 @@ def _host_name(header: str) -> str:
 
 
 def loopback_hosts(bind_host: str) -> frozenset[str] | None:
-    """The Host names to accept for a server bound to ``bind_host``: loopback names, or None (any)."""
-    name = _host_name(bind_host)
-    if name not in LOOPBACK_HOSTS:
+    """The Host names to accept for a server bound to ``bind_host``: loopback names, or None (any).
+
+    Any loopback bind counts, however it is spelled (``127.0.0.2``,
+    ``0:0:0:0:0:0:0:1``, ``localhost``): it answers to the loopback names and
+    to the bind address itself, so a DNS-rebinding page cannot read it.
+    """
+    if not is_loopback(bind_host):
         return None
-    return LOOPBACK_HOSTS
+    name = _host_name(bind_host)
+    names = {name}
+    try:
+        names.add(str(ipaddress.ip_address(name.partition("%")[0])))
+    except ValueError:
+        pass
+    return LOOPBACK_HOSTS | frozenset(names)
 
 
 class Guard:
@@ -230,20 +244,28 @@ class Guard:
         self._expected = token.encode("utf-8") if token is not None else None
 
     def check(self) -> None:
-        """Raise a 403 or 401 Problem unless the request passes the checks."""
+        """Raise a 400, 403 or 401 Problem unless the current request passes the checks."""
+        self.check_environ(bottle.request.environ)
+
+    def check_environ(self, environ: dict[str, Any], *, token: bool = True) -> None:
+        """Raise a 400, 403 or 401 Problem unless the request in ``environ`` passes (the token too, if ``token``)."""
         # Raw WSGI (latin-1) header values: Bottle's get_header() raises on bytes that are not UTF-8.
-        environ = bottle.request.environ
         if environ.get("HTTP_SEC_FETCH_SITE", "") in ("cross-site", "same-site"):
             raise Problem(403, "cross-site browser requests are refused; open the viewer from this server")
         allowed = self.allowed_hosts
         if allowed is not None:
             host = environ.get("HTTP_HOST")
-            if host is not None and _host_name(host) not in allowed:
+            if host is None:
+                # HTTP/1.1 requires Host (RFC 9112): without one the allow-list could not apply.
+                # A header line "Host : x" (space before the colon) arrives as no Host at all.
+                if str(environ.get("SERVER_PROTOCOL", "")).upper() not in ("HTTP/1.0", "HTTP/0.9"):
+                    raise Problem(400, "a Host header is required (HTTP/1.1); this server checks it")
+            elif _host_name(host) not in allowed:
                 raise Problem(
                     403, f"Host {host[:100]!r} is refused; this server answers to {', '.join(sorted(allowed))}"
                 )
         expected = self._expected
-        if expected is not None and not _authorized(environ.get("HTTP_AUTHORIZATION", ""), expected):
+        if token and expected is not None and not _authorized(environ.get("HTTP_AUTHORIZATION", ""), expected):
             raise Problem(
                 401,
                 "missing or wrong bearer token: send 'Authorization: Bearer <token>'",
@@ -271,6 +293,8 @@ class Guard:
 
         route.__name__ = getattr(callback, "__name__", "route")
         route.__doc__ = callback.__doc__
+        # Read by _TracedBottle: a request this guard would refuse is not traced.
+        route.autotrace_guard = (self, public)  # type: ignore[attr-defined]
         return route
 
 
@@ -337,6 +361,130 @@ def _viewer_page() -> tuple[str, dict[str, str]]:
     return html, {"Content-Security-Policy": page_policy(html), "X-Frame-Options": "DENY"}
 
 
+DEFAULT_MAX_ANSWER_SPANS = 50_000
+"""Spans one GET /traces answer holds at most (whole traces, newest first); the rest wait for the next read."""
+DEFAULT_MAX_CONCURRENT_ENCODES = 2
+"""GET /traces answers being sent at once; one more waits DEFAULT_ENCODE_WAIT seconds, then is a 503."""
+DEFAULT_ENCODE_WAIT = 10.0
+_OMITTED = "X-Autotrace-Omitted-Traces"  # traces left out of an answer by max_answer_spans
+_CHUNK_SPANS = 256  # spans encoded per piece of a streamed answer (about 85 KB of JSON at 330 bytes each)
+
+
+def _positive(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer; got {value!r}")
+
+
+def _within(traces: list[list[Any]], max_spans: int) -> int:
+    """How many of the newest ``traces`` fit in ``max_spans`` spans (at least one, when there is one)."""
+    room = max_spans
+    count = 0
+    for trace in reversed(traces):
+        room -= len(trace)
+        if room < 0 and count:
+            break
+        count += 1
+    return count
+
+
+def _etag(traces: list[list[Any]], resource: dict[str, Any]) -> str:
+    """An ETag for an answer made of ``traces``: from each trace's id, span count and last span, not the body.
+
+    Ended spans do not change, so a trace with the same id, count and last
+    span holds the same spans; O(traces), no encoding.
+    """
+    key = (
+        tuple((t[0]._trace_id, len(t), t[-1]._span_id) for t in traces if t),
+        repr(sorted(resource.items())),
+    )
+    return f'"{hash(key) & 0xFFFFFFFFFFFFFFFF:016x}-{len(traces)}"'
+
+
+class _Answer:
+    """A GET /traces answer as one OTLP/JSON ExportTraceServiceRequest, encoded piece by piece as it is sent.
+
+    A reader costs a list of references to the spans it sends plus one piece
+    (``_CHUNK_SPANS`` spans) at a time, not the whole document three times
+    over; between pieces the server thread writes to the socket, so other
+    threads get the GIL. ``close()`` (the server calls it, sent or not)
+    gives back the encode slot.
+    """
+
+    def __init__(self, traces: list[list[Any]], resource: dict[str, Any], release: Callable[[], None]) -> None:
+        self._traces = traces
+        self._resource = resource
+        self._release: Callable[[], None] | None = release
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._pieces()
+
+    def _pieces(self) -> Iterator[bytes]:
+        traces = [t for t in self._traces if t]
+        if not traces:
+            yield b'{"resourceSpans":[]}'
+            return
+        head = {"resource": {"attributes": key_values(self._resource)}, "scopeSpans": [{"scope": dict(SCOPE)}]}
+        text = _dumps({"resourceSpans": [head]})
+        # The document with its last "}]}]}" cut off and the spans list opened in its place.
+        yield text[: -len(b"}]}]}")] + b',"spans":['
+        first = True
+        for trace in traces:
+            for i in range(0, len(trace), _CHUNK_SPANS):
+                piece = b",".join([_dumps(encode_span(span)) for span in trace[i : i + _CHUNK_SPANS]])
+                yield piece if first else b"," + piece
+                first = False
+        yield b"]}]}]}"
+
+    def close(self) -> None:
+        """Give back the encode slot (once)."""
+        release, self._release = self._release, None
+        self._traces = []
+        if release is not None:
+            release()
+
+
+def _refuse_browser_clear(environ: dict[str, Any]) -> None:
+    """A 403 Problem for ``GET /traces?clear=true`` sent by a browser: a link or a page must not empty the store.
+
+    Collectors send none of these headers; the viewer clears with DELETE.
+    Browsers with Fetch Metadata mark a navigation (a clicked link, even from
+    a chat client: ``Sec-Fetch-Site: none``); older ones still send ``Accept:
+    text/html`` or ``Upgrade-Insecure-Requests`` when navigating, and an
+    ``Origin`` naming another site on a cross-origin fetch.
+    """
+    site = environ.get("HTTP_SEC_FETCH_SITE", "")
+    navigation = (
+        site not in ("", "same-origin")
+        or environ.get("HTTP_SEC_FETCH_MODE", "") == "navigate"
+        or environ.get("HTTP_SEC_FETCH_DEST", "") not in ("", "empty")
+        or "HTTP_SEC_FETCH_USER" in environ
+        or "HTTP_UPGRADE_INSECURE_REQUESTS" in environ
+        or "text/html" in environ.get("HTTP_ACCEPT", "")
+    )
+    origin = environ.get("HTTP_ORIGIN")
+    foreign = (
+        origin is not None
+        and urllib.parse.urlsplit(origin.strip()).netloc.lower() != (environ.get("HTTP_HOST") or "").strip().lower()
+    )
+    if navigation or foreign:
+        raise Problem(
+            403,
+            "GET /traces?clear=true is refused from a browser (a link or another page must not empty the store); "
+            "use DELETE /traces, as the viewer does",
+        )
+
+
+def _sample_rate() -> float | None:
+    """The share of new traces recorded, as configured; None under a custom sampler with no fixed rate."""
+    config = get_config()
+    if config is None or not config.enabled:
+        return 0.0 if config is not None else None
+    if config.sampler is None:
+        return float(config.sample_rate)
+    bound = getattr(config.sampler, "root_bound", None)
+    return bound / float(1 << 64) if isinstance(bound, int) else None
+
+
 def install(
     app: bottle.Bottle,
     store: TraceStore | None = None,
@@ -344,12 +492,19 @@ def install(
     token: str | None = None,
     allowed_hosts: Iterable[str] | None = None,
     guard: Guard | None = None,
+    max_answer_spans: int = DEFAULT_MAX_ANSWER_SPANS,
+    max_concurrent_encodes: int = DEFAULT_MAX_CONCURRENT_ENCODES,
+    encode_wait: float = DEFAULT_ENCODE_WAIT,
 ) -> bottle.Bottle:
     """Add /traces, /health, /ready, the viewer at / and JSON error pages to a Bottle app; returns it.
 
     ``create_app()`` is this on a fresh app. Pass ``guard`` (a ``Guard``) instead
     of ``token`` to protect routes of your own with the same token.
     """
+    _positive("max_answer_spans", max_answer_spans)
+    _positive("max_concurrent_encodes", max_concurrent_encodes)
+    if isinstance(encode_wait, bool) or not isinstance(encode_wait, (int, float)) or not 0 <= encode_wait < 1e6:
+        raise ValueError(f"encode_wait must be a number of seconds >= 0; got {encode_wait!r}")
     if guard is None:
         guard = Guard(token, allowed_hosts=allowed_hosts)
     elif token is not None or allowed_hosts is not None:
@@ -361,7 +516,9 @@ def install(
 
     app.default_error_handler = _error_page  # instance attribute: wins over Bottle's HTML pages
 
-    def traces() -> bytes:
+    encodes = threading.BoundedSemaphore(max_concurrent_encodes)
+
+    def traces() -> Any:
         """The stored traces as OTLP/JSON: ?limit=N, ?clear=true, ?trace_id=<32 hex>; ETag and 304 unless clearing."""
         unknown = sorted(set(bottle.request.query.keys()) - set(_TRACES_PARAMS))
         if unknown:
@@ -374,31 +531,64 @@ def install(
             trace_id = parse_trace_id(_single("trace_id"))
         except ValueError as exc:
             raise Problem(400, str(exc))
-        s = current_store()
+        environ = bottle.request.environ
+        if clear and bottle.request.method == "HEAD":
+            clear = False  # HEAD sends no body: clearing would lose the traces
+        if clear:
+            _refuse_browser_clear(environ)
+        if trace_id is not None and (limit is not None or clear):
+            raise Problem(400, "trace_id cannot be combined with limit or clear")
+        # At most max_concurrent_encodes readers select and send at once: each holds references
+        # to the spans it answers with. One past the cap waits its turn (a collector and the
+        # viewer polling together is normal); one still waiting after encode_wait gets the 503.
+        if not (encodes.acquire(timeout=encode_wait) if encode_wait > 0 else encodes.acquire(blocking=False)):
+            raise Problem(
+                503,
+                f"{max_concurrent_encodes} /traces answers are being sent already; try again shortly",
+                {"Retry-After": "1"},
+            )
+        try:
+            return _traces_answer(current_store(), limit, clear, trace_id, environ)
+        except BaseException:
+            encodes.release()
+            raise
+
+    def _traces_answer(
+        s: TraceStore, limit: int | None, clear: bool, trace_id: str | None, environ: dict[str, Any]
+    ) -> Any:
+        """The answer of GET /traces, with an encode slot held: a 304 gives it back, an _Answer when sent."""
         if trace_id is not None:
-            if limit is not None or clear:
-                raise Problem(400, "trace_id cannot be combined with limit or clear")
             spans = s.get_trace(trace_id)
             if spans is None:
-                raise Problem(404, f"no trace with trace_id {trace_id}")
-            doc = encode_traces([spans])
+                raise Problem(404, f"no trace with trace_id {trace_id}")  # the caller gives the slot back
+            selected = [spans]
         else:
-            if clear and bottle.request.method == "HEAD":
-                clear = False  # HEAD sends no body: clearing would lose the traces
-            # take() removes exactly the traces it returns, under the store's lock, so
-            # spans that arrive while this answer is built stay for the next read.
-            doc = s.export(limit, clear=clear)
-        bottle.response.content_type = _JSON
-        body = _dumps(doc)
+            selected = s.traces(limit)
+        total = len(selected)
+        if trace_id is None:
+            # At most max_answer_spans spans (whole traces, the newest first): the rest are
+            # left for the next read, and the answer says how many (see _OMITTED).
+            count = _within(selected, max_answer_spans)
+            selected = selected[total - count :]
+            if count < total:
+                bottle.response.set_header(_OMITTED, str(total - count))
+        resource = resource_attributes()
         if clear:
-            return body
-        # The viewer polls every 3 s: an unchanged answer is a bodiless 304 for its If-None-Match.
-        etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-        bottle.response.set_header("ETag", etag)
-        if _etag_matches(bottle.request.environ.get("HTTP_IF_NONE_MATCH", ""), etag):
-            bottle.response.status = 304
-            return b""
-        return body
+            # take() removes exactly the traces it returns, under the store's lock, so spans
+            # that arrive while this answer is sent stay for the next read. Under the cap
+            # everything asked for goes; past it the newest that fit, and the rest stay.
+            selected = s.take(limit if len(selected) == total else len(selected))
+        else:
+            # The viewer polls every 3 s: an unchanged answer is a bodiless 304 for its If-None-Match.
+            # The tag comes from what was selected (ids and span counts), not from a hash of the body.
+            etag = _etag(selected, resource)
+            bottle.response.set_header("ETag", etag)
+            if _etag_matches(environ.get("HTTP_IF_NONE_MATCH", ""), etag):
+                encodes.release()
+                bottle.response.status = 304
+                return b""
+        bottle.response.content_type = _JSON
+        return _Answer(selected, resource, encodes.release)
 
     def delete_traces() -> bytes:
         """Empty the store; answers how many traces were removed."""
@@ -415,7 +605,7 @@ def install(
     def ready() -> bytes:
         """Readiness, with the store's counters."""
         bottle.response.content_type = _JSON
-        return _dumps({"status": "ready", **current_store().stats()})
+        return _dumps({"status": "ready", **current_store().stats(), "sample_rate": _sample_rate()})
 
     def page() -> str:
         """The trace viewer (a placeholder page when viewer.html is not installed)."""
@@ -450,9 +640,38 @@ class _TracedBottle(bottle.Bottle):  # type: ignore[misc]  # bottle has no type 
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         tracing = self._tracing
-        if tracing is None:
+        if tracing is None or not self._traceable(environ):
             return self.wsgi(environ, start_response)  # type: ignore[no-any-return]
         return tracing(environ, start_response)
+
+    def _traceable(self, environ: dict[str, Any]) -> bool:
+        """True for a request to one of the app's routes that its guard (if any) lets through.
+
+        Decided before any span starts: a new trace takes a place in the store
+        the moment its root span starts, so traced 404s or refused requests
+        would let anyone evict the real traces (``/x1`` ... ``/x1000``, or a
+        DNS-rebinding page with a foreign Host), and their ``traceparent``
+        could force sampling.
+        """
+        try:
+            if environ.get("PATH_INFO") in OWN_PATHS:
+                return False
+            # Matched as Bottle will match it: on the path decoded as UTF-8 (Bottle drops bad bytes).
+            path = str(environ.get("PATH_INFO") or "/")
+            try:
+                path = path.encode("latin-1").decode("utf-8", "ignore")
+            except UnicodeEncodeError:  # a server that handed over decoded text, against PEP 3333
+                pass
+            route, _ = self.router.match({"PATH_INFO": path, "REQUEST_METHOD": environ.get("REQUEST_METHOD", "GET")})
+            guard = getattr(route.callback, "autotrace_guard", None)
+            if guard is not None:
+                guard[0].check_environ(environ, token=not guard[1])
+            return True
+        except (bottle.HTTPError, Problem):  # no such route (404), wrong method (405), refused
+            return False
+        except Exception as exc:
+            internal_error("deciding whether to trace a request", exc)
+            return False
 
 
 def create_app(
@@ -461,6 +680,9 @@ def create_app(
     token: str | None = None,
     allowed_hosts: Iterable[str] | None = None,
     trace_requests: bool = True,
+    max_answer_spans: int = DEFAULT_MAX_ANSWER_SPANS,
+    max_concurrent_encodes: int = DEFAULT_MAX_CONCURRENT_ENCODES,
+    encode_wait: float = DEFAULT_ENCODE_WAIT,
 ) -> bottle.Bottle:
     """A Bottle (WSGI) app serving ``store`` (the global store by default) at /traces.
 
@@ -470,10 +692,24 @@ def create_app(
     ``trace_requests`` (the default) every request but those to /, /traces,
     /health and /ready is one SERVER span (``autotrace.wsgi.TracingMiddleware``)
     that continues an incoming ``traceparent`` and answers one, so routes you
-    add (``app.route("/predict", ...)``) are traced.
+    add (``app.route("/predict", ...)``) are traced. Requests to no route, and
+    requests the checks refuse, are not. One GET /traces answer holds at most
+    ``max_answer_spans`` spans (whole traces, newest first; a header
+    ``X-Autotrace-Omitted-Traces`` says how many were left out, and
+    ``?clear=true`` or a smaller ``?limit`` pages through them), and at most
+    ``max_concurrent_encodes`` answers are sent at once (one more waits up to
+    ``encode_wait`` seconds for its turn, then is a 503 with Retry-After).
     """
     app = _TracedBottle(trace_requests=trace_requests, catchall=True)
-    return install(app, store, token=token, allowed_hosts=allowed_hosts)
+    return install(
+        app,
+        store,
+        token=token,
+        allowed_hosts=allowed_hosts,
+        max_answer_spans=max_answer_spans,
+        max_concurrent_encodes=max_concurrent_encodes,
+        encode_wait=encode_wait,
+    )
 
 
 def is_loopback(host: str) -> bool:
@@ -491,9 +727,14 @@ def is_loopback(host: str) -> bool:
 
 
 class _LoggingHandler(WSGIRequestHandler):
-    """wsgiref's handler (one access-log line per request on stderr), with a socket timeout."""
+    """wsgiref's handler (one access-log line per request on stderr), with a socket timeout.
 
-    timeout = 60  # a client that stops talking frees its thread after a minute
+    The server's watchdog holds each connection to a whole-request deadline
+    (request line, headers and body); it is lifted when the app starts its
+    answer, so a long streamed answer is not cut.
+    """
+
+    timeout = 60  # a client that stops talking frees its thread (server.idle_timeout sets it per server)
     # Requests refused before the app runs (bad request line, header too long) answer JSON
     # too. Only the code and the standard description go in, never the client's own text.
     error_content_type = "application/json"
@@ -501,6 +742,50 @@ class _LoggingHandler(WSGIRequestHandler):
     # http.server's default is HTTP/0.9, and an error answered before the request
     # line was understood (a bad version) then went out bare: no status line, no headers.
     default_request_version = "HTTP/1.0"
+
+    def setup(self) -> None:
+        """Take the server's idle timeout before the socket files are made."""
+        self.timeout = getattr(self.server, "idle_timeout", self.timeout)  # type: ignore[misc]
+        super().setup()
+
+    def handle(self) -> None:
+        """wsgiref's handle(), with the request deadline lifted once the app starts its answer."""
+        self.raw_requestline = self.rfile.readline(65537)
+        if len(self.raw_requestline) > 65536:
+            self.requestline = ""
+            self.request_version = ""
+            self.command = ""
+            self.send_error(414)
+            return
+        if not self.parse_request():  # an error answer has been sent
+            return
+        handler = ServerHandler(
+            self.rfile,
+            self.wfile,  # type: ignore[arg-type]
+            self.get_stderr(),
+            self.get_environ(),
+            multithread=False,
+        )
+        handler.request_handler = self  # type: ignore[attr-defined]  # wsgiref's back-pointer for the access log
+        app = self.server.get_app()  # type: ignore[attr-defined]
+        server = self.server
+        connection = self.connection
+        if isinstance(server, _ThreadingWSGIServer):
+            if not server.in_time(connection):
+                return  # the watchdog answered 408 and closed it: what was read is not a whole request
+
+            def answering(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+                def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+                    # Past the deadline the socket is closed already: the answer's writes fail,
+                    # and wsgiref takes that quietly as a client gone.
+                    server.lift_deadline(connection)
+                    return start_response(status, headers, exc_info)
+
+                return app(environ, start)  # type: ignore[no-any-return]
+
+            handler.run(answering)
+        else:
+            handler.run(app)
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """http.server's error answer, with 505 (e.g. ``HTTP/2.0`` on this HTTP/1.1 server) as a client error."""
@@ -518,63 +803,185 @@ class _QuietHandler(_LoggingHandler):
 
 DEFAULT_MAX_CONNECTIONS = 64
 """Connections the background server serves at once; more are answered 503."""
+DEFAULT_BACKLOG = 128
+"""Connections the kernel queues before the server accepts them (socketserver's default is 5)."""
+DEFAULT_REQUEST_TIMEOUT = 30.0
+"""Seconds a client has to send its whole request (line, headers and body); then 408 and closed."""
+DEFAULT_IDLE_TIMEOUT = 60.0
+"""Seconds one read or write may wait for the client (also while the answer is sent)."""
+_OVERFLOW = 8  # connections past the caps read at once, to answer /health (each for at most 1 s)
+_OVERFLOW_SECONDS = 1.0
 
 
-def _busy_answer() -> bytes:
-    body = b'{"error":"503: too many connections open; try again shortly","status":503}'
+def _answer(status: str, body: bytes, extra: str = "") -> bytes:
     head = (
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+        f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n{extra}"
         f"Connection: close\r\nContent-Length: {len(body)}\r\n\r\n"
     )
     return head.encode("ascii") + body
 
 
+def _busy_answer(why: str = "too many connections open") -> bytes:
+    body = ('{"error":"503: ' + why + '; try again shortly","status":503}').encode("ascii")
+    return _answer("503 Service Unavailable", body, "Retry-After: 1\r\n")
+
+
+_HEALTH = _answer("200 OK", b'{"status":"ok"}', "Cache-Control: no-store\r\n")
+_LATE = _answer(
+    "408 Request Timeout",
+    b'{"error":"408: the request was not sent in time; send it whole, promptly","status":408}',
+)
+
+
 class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
     """One daemon thread per connection, so a slow client cannot hold up the others.
 
-    At most ``max_connections`` at once: the server lives in the host process,
-    and idle or half-sent connections must not grow its threads without bound.
-    One more is answered 503 with Retry-After and closed at once.
+    At most ``max_connections`` at once, and at most ``max_per_client`` from
+    one client address: the server lives in the host process, and idle or
+    half-sent connections must not grow its threads without bound nor let
+    one client hold every slot. A connection past either cap is answered 503
+    with Retry-After and closed, unless it asks ``GET /health`` within a
+    second (answered 200: a liveness probe still works at the cap). Each
+    connection has ``request_timeout`` seconds to send its whole request
+    (a watchdog closes it with a 408 after that, however it trickles).
     """
 
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = DEFAULT_BACKLOG
     max_connections = DEFAULT_MAX_CONNECTIONS
+    max_per_client = DEFAULT_MAX_CONNECTIONS // 2
+    request_timeout = DEFAULT_REQUEST_TIMEOUT
+    idle_timeout = DEFAULT_IDLE_TIMEOUT
     _BUSY = _busy_answer()
+    _BUSY_CLIENT = _busy_answer("too many connections from your address")
 
     def server_activate(self) -> None:
         super().server_activate()
         self._slots = threading.BoundedSemaphore(self.max_connections)
+        self._overflow = threading.BoundedSemaphore(_OVERFLOW)
         self._count_lock = threading.Lock()
         self.connections = 0  # being served now, until their handler has finished
+        self._per_client: dict[str, int] = {}
+        self._deadlines: dict[Any, float] = {}  # socket -> monotonic deadline of its request
+        self._closing = threading.Event()
+        self._watchdog = threading.Thread(target=self._watch, name="autotrace-server-watchdog", daemon=True)
+        self._watchdog.start()
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            try:
-                request.settimeout(1.0)
-                request.sendall(self._BUSY)
-            except OSError:
-                pass
-            self.shutdown_request(request)
-            return
+        client = str(client_address[0]) if isinstance(client_address, tuple) and client_address else ""
         with self._count_lock:
-            self.connections += 1
+            crowded = self._per_client.get(client, 0) >= self.max_per_client
+            admitted = not crowded and self._slots.acquire(blocking=False)
+            if admitted:
+                self.connections += 1
+                self._per_client[client] = self._per_client.get(client, 0) + 1
+                self._deadlines[request] = time.monotonic() + self.request_timeout
+        if not admitted:
+            self._refuse(request, self._BUSY_CLIENT if crowded else self._BUSY)
+            return
         try:
             super().process_request(request, client_address)
         except BaseException:  # no thread started: its slot is free again
-            self._release_slot()
+            self._release_slot(request, client)
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._release_slot()
+            self._release_slot(request, str(client_address[0]) if isinstance(client_address, tuple) else "")
 
-    def _release_slot(self) -> None:
+    def _release_slot(self, request: Any, client: str) -> None:
         with self._count_lock:
+            self._deadlines.pop(request, None)
             self.connections -= 1
+            left = self._per_client.get(client, 1) - 1
+            if left > 0:
+                self._per_client[client] = left
+            else:
+                self._per_client.pop(client, None)
         self._slots.release()
+
+    def lift_deadline(self, request: Any) -> None:
+        """The app starts its answer: no more request deadline for this connection."""
+        with self._count_lock:
+            self._deadlines.pop(request, None)
+
+    def in_time(self, request: Any) -> bool:
+        """False once the watchdog has closed this connection for missing its request deadline."""
+        with self._count_lock:
+            return request in self._deadlines
+
+    def _watch(self) -> None:
+        """Close, with a 408, every connection whose request was not in by its deadline."""
+        tick = min(0.25, max(0.01, self.request_timeout / 4))
+        while not self._closing.wait(tick):
+            now = time.monotonic()
+            with self._count_lock:
+                late = [sock for sock, deadline in self._deadlines.items() if deadline <= now]
+                for sock in late:
+                    del self._deadlines[sock]
+                    # Under the lock: the handler cannot start its own answer meanwhile. The
+                    # handler thread is blocked reading, so nothing else writes to the socket.
+                    try:
+                        sock.send(_LATE, _DONTWAIT)
+                    except OSError:
+                        pass
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+    def _refuse(self, request: Any, busy: bytes) -> None:
+        """Past a cap: answer /health if the client asks for it within a second, else 503; then close."""
+        if not self._overflow.acquire(blocking=False):
+            self._send_and_close(request, busy)
+            return
+        try:
+            threading.Thread(
+                target=self._answer_overflow, args=(request, busy), name="autotrace-server-overflow", daemon=True
+            ).start()
+        except BaseException:
+            self._overflow.release()
+            self._send_and_close(request, busy)
+            raise
+
+    def _answer_overflow(self, request: Any, busy: bytes) -> None:
+        try:
+            head = b""
+            deadline = time.monotonic() + _OVERFLOW_SECONDS
+            try:
+                while b"\r\n" not in head and len(head) < 256:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    request.settimeout(left)
+                    chunk = request.recv(256)
+                    if not chunk:
+                        break
+                    head += chunk
+            except OSError:
+                pass
+            line = head.split(b"\r\n", 1)[0].split()
+            health = len(line) == 3 and line[0] in (b"GET", b"HEAD") and line[1] == b"/health"
+            self._send_and_close(request, _HEALTH if health else busy)
+        finally:
+            self._overflow.release()
+
+    def _send_and_close(self, request: Any, data: bytes) -> None:
+        try:
+            request.settimeout(1.0)
+            request.sendall(data)
+        except OSError:
+            pass
+        self.shutdown_request(request)
+
+    def server_close(self) -> None:
+        closing = getattr(self, "_closing", None)
+        if closing is not None:
+            closing.set()
+        super().server_close()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         logger.debug("autotrace server: error while serving %s", client_address, exc_info=True)
@@ -640,20 +1047,35 @@ def start_in_background(
     token: str | None = None,
     access_log: bool = False,
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    max_connections_per_client: int | None = None,
+    backlog: int = DEFAULT_BACKLOG,
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
 ) -> ServerHandle:
     """Serve ``app`` (default ``create_app(store, token=token)``) on a daemon thread; port 0 picks a free port.
 
     Raises ``OSError`` when the address cannot be bound and ``ValueError`` for a
-    bad host, port or ``max_connections`` (connections served at once; more get
-    a 503 with Retry-After). Serving the default app on an address other machines can
-    reach (``0.0.0.0``) without a token logs a warning on the ``autotrace`` logger.
+    bad argument. ``max_connections``: connections served at once (more get a
+    503 with Retry-After; ``GET /health`` is still answered);
+    ``max_connections_per_client``: from one client address (default half of
+    ``max_connections``); ``backlog``: connections the kernel queues;
+    ``request_timeout``: seconds to send the whole request (then 408);
+    ``idle_timeout``: seconds one read or write may wait. Serving the default
+    app on an address other machines can reach (``0.0.0.0``) without a token
+    logs a warning on the ``autotrace`` logger.
     """
     if not isinstance(host, str) or not host:
         raise ValueError(f"host must be a non-empty string; got {host!r}")
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise ValueError(f"port must be an integer from 0 to 65535; got {port!r}")
-    if isinstance(max_connections, bool) or not isinstance(max_connections, int) or max_connections < 1:
-        raise ValueError(f"max_connections must be a positive integer; got {max_connections!r}")
+    _positive("max_connections", max_connections)
+    if max_connections_per_client is None:
+        max_connections_per_client = max(1, max_connections // 2)
+    _positive("max_connections_per_client", max_connections_per_client)
+    _positive("backlog", backlog)
+    for name, seconds in (("request_timeout", request_timeout), ("idle_timeout", idle_timeout)):
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds < 1e6:
+            raise ValueError(f"{name} must be a positive number of seconds; got {seconds!r}")
     exposed = False
     if app is None:
         app = create_app(store, token=token, allowed_hosts=loopback_hosts(host))
@@ -664,6 +1086,10 @@ def start_in_background(
     handler = _LoggingHandler if access_log else _QuietHandler
     server = server_class((host, port), handler, bind_and_activate=False)
     server.max_connections = max_connections
+    server.max_per_client = max_connections_per_client
+    server.request_queue_size = backlog
+    server.request_timeout = float(request_timeout)
+    server.idle_timeout = float(idle_timeout)
     try:
         server.server_bind()
         server.server_activate()

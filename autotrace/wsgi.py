@@ -32,6 +32,19 @@ Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
+# What a request can make the span hold is bounded: a client sends up to 64 KB per
+# header line, and 1,000 requests with 60 KB paths and agents grew a process by 180 MB.
+MAX_PATH = 2048
+"""Characters of the path kept in ``url.path`` and the span name; longer ones end in an ellipsis."""
+MAX_HEADER = 512
+"""Characters kept of a header-derived attribute (``user_agent.original``, ``server.address``)."""
+
+
+def _bounded(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, the cut marked with an ellipsis."""
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
 _KNOWN_METHODS = frozenset({"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE", "QUERY"})
 
 
@@ -100,10 +113,10 @@ class _Request:
         method = raw_method.upper()
         attrs: dict[str, Any] = {}
         if method not in _KNOWN_METHODS:
-            attrs["http.request.method_original"] = raw_method
+            attrs["http.request.method_original"] = _bounded(raw_method, MAX_HEADER)
             method = "_OTHER"
         self.method = method
-        path = (environ.get("SCRIPT_NAME") or "") + (environ.get("PATH_INFO") or "") or "/"
+        path = _bounded((environ.get("SCRIPT_NAME") or "") + (environ.get("PATH_INFO") or "") or "/", MAX_PATH)
         path, route = _shown_path(middleware._template, path)  # no token of the path reaches the span
         attrs.update(_request_attributes(environ, method, path))
         if route is not None:
@@ -312,10 +325,10 @@ def _request_attributes(environ: Environ, method: str, path: str) -> dict[str, A
         attrs["url.scheme"] = scheme
     agent = environ.get("HTTP_USER_AGENT")
     if agent:
-        attrs["user_agent.original"] = agent
+        attrs["user_agent.original"] = _bounded(str(agent), MAX_HEADER)
     host, port = _host_port(environ, scheme)
     if host:
-        attrs["server.address"] = host
+        attrs["server.address"] = _bounded(host, MAX_HEADER)
     if port is not None:
         attrs["server.port"] = port
     client = environ.get("REMOTE_ADDR")
