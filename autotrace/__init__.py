@@ -20,6 +20,7 @@ import logging
 import warnings
 from typing import TYPE_CHECKING, Any
 
+from ._process import flush_on_sigterm
 from ._version import __version__
 from .config import TraceConfig
 from .context import current_span, use_span
@@ -50,6 +51,7 @@ __all__ = [
     "current_span",
     "export_traces",
     "flush",
+    "flush_on_sigterm",
     "get_trace_store",
     "init_trace_store",
     "record_span",
