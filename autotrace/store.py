@@ -310,7 +310,9 @@ class TraceStore:
         other = self._previous
         if other is None:
             return
-        ring, limbo = other._ring, other._limbo
+        ring = other._ring
+        # Its buffers come here: its index would keep them (and limbo's) referenced, never let go.
+        other._index = {}
         while True:
             try:
                 buf = ring.popleft()  # empty buffers too: traces still open
@@ -320,8 +322,14 @@ class TraceStore:
             # an index entry would keep an evicted buffer (and its spans) alive.
             self._ring.append(buf)
             self._pushes()
-        other._limbo = []
-        self._limbo += limbo  # emptied by clear()/take(); _revive brings back what arrives there
+        # The old store's limbo belongs to its readers (someone may still hold
+        # that store): moved under its lock, or at a later read if it is busy.
+        if other._limbo and other._lock.acquire(blocking=False):
+            try:
+                self._limbo += other._limbo  # emptied by clear()/take(); _revive brings back what arrives
+                other._limbo = []
+            finally:
+                other._lock.release()
 
     @property
     def evicted_traces(self) -> int:

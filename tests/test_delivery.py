@@ -51,20 +51,23 @@ def test_trace_open_across_more_than_max_traces_clears_is_delivered_whole() -> N
 def test_clear_keeps_a_taken_trace_only_while_one_of_its_spans_is_open() -> None:
     """Emptied buffers are let go once no open span can add to them: memory stays bounded by open traces."""
     store = autotrace.configure(sample_rate=1.0, max_traces=5)
+    gc.collect()
+    store.trace_count()
+    before = len(store._limbo)  # buffers of earlier tests' traces still referenced somewhere
     for i in range(50):
         _other_trace(f"t{i}")
         store.clear()
-    with span("open"):
+    with span("open") as root:
         with span("child"):
             pass
         store.clear()
-        gc.collect()
         store.trace_count()
-        assert len(store._limbo) == 1  # only the open trace's buffer waits
+        assert len(store._limbo) == before + 1  # only the open trace's buffer waits
+        assert store._limbo[-1][0] == int(root.trace_id, 16)
     assert store.trace_count() == 1  # its root, delivered as a new entry
     store.clear()
     store.trace_count()
-    assert store._limbo == []
+    assert len(store._limbo) == before
 
 
 def _check_spine(spans: list[Span], root: Span) -> None:
