@@ -243,6 +243,9 @@ class TraceStore:
         """File a span in a full buffer: an ancestor of stored spans replaces a stored leaf, a leaf is dropped."""
         why = f"a trace reached max_spans_per_trace={self.max_spans_per_trace} (its leaves are dropped, its spine kept)"
         with self._full_lock:
+            if len(buf) <= self.max_spans_per_trace:  # a reader emptied it meanwhile
+                buf.append(span)
+                return
             head = buf[0]
             if head.__class__ is not _FullTrace or head.size != len(buf):
                 # First time full, or spans came in meanwhile through the hot path: count.
