@@ -200,7 +200,9 @@ def _finish(span: Span) -> None:
                     proc.on_end(span)
                 except Exception as exc:
                     internal_error(f"span processor {type(proc).__name__}.on_end", exc)
-            if _S.worker_flush is not False and _cv_get() is None:
+            # In a pool worker, the end of a task's outermost local span: nothing
+            # current, or only a remote parent (propagation.attach()).
+            if _S.worker_flush is not False and _cv_get().__class__ is not Span:
                 _flush_in_pool_worker()
     except Exception as exc:  # the store itself broke: drop the span, keep the host alive
         internal_error("trace store", exc)
@@ -216,8 +218,9 @@ def _flush_in_pool_worker() -> None:
     ``Pool.terminate()`` (what ``with Pool() as p:`` does on leaving) and the
     pool's own shutdown end workers with SIGTERM: no atexit hook or
     multiprocessing finalizer runs, so spans still queued would be lost. A
-    local root ending (nothing current left in this thread) is the end of the
-    task's traced work: sending then costs one export per task, in workers only.
+    local root ending (no local span current any more in this thread) is the
+    end of the task's traced work: sending then costs one export per task, in
+    workers only.
     """
     flag = _S.worker_flush
     if flag is None:

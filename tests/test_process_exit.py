@@ -41,15 +41,13 @@ def _pool_example() -> str:
     return match.group(1)
 
 
-@pytest.mark.parametrize("method", ["fork", "spawn"])
+@pytest.mark.parametrize("method", ["as printed", "fork", "spawn", "forkserver"])
 def test_pool_workers_deliver_every_span_before_the_pool_terminates_them(tmp_path: Path, method: str) -> None:
-    """The README's `with Pool() as pool:` example, as printed (fork) and with spawn: 200 of 200 spans in the file."""
+    """The README's `with Pool() as pool:` example, as printed and under each start method: 200 of 200 spans."""
     code = _pool_example()
-    if method == "spawn":
-        code = code.replace("multiprocessing.Pool(", 'multiprocessing.get_context("spawn").Pool(')
-    else:
-        code = code.replace("multiprocessing.Pool(", 'multiprocessing.get_context("fork").Pool(')
-    assert "get_context" in code
+    if method != "as printed":
+        code = code.replace("multiprocessing.Pool(", f'multiprocessing.get_context("{method}").Pool(')
+        assert "get_context" in code
     (tmp_path / "example.py").write_text(code, encoding="utf-8")
     done = subprocess.run(
         [sys.executable, "example.py"], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120
@@ -59,6 +57,47 @@ def test_pool_workers_deliver_every_span_before_the_pool_terminates_them(tmp_pat
     spans = _spans(tmp_path / "spans.jsonl")
     assert len(spans) == 200 == len({s["spanId"] for s in spans})
     assert {s["name"] for s in spans} == {"work"}
+
+
+ATTACHED_POOL = textwrap.dedent(
+    """
+    import multiprocessing, sys
+    import autotrace
+    from autotrace import propagation, span
+    from autotrace.export import FileExporter
+
+    PARENT = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+
+
+    def setup():
+        autotrace.configure(sample_rate=1.0, exporters=[FileExporter(sys.argv[1])])
+
+
+    def work(x):
+        with propagation.attach(PARENT):  # the caller's context, sent with the job
+            with span("work"):
+                return x
+
+
+    if __name__ == "__main__":
+        setup()
+        with multiprocessing.get_context("fork").Pool(2, initializer=setup) as pool:
+            pool.map(work, range(50))
+    """
+)
+
+
+def test_pool_tasks_continuing_a_remote_trace_deliver_their_spans(tmp_path: Path) -> None:
+    """A task whose span has a remote parent made current by propagation.attach() is flushed at its end too."""
+    (tmp_path / "attached.py").write_text(ATTACHED_POOL, encoding="utf-8")
+    out = tmp_path / "spans.jsonl"
+    done = subprocess.run(
+        [sys.executable, "attached.py", str(out)], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    spans = _spans(out)
+    assert len(spans) == 50
+    assert {s["parentSpanId"] for s in spans} == {"b7ad6b7169203331"}
 
 
 SIGTERM_SCRIPT = textwrap.dedent(
@@ -81,13 +120,18 @@ SIGTERM_SCRIPT = textwrap.dedent(
     autotrace.configure(sample_rate=1.0, exporters=[BatchSpanProcessor(exporter, schedule_delay=60)])
     if mode == "chained":
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(7))
+    if mode == "ignored":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if mode != "none":
         autotrace.flush_on_sigterm(timeout=0.5 if mode == "stuck" else 5.0)
     for i in range(100):
         with span("work", attributes={"i": i}):
             pass
     print("ready", flush=True)
-    time.sleep(120)
+    for _ in range(1200):
+        time.sleep(0.1)
+        if mode == "ignored" and exporter.stats()["exported"] == 100:
+            sys.exit(0)  # flushed by the signal, which was then ignored: still running
     """
 )
 
@@ -123,6 +167,13 @@ def test_sigterm_flush_chains_to_the_handler_installed_before(tmp_path: Path) ->
     """A Python SIGTERM handler installed before (sys.exit(7)) runs after the flush: status 7, all spans."""
     code, spans = _terminated(tmp_path, "chained")
     assert code == 7
+    assert len(spans) == 100
+
+
+def test_sigterm_flush_under_sig_ign_flushes_and_keeps_running(tmp_path: Path) -> None:
+    """With SIGTERM ignored before the opt-in, the signal flushes the spans and the process goes on (exit 0)."""
+    code, spans = _terminated(tmp_path, "ignored")
+    assert code == 0
     assert len(spans) == 100
 
 
