@@ -304,10 +304,18 @@ class TraceStore:
         thread that still held the old ring when the switch happened appends
         its new trace there, and it comes over too.
         """
-        other._absorb_previous()
-        self._previous = other
-        self._absorb_previous()
-        self._evicted_offset = self._count() - len(self._ring)
+        # Under the readers' locks: limbo lists belong to their store's readers.
+        # The old store's is not waited for (a reader stuck there must not
+        # hold up configure()); its own reads absorb its predecessor anyway.
+        if other._lock.acquire(blocking=False):
+            try:
+                other._absorb_previous()
+            finally:
+                other._lock.release()
+        with self._lock:
+            self._previous = other
+            self._absorb_previous()
+            self._evicted_offset = self._count() - len(self._ring)
 
     def _absorb_previous(self) -> None:
         other = self._previous
