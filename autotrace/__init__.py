@@ -19,6 +19,7 @@ import importlib
 import logging
 from typing import TYPE_CHECKING, Any
 
+from ._process import flush_on_sigterm
 from ._stderr import StderrFallback
 from ._version import __version__
 from .config import TraceConfig, from_env_skipping_bad
@@ -50,6 +51,7 @@ __all__ = [
     "current_span",
     "export_traces",
     "flush",
+    "flush_on_sigterm",
     "get_trace_store",
     "init_trace_store",
     "record_span",

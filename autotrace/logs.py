@@ -13,6 +13,7 @@ still real: they match the ``traceparent`` sent to other services.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 from typing import Any
@@ -31,6 +32,15 @@ DEFAULT_FORMAT = "%(asctime)s %(levelname)s %(name)s [trace_id=%(trace_id)s span
 
 _lock = threading.Lock()
 _previous_factory: Any = None  # the record factory install() wrapped, while installed
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()  # a thread of the parent may have held it (install() at fork time)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _add_ids(record: logging.LogRecord) -> None:

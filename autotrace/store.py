@@ -16,7 +16,14 @@ How spans reach it (this runs once per recorded span, so each step is one C call
 - Readers take ``_lock`` among themselves only. ``take()`` and ``clear()`` move
   the buffers they empty to ``_limbo``; a span that arrives later in such a
   buffer (a trace still open during ``clear()``) brings it back into the ring
-  at the next read, so it is not lost.
+  at the next read, as a new entry of its trace, so it is not lost however
+  long the trace stays open. A buffer leaves limbo only when nothing else
+  refers to it (its reference count): no open span holds it, so no span can
+  ever be appended to it again. Recording threads never look into limbo.
+- A trace at ``max_spans_per_trace`` keeps its spine: a span arriving at a full
+  buffer is admitted if stored spans hang from it (it is their parent), in
+  place of the oldest stored leaf; any other span is dropped, counted. Spans
+  end children first, so the stored spans stay one tree with its root.
 - ``_index`` (trace id -> buffer) serves only the slow paths: a span continuing
   a trace from elsewhere (``add()``, a remote parent) joins the buffer it
   finds there. Buffers opened by the hot path are not indexed, to keep a new
@@ -31,7 +38,10 @@ from __future__ import annotations
 import gc
 import itertools
 import logging
+import os
+import sys
 import threading
+import weakref
 from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -88,6 +98,21 @@ class _ReaderLock:
         self.release()
 
 
+class _FullTrace(int):
+    """The trace id of a full buffer (its first slot), carrying what keeps its spine.
+
+    It equals and hashes as the trace id, so readers see no difference.
+    ``children`` counts the stored spans under each span id; ``size`` is the
+    buffer's length when it was last counted (another length: recount).
+    """
+
+    children: dict[int, int]
+    size: int
+
+
+_STORES: weakref.WeakSet[TraceStore] = weakref.WeakSet()  # reset in a forked child (see _after_fork)
+
+
 class TraceStore:
     """Holds at most ``max_traces`` whole traces; the trace that arrived first leaves first."""
 
@@ -102,16 +127,20 @@ class TraceStore:
         self._busy_count = 0
         self._listener: Any = None  # called when _busy changes (the tracer's, for the global store)
         self._lock = _ReaderLock(self)
+        self._full_lock = threading.Lock()  # spans admitted to full buffers, and readers emptying buffers
         self._ring: deque[list[Any]] = deque(maxlen=max_traces)
         self._counter = itertools.count(1)
         self._pushes = self._counter.__next__  # call after every ring.append
         self._removed = 0  # buffers taken out of the ring on purpose (take, clear)
         self._evicted_offset = 0
-        self._limbo: deque[list[Any]] = deque(maxlen=max_traces)
+        # Buffers emptied by take()/clear() whose traces may still be open;
+        # touched by readers only (under _lock), see _revive.
+        self._limbo: list[list[Any]] = []
         self._index: dict[int, tuple[list[Any], int]] = {}
         self._previous: TraceStore | None = None  # the store this one replaced (see _adopt)
         self.dropped_spans = 0
         self._warned: set[str] = set()  # reasons for dropping already logged
+        _STORES.add(self)
 
     # -- writing (no lock: any recording thread may call these) ---------------------
 
@@ -135,7 +164,7 @@ class TraceStore:
             buf, seq = hit
             # Fewer than max_traces pushes since it went in: it is still in the
             # ring (or in limbo, which a read brings back). Older: look.
-            if self._count() - seq < self.max_traces or buf in self._ring or buf in self._limbo:
+            if self._count() - seq < self.max_traces or buf in self._ring:
                 return buf
         found = self._find(trace_id, None if everywhere else FIND_WINDOW)
         if found is not None:
@@ -154,25 +183,27 @@ class TraceStore:
         return buf
 
     def _find(self, trace_id: int, window: int | None) -> list[Any] | None:
-        """A buffer of ``trace_id`` among the newest ``window`` (None: all) of the ring and of limbo, or None.
+        """A buffer of ``trace_id`` among the newest ``window`` (None: all) of the ring, or None.
 
         A new remote trace (every request behind the WSGI middleware) looks
         only through the newest FIND_WINDOW buffers: it must not pay for a scan
         of the whole ring, and a trace continued from elsewhere is recent if
-        it is here at all. Readers merge the rare older split anyway.
+        it is here at all. Readers merge the rare older split anyway. Limbo
+        is not looked at: a reader lets go of a buffer there once nothing
+        refers to it, which a recording thread finding it would contradict;
+        a trace that was taken continues in a new buffer, a new entry.
         """
-        for ring in (self._ring, self._limbo):
-            try:
-                for buf in itertools.islice(reversed(ring), window):
-                    if buf[0] == trace_id:
-                        found: list[Any] = buf
-                        return found
-            except RuntimeError:  # the deque changed under us (a recording thread): give up
-                pass
+        try:
+            for buf in itertools.islice(reversed(self._ring), window):
+                if buf[0] == trace_id:
+                    found: list[Any] = buf
+                    return found
+        except RuntimeError:  # the deque changed under us (a recording thread): give up
+            pass
         return None
 
     def _prune_index(self) -> None:
-        live = {id(b) for b in list(self._ring)} | {id(b) for b in list(self._limbo)}
+        live = {id(b) for b in list(self._ring)}
         self._index = {tid: hit for tid, hit in list(self._index.items()) if id(hit[0]) in live}
 
     def _count(self) -> int:
@@ -204,9 +235,57 @@ class TraceStore:
 
     def _put(self, buf: list[Any], span: Span) -> None:
         if len(buf) > self.max_spans_per_trace:
-            self._dropped(f"a trace reached max_spans_per_trace={self.max_spans_per_trace}")
+            self._put_full(buf, span)
         elif not self._busy or self._admit():  # _admit only matters while the lock is held
             buf.append(span)
+
+    def _put_full(self, buf: list[Any], span: Span) -> None:
+        """File a span in a full buffer: an ancestor of stored spans replaces a stored leaf, a leaf is dropped."""
+        why = f"a trace reached max_spans_per_trace={self.max_spans_per_trace} (its leaves are dropped, its spine kept)"
+        with self._full_lock:
+            if len(buf) <= self.max_spans_per_trace:  # a reader emptied it meanwhile
+                buf.append(span)
+                return
+            head = buf[0]
+            if head.__class__ is not _FullTrace or head.size != len(buf):
+                # First time full, or spans came in meanwhile through the hot path: count.
+                head = _FullTrace(head)
+                children: dict[int, int] = {}
+                for s in itertools.islice(buf, 1, None):
+                    pid = s._parent_id
+                    if pid is not None:
+                        children[pid] = children.get(pid, 0) + 1
+                head.children = children
+                buf[0] = head
+            children = head.children
+            if span._span_id not in children:  # nothing stored hangs from it: a leaf
+                head.size = len(buf)
+                self._dropped(why)
+                return
+            # Spans end children first: the oldest stored spans are the deepest,
+            # so the first leaf is usually near the front.
+            for i in range(1, len(buf)):
+                leaf = buf[i]
+                if leaf._span_id not in children:
+                    break
+            else:  # no leaf (cannot happen in a tree): keep what is stored
+                head.size = len(buf)
+                self._dropped(why)
+                return
+            del buf[i]
+            pid = leaf._parent_id
+            if pid is not None:
+                left = children.get(pid, 0) - 1
+                if left > 0:
+                    children[pid] = left
+                else:
+                    children.pop(pid, None)
+            buf.append(span)
+            pid = span._parent_id
+            if pid is not None:
+                children[pid] = children.get(pid, 0) + 1
+            head.size = len(buf)
+            self._dropped(why)
 
     def add(self, span: Span) -> None:
         """Store a finished span in its trace (a new trace if its id is new here)."""
@@ -225,16 +304,26 @@ class TraceStore:
         thread that still held the old ring when the switch happened appends
         its new trace there, and it comes over too.
         """
-        other._absorb_previous()
-        self._previous = other
-        self._absorb_previous()
-        self._evicted_offset = self._count() - len(self._ring)
+        # Under the readers' locks: limbo lists belong to their store's readers.
+        # The old store's is not waited for (a reader stuck there must not
+        # hold up configure()); its own reads absorb its predecessor anyway.
+        if other._lock.acquire(blocking=False):
+            try:
+                other._absorb_previous()
+            finally:
+                other._lock.release()
+        with self._lock:
+            self._previous = other
+            self._absorb_previous()
+            self._evicted_offset = self._count() - len(self._ring)
 
     def _absorb_previous(self) -> None:
         other = self._previous
         if other is None:
             return
-        ring, limbo = other._ring, other._limbo
+        ring = other._ring
+        # Its buffers come here: its index would keep them (and limbo's) referenced, never let go.
+        other._index = {}
         while True:
             try:
                 buf = ring.popleft()  # empty buffers too: traces still open
@@ -244,16 +333,14 @@ class TraceStore:
             # an index entry would keep an evicted buffer (and its spans) alive.
             self._ring.append(buf)
             self._pushes()
-        while True:
+        # The old store's limbo belongs to its readers (someone may still hold
+        # that store): moved under its lock, or at a later read if it is busy.
+        if other._limbo and other._lock.acquire(blocking=False):
             try:
-                buf = limbo.popleft()
-            except IndexError:
-                break
-            if len(buf) > 1:
-                self._ring.append(buf)
-                self._pushes()
-            else:  # emptied by clear()/take() while its trace was open: stays in limbo here
-                self._limbo.append(buf)
+                self._limbo += other._limbo  # emptied by clear()/take(); _revive brings back what arrives
+                other._limbo = []
+            finally:
+                other._lock.release()
 
     @property
     def evicted_traces(self) -> int:
@@ -266,17 +353,32 @@ class TraceStore:
 
     # -- reading (readers hold the lock) ------------------------------------------
 
+    def _revive(self) -> None:
+        """Put emptied buffers that received spans back in the ring; let go of those nobody can fill."""
+        old = self._limbo
+        if not old:
+            return
+        self._limbo = keep = []
+        # A probe that only `old` holds: its reference count, read the same way
+        # as the buffers', is what "held by nothing else" reads as.
+        old.insert(0, [0])
+        base = 0
+        for buf in old:
+            # The count first, then the length: once nothing else holds a
+            # buffer, no span can be appended to it any more.
+            refs = sys.getrefcount(buf)
+            if not base:
+                base = refs
+            elif len(buf) > 1:  # spans that came after take()/clear(): a new entry of their trace
+                self._ring.append(buf)
+                self._pushes()
+            elif refs > base:  # an open span (or the index) still holds it
+                keep.append(buf)
+
     def _groups(self) -> dict[int, list[list[Any]]]:
         """Non-empty buffers by trace id, oldest trace first."""
         self._absorb_previous()
-        limbo = self._limbo
-        for buf in [b for b in list(limbo) if len(b) > 1]:  # spans that came after take()/clear()
-            try:
-                limbo.remove(buf)
-            except ValueError:
-                continue
-            self._ring.append(buf)
-            self._pushes()
+        self._revive()
         groups: dict[int, list[list[Any]]] = {}
         for buf in list(self._ring):  # a C-level copy: safe while recording threads append
             if len(buf) > 1:
@@ -325,14 +427,21 @@ class TraceStore:
                         continue
                     self._removed += 1
         out = []
+        index = self._index
         for bufs in selected:
             spans: list[Span] = []
             for buf in bufs:
                 # Copy, then delete exactly what was copied: a span appended
                 # meanwhile stays in the buffer and comes back from limbo.
-                n = len(buf)
-                spans += buf[1:n]
-                del buf[1:n]
+                # Under _full_lock: _put_full does not move spans meanwhile.
+                with self._full_lock:
+                    n = len(buf)
+                    spans += buf[1:n]
+                    del buf[1:n]
+                    trace_id = buf[0] = int(buf[0])  # a full buffer's counts no longer hold
+                hit = index.get(trace_id)
+                if hit is not None and hit[0] is buf:  # new spans of the trace: a new buffer in the ring
+                    index.pop(trace_id, None)
                 self._limbo.append(buf)
             if len(bufs) > 1:
                 spans.sort(key=_end_time)
@@ -423,3 +532,23 @@ class TraceStore:
 def _end_time(span: Span) -> int:
     end = span._end
     return end if end is not None else span._start
+
+
+def _after_fork() -> None:
+    """In a forked child: new locks and no busy flag in every store.
+
+    A thread of the parent may have held a store's lock when another forked
+    (a ``/traces`` read, ``configure()``): that thread does not exist in the
+    child, so the lock would stay held forever, reads would hang and, the
+    store looking busy, every span past PENDING_LIMIT would be dropped. The
+    tracer's own hook, which runs after this one, tells it the store is free.
+    """
+    for store in list(_STORES):
+        store._lock = _ReaderLock(store)
+        store._full_lock = threading.Lock()
+        store._busy = False
+        store._busy_count = 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)

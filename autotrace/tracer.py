@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -89,6 +90,7 @@ class _State:
         "ring",
         "sampler",
         "span_limit",
+        "worker_flush",
     )
 
     def __init__(self) -> None:
@@ -103,6 +105,8 @@ class _State:
         self.config: TraceConfig | None = None
         self.errors: dict[str, int] = {}
         self.lock = threading.RLock()
+        # Whether this process is a multiprocessing pool worker (None: not known yet); see _finish.
+        self.worker_flush: bool | None = None
 
     # The hot path reads plain slots copied from the store and the processors
     # (one attribute load each); these setters keep the copies in step.
@@ -152,13 +156,20 @@ _S = _State()
 _ERRORS_LOCK = threading.Lock()  # taken only on the error path, never on the hot path
 
 
-def _new_errors_lock() -> None:
-    global _ERRORS_LOCK
-    _ERRORS_LOCK = threading.Lock()  # a child forked while another thread held it starts free
+def _after_fork_in_child() -> None:
+    """New locks in a forked child: a thread of the parent may have held one (configure(), an error)."""
+    global _ERRORS_LOCK, _FAST_LIMIT_LOCK
+    _ERRORS_LOCK = threading.Lock()
+    _FAST_LIMIT_LOCK = threading.Lock()
+    _S.lock = threading.RLock()
+    _S.worker_flush = None  # a pool worker is told apart again in this process (see _finish)
+    # The store's own hook (store.py, registered first) has just freed its lock:
+    # the hot path may append inline again.
+    _S._update_fast_limit()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_new_errors_lock)
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def internal_error(where: str, exc: BaseException | None = None) -> None:
@@ -199,8 +210,49 @@ def _finish(span: Span) -> None:
                     proc.on_end(span)
                 except Exception as exc:
                     internal_error(f"span processor {type(proc).__name__}.on_end", exc)
+            # In a pool worker, the end of a task's outermost local span: nothing
+            # current, or only a remote parent (propagation.attach()).
+            if _S.worker_flush is not False and _cv_get().__class__ is not Span:
+                _flush_in_pool_worker()
     except Exception as exc:  # the store itself broke: drop the span, keep the host alive
         internal_error("trace store", exc)
+
+
+WORKER_FLUSH_TIMEOUT = 5.0
+"""Seconds a multiprocessing pool worker allows, at the end of each task, to send its spans."""
+
+
+def _flush_in_pool_worker() -> None:
+    """In a pool worker, flush the exporters when a task's outermost span ends.
+
+    ``Pool.terminate()`` (what ``with Pool() as p:`` does on leaving) and the
+    pool's own shutdown end workers with SIGTERM: no atexit hook or
+    multiprocessing finalizer runs, so spans still queued would be lost. A
+    local root ending (no local span current any more in this thread) is the
+    end of the task's traced work: sending then costs one export per task, in
+    workers only.
+    """
+    flag = _S.worker_flush
+    if flag is None:
+        flag = _pool_worker()
+        if flag is None:
+            return
+        _S.worker_flush = flag
+    if flag:
+        flush(WORKER_FLUSH_TIMEOUT)
+
+
+def _pool_worker() -> bool | None:
+    """Whether this process is a daemonic multiprocessing child (pool workers are); None: not known yet."""
+    mp = sys.modules.get("multiprocessing")
+    if mp is None:  # not imported: not a multiprocessing child (a fork resets the answer)
+        return False
+    proc = mp.current_process()
+    if proc.name == "MainProcess":
+        return False
+    if mp.parent_process() is None:  # a spawned child still importing its main module: ask again later
+        return None
+    return bool(proc.daemon)
 
 
 _spans._finish = _finish  # Span.end() hands finished spans here
