@@ -236,10 +236,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``autotrace`` command; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    _configure(parser, args)
-    command = args.command
+    # Signals become the stop event before anything is loaded or printed: a Ctrl-C that comes
+    # while --file loads, or right after its "loaded" line, stops the command without a traceback.
     with _StopSignals() as stop:
-        return _run(command, args, stop)
+        _configure(parser, args)
+        return _run(args.command, args, stop)
 
 
 def _run(command: str, args: argparse.Namespace, stop: threading.Event) -> int:
