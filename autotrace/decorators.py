@@ -21,7 +21,7 @@ import os
 import random
 import time
 import types
-from collections.abc import AsyncGenerator, Callable, Coroutine, Generator, Mapping
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from typing import Any, TypeVar, overload
 
 import wrapt
@@ -173,6 +173,8 @@ def _sync_function(
 def _sync_capture_function(
     func: Callable[..., Any], name: str, kind: SpanKind, attrs: dict[str, Any], capture: _Capture
 ) -> Callable[..., Any]:
+    """As _sync_function, writing arguments and result on the span (not the hot path: no inlining)."""
+
     def call(*args: Any, **kwargs: Any) -> Any:
         s = start(name, kind, attrs, False, _cv_get())
         if s.__class__ is not Span:
@@ -227,6 +229,8 @@ def _run_started(s: Any, wrapped: Callable[..., Any], args: tuple[Any, ...], kwa
 
 
 def _sync_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any]) -> Callable[..., Any]:
+    """The wrapt wrapper for a sync callable that is not a plain function (bound method, partial, object)."""
+
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         return _run_started(start(name, kind, attrs, False, _cv_get()), wrapped, args, kwargs)
 
@@ -272,13 +276,18 @@ class _Pending:
     """
 
     __slots__ = ("coro",)
-    coro: Coroutine[Any, Any, Any] | None
+    coro: Any  # a coroutine, or any awaitable a function marked as a coroutine function returns
 
     def __del__(self) -> None:
         coro = self.coro
         if coro is not None:
             self.coro = None
-            coro.close()
+            try:
+                close = getattr(coro, "close", None)
+                if close is not None:
+                    close()
+            except Exception as exc:
+                internal_error("closing a coroutine that never ran", exc)
 
 
 def _async_wrapper(
@@ -291,10 +300,10 @@ def _async_wrapper(
         s = start(name, kind, attrs, False, _cv_get())
         if s.__class__ is not Span:
             if s is None:
-                return await coro  # type: ignore[misc]
+                return await coro
             token = _cv_set(s)
             try:
-                return await coro  # type: ignore[misc]
+                return await coro
             finally:
                 try:
                     _cv_reset(token)
@@ -304,7 +313,7 @@ def _async_wrapper(
             capture.arguments(s, instance, args, kwargs)  # type: ignore[arg-type]
         token = _cv_set(s)
         try:
-            result = await coro  # type: ignore[misc]
+            result = await coro
         except BaseException as exc:
             _fail(s, exc)  # type: ignore[arg-type]
             if capture is not None:  # the span would otherwise end only after a result
