@@ -1,13 +1,20 @@
-"""``@traced``: one of four wrappers, chosen when decorating, never per call.
+"""``@traced``: one wrapper per kind of callable, chosen when decorating, never per call.
 
-Sync functions, coroutine functions, generators and async generators each get
-a wrapper of their own, built on ``wrapt.FunctionWrapper`` so that signature,
-docstring, ``inspect`` kind and descriptor binding (methods, classmethods,
-staticmethods) are wrapt's job and stay exactly as they were.
+A plain sync function (also one under ``classmethod`` or ``staticmethod``) is
+wrapped by a plain function, carrying the wrapped one's name, docstring and
+``__wrapped__`` (``functools.update_wrapper``): Python binds it as a method,
+pickles it by reference and copies it as itself, and a call through it costs one
+Python frame, so traced recursion reaches half the untraced depth rather than a
+third. Coroutine functions, generators, async generators and every other
+callable get a ``wrapt.FunctionWrapper`` subclass, so that signature,
+docstring, ``inspect`` kind and descriptor binding are wrapt's job and stay
+exactly as they were; that subclass pickles by reference and copies as itself too.
+The wrapped object itself is never changed.
 """
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 import os
@@ -23,7 +30,7 @@ from . import attributes as _attributes
 from .attributes import SharedAttrs
 from .attributes import freeze as _freeze
 from .context import CURRENT
-from .spans import _UNSET_STATUS, Span, SpanKind
+from .spans import _UNSET_STATUS, Span, SpanKind, _is_cancellation
 from .tracer import _S, _finish, internal_error, start
 
 __all__ = ["traced"]
@@ -33,6 +40,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 _cv_get = CURRENT.get
 _cv_set = CURRENT.set
 _cv_reset = CURRENT.reset
+_MISSING = contextvars.Token.MISSING
 
 _new = object.__new__
 _getrandbits = random.getrandbits
@@ -49,77 +57,16 @@ def _fail(s: Span, exc: BaseException) -> None:
         internal_error("recording an exception", error)
 
 
-# -- sync ---------------------------------------------------------------------------------
+def _reset_elsewhere(token: contextvars.Token[Any], value: Any) -> None:
+    """Undo ``_cv_set(value)`` where its token cannot be reset (ValueError).
 
-
-def _sync_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any]) -> Callable[..., Any]:
-    def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        # The hot path. Each branch does the least it can:
-        # - a new trace draws its 128-bit id at once (one call, cheaper than
-        #   two 64-bit draws and a shift); its low 64 bits are all the sampling
-        #   rule looks at, and an unsampled trace keeps just that int in the
-        #   ContextVar (ids are derived from it only if asked for);
-        # - a child of an unsampled trace runs with no span of its own;
-        # - a new trace opens its store buffer here and children are handed
-        #   their parent's, so filing a finished span is one list.append (store.py);
-        # - the span is built inline (object.__new__ and slot stores, as
-        #   tracer._new_span does): a function call is ~8% of a traced call;
-        # - a sampled span shares the decorator's attribute dict until written.
-        parent = _cv_get()
-        if parent is None:
-            tid = _getrandbits(128) or 1
-            lo = tid & _MASK64
-            if lo >= _S.bound:
-                token = _cv_set(lo)
-                try:
-                    return wrapped(*args, **kwargs)
-                finally:
-                    _cv_reset(token)
-            if _S.custom:
-                return _run_started(start(name, kind, attrs, False, None), wrapped, args, kwargs)
-            pid = None
-            buf: list[Any] = [tid]
-            _S.ring.append(buf)
-            next(_S.pushes)
-        elif parent.__class__ is Span and parent._trace is not None:  # type: ignore[union-attr]
-            tid = parent._trace_id  # type: ignore[union-attr]
-            pid = parent._span_id  # type: ignore[union-attr]
-            buf = parent._trace  # type: ignore[union-attr]
-        else:
-            return _run_started(start(name, kind, attrs, False, parent), wrapped, args, kwargs)
-        s = _new(Span)
-        s._name = name
-        s._kind = kind
-        s._trace_id = tid
-        s._span_id = _getrandbits(64) or 1
-        s._parent_id = pid
-        s._attrs = attrs
-        s._extra = None
-        s._status = _UNSET_STATUS
-        s._token = None
-        s._end = None
-        s._trace = buf
-        s._start = _time_ns()
-        token = _cv_set(s)
-        try:
-            return wrapped(*args, **kwargs)
-        except BaseException as exc:
-            _fail(s, exc)
-            raise
-        finally:
-            _cv_reset(token)
-            if s._end is None:  # not ended by hand inside the call
-                s._end = _time_ns()
-                if type(s._attrs) is dict:  # attributes of its own: pack them (see FrozenAttrs)
-                    s._attrs = _freeze(s._attrs)
-                # tracer._finish inline for the common case (a call saved).
-                if len(buf) <= _S.fast_limit:
-                    s._trace = None  # no span <-> buffer cycle (see Span.__exit__)
-                    buf.append(s)
-                else:
-                    _finish(s)
-
-    return wrapper
+    A coroutine or async generator driven by hand can be suspended in one
+    Context and resumed in another: there the value is undone only if it is
+    still current, as ``span()`` does.
+    """
+    if _cv_get() is value:
+        old = token.old_value
+        _cv_set(None if old is _MISSING else old)
 
 
 def _close(s: Any) -> None:
@@ -129,10 +76,147 @@ def _close(s: Any) -> None:
         _finish(s)
 
 
+# -- sync: a plain function around a plain function ------------------------------------------
+
+
+def _sync_function(
+    func: Callable[..., Any], name: str, kind: SpanKind, attrs: dict[str, Any], capture: _Capture | None
+) -> Callable[..., Any]:
+    """A plain function tracing each call of ``func``, which it calls from its own frame."""
+    if capture is not None:
+        return functools.update_wrapper(_sync_capture_function(func, name, kind, attrs, capture), func)
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        # The hot path. Each branch does the least it can:
+        # - a new trace draws its 128-bit id at once (one call, cheaper than
+        #   two 64-bit draws and a shift); its low 64 bits are all the sampling
+        #   rule looks at, and an unsampled trace keeps just that int in the
+        #   ContextVar (ids are derived from it only if asked for);
+        # - a new trace opens its store buffer here and children are handed
+        #   their parent's, so filing a finished span is one list.append (store.py);
+        # - the span is built inline (object.__new__ and slot stores, as
+        #   tracer._new_span does): a function call is ~8% of a traced call;
+        # - a sampled span shares the decorator's attribute dict until written;
+        # - every other case (a custom sampler, a remote or unsampled parent)
+        #   asks tracer.start() and runs in this same frame: the function is
+        #   always called from here, so a traced call costs one frame more than
+        #   an untraced one, however it is sampled (deep recursion).
+        parent = _cv_get()
+        s: Any = None
+        buf: list[Any] | None = None
+        if parent is None:
+            tid = _getrandbits(128) or 1
+            lo = tid & _MASK64
+            if lo >= _S.bound:
+                token = _cv_set(lo)
+                try:
+                    return func(*args, **kwargs)
+                finally:
+                    _cv_reset(token)
+            if _S.custom:
+                s = start(name, kind, attrs, False, None)
+            else:
+                pid = None
+                buf = [tid]
+                _S.ring.append(buf)
+                next(_S.pushes)
+        elif parent.__class__ is Span and parent._trace is not None:
+            tid = parent._trace_id
+            pid = parent._span_id
+            buf = parent._trace
+        else:
+            s = start(name, kind, attrs, False, parent)
+            if s is None:  # the parent is unsampled: run in its context, with no span
+                return func(*args, **kwargs)
+        if buf is not None:
+            s = _new(Span)
+            s._name = name
+            s._kind = kind
+            s._trace_id = tid
+            s._span_id = _getrandbits(64) or 1
+            s._parent_id = pid
+            s._attrs = attrs
+            s._extra = None
+            s._status = _UNSET_STATUS
+            s._token = None
+            s._end = None
+            s._trace = buf
+            s._start = _time_ns()
+        elif s.__class__ is not Span:  # a new unsampled trace's seed: current while it runs
+            token = _cv_set(s)
+            try:
+                return func(*args, **kwargs)
+            finally:
+                _cv_reset(token)
+        token = _cv_set(s)
+        try:
+            return func(*args, **kwargs)
+        except BaseException as exc:
+            _fail(s, exc)
+            raise
+        finally:
+            _cv_reset(token)
+            if s._end is None:  # not ended by hand inside the call
+                s._end = _time_ns()
+                # tracer._finish inline for the common case (a call saved).
+                if buf is not None and len(buf) <= _S.fast_limit:
+                    if type(s._attrs) is dict:  # attributes of its own: pack them (see FrozenAttrs)
+                        s._attrs = _freeze(s._attrs)
+                    s._trace = None  # no span <-> buffer cycle (see Span.__exit__)
+                    buf.append(s)
+                else:
+                    _finish(s)
+
+    return functools.update_wrapper(call, func)
+
+
+def _sync_capture_function(
+    func: Callable[..., Any], name: str, kind: SpanKind, attrs: dict[str, Any], capture: _Capture
+) -> Callable[..., Any]:
+    """As _sync_function, writing arguments and result on the span (not the hot path: no inlining)."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        s = start(name, kind, attrs, False, _cv_get())
+        if s.__class__ is not Span:
+            if s is None:
+                return func(*args, **kwargs)
+            token = _cv_set(s)
+            try:
+                return func(*args, **kwargs)
+            finally:
+                _cv_reset(token)
+        capture.arguments(s, None, args, kwargs)  # type: ignore[arg-type]
+        token = _cv_set(s)
+        try:
+            result = func(*args, **kwargs)
+        except BaseException as exc:
+            _fail(s, exc)  # type: ignore[arg-type]
+            _close(s)
+            raise
+        finally:
+            _cv_reset(token)
+        try:
+            capture.result(s, result)  # type: ignore[arg-type]
+        finally:
+            _close(s)
+        return result
+
+    return call
+
+
+# -- sync: any other callable, through wrapt -------------------------------------------------
+
+
 def _run_started(s: Any, wrapped: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Run a call under whatever start() returned: a span, an unsampled seed, or None."""
     if s.__class__ is not Span:
-        return _run_unsampled(s, wrapped, args, kwargs)
+        if s is None:  # the parent is unsampled: keep its context
+            return wrapped(*args, **kwargs)
+        token = _cv_set(s)
+        try:
+            return wrapped(*args, **kwargs)
+        finally:
+            _cv_reset(token)
     token = _cv_set(s)
     try:
         return wrapped(*args, **kwargs)
@@ -144,21 +228,20 @@ def _run_started(s: Any, wrapped: Callable[..., Any], args: tuple[Any, ...], kwa
         _close(s)
 
 
-def _run_unsampled(marker: Any, wrapped: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    if marker is None:  # the parent is unsampled: keep its context
-        return wrapped(*args, **kwargs)
-    token = _cv_set(marker)
-    try:
-        return wrapped(*args, **kwargs)
-    finally:
-        _cv_reset(token)
+def _sync_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any]) -> Callable[..., Any]:
+    """The wrapt wrapper for a sync callable that is not a plain function (bound method, partial, object)."""
+
+    def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return _run_started(start(name, kind, attrs, False, _cv_get()), wrapped, args, kwargs)
+
+    return wrapper
 
 
 def _sync_capture_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture: _Capture) -> Callable[..., Any]:
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         s = start(name, kind, attrs, False, _cv_get())
         if s.__class__ is not Span:
-            return _run_unsampled(s, wrapped, args, kwargs)
+            return _run_started(s, wrapped, args, kwargs)
         capture.arguments(s, instance, args, kwargs)  # type: ignore[arg-type]
         token = _cv_set(s)
         try:
@@ -181,8 +264,38 @@ def _sync_capture_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capt
 # -- async ---------------------------------------------------------------------------------
 
 
-def _async_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture: _Capture | None) -> Callable[..., Any]:
-    async def run(coro: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+class _Pending:
+    """The user's coroutine, held until the traced coroutine first runs.
+
+    The user's coroutine is created at call time (a bad argument raises there,
+    as without the decorator), but only awaited once the traced coroutine runs.
+    A traced coroutine closed, or cancelled, before it ever ran never runs its
+    body: this closes the user's coroutine then, which would otherwise warn that
+    it was never awaited. (A traced coroutine never awaited at all warns itself,
+    under the function's name, as the user's coroutine would.)
+    """
+
+    __slots__ = ("coro",)
+    coro: Any  # a coroutine, or any awaitable a function marked as a coroutine function returns
+
+    def __del__(self) -> None:
+        coro = self.coro
+        if coro is not None:
+            self.coro = None
+            try:
+                close = getattr(coro, "close", None)
+                if close is not None:
+                    close()
+            except Exception as exc:
+                internal_error("closing a coroutine that never ran", exc)
+
+
+def _async_wrapper(
+    func: Any, name: str, kind: SpanKind, attrs: dict[str, Any], capture: _Capture | None
+) -> Callable[..., Any]:
+    async def run(pending: _Pending, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        coro = pending.coro
+        pending.coro = None
         # The span starts when the coroutine is first awaited, in the awaiting task's context.
         s = start(name, kind, attrs, False, _cv_get())
         if s.__class__ is not Span:
@@ -192,7 +305,10 @@ def _async_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture: _C
             try:
                 return await coro
             finally:
-                _cv_reset(token)
+                try:
+                    _cv_reset(token)
+                except ValueError:  # resumed in another Context
+                    _reset_elsewhere(token, s)
         if capture is not None:
             capture.arguments(s, instance, args, kwargs)  # type: ignore[arg-type]
         token = _cv_set(s)
@@ -204,7 +320,10 @@ def _async_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture: _C
                 _close(s)
             raise
         finally:
-            _cv_reset(token)
+            try:
+                _cv_reset(token)
+            except ValueError:  # resumed in another Context
+                _reset_elsewhere(token, s)
             if capture is None:
                 _close(s)
         if capture is not None:
@@ -214,10 +333,19 @@ def _async_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture: _C
                 _close(s)
         return result
 
+    # A traced coroutine that is never awaited warns as the user's would: by its name.
+    for attr in ("__name__", "__qualname__"):
+        value = getattr(func, attr, None)
+        if isinstance(value, str):
+            setattr(run, attr, value)
+
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         # Calling the function here, not inside run(), keeps a bad-argument
         # TypeError at call time, as it is without the decorator.
-        return run(wrapped(*args, **kwargs), instance, args, kwargs)
+        coro = wrapped(*args, **kwargs)
+        pending = _new(_Pending)  # no __init__ call: this is every call's cost
+        pending.coro = coro
+        return run(pending, instance, args, kwargs)
 
     return wrapper
 
@@ -324,6 +452,7 @@ def _gen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture: _Cap
             raise
         except BaseException as exc:
             if stats is not None:
+                closed_early = _is_cancellation(exc)
                 _fail(stats.span, exc)
             raise
         finally:
@@ -363,8 +492,14 @@ def _asyncgen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture:
                 except StopAsyncIteration:
                     return
                 finally:
-                    target = _cv_get()  # as in the sync generator: the body's own context carries on
-                    _cv_reset(token)
+                    # As in the sync generator, the body's own context carries on,
+                    # unless this resume ran in another Context (driven by hand; see _reset_elsewhere).
+                    inside = _cv_get()
+                    try:
+                        _cv_reset(token)
+                        target = inside
+                    except ValueError:
+                        _reset_elsewhere(token, target)
                 if stats is not None:
                     now = _perf_counter()
                     if count:
@@ -382,7 +517,10 @@ def _asyncgen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture:
                     try:
                         await agen.aclose()
                     finally:
-                        _cv_reset(token)
+                        try:
+                            _cv_reset(token)
+                        except ValueError:
+                            _reset_elsewhere(token, target)
                     raise
                 except BaseException as exc:
                     thrown = exc
@@ -391,6 +529,10 @@ def _asyncgen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture:
             raise
         except BaseException as exc:
             if stats is not None:
+                # A cancelled consumer ends the stream early (asyncio.run() cancels
+                # the aclose() of a stream left by `break`, throwing CancelledError in
+                # at the yield): closed early, status left UNSET (see Span._fail).
+                closed_early = _is_cancellation(exc)
                 _fail(stats.span, exc)
             raise
         finally:
@@ -409,13 +551,20 @@ def _asyncgen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture:
 class _Capture:
     """Writes a call's arguments and result on its span, redacted and truncated."""
 
-    def __init__(self, func: Callable[..., Any], args: bool, result: bool) -> None:
+    def __init__(self, func: Callable[..., Any], args: bool, result: bool, plain: bool) -> None:
         self.capture_args = args
         self.capture_result = result
         try:
             self.signature: inspect.Signature | None = inspect.signature(func)
         except (TypeError, ValueError):
             self.signature = None
+        # A plain function traced in a class body is called with its self (or
+        # cls) among the arguments (wrapt hands the instance apart): not captured.
+        self.skip: str | None = None
+        if plain and self.signature is not None and _in_class_body(func):
+            first = next(iter(self.signature.parameters), None)
+            if first in ("self", "cls"):
+                self.skip = first
 
     def arguments(self, s: Span, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         if not self.capture_args:
@@ -433,8 +582,9 @@ class _Capture:
                     bound = {**{f"arg{i}": v for i, v in enumerate(args)}, **kwargs}
             else:
                 bound = {**{f"arg{i}": v for i, v in enumerate(args)}, **kwargs}
+            skip = self.skip
             for key, value in bound.items():
-                if instance is not None and value is instance:
+                if (instance is not None and value is instance) or key == skip:
                     continue
                 s.set_attribute(f"code.function.args.{key}", capture_value(key, value))
         except Exception as exc:
@@ -468,6 +618,78 @@ def _identity(func: Callable[..., Any]) -> dict[str, Any]:
     return attrs
 
 
+def _in_class_body(func: Callable[..., Any]) -> bool:
+    """Whether a function was defined in a class body (by its ``__qualname__``)."""
+    qualname = getattr(func, "__qualname__", "")
+    return "." in qualname and not qualname.rsplit(".", 1)[0].endswith(">")
+
+
+def _default_name(func: Any) -> str:
+    """The span name of an unnamed ``@traced``: the callable's ``__qualname__``.
+
+    A ``functools.partial`` is named after the function it calls, a callable
+    object after its class: never a repr, which would carry a memory address.
+    """
+    while isinstance(func, functools.partial):
+        func = func.func
+    name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None)
+    return name if isinstance(name, str) else type(func).__qualname__
+
+
+class _Traced(wrapt.FunctionWrapper[..., Any]):
+    """A traced callable that wrapt wraps; pickled by reference and copied as itself, as a function is."""
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        # A string: pickle saves a global, found again as module + __qualname__
+        # (and checked to be this very object), as for a plain function.
+        qualname = getattr(self.__wrapped__, "__qualname__", None)
+        if not isinstance(qualname, str):
+            raise TypeError(f"cannot pickle a traced {type(self.__wrapped__).__name__}: it has no name to be found by")
+        return qualname
+
+    def __copy__(self) -> Any:
+        return self
+
+    def __deepcopy__(self, memo: Any) -> Any:
+        return self
+
+
+class _BoundTraced(wrapt.BoundFunctionWrapper[..., Any]):
+    """A traced method bound by wrapt; pickled as a bound method is, copied as itself."""
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        # As Python pickles a bound method: the attribute, looked up again on its
+        # instance, or on the class for a classmethod, staticmethod or a method
+        # taken from the class.
+        owner = self._self_instance
+        if owner is None or self._self_binding in ("classmethod", "staticmethod"):
+            owner = getattr(self, "_self_owner", None)
+        if owner is None:
+            return _Traced.__reduce_ex__(self, protocol)  # type: ignore[arg-type]
+        return getattr, (owner, self.__name__)
+
+    def __copy__(self) -> Any:
+        return self
+
+    def __deepcopy__(self, memo: Any) -> Any:
+        return self
+
+
+_Traced.__bound_function_wrapper__ = _BoundTraced  # type: ignore[misc]
+
+
+class _TracedFunction(_Traced):
+    """A traced plain function that wrapt wraps (a coroutine or generator function)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # wrapt's own __call__ asks the wrapped function for __self__ on every
+        # call (for a function bound before it was wrapped): on a plain function
+        # that raises and clears an AttributeError, most of a call's cost. A
+        # plain function has none: this is wrapt's branch for it, without the
+        # lookup. Bound calls go through _BoundTraced, wrapt's own.
+        return self._self_wrapper(self.__wrapped__, None, args, kwargs)  # type: ignore[call-arg, arg-type]
+
+
 def _decorate(
     func: Any,
     name: str | None,
@@ -476,18 +698,27 @@ def _decorate(
     capture_args: bool,
     capture_result: bool,
 ) -> Any:
-    inner = func.__func__ if isinstance(func, (classmethod, staticmethod)) else func
+    if isinstance(func, type):
+        raise TypeError(
+            f"@traced cannot trace the class {func.__qualname__}: it would trace its construction only. "
+            f"Decorate the methods to trace (for example {func.__qualname__}.__init__ or __call__) instead."
+        )
+    binder = type(func) if isinstance(func, (classmethod, staticmethod)) else None
+    inner = func.__func__ if binder is not None else func
     if not callable(inner):
         raise TypeError(f"@traced needs a function or method; got {type(func).__name__}")
     span_kind = SpanKind.coerce(kind)
     if name is None:
-        name = getattr(inner, "__qualname__", None) or getattr(inner, "__name__", None) or repr(inner)
+        name = _default_name(inner)
     elif not isinstance(name, str):
         raise TypeError(f"@traced name must be a str; got {type(name).__name__}")
+    target = inner
+    while isinstance(target, functools.partial):
+        target = target.func
     static: dict[str, Any] = {}
     from ._limits import LIMITS
 
-    for key, value in _identity(inner).items():
+    for key, value in _identity(target).items():
         _attributes.put(static, key, value, LIMITS)
     if attributes is not None:
         if not isinstance(attributes, Mapping):
@@ -495,43 +726,28 @@ def _decorate(
         for key, value in attributes.items():
             _attributes.put(static, key, value, LIMITS)
     static = SharedAttrs(static)  # every span of this function shares it until written
-    capture = _Capture(inner, capture_args, capture_result) if (capture_args or capture_result) else None
+    plain = type(inner) is types.FunctionType
+    capture = None
+    if capture_args or capture_result:
+        capture = _Capture(inner, capture_args, capture_result, plain and binder is not staticmethod)
 
-    target = inner
-    while isinstance(target, functools.partial):
-        target = target.func
     if inspect.isasyncgenfunction(target):
         wrapper = _asyncgen_wrapper(name, span_kind, static, capture)
     elif inspect.iscoroutinefunction(target):
-        wrapper = _async_wrapper(name, span_kind, static, capture)
+        wrapper = _async_wrapper(target, name, span_kind, static, capture)
     elif inspect.isgeneratorfunction(target):
         wrapper = _gen_wrapper(name, span_kind, static, capture)
+    elif plain:
+        # A plain function around it; a classmethod or staticmethod binds it as before.
+        call = _sync_function(inner, name, span_kind, static, capture)
+        return call if binder is None else binder(call)
     elif capture is not None:
         wrapper = _sync_capture_wrapper(name, span_kind, static, capture)
     else:
         wrapper = _sync_wrapper(name, span_kind, static)
-
-    _skip_self_lookup(inner)
-    return wrapt.FunctionWrapper(func, wrapper)
-
-
-def _skip_self_lookup(func: Any) -> None:
-    """Give a plain function ``__self__ = None`` so wrapt's call skips a failed lookup.
-
-    On every call wrapt's FunctionWrapper asks the wrapped function for
-    ``__self__`` (to catch functions that were bound before being wrapped); on
-    a plain function that raises and clears an AttributeError, about 450 ns of
-    a ~600 ns call. With the attribute present and None, wrapt takes the same
-    branch (instance None) without the exception. Bound methods are untouched:
-    their own ``__self__`` wins over the function's.
-    """
-    if type(func) is not types.FunctionType:
-        return
-    try:
-        if "__self__" not in func.__dict__:
-            func.__self__ = None  # type: ignore[attr-defined]
-    except (AttributeError, TypeError):
-        pass
+    if type(func) is types.FunctionType:
+        return _TracedFunction(func, wrapper)
+    return _Traced(func, wrapper)
 
 
 @overload

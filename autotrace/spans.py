@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextvars
 import enum
 import random
+import sys
 import time
 import traceback
 from collections.abc import Mapping, Sequence
@@ -261,6 +262,12 @@ def _format_traceback(exc: BaseException) -> str:
             return "".join(traceback.format_tb(exc.__traceback__)) + type(exc).__qualname__
         except Exception:
             return type(exc).__qualname__
+
+
+def _is_cancellation(exc: BaseException) -> bool:
+    """An asyncio cancellation (asyncio is not imported for this: without it there is none)."""
+    aio = sys.modules.get("asyncio")
+    return aio is not None and isinstance(exc, aio.CancelledError)
 
 
 def _status_description(exc: BaseException) -> str:
@@ -634,7 +641,12 @@ class Span:
         self._status = Status(code, description)
 
     def _fail(self, exc: BaseException, escaped: bool = True) -> None:
-        """Record an exception leaving the span and mark it ERROR."""
+        """Record an exception leaving the span and mark it ERROR; a cancellation is no error."""
+        if _is_cancellation(exc):
+            # As OpenTelemetry does: a cancelled operation did not fail, its status stays UNSET.
+            message = _attributes.safe_str(exc) if exc.args else ""
+            self.add_event("cancelled", {"exception.message": message} if message else None)
+            return
         self.record_exception(exc, escaped=escaped)
         if self._status.code != StatusCode.OK:
             self._status = Status(StatusCode.ERROR, _status_description(exc))

@@ -1,0 +1,455 @@
+"""@traced and Python's protocols: pickling, copying, recursion, coroutines, cancellation, odd callables."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import copy
+import functools
+import gc
+import multiprocessing
+import pickle
+import warnings
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import pytest
+
+import autotrace
+from autotrace import StatusCode, span, traced
+from autotrace.context import CURRENT
+from autotrace.testing import capture_spans
+
+# -- module-level callables (pickling finds them by module and __qualname__) -------------------
+
+
+@traced
+def square(x: int) -> int:
+    """Square a number (a worker process runs it)."""
+    return x * x
+
+
+@traced
+async def asquare(x: int) -> int:
+    """Square a number, asynchronously."""
+    return x * x
+
+
+@traced
+def count_to(n: int) -> Iterator[int]:
+    """Yield 0..n-1."""
+    yield from range(n)
+
+
+@traced
+async def acount_to(n: int) -> AsyncIterator[int]:
+    """Yield 0..n-1, asynchronously."""
+    for i in range(n):
+        yield i
+
+
+@traced(capture_args=True, capture_result=True)
+def add(a: int, b: int) -> int:
+    """Add two numbers, arguments captured."""
+    return a + b
+
+
+class Model:
+    """A picklable class with traced methods of every binding."""
+
+    def __init__(self, k: int = 10) -> None:
+        self.k = k
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Model) and other.k == self.k
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @traced
+    def predict(self, x: int) -> int:
+        """Instance method."""
+        return x * self.k
+
+    @traced
+    async def apredict(self, x: int) -> int:
+        """Async instance method."""
+        return x * self.k
+
+    @traced
+    @classmethod
+    def load(cls, name: str) -> str:
+        """Class method (traced outside)."""
+        return f"{cls.__name__}:{name}"
+
+    @classmethod
+    @traced
+    def load2(cls, name: str) -> str:
+        """Class method (traced inside)."""
+        return f"{cls.__name__}:{name}"
+
+    @traced
+    @classmethod
+    async def aload(cls, name: str) -> str:
+        """Async class method."""
+        return f"{cls.__name__}:{name}"
+
+    @traced
+    @staticmethod
+    def norm(x: float) -> float:
+        """Static method."""
+        return abs(x)
+
+
+class Holder:
+    """An object holding traced callables in attributes."""
+
+    def __init__(self) -> None:
+        self.fn = square
+        self.afn = asquare
+        self.gen = count_to
+        self.data = [1, 2]
+
+
+# -- 5. pickling and copying -----------------------------------------------------------------
+
+
+def test_traced_functions_pickle_by_reference_as_plain_functions_do() -> None:
+    """Every kind of traced module-level function pickles by reference and unpickles as itself."""
+    for fn in (square, asquare, count_to, acount_to, add):
+        for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+            assert pickle.loads(pickle.dumps(fn, protocol)) is fn
+    assert pickle.loads(pickle.dumps(Model.predict)) is Model.predict
+    assert pickle.loads(pickle.dumps(Model.norm))(-2.0) == 2.0
+
+
+def test_traced_methods_pickle_as_bound_methods_do() -> None:
+    """Bound traced methods (sync, async, classmethod, staticmethod) pickle and still work, traced."""
+    m = Model(3)
+    with capture_spans() as spans:
+        assert pickle.loads(pickle.dumps(m.predict))(2) == 6
+        assert asyncio.run(pickle.loads(pickle.dumps(m.apredict))(2)) == 6
+        assert asyncio.run(pickle.loads(pickle.dumps(Model.apredict))(m, 2)) == 6
+        assert pickle.loads(pickle.dumps(Model.load))("a") == "Model:a"
+        assert pickle.loads(pickle.dumps(m.load2))("b") == "Model:b"
+        assert asyncio.run(pickle.loads(pickle.dumps(m.aload))("c")) == "Model:c"
+        assert pickle.loads(pickle.dumps(m.norm))(-1.0) == 1.0
+    assert spans.names() == [
+        "Model.predict",
+        "Model.apredict",
+        "Model.apredict",
+        "Model.load",
+        "Model.load2",
+        "Model.aload",
+        "Model.norm",
+    ]
+
+
+def test_traced_callables_copy_and_deepcopy_to_themselves() -> None:
+    """copy.copy and copy.deepcopy of traced callables return them; holders deep-copy around them."""
+    m = Model()
+    for fn in (square, asquare, count_to, acount_to, add, Model.predict, m.apredict, Model.aload):
+        assert copy.copy(fn) is fn
+        assert copy.deepcopy(fn) is fn
+    holder = Holder()
+    clone = copy.deepcopy(holder)
+    assert clone.fn is square and clone.afn is asquare and clone.gen is count_to
+    assert clone.data == holder.data and clone.data is not holder.data
+    assert copy.copy(holder).afn is asquare
+    assert copy.deepcopy({"model": m, "call": m.predict})["call"](1) == 10
+
+
+def test_a_spawn_process_pool_maps_a_traced_function() -> None:
+    """ProcessPoolExecutor with the spawn start method pickles a traced function to its workers."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        assert list(pool.map(square, range(5))) == [0, 1, 4, 9, 16]
+        assert pool.submit(Model(2).predict, 4).result() == 8
+
+
+def test_a_traced_partial_or_local_function_fails_to_pickle_clearly() -> None:
+    """What pickle cannot find by name fails with pickle's own error, as for a plain function."""
+
+    @traced
+    def local() -> None:
+        pass
+
+    with pytest.raises((pickle.PicklingError, AttributeError)):
+        pickle.dumps(local)
+    with pytest.raises((pickle.PicklingError, TypeError)):
+        pickle.dumps(traced(functools.partial(asquare.__wrapped__, 2)))
+
+
+# -- 6. the wrapped function is never changed ---------------------------------------------------
+
+
+def test_decorating_never_changes_the_function() -> None:
+    """@traced writes nothing into the function: no __self__ on it, the traced one, or a wraps copy."""
+
+    def plain(x: int) -> int:
+        return x
+
+    async def coro(x: int) -> int:
+        return x
+
+    def gen(x: int) -> Iterator[int]:
+        yield x
+
+    for fn in (plain, coro, gen):
+        fn.tag = "mine"  # type: ignore[attr-defined]
+        before = dict(fn.__dict__)
+        for options in ({}, {"capture_args": True}, {"name": "x", "attributes": {"a": 1}}):
+            decorated = traced(**options)(fn)  # type: ignore[call-overload]
+            assert fn.__dict__ == before
+            assert not hasattr(fn, "__self__")
+            assert not hasattr(decorated, "__self__")
+            assert decorated.tag == "mine"
+
+            helper = functools.wraps(decorated)(lambda *args, **kwargs: None)
+            assert not hasattr(helper, "__self__")
+    assert traced(plain)(3) == 3
+    assert asyncio.run(traced(coro)(4)) == 4
+    assert list(traced(gen)(5)) == [5]
+
+
+def test_capture_on_sync_methods_skips_self_and_cls_only() -> None:
+    """capture_args on sync methods records the arguments, never self or cls, however called."""
+
+    class Svc:
+        @traced(capture_args=True)
+        def run(self, q: str) -> int:
+            return len(q)
+
+        @classmethod
+        @traced(capture_args=True)
+        def make(cls, n: int) -> int:
+            return n
+
+        @staticmethod
+        @traced(capture_args=True)
+        def helper(x: int) -> int:
+            return x
+
+        @traced(capture_args=True)
+        @staticmethod
+        def odd(self: int) -> int:  # a static method's first argument is an argument, whatever its name
+            return self
+
+    svc = Svc()
+    with capture_spans() as spans:
+        assert svc.run("ab") == 2
+        assert Svc.run(svc, "abc") == 3
+        assert Svc.make(4) == 4
+        assert svc.helper(5) == 5
+        assert Svc.odd(6) == 6
+    run1, run2, make, helper, odd = (dict(s.attributes) for s in spans)
+    assert run1["code.function.args.q"] == "ab" and run2["code.function.args.q"] == "abc"
+    assert make["code.function.args.n"] == 4
+    assert helper["code.function.args.x"] == 5
+    assert odd["code.function.args.self"] == 6
+    assert not any("args.self" in key or "args.cls" in key for key in (*run1, *run2, *make))
+
+
+# -- 9. recursion ---------------------------------------------------------------------------------
+
+
+def _deepest(fn: Any) -> int:
+    """How deep fn recurses before Python stops it (measured from the same stack as the caller)."""
+    return int(fn(0))
+
+
+def _plain_dive(n: int) -> int:
+    try:
+        return _plain_dive(n + 1)
+    except RecursionError:
+        return n
+
+
+@traced
+def _traced_dive(n: int) -> int:
+    try:
+        return _traced_dive(n + 1)
+    except RecursionError:
+        return n
+
+
+@pytest.mark.parametrize("sampled", [True, False])
+def test_traced_recursion_costs_one_frame_per_call(sampled: bool) -> None:
+    """A traced recursive function reaches half the untraced depth: one extra frame per call."""
+    untraced = _deepest(_plain_dive)
+    if sampled:
+        with capture_spans() as spans:
+            depth = _deepest(_traced_dive)
+        assert len(spans) >= depth
+    else:
+        autotrace.configure(autotrace.TraceConfig(sample_rate=0.0))
+        with span("unsampled root"):  # children of an unsampled trace take the slower path
+            depth = _deepest(_traced_dive)
+        assert autotrace.trace_count() == 0
+    assert 2 * depth >= untraced - 10, (depth, untraced)
+
+
+# -- 10. coroutines -------------------------------------------------------------------------------
+
+
+def _warnings_of(action: Any) -> list[str]:
+    """The warnings raised while running action and collecting its garbage."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        action()
+        gc.collect()
+    return [str(w.message) for w in caught]
+
+
+def test_closing_or_cancelling_an_unstarted_traced_coroutine_does_not_warn() -> None:
+    """close(), throw() and a task cancelled before it started leave no 'never awaited' warning."""
+
+    def close() -> None:
+        asquare(2).close()
+
+    def throw() -> None:
+        with pytest.raises(asyncio.CancelledError):
+            asquare(2).throw(asyncio.CancelledError())
+
+    async def cancel_early() -> None:
+        task = asyncio.ensure_future(asquare(2))
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    async def no_time_left() -> None:  # wait_for cancels a task that has not started yet
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(asquare(3), 0)
+
+    with capture_spans() as spans:
+        assert _warnings_of(close) == []
+        assert _warnings_of(throw) == []
+        assert _warnings_of(lambda: asyncio.run(cancel_early())) == []
+        assert _warnings_of(lambda: asyncio.run(no_time_left())) == []
+    assert "asquare" not in spans.names()  # a coroutine that never ran has no span
+
+
+def test_a_dropped_traced_coroutine_warns_as_the_untraced_one_would() -> None:
+    """Never awaited: one warning, Python's own words, naming the user's coroutine."""
+
+    async def job() -> None:
+        pass
+
+    plain = _warnings_of(lambda: job())
+    assert plain == [f"coroutine '{job.__qualname__}' was never awaited"]
+    assert _warnings_of(lambda: traced(job)()) == plain
+
+
+def test_a_traced_coroutine_driven_by_hand_in_two_contexts() -> None:
+    """Suspended in one Context, finished in another: no ValueError, one span, contexts left clean."""
+
+    @traced
+    async def two_steps() -> int:
+        await asyncio.sleep(0)
+        return 7
+
+    first, second = contextvars.copy_context(), contextvars.copy_context()
+    with capture_spans() as spans:
+        coro = two_steps()
+        first.run(coro.send, None)
+        with pytest.raises(StopIteration) as stop:
+            second.run(coro.send, None)
+    assert stop.value.value == 7
+    assert spans.names() == [two_steps.__qualname__]
+    assert second.run(CURRENT.get) is None
+    assert CURRENT.get() is None
+
+
+def test_an_async_generator_driven_by_hand_in_two_contexts() -> None:
+    """An async generator resumed in another Context: no ValueError, its span ends once."""
+
+    @traced
+    async def pair() -> AsyncIterator[int]:
+        yield 1
+        await asyncio.sleep(0)
+        yield 2
+
+    first, second = contextvars.copy_context(), contextvars.copy_context()
+    with capture_spans() as spans:
+        agen = pair()
+        with pytest.raises(StopIteration) as got:
+            first.run(agen.asend(None).send, None)
+        assert got.value.value == 1
+        step = agen.asend(None)
+        first.run(step.send, None)  # suspended in the sleep, in the first context
+        with pytest.raises(StopIteration) as got:
+            second.run(step.send, None)
+        assert got.value.value == 2
+        with pytest.raises(StopIteration):
+            second.run(agen.aclose().send, None)
+    s = spans.one(pair.__qualname__)
+    assert s.attributes["autotrace.stream.items"] == 2
+    assert second.run(CURRENT.get) is None and CURRENT.get() is None
+
+
+def test_a_cancelled_task_leaves_status_unset_with_a_cancelled_event() -> None:
+    """Cancellation is not an error (as in OpenTelemetry): status UNSET, a 'cancelled' event; span() too."""
+
+    @traced
+    async def sleeper() -> None:
+        with span("inner"):
+            await asyncio.sleep(10)
+
+    async def main() -> None:
+        task = asyncio.ensure_future(sleeper())
+        await asyncio.sleep(0)
+        task.cancel("shutting down")
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    with capture_spans() as spans:
+        asyncio.run(main())
+    for s in (spans.one(sleeper.__qualname__), spans.one("inner")):
+        assert s.status.code is StatusCode.UNSET
+        assert [e.name for e in s.events] == ["cancelled"]
+        assert s.events[0].attributes["exception.message"] == "shutting down"
+
+
+def test_an_async_generator_left_by_break_under_asyncio_run_ends_closed_early() -> None:
+    """`break` out of a traced async generator at the end of asyncio.run(): closed early, not ERROR."""
+
+    async def main() -> None:
+        async for _ in acount_to(5):
+            break
+
+    with capture_spans() as spans:
+        asyncio.run(main())
+    s = spans.one(acount_to.__qualname__)
+    assert s.attributes["autotrace.stream.closed_early"] is True
+    assert s.attributes["autotrace.stream.items"] == 1
+    assert s.status.code is StatusCode.UNSET
+
+
+# -- 17. classes and partials --------------------------------------------------------------------
+
+
+def test_traced_on_a_class_is_a_clear_type_error() -> None:
+    """@traced on a class raises TypeError naming the class and what to decorate instead."""
+    with pytest.raises(TypeError, match=r"class Model\b.*methods"):
+        traced(Model)
+    with pytest.raises(TypeError, match="class Holder"):
+        traced("name")(Holder)
+
+
+def test_partials_and_callable_objects_get_readable_span_names() -> None:
+    """A partial is named after its function, a callable object after its class: no memory address."""
+
+    class Scorer:
+        def __call__(self, x: int) -> int:
+            return x + 1
+
+    def power(base: int, exp: int) -> int:
+        return int(base**exp)
+
+    sq = traced(functools.partial(power, exp=2))
+    scorer = traced(Scorer())
+    with capture_spans() as spans:
+        assert sq(3) == 9
+        assert scorer(1) == 2
+    assert spans.names() == [power.__qualname__, Scorer.__qualname__]
+    assert all("0x" not in name for name in spans.names())
+    assert spans[0].attributes["code.function.name"].endswith(power.__qualname__)
