@@ -70,7 +70,11 @@ def _sync_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any]) -> Callable[
             tid = _getrandbits(128) or 1
             lo = tid & _MASK64
             if lo >= _S.bound:
-                token = _cv_set(lo)
+                try:
+                    token = _cv_set(lo)
+                except BaseException:  # a signal handler raised before the token was kept
+                    _cv_set(None)
+                    raise
                 try:
                     return wrapped(*args, **kwargs)
                 finally:
@@ -79,8 +83,10 @@ def _sync_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any]) -> Callable[
                 return _run_started(start(name, kind, attrs, False, None), wrapped, args, kwargs)
             pid = None
             buf: list[Any] = [tid]
-            _S.ring.append(buf)
-            next(_S.pushes)
+            try:  # counted even when a signal handler raises just after the append
+                _S.ring.append(buf)
+            finally:
+                next(_S.pushes)
         elif parent.__class__ is Span and parent._trace is not None:  # type: ignore[union-attr]
             tid = parent._trace_id  # type: ignore[union-attr]
             pid = parent._span_id  # type: ignore[union-attr]
@@ -100,7 +106,11 @@ def _sync_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any]) -> Callable[
         s._end = None
         s._trace = buf
         s._start = _time_ns()
-        token = _cv_set(s)
+        try:  # (a try block costs nothing until something is raised)
+            token = _cv_set(s)
+        except BaseException:  # a signal handler raised before the token was kept: put the context back
+            _cv_set(parent)
+            raise
         try:
             return wrapped(*args, **kwargs)
         except BaseException as exc:
@@ -259,8 +269,9 @@ class _StreamStats:
             if closed_early:
                 s.set_attribute(_CLOSED, True)
         except Exception as exc:
-            internal_error("stream statistics", exc)
-        s.end()
+            internal_error("stream statistics", exc)  # raises a signal handler's exception again
+        finally:
+            s.end()
 
 
 def _gen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture: _Capture | None) -> Callable[..., Any]:

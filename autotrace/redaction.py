@@ -30,6 +30,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from ._errors import reraise_foreign
 from .attributes import safe_str
 
 __all__ = ["REDACTED", "capture_value", "looks_secret", "redact_text"]
@@ -292,14 +293,16 @@ def _safe_repr(value: Any) -> str:
     try:
         text = repr(value)
         return text if type(text) is str else safe_str(text)
-    except Exception:
+    except Exception as error:
+        reraise_foreign(error)
         return safe_str(value)
 
 
 def _type_name(value: Any) -> str:
     try:
         return type(value).__qualname__
-    except Exception:
+    except Exception as error:
+        reraise_foreign(error)
         return "object"
 
 
@@ -333,7 +336,8 @@ def _is_secret_pair(value: list[Any] | tuple[Any, ...]) -> bool:
             return False
         key = _key_text(value[0])
         return key is not None and key.strip().lower() != "token" and looks_secret(key)
-    except Exception:
+    except Exception as error:
+        reraise_foreign(error)
         return False
 
 
@@ -347,7 +351,8 @@ def _bounded_items(pairs: Any, limit: int, unreadable: str) -> Iterator[tuple[An
             except StopIteration:
                 return
             yield key, item
-    except Exception:
+    except Exception as error:
+        reraise_foreign(error)
         yield unreadable, ""
 
 
@@ -355,7 +360,8 @@ def _mapping_items(value: Mapping[Any, Any], limit: int) -> Iterator[tuple[Any, 
     """The items of a mapping, only as many as can be shown (each takes at least one character)."""
     try:
         items = value.items()
-    except Exception:
+    except Exception as error:
+        reraise_foreign(error)
         items = None
     return _bounded_items(items, limit, "<unreadable mapping>")
 
@@ -380,7 +386,8 @@ def _fields(value: Any, limit: int) -> Iterator[tuple[Any, Any]] | None:
                 return _bounded_items(attrs.items(), limit, "<unreadable fields>")
     except AttributeError:
         return None  # no __dict__ (slots, builtins): the plain repr shows no attribute values
-    except Exception:
+    except Exception as error:
+        reraise_foreign(error)
         return iter([("<unreadable fields>", "")])
     return None
 
@@ -415,7 +422,8 @@ def capture_value(key: str, value: Any) -> Any:
     if redact is not None:
         try:
             value = redact(key, value)
-        except Exception:
+        except Exception as error:
+            reraise_foreign(error)
             return REDACTED  # a failing redactor must not leak what it was meant to hide
     if value is REDACTED:
         return REDACTED
@@ -427,7 +435,8 @@ def capture_value(key: str, value: Any) -> Any:
     else:
         try:
             text = render(value, limit)
-        except Exception:
+        except Exception as error:
+            reraise_foreign(error)
             text = safe_str(value)[: limit + 1]
     if len(text) > limit:
         # A cut inside "scheme://user:pass" leaves no "@" for the URL rule to find. The "…" is added after

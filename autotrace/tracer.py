@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from . import attributes as _attributes
 from . import spans as _spans
+from ._errors import is_foreign
 from ._limits import LIMITS
 from .attributes import SharedAttrs, freeze
 from .context import CURRENT, current_span_context
@@ -152,7 +153,15 @@ if hasattr(os, "register_at_fork"):
 
 
 def internal_error(where: str, exc: BaseException | None = None) -> None:
-    """Count a failure inside autotrace; log it the first time it happens at ``where``."""
+    """Count a failure inside autotrace; log it the first time it happens at ``where``.
+
+    Every broad ``except`` in autotrace ends here, so this is where an exception
+    that is not autotrace's own (one a signal handler raised, a KeyboardInterrupt:
+    see ``_errors.is_foreign``) is raised again, to reach the host's code. The
+    caller has put the context back before calling.
+    """
+    if exc is not None and is_foreign(exc):
+        raise exc
     with _ERRORS_LOCK:  # threads failing at once: count every failure, log the first only
         errors = _S.errors
         count = errors.get(where, 0)
@@ -162,8 +171,9 @@ def internal_error(where: str, exc: BaseException | None = None) -> None:
         reason = "" if exc is None else f"{type(exc).__qualname__}: {_attributes.safe_str(exc)}"
         try:
             logger.warning("autotrace: %s failed; tracing goes on without it (%s)", where, reason, exc_info=exc)
-        except Exception:  # a broken logging handler must not break the host either
-            pass
+        except Exception as error:  # a broken logging handler must not break the host either
+            if is_foreign(error):
+                raise
 
 
 # -- finishing ------------------------------------------------------------------------
@@ -184,11 +194,17 @@ def _finish(span: Span) -> None:
             _S._store._put(buf, span)  # the slot, not the property: this runs per span
         procs = _S._processors  # the slot, not the property: this runs per span
         if procs:
+            foreign = None
             for proc in procs:
                 try:
                     proc.on_end(span)
                 except Exception as exc:
-                    internal_error(f"span processor {type(proc).__name__}.on_end", exc)
+                    if foreign is None and is_foreign(exc):
+                        foreign = exc  # raised once every processor has the span
+                    else:
+                        internal_error(f"span processor {type(proc).__name__}.on_end", exc)
+            if foreign is not None:
+                raise foreign
     except Exception as exc:  # the store itself broke: drop the span, keep the host alive
         internal_error("trace store", exc)
 
@@ -247,8 +263,10 @@ def start(
         if custom is not None and not _ask(custom, trace_id, None, name):
             return lo
         buf = [trace_id]  # the new trace's store buffer (store.py), opened inline
-        _S.ring.append(buf)
-        next(_S.pushes)
+        try:  # counted even when a signal handler raises just after the append
+            _S.ring.append(buf)
+        finally:
+            next(_S.pushes)
         return _new_span(name, kind, attrs, owns, trace_id, None, buf)
     if parent.__class__ is Span:
         p: Span = parent  # type: ignore[assignment]
@@ -328,8 +346,10 @@ def span(
                 return _UnsampledRoot(lo)
             pid = None
             buf = [tid]  # the new trace's store buffer (store.py), opened inline
-            _S.ring.append(buf)
-            next(_S.pushes)
+            try:  # counted even when a signal handler raises just after the append
+                _S.ring.append(buf)
+            finally:
+                next(_S.pushes)
         else:
             result = start(name, kind, _NO_ATTRS, False, cur)
             if result.__class__ is not Span:
