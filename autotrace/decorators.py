@@ -495,6 +495,7 @@ def _decorate(
         name = getattr(inner, "__qualname__", None) or getattr(inner, "__name__", None) or repr(inner)
     elif not isinstance(name, str):
         raise TypeError(f"@traced name must be a str; got {type(name).__name__}")
+    name = _attributes.clean_name(name)  # at most max_name_length, cut once here, not per call
     static: dict[str, Any] = {}
     from ._limits import LIMITS
 

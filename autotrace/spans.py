@@ -361,8 +361,10 @@ class Span:
 
     @property
     def name(self) -> str:
-        """The span's name."""
-        return self._name
+        """The span's name (at most ``max_name_length`` characters)."""
+        name = self._name
+        limit = LIMITS.max_name_length
+        return name if len(name) <= limit else name[:limit]
 
     @property
     def trace_id(self) -> str:
