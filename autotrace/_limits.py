@@ -11,6 +11,8 @@ class Limits:
         "max_attributes",
         "max_events",
         "max_links",
+        "max_name_length",
+        "max_sequence_length",
         "max_spans_per_trace",
     )
 
@@ -20,6 +22,8 @@ class Limits:
         self.max_links = 128
         self.max_attribute_length: int | None = None
         self.max_spans_per_trace = 10_000
+        self.max_name_length = 1024  # span and event names
+        self.max_sequence_length = 1024  # items of one list or tuple attribute value
 
 
 # One mutable instance, read on every write: configure() updates it in place so

@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 import sys
 
+from ._errors import is_foreign
+
 __all__ = ["MAX_LINES", "StderrFallback"]
 
 MAX_LINES = 100
@@ -41,7 +43,9 @@ class StderrFallback(logging.Handler):
                 line = " ".join(record.getMessage().splitlines())
             stream.write(line + "\n")
             stream.flush()
-        except Exception:
+        except Exception as error:
+            if is_foreign(error):  # a signal handler's exception is the application's, not a logging failure
+                raise
             self.handleError(record)
 
 

@@ -1,16 +1,22 @@
 """Attribute values: coercion to OpenTelemetry types, truncation and limits.
 
 OpenTelemetry allows str, bool, int, float and homogeneous sequences of one of
-those. Everything else is converted (to str, or to a list of str), never raised
-on: a tracing library must not fail because a caller passed an odd value.
+those. Numbers of other libraries (numpy, torch scalars: anything with
+``.item()``, ``__index__`` or ``__float__``) become bool, int or float without
+importing those libraries; everything else is converted (to str, or to a list
+of str), never raised on: a tracing library must not fail because a caller
+passed an odd value.
 """
 
 from __future__ import annotations
 
+import itertools
+import operator
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from ._limits import Limits
+from ._errors import reraise_foreign
+from ._limits import LIMITS, Limits
 
 _INT64_MIN = -(1 << 63)
 _INT64_MAX = (1 << 63) - 1
@@ -24,18 +30,21 @@ def safe_str(value: object) -> str:
         if type(text) is not str:  # a __str__ returning a str subclass
             text = str.__str__(text)
         return text
-    except Exception:
+    except Exception as exc:
+        reraise_foreign(exc)
         try:
             return f"<unprintable {type(value).__qualname__}>"
-        except Exception:
+        except Exception as error:
+            reraise_foreign(error)
             return "<unprintable>"
 
 
 def clean_name(name: object) -> str:
-    """A span or event name as a str (anything else is converted)."""
-    if type(name) is str:
-        return name
-    return safe_str(name)
+    """A span or event name as a str (anything else is converted), cut at ``max_name_length``."""
+    if type(name) is not str:
+        name = safe_str(name)
+    limit = LIMITS.max_name_length
+    return name if len(name) <= limit else name[:limit]
 
 
 MAX_RANGE_ITEMS = 1024
@@ -48,12 +57,13 @@ def _truncate(text: str, limit: int | None) -> str:
     return text
 
 
-def coerce(value: Any, limit: int | None = None) -> Any:
+def coerce(value: Any, limit: int | None = None, max_items: int | None = None) -> Any:
     """Return ``value`` as a valid OpenTelemetry attribute value, or None to drop it.
 
     None is dropped, as OpenTelemetry does. Ints outside int64 become str, since
-    OTLP's intValue is 64-bit. Sequences keep their element type when all
-    elements share one (None elements allowed); mixed ones become lists of str.
+    OTLP's intValue is 64-bit. Sequences keep their first ``max_items`` items and
+    their element type when all elements share one (None elements allowed);
+    mixed ones become lists of str.
     """
     cls = type(value)
     if cls is str:
@@ -65,7 +75,7 @@ def coerce(value: Any, limit: int | None = None) -> Any:
     if value is None:
         return None
     if isinstance(value, (list, tuple)):
-        return _coerce_sequence(value, limit)
+        return _coerce_sequence(value, limit, max_items)
     if isinstance(value, bool):
         return bool(value)
     if isinstance(value, int):
@@ -80,14 +90,68 @@ def coerce(value: Any, limit: int | None = None) -> Any:
         return _truncate(repr(value), limit)  # "range(0, 1000000000)": not a billion ints in memory
     if isinstance(value, (set, frozenset, range)):
         try:
-            return _coerce_sequence(list(value), limit)
-        except Exception:
-            pass
+            return _coerce_sequence(list(itertools.islice(value, max_items)), limit, None)
+        except Exception as exc:
+            reraise_foreign(exc)
+    number = _number(value)
+    if number is not None:
+        return coerce(number, limit)
     return _truncate(safe_str(value), limit)
 
 
-def _coerce_sequence(seq: list[Any] | tuple[Any, ...], limit: int | None) -> list[Any]:
+def _number(value: Any) -> bool | int | float | None:
+    """A scalar number of another library (numpy, torch...) as bool, int or float; None for anything else.
+
+    Duck-typed, so nothing is imported: a scalar with ``.item()`` (numpy
+    scalars and 0-d arrays, 0-d tensors) gives its Python value (``np.bool_``
+    gives a bool); else ``__index__`` gives an int, and ``__float__`` a float
+    for a 0-d array of a library with no ``.item()``. Arrays with a shape stay
+    text, and so do Decimal and Fraction (their text is exact, a float is not).
+    """
+    cls = type(value)
+    try:
+        if getattr(cls, "item", None) is not None:
+            if getattr(value, "shape", ()) != ():
+                return None  # an array of several items: its text says more than one number
+            item = value.item()
+            return item if type(item) in _NUMBERS else None
+        if getattr(cls, "__index__", None) is not None:
+            return operator.index(value)
+        if getattr(cls, "__float__", None) is not None and getattr(value, "shape", None) == ():
+            return float(value)
+    except Exception as exc:
+        reraise_foreign(exc)
+    return None
+
+
+_NUMBERS = (bool, int, float)
+
+
+def _plain(item: Any) -> Any:
+    """A sequence item as a plain str, bool, int or float when it is one (or a number); else itself."""
+    if isinstance(item, str):
+        return str.__str__(item)
+    if isinstance(item, bool):
+        return bool(item)
+    if isinstance(item, int):
+        return int(item)
+    if isinstance(item, float):
+        return float(item)
+    number = _number(item)
+    return item if number is None else number
+
+
+def _coerce_sequence(seq: list[Any] | tuple[Any, ...], limit: int | None, max_items: int | None) -> list[Any]:
+    if max_items is not None and len(seq) > max_items:
+        seq = seq[:max_items]
     kinds = set()
+    for item in seq:
+        if item is None:
+            continue
+        cls = type(item)
+        if cls not in _SCALARS:  # a subclass, or a number of another library: convert them all
+            seq = [None if v is None else _plain(v) for v in seq]
+            break
     for item in seq:
         if item is None:
             continue
@@ -114,8 +178,9 @@ def put(attrs: dict[str, Any], key: Any, value: Any, limits: Limits) -> bool:
     if not key:
         return True  # OpenTelemetry ignores empty keys; nothing to count
     try:
-        value = coerce(value, limits.max_attribute_length)
-    except Exception:
+        value = coerce(value, limits.max_attribute_length, limits.max_sequence_length)
+    except Exception as exc:
+        reraise_foreign(exc)
         value = "<unconvertible>"
     if value is None:
         attrs.pop(key, None)
@@ -134,7 +199,8 @@ def clean(attributes: Mapping[str, Any] | None, limits: Limits) -> tuple[dict[st
         return out, 0
     try:
         items = list(attributes.items())
-    except Exception:
+    except Exception as exc:
+        reraise_foreign(exc)
         return out, 0
     for key, value in items:
         if not put(out, key, value, limits):

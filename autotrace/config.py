@@ -58,6 +58,10 @@ class TraceConfig:
     """Longest string value kept; longer ones are truncated. None: no limit."""
     max_spans_per_trace: int = 10_000
     """Spans one trace may hold in the store, so a runaway loop cannot eat memory."""
+    max_name_length: int = 1024
+    """Longest span or event name kept; longer ones are truncated."""
+    max_sequence_length: int = 1024
+    """Items kept of a list or tuple attribute value; the rest are dropped."""
     capture_max_length: int = 1000
     """Longest repr kept by ``capture_args`` / ``capture_result``."""
     redact: Callable[[str, Any], Any] | None = None
@@ -72,6 +76,8 @@ class TraceConfig:
         object.__setattr__(self, "sample_rate", float(rate))
         for name in ("max_traces", "max_attributes", "max_events", "max_links", "max_spans_per_trace"):
             _check_int(name, getattr(self, name), minimum=1 if name in ("max_traces", "max_spans_per_trace") else 0)
+        _check_int("max_name_length", self.max_name_length, minimum=1)
+        _check_int("max_sequence_length", self.max_sequence_length, minimum=0)
         _check_int("capture_max_length", self.capture_max_length, minimum=1)
         if self.max_attribute_length is not None:
             _check_int("max_attribute_length", self.max_attribute_length, minimum=0)
@@ -176,10 +182,12 @@ class TraceConfig:
             ("OTEL_SPAN_LINK_COUNT_LIMIT", "max_links"),
             ("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "max_attribute_length"),
             ("AUTOTRACE_MAX_SPANS_PER_TRACE", "max_spans_per_trace"),
+            ("AUTOTRACE_MAX_NAME_LENGTH", "max_name_length"),
+            ("AUTOTRACE_MAX_SEQUENCE_LENGTH", "max_sequence_length"),
         ):
             text = get(var)
             if text is not None:
-                values[field] = _parse_int(var, text, 0 if field != "max_spans_per_trace" else 1)
+                values[field] = _parse_int(var, text, 1 if field in ("max_spans_per_trace", "max_name_length") else 0)
 
         exporter_names = get("OTEL_TRACES_EXPORTER")
         if exporter_names is not None:

@@ -108,7 +108,11 @@ def _sync_function(
             tid = _getrandbits(128) or 1
             lo = tid & _MASK64
             if lo >= _S.bound:
-                token = _cv_set(lo)
+                try:
+                    token = _cv_set(lo)
+                except BaseException:  # a signal handler raised before the token was kept
+                    _cv_set(None)
+                    raise
                 try:
                     return func(*args, **kwargs)
                 finally:
@@ -118,8 +122,10 @@ def _sync_function(
             else:
                 pid = None
                 buf = [tid]
-                _S.ring.append(buf)
-                next(_S.pushes)
+                try:  # counted even when a signal handler raises just after the append
+                    _S.ring.append(buf)
+                finally:
+                    next(_S.pushes)
         elif parent.__class__ is Span and parent._trace is not None:
             tid = parent._trace_id
             pid = parent._span_id
@@ -148,7 +154,11 @@ def _sync_function(
                 return func(*args, **kwargs)
             finally:
                 _cv_reset(token)
-        token = _cv_set(s)
+        try:  # (a try block costs nothing until something is raised)
+            token = _cv_set(s)
+        except BaseException:  # a signal handler raised before the token was kept: put the context back
+            _cv_set(parent)
+            raise
         try:
             return func(*args, **kwargs)
         except BaseException as exc:
@@ -387,8 +397,9 @@ class _StreamStats:
             if closed_early:
                 s.set_attribute(_CLOSED, True)
         except Exception as exc:
-            internal_error("stream statistics", exc)
-        s.end()
+            internal_error("stream statistics", exc)  # raises a signal handler's exception again
+        finally:
+            s.end()
 
 
 def _gen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture: _Capture | None) -> Callable[..., Any]:
@@ -715,6 +726,7 @@ def _decorate(
     target = inner
     while isinstance(target, functools.partial):
         target = target.func
+    name = _attributes.clean_name(name)  # at most max_name_length, cut once here, not per call
     static: dict[str, Any] = {}
     from ._limits import LIMITS
 

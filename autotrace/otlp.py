@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ._limits import LIMITS
 from ._version import __version__
 from .spans import trace_state_of
 
@@ -111,7 +112,10 @@ def encode_span(span: Span) -> dict[str, Any]:
     out["flags"] = flags | _IS_REMOTE if extra is not None and extra.remote_parent else flags
     start = span._start
     end = span._end if span._end is not None else start
-    out["name"] = _text(span._name)
+    name = span._name
+    if len(name) > LIMITS.max_name_length:  # span() leaves the check to here, off its hot path
+        name = name[: LIMITS.max_name_length]
+    out["name"] = _text(name)
     out["kind"] = int(span._kind)
     out["startTimeUnixNano"] = str(start)
     out["endTimeUnixNano"] = str(end if end >= start else start)

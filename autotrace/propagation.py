@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator, MutableMapping
 from contextlib import contextmanager
 from typing import Any, TypeVar, overload
 
+from ._errors import reraise_foreign
 from .context import current_span_context, use_span
 from .redaction import redact_url
 from .spans import NonRecordingSpan, Span, SpanContext, SpanKind, StatusCode
@@ -105,7 +106,8 @@ def parse_tracestate(value: str | Iterable[str]) -> str:
             if len(members) > _MAX_TRACESTATE_ENTRIES:
                 return ""
         return ",".join(members)
-    except Exception:
+    except Exception as error:
+        reraise_foreign(error)
         return ""
 
 

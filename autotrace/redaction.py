@@ -54,6 +54,7 @@ import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from ._errors import reraise_foreign
 from .attributes import safe_str
 
 __all__ = [
@@ -391,14 +392,16 @@ def _safe_repr(value: Any) -> str:
     try:
         text = repr(value)
         return text if type(text) is str else safe_str(text)
-    except Exception:
+    except Exception as error:
+        reraise_foreign(error)
         return safe_str(value)
 
 
 def _type_name(value: Any) -> str:
     try:
         return type(value).__qualname__
-    except Exception:
+    except Exception as error:
+        reraise_foreign(error)
         return "object"
 
 
@@ -432,7 +435,8 @@ def _is_secret_pair(value: list[Any] | tuple[Any, ...]) -> bool:
             return False
         key = _key_text(value[0])
         return key is not None and key.strip().lower() != "token" and looks_secret(key)
-    except Exception:
+    except Exception as error:
+        reraise_foreign(error)
         return False
 
 
@@ -446,7 +450,8 @@ def _bounded_items(pairs: Any, limit: int, unreadable: str) -> Iterator[tuple[An
             except StopIteration:
                 return
             yield key, item
-    except Exception:
+    except Exception as error:
+        reraise_foreign(error)
         yield unreadable, ""
 
 
@@ -454,7 +459,8 @@ def _mapping_items(value: Mapping[Any, Any], limit: int) -> Iterator[tuple[Any, 
     """The items of a mapping, only as many as can be shown (each takes at least one character)."""
     try:
         items = value.items()
-    except Exception:
+    except Exception as error:
+        reraise_foreign(error)
         items = None
     return _bounded_items(items, limit, "<unreadable mapping>")
 
@@ -481,7 +487,8 @@ def _fields(value: Any, limit: int) -> Iterator[tuple[Any, Any]] | None:
                 return _bounded_items(attrs.items(), limit, "<unreadable fields>")
     except AttributeError:
         return None  # no __dict__ (slots, builtins): the plain repr shows no attribute values
-    except Exception:
+    except Exception as error:
+        reraise_foreign(error)
         return iter([("<unreadable fields>", "")])
     return None
 
@@ -527,7 +534,8 @@ def capture_value(key: str, value: Any) -> Any:
     if redact is not None:
         try:
             value = redact(key, value)
-        except Exception:
+        except Exception as error:
+            reraise_foreign(error)
             return REDACTED  # a failing redactor must not leak what it was meant to hide
     if value is REDACTED:
         return REDACTED
@@ -542,7 +550,8 @@ def capture_value(key: str, value: Any) -> Any:
     else:
         try:
             text = render(value, window)
-        except Exception:
+        except Exception as error:
+            reraise_foreign(error)
             text = safe_str(value)[: window + 1]
     cut = len(text) > window
     if cut:
@@ -603,8 +612,8 @@ _URL_SECRET_PARAMS = frozenset({"awsaccesskeyid", "signature", "sig", "x-goog-si
 def _secret_param(name: str) -> bool:
     try:
         name = urllib.parse.unquote_plus(name)
-    except Exception:
-        pass
+    except Exception as error:
+        reraise_foreign(error)
     return name.lower() in _URL_SECRET_PARAMS or looks_secret(name)
 
 
@@ -641,7 +650,8 @@ def redact_url(url: str) -> str:
         return (
             base + qmark + _redact_params(query) + hash_ + (_redact_params(fragment) if "=" in fragment else fragment)
         )
-    except Exception:
+    except Exception as error:
+        reraise_foreign(error)
         return URL_REDACTED  # never the raw URL when it cannot be read
 
 
@@ -701,6 +711,7 @@ def redact_exception_attributes(attrs: dict[str, Any]) -> dict[str, Any]:
         if type(value) is str:
             try:
                 attrs[key] = redact_text(value)
-            except Exception:
+            except Exception as error:
+                reraise_foreign(error)
                 attrs[key] = REDACTED  # never the raw text when it cannot be masked
     return attrs

@@ -13,12 +13,13 @@ import enum
 import random
 import sys
 import time
-import traceback
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
+from . import _stacktrace
 from . import attributes as _attributes
 from ._current import CURRENT
+from ._errors import reraise_foreign
 from ._limits import LIMITS
 from .attributes import freeze as _freeze
 
@@ -236,32 +237,18 @@ def _as_link(link: Link | SpanContext | Span | NonRecordingSpan) -> Link:
 
 
 def _exception_attributes(exc: BaseException, escaped: bool | None) -> dict[str, Any]:
-    cls = type(exc)
-    qualname = cls.__qualname__
-    try:  # a class may carry any object as __module__, even one whose __str__ raises
-        module = getattr(cls, "__module__", None)
-        module = None if module is None else _attributes.safe_str(module)
-    except Exception:
-        module = None
-    type_name = qualname if module in (None, "builtins", "__builtin__") else f"{module}.{qualname}"
+    # The message is bounded and the stack text made once per exception object
+    # however many spans it leaves (see _stacktrace).
+    type_name = _stacktrace.type_name(exc)
+    message = _stacktrace.message(exc)
     attrs: dict[str, Any] = {
         "exception.type": type_name,
-        "exception.message": _attributes.safe_str(exc),
-        "exception.stacktrace": _format_traceback(exc),
+        "exception.message": message,
+        "exception.stacktrace": _stacktrace.stacktrace(exc, type_name, message),
     }
     if escaped is not None:
         attrs["exception.escaped"] = escaped
     return attrs
-
-
-def _format_traceback(exc: BaseException) -> str:
-    try:
-        return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    except Exception:  # a broken __str__ or __repr__ inside the chain
-        try:
-            return "".join(traceback.format_tb(exc.__traceback__)) + type(exc).__qualname__
-        except Exception:
-            return type(exc).__qualname__
 
 
 def _is_cancellation(exc: BaseException) -> bool:
@@ -270,10 +257,12 @@ def _is_cancellation(exc: BaseException) -> bool:
     return aio is not None and isinstance(exc, aio.CancelledError)
 
 
-def _status_description(exc: BaseException) -> str:
-    from .redaction import redact_text  # lazily: its patterns cost ~5 ms to import
+def _status_description(exc: BaseException, message: str | None = None) -> str:
+    if message is None:
+        from .redaction import redact_text  # lazily: its patterns cost ~5 ms to import
 
-    return redact_text(f"{type(exc).__qualname__}: {_attributes.safe_str(exc)}")
+        message = redact_text(_stacktrace.message(exc))
+    return f"{type(exc).__qualname__}: {message}"
 
 
 class _Extra:
@@ -433,8 +422,10 @@ class Span:
 
     @property
     def name(self) -> str:
-        """The span's name."""
-        return self._name
+        """The span's name (at most ``max_name_length`` characters)."""
+        name = self._name
+        limit = LIMITS.max_name_length
+        return name if len(name) <= limit else name[:limit]
 
     @property
     def trace_id(self) -> str:
@@ -548,7 +539,8 @@ class Span:
         """Set several attributes at once."""
         try:
             items = list(attributes.items())
-        except Exception:
+        except Exception as exc:
+            reraise_foreign(exc)
             return
         for key, value in items:
             self.set_attribute(key, value)
@@ -637,19 +629,26 @@ class Span:
         if code != StatusCode.ERROR:
             description = None
         elif description is not None:
-            description = _attributes.safe_str(description)
+            description = _attributes.safe_str(description)[: _stacktrace.MAX_MESSAGE]
         self._status = Status(code, description)
 
     def _fail(self, exc: BaseException, escaped: bool = True) -> None:
         """Record an exception leaving the span and mark it ERROR; a cancellation is no error."""
         if _is_cancellation(exc):
             # As OpenTelemetry does: a cancelled operation did not fail, its status stays UNSET.
-            message = _attributes.safe_str(exc) if exc.args else ""
-            self.add_event("cancelled", {"exception.message": message} if message else None)
+            text = _stacktrace.message(exc) if exc.args else ""
+            self.add_event("cancelled", {"exception.message": text} if text else None)
             return
-        self.record_exception(exc, escaped=escaped)
+        message = None
+        if self._end is None:
+            from .redaction import redact_exception_attributes  # lazily: its patterns cost ~5 ms to import
+
+            attrs = _exception_attributes(exc, escaped)
+            redact_exception_attributes(attrs)  # messages often hold a URL with a key
+            message = attrs["exception.message"]  # str(exc) once for the event and the status
+            self.add_event("exception", attrs)
         if self._status.code != StatusCode.OK:
-            self._status = Status(StatusCode.ERROR, _status_description(exc))
+            self._status = Status(StatusCode.ERROR, _status_description(exc, message))
 
     def update_name(self, name: str) -> None:
         """Rename the span."""
@@ -670,8 +669,13 @@ class Span:
     def __enter__(self) -> Span:
         # The common case inline (a span fresh from span()), the rest in _enter:
         # a method call saved on each side of a `with` block is ~10% of its cost.
+        # (A try block costs nothing until something is raised.)
         if self._token is None:
-            self._token = _cv_set(self)
+            try:
+                self._token = _cv_set(self)
+            except BaseException:  # a signal handler raised between the set and the store
+                _undo_enter(self)
+                raise
         else:
             _enter(self)
         return self
@@ -682,9 +686,13 @@ class Span:
             try:
                 self._token = None
                 _cv_reset(token)
-            except Exception:  # left in another context than it was entered in: the general path copes
+            except BaseException as error:
+                # Left in another context than it was entered in (ValueError), or
+                # a signal handler raised here: the general path restores the
+                # context and ends the span; the handler's exception goes on.
                 self._token = token
                 _exit(self, None)
+                reraise_foreign(error)
                 return
             if self._end is None:
                 end = _time_ns()
@@ -813,7 +821,11 @@ class NonRecordingSpan:
 
     def __enter__(self) -> NonRecordingSpan:
         if self._token is None:
-            self._token = _cv_set(self)
+            try:
+                self._token = _cv_set(self)
+            except BaseException:  # as in Span.__enter__
+                _undo_enter(self)
+                raise
         else:
             _enter(self)
         return self
@@ -825,8 +837,11 @@ class NonRecordingSpan:
                 self._token = None
                 _cv_reset(token)
                 return
-            except Exception:
+            except BaseException as error:  # as in Span.__exit__
                 self._token = token
+                _exit(self, exc)
+                reraise_foreign(error)
+                return
         _exit(self, exc)
 
     async def __aenter__(self) -> NonRecordingSpan:
@@ -882,15 +897,40 @@ def _parse_id(value: int | str, bits: int, what: str) -> int:
 
 def _enter(s: Span | NonRecordingSpan) -> None:
     """Make ``s`` current; the token to undo it is kept on the span."""
+    before = CURRENT.get()
     try:
         prev = s._token
         held = prev.token if prev.__class__ is _Detached else prev
-        if held.__class__ is _Token and CURRENT.get() is s:
+        if held.__class__ is _Token and before is s:
             return  # entered again while current (`with s: with s:`): the first token restores the context
         token = _cv_set(s)
         s._token = _Detached(token) if isinstance(prev, _Detached) else token
-    except Exception as exc:
-        _internal_error("span enter", exc)
+    except BaseException as exc:
+        if before is not s and CURRENT.get() is s:  # set, but the token never stored: undo it here
+            _cv_set(before)
+        _internal_error("span enter", exc)  # raises it again unless it is autotrace's own failure
+
+
+def _undo_enter(s: Span | NonRecordingSpan) -> None:
+    """Undo a fast-path enter that a signal handler's exception cut short (never raises).
+
+    The exception came after ContextVar.set, before its token was kept: the
+    value before is gone with the token, so the context goes back to the span's
+    parent as a context (its ids), or to nothing for a root.
+    """
+    if CURRENT.get() is not s:
+        return
+    token = s._token
+    if token.__class__ is _Token:
+        s._token = None
+        _cv_reset(token)
+        return
+    if s.__class__ is Span:
+        parent = s._parent_id  # type: ignore[union-attr]
+        _cv_set(None if parent is None else NonRecordingSpan(SpanContext(s._trace_id, parent, True)))
+    elif s.__class__ is _UnsampledRoot:
+        _cv_set(None)
+    # Any other non-recording span carries its parent's ids already: leaving it current changes nothing.
 
 
 def _exit(s: Span | NonRecordingSpan, exc: BaseException | None) -> None:
@@ -908,17 +948,21 @@ def _exit(s: Span | NonRecordingSpan, exc: BaseException | None) -> None:
                 if CURRENT.get() is s:  # yet current here (a generator resumed elsewhere): undo it all the same
                     old = token.old_value
                     _cv_set(None if old is contextvars.Token.MISSING else old)
+            except RuntimeError:  # used already: reset just before a signal handler raised (Span.__exit__)
+                pass
         if s.__class__ is Span:
-            if exc is not None:
-                s._fail(exc)  # type: ignore[union-attr]
-            if detached:
-                from .tracer import record_span
+            try:
+                if exc is not None:
+                    s._fail(exc)  # type: ignore[union-attr]
+            finally:  # ended and stored even when a signal handler raises while the exception is recorded
+                if detached:
+                    from .tracer import record_span
 
-                record_span(s)  # type: ignore[arg-type]
-            else:
-                s.end()
+                    record_span(s)  # type: ignore[arg-type]
+                else:
+                    s.end()
     except Exception as error:
-        _internal_error("span exit", error)
+        _internal_error("span exit", error)  # raises it again unless it is autotrace's own failure
 
 
 def _internal_error(where: str, exc: BaseException) -> None:

@@ -147,8 +147,10 @@ class TraceStore:
     def _new_trace(self, trace_id: int) -> list[Any]:
         """Open the buffer of a new trace (the hot path inlines these three steps)."""
         buf: list[Any] = [trace_id]
-        self._ring.append(buf)
-        self._pushes()
+        try:  # counted even when a signal handler raises just after the append
+            self._ring.append(buf)
+        finally:
+            self._pushes()
         return buf
 
     def _open(self, trace_id: int, *, everywhere: bool = False) -> list[Any]:
@@ -173,8 +175,10 @@ class TraceStore:
             self._index[trace_id] = (found, self._count())
             return found
         buf = [trace_id]
-        self._ring.append(buf)
-        seq = self._pushes()
+        try:  # counted even when a signal handler raises just after the append
+            self._ring.append(buf)
+        finally:
+            seq = self._pushes()
         index = self._index
         index[trace_id] = (buf, seq)
         # Pruned a quarter past max_traces: evicted buffers do not stay alive here for long.

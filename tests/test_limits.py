@@ -10,6 +10,7 @@ import pytest
 
 import autotrace
 from autotrace import SpanContext, TraceConfig, span, traced
+from tests.conftest import all_spans
 from tests.stress.otlp_check import assert_valid_otlp, spans_of
 
 
@@ -28,6 +29,7 @@ def test_defaults_are_bounded() -> None:
     assert c.max_traces == 1000
     assert c.capture_max_length == 1000
     assert c.max_attribute_length is None  # OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT's default (see SECURITY.md)
+    assert (c.max_name_length, c.max_sequence_length) == (1024, 1024)
 
 
 @pytest.mark.parametrize(
@@ -39,6 +41,8 @@ def test_defaults_are_bounded() -> None:
         ("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "max_attribute_length", 10),
         ("AUTOTRACE_MAX_SPANS_PER_TRACE", "max_spans_per_trace", 11),
         ("AUTOTRACE_MAX_TRACES", "max_traces", 12),
+        ("AUTOTRACE_MAX_NAME_LENGTH", "max_name_length", 13),
+        ("AUTOTRACE_MAX_SEQUENCE_LENGTH", "max_sequence_length", 14),
     ],
 )
 def test_limits_read_from_environment(var: str, field: str, value: int) -> None:
@@ -56,6 +60,8 @@ def test_limits_read_from_environment(var: str, field: str, value: int) -> None:
         "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",
         "AUTOTRACE_MAX_SPANS_PER_TRACE",
         "AUTOTRACE_MAX_TRACES",
+        "AUTOTRACE_MAX_NAME_LENGTH",
+        "AUTOTRACE_MAX_SEQUENCE_LENGTH",
     ],
 )
 @pytest.mark.parametrize("bad", ["-1", "lots", "1.5"])
@@ -66,7 +72,16 @@ def test_bad_limit_in_environment_names_the_variable(var: str, bad: str) -> None
 
 
 @pytest.mark.parametrize(
-    "field", ["max_attributes", "max_events", "max_links", "max_attribute_length", "max_spans_per_trace"]
+    "field",
+    [
+        "max_attributes",
+        "max_events",
+        "max_links",
+        "max_attribute_length",
+        "max_spans_per_trace",
+        "max_name_length",
+        "max_sequence_length",
+    ],
 )
 @pytest.mark.parametrize("bad", [-1, 1.5, "10", True])
 def test_bad_limit_in_code_names_the_setting(field: str, bad: Any) -> None:
@@ -197,3 +212,66 @@ def test_spans_per_trace_limit_from_environment(caplog: pytest.LogCaptureFixture
     # Other traces are unaffected by the runaway one.
     assert step(1) == 1
     assert store.stats()["traces"] == 3
+
+
+def test_sequence_values_are_cut_at_max_sequence_length() -> None:
+    """A list of a million ints keeps its first max_sequence_length items (1024 by default), as do tuples and sets."""
+    big = list(range(1_000_000))
+    with span("default") as s:
+        s.set_attribute("ints", big)
+        s.set_attribute("strs", tuple(str(i) for i in range(5000)))
+        s.set_attribute("set", set(range(5000)))
+    autotrace.configure(sample_rate=1.0, max_sequence_length=3)
+    with span("configured") as s:
+        s.set_attribute("ints", big)
+    doc = autotrace.export_traces()
+    assert_valid_otlp(doc)
+    configured, default = sorted(spans_of(doc), key=lambda x: x["name"])
+    values = {a["key"]: a["value"]["arrayValue"]["values"] for a in default["attributes"]}
+    assert [len(v) for v in values.values()] == [1024, 1024, 1024]
+    assert values["ints"][:2] == [{"intValue": "0"}, {"intValue": "1"}]
+    (ints,) = configured["attributes"]
+    assert ints["value"]["arrayValue"]["values"] == [{"intValue": "0"}, {"intValue": "1"}, {"intValue": "2"}]
+
+
+def test_span_and_event_names_are_cut_at_max_name_length() -> None:
+    """Span names (span(), @traced, Span(), update_name) and event names keep max_name_length characters."""
+    huge = "n" * 1_000_000
+
+    @traced(name=huge)
+    def f() -> None:
+        pass
+
+    with span(huge) as s:
+        s.add_event(huge)
+    f()
+    hand = autotrace.Span(huge)
+    autotrace.record_span(hand)
+    with span("renamed") as r:
+        r.update_name(huge)
+    names = [sp.name for sp in all_spans()]
+    assert len(names) == 4 and all(n == "n" * 1024 for n in names)
+    doc = autotrace.export_traces()
+    assert_valid_otlp(doc)
+    assert all(out["name"] == "n" * 1024 for out in spans_of(doc))
+    events = [e.name for sp in all_spans() for e in sp.events]
+    assert events == ["n" * 1024]
+    autotrace.configure(sample_rate=1.0, max_name_length=8)
+    autotrace.clear_traces()
+    with span(huge) as s:
+        s.add_event(huge)
+    (short,) = all_spans()
+    assert short.name == "nnnnnnnn" and short.events[0].name == "nnnnnnnn"
+
+
+def test_exception_message_and_stacktrace_are_bounded() -> None:
+    """A megabyte exception message is cut to MAX_MESSAGE characters on the event and in the status."""
+    from autotrace import _stacktrace
+
+    with pytest.raises(ValueError), span("fails"):
+        raise ValueError("m" * 1_000_000)
+    (s,) = all_spans()
+    (event,) = s.events
+    assert event.attributes["exception.message"] == "m" * _stacktrace.MAX_MESSAGE
+    assert len(event.attributes["exception.stacktrace"]) <= _stacktrace.MAX_STACKTRACE
+    assert s.status.description == "ValueError: " + "m" * _stacktrace.MAX_MESSAGE

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import tracer as _tracer
+from .._errors import reraise_foreign
 from ..tracer import internal_error
 from .env import batch_settings
 
@@ -310,7 +311,8 @@ def _lost(exporter: Any) -> int | None:
     try:
         counts = exporter_stats()
         return int(counts.get("failed", 0)) + int(counts.get("rejected", 0))
-    except Exception:
+    except Exception as error:
+        reraise_foreign(error)
         return None
 
 
@@ -320,7 +322,8 @@ def _retried(exporter: Any) -> int:
         return 0
     try:
         return int(exporter_stats().get("retried", 0))
-    except Exception:
+    except Exception as error:
+        reraise_foreign(error)
         return 0
 
 
