@@ -60,6 +60,8 @@ class TraceConfig:
     """Spans one trace may hold in the store, so a runaway loop cannot eat memory."""
     capture_max_length: int = 1000
     """Longest repr kept by ``capture_args`` / ``capture_result``."""
+    capture_max_bytes: int = 4096
+    """Bytes of captured values kept per span, all arguments and the result together; past it they are cut."""
     redact: Callable[[str, Any], Any] | None = None
     """Called as ``redact(key, value)`` on captured arguments and results; returns the value to keep."""
 
@@ -73,6 +75,7 @@ class TraceConfig:
         for name in ("max_traces", "max_attributes", "max_events", "max_links", "max_spans_per_trace"):
             _check_int(name, getattr(self, name), minimum=1 if name in ("max_traces", "max_spans_per_trace") else 0)
         _check_int("capture_max_length", self.capture_max_length, minimum=1)
+        _check_int("capture_max_bytes", self.capture_max_bytes, minimum=0)
         if self.max_attribute_length is not None:
             _check_int("max_attribute_length", self.max_attribute_length, minimum=0)
         for name in ("service_name", "service_version"):

@@ -421,7 +421,7 @@ class _Capture:
         if not self.capture_args:
             return
         try:
-            from .redaction import capture_value
+            from .redaction import capture_into
 
             bound: Mapping[str, Any]
             if self.signature is not None:
@@ -433,10 +433,14 @@ class _Capture:
                     bound = {**{f"arg{i}": v for i, v in enumerate(args)}, **kwargs}
             else:
                 bound = {**{f"arg{i}": v for i, v in enumerate(args)}, **kwargs}
-            for key, value in bound.items():
-                if instance is not None and value is instance:
-                    continue
-                s.set_attribute(f"code.function.args.{key}", capture_value(key, value))
+            capture_into(
+                s,
+                [
+                    (f"code.function.args.{key}", key, value)
+                    for key, value in bound.items()
+                    if instance is None or value is not instance
+                ],
+            )
         except Exception as exc:
             internal_error("capture_args", exc)
 
@@ -444,9 +448,9 @@ class _Capture:
         if not self.capture_result:
             return
         try:
-            from .redaction import capture_value
+            from .redaction import capture_into
 
-            s.set_attribute("code.function.result", capture_value("result", value))
+            capture_into(s, [("code.function.result", "result", value)])
         except Exception as exc:
             internal_error("capture_result", exc)
 
