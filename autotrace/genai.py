@@ -208,9 +208,7 @@ class LLMSpan:
         except Exception as exc:
             internal_error("llm set_usage", exc)
 
-    def set_response(
-        self, model: str | None = None, finish_reasons: Any = None, id: str | None = None
-    ) -> None:
+    def set_response(self, model: str | None = None, finish_reasons: Any = None, id: str | None = None) -> None:
         """What the model answered with: its model name, why each choice stopped, the response id."""
         try:
             s = self._span
@@ -370,7 +368,8 @@ class LLMSpan:
         if _is_messages(value):
             messages = list(value[:_MAX_MESSAGES])
             each = max(16, room // max(1, len(messages)))
-            semconv, flat = [], {}
+            semconv: list[dict[str, Any]] = []
+            flat: dict[str, Any] = {}
             for i, message in enumerate(messages):
                 role = _field(message, "role")
                 role = role if isinstance(role, str) else "user"
@@ -380,13 +379,15 @@ class LLMSpan:
                 flat[f"llm.input_messages.{i}.message.role"] = role
                 flat[f"llm.input_messages.{i}.message.content"] = content
             s.set_attribute("gen_ai.input.messages", _json(semconv))
-            s.set_attribute("input.value", _json([{"role": m["role"], "content": m["parts"][0]["content"]} for m in semconv]))
+            plain = [{"role": m["role"], "content": m["parts"][0]["content"]} for m in semconv]
+            s.set_attribute("input.value", _json(plain))
             s.set_attribute("input.mime_type", "application/json")
             s.set_attributes(flat)
             return
         text = capture_value(name, value, max_length=room)
         text = text if isinstance(text, str) else _json(text)
-        s.set_attribute("gen_ai.input.messages", _json([{"role": "user", "parts": [{"type": "text", "content": text}]}]))
+        message = {"role": "user", "parts": [{"type": "text", "content": text}]}
+        s.set_attribute("gen_ai.input.messages", _json([message]))
         s.set_attribute("input.value", text)
         s.set_attribute("input.mime_type", "text/plain")
 
@@ -462,7 +463,7 @@ def _is_messages(value: Any) -> bool:
     if not isinstance(value, (list, tuple)) or not value:
         return False
     first = value[0]
-    return isinstance(first, Mapping) and "role" in first or (not isinstance(first, str) and hasattr(first, "role"))
+    return (isinstance(first, Mapping) and "role" in first) or (not isinstance(first, str) and hasattr(first, "role"))
 
 
 # -- the decorator and context manager -------------------------------------------------------
@@ -569,9 +570,11 @@ class LLMCall:
             wrapped = classmethod(inner)
         elif isinstance(func, staticmethod):
             wrapped = staticmethod(inner)
-        return traced(wrapped, name=self.name, kind=self.kind, attributes=attrs)  # type: ignore[no-any-return]
+        return traced(name=self.name, kind=self.kind, attributes=attrs)(wrapped)  # type: ignore[no-any-return]
 
-    def _begin(self, signature: inspect.Signature | None, args: tuple[Any, ...], kwargs: dict[str, Any]) -> LLMSpan | None:
+    def _begin(
+        self, signature: inspect.Signature | None, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> LLMSpan | None:
         """The recorder of this call's span (None when unsampled), with the request read from the arguments."""
         s = current_span()
         if s.__class__ is not Span:
@@ -804,6 +807,4 @@ def llm(
         raise TypeError(f"autotrace.llm attributes must be a mapping; got {type(attributes).__name__}")
     if count_tokens is not None and not callable(count_tokens):
         raise TypeError(f"autotrace.llm count_tokens must be callable; got {type(count_tokens).__name__}")
-    return LLMCall(
-        operation, model, provider, name, SpanKind.coerce(kind), bool(capture_io), attributes, count_tokens
-    )
+    return LLMCall(operation, model, provider, name, SpanKind.coerce(kind), bool(capture_io), attributes, count_tokens)
