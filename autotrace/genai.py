@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, overload
 
-from .context import current_span
+from .context import CURRENT, current_span
 from .spans import NonRecordingSpan, Span, SpanKind
 from .tracer import internal_error
 from .tracer import span as _open_span
@@ -37,6 +37,7 @@ __all__ = ["LLMCall", "LLMSpan", "llm", "observers", "openinference_attributes"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 _perf_counter = time.perf_counter
+_cv_get = CURRENT.get
 
 observers: list[Callable[[Span], None]] = []
 """Called as ``observer(span)`` when an llm span is complete, just before it ends.
@@ -252,11 +253,14 @@ class LLMSpan:
     def record_token(self, count: int = 1) -> None:
         """``count`` output tokens arrived now: time to first token and time per output token follow."""
         now = _perf_counter()
+        n = _as_int(count)
+        if n is None or n < 0:
+            n = 1  # a counter's odd answer must not break the stream
         if self._first is None:
             self._first = now
-            self._first_count = count
+            self._first_count = n
         self._last = now
-        self._count += count
+        self._count += n
 
     # -- inside ---------------------------------------------------------------------------
 
@@ -282,8 +286,11 @@ class LLMSpan:
         """One item of a stream: its tokens counted and timed, its text kept (bounded) when capturing."""
         cls = type(item)
         if count_tokens is not None:
-            n = _as_int(count_tokens(item))
-            n = 1 if n is None else n
+            try:
+                n = count_tokens(item)
+            except Exception as exc:
+                internal_error("llm count_tokens", exc)
+                n = 1
         elif cls is str or cls is int or cls is bytes:
             n = 1
         elif cls is list or cls is tuple:
@@ -362,27 +369,11 @@ class LLMSpan:
         from .redaction import capture_value
 
         s = self._span
-        room = _room(s, 3)
-        if room is None:
-            return
         if _is_messages(value):
-            messages = list(value[:_MAX_MESSAGES])
-            each = max(16, room // max(1, len(messages)))
-            semconv: list[dict[str, Any]] = []
-            flat: dict[str, Any] = {}
-            for i, message in enumerate(messages):
-                role = _field(message, "role")
-                role = role if isinstance(role, str) else "user"
-                content = capture_value("content", _field(message, "content"), max_length=each)
-                content = content if isinstance(content, str) else _json(content)
-                semconv.append({"role": role, "parts": [{"type": "text", "content": content}]})
-                flat[f"llm.input_messages.{i}.message.role"] = role
-                flat[f"llm.input_messages.{i}.message.content"] = content
-            s.set_attribute("gen_ai.input.messages", _json(semconv))
-            plain = [{"role": m["role"], "content": m["parts"][0]["content"]} for m in semconv]
-            s.set_attribute("input.value", _json(plain))
-            s.set_attribute("input.mime_type", "application/json")
-            s.set_attributes(flat)
+            self._write_messages(value)
+            return
+        room = _room(s, 2, 2)  # half the budget: the completion needs room too
+        if room is None:
             return
         text = capture_value(name, value, max_length=room)
         text = text if isinstance(text, str) else _json(text)
@@ -391,11 +382,35 @@ class LLMSpan:
         s.set_attribute("input.value", text)
         s.set_attribute("input.mime_type", "text/plain")
 
+    def _write_messages(self, messages: Any) -> None:
+        """Chat messages as gen_ai.input.messages, input.value and llm.input_messages.N, in half the budget left.
+
+        The latest turns are kept when not all fit (halving their number until they do);
+        those left out are counted in ``autotrace.capture.dropped``.
+        """
+        from .redaction import DROPPED_KEY, _budget, _cost, captured_bytes
+
+        s = self._span
+        allowed = (_budget() - captured_bytes(s.attributes)) // 2
+        total = len(messages)
+        kept = list(messages[-_MAX_MESSAGES:])
+        while kept:
+            n = len(kept)
+            each = max(16, (allowed - 3 * 80 * n) // (3 * n))  # 80: the JSON and keys around one message
+            attrs = _message_attributes(kept, each)
+            if sum(_cost(v) for v in attrs.values()) <= allowed:
+                s.set_attributes(attrs)
+                break
+            kept = kept[n - n // 2 :]
+        if len(kept) < total:
+            s.set_attribute(DROPPED_KEY, int(s.attributes.get(DROPPED_KEY, 0) or 0) + total - len(kept))
+
     def _write_output(self, value: Any) -> None:
         from .redaction import capture_value
 
         s = self._span
-        room = _room(s, 3)
+        chat = s.attributes.get(OPERATION) == "chat"
+        room = _room(s, 3 if chat else 2, 1)
         if room is None:
             return
         text = capture_value("completion", value, max_length=room)
@@ -407,8 +422,9 @@ class LLMSpan:
         s.set_attribute("gen_ai.output.messages", _json([message]))
         s.set_attribute("output.value", text)
         s.set_attribute("output.mime_type", "text/plain")
-        s.set_attribute("llm.output_messages.0.message.role", "assistant")
-        s.set_attribute("llm.output_messages.0.message.content", text)
+        if chat:  # Phoenix's chat view; a text completion is shown from output.value
+            s.set_attribute("llm.output_messages.0.message.role", "assistant")
+            s.set_attribute("llm.output_messages.0.message.content", text)
 
     def _finish(self) -> None:
         """Write what is known at the end: latencies, counted tokens, streamed text, the OpenInference names."""
@@ -443,15 +459,39 @@ class LLMSpan:
                 internal_error(f"llm observer {observer!r}", exc)
 
 
+def _message_attributes(messages: list[Any], each: int) -> dict[str, Any]:
+    """The input attributes of chat messages, each content redacted and cut to ``each`` characters."""
+    from .redaction import capture_value
+
+    semconv: list[dict[str, Any]] = []
+    plain: list[dict[str, str]] = []
+    flat: dict[str, Any] = {}
+    for i, message in enumerate(messages):
+        role = _field(message, "role")
+        role = role if isinstance(role, str) else "user"
+        content = capture_value("content", _field(message, "content"), max_length=each)
+        content = content if isinstance(content, str) else _json(content)
+        semconv.append({"role": role, "parts": [{"type": "text", "content": content}]})
+        plain.append({"role": role, "content": content})
+        flat[f"llm.input_messages.{i}.message.role"] = role
+        flat[f"llm.input_messages.{i}.message.content"] = content
+    return {
+        "gen_ai.input.messages": _json(semconv),
+        "input.value": _json(plain),
+        "input.mime_type": "application/json",
+        **flat,
+    }
+
+
 _TEXT_PIECES = 4096
 """Stream pieces kept for output.value: enough for any capture_max_length, bounded for an endless stream."""
 
 
-def _room(span: Any, copies: int) -> int | None:
-    """Characters each of ``copies`` copies of a captured text may take within the span's budget; None when spent."""
+def _room(span: Any, copies: int, share: int) -> int | None:
+    """Characters for each of ``copies`` copies of a text within 1/``share`` of the span's budget left; None: spent."""
     from .redaction import DROPPED_KEY, _budget, captured_bytes
 
-    left = _budget() - captured_bytes(span.attributes)
+    left = (_budget() - captured_bytes(span.attributes)) // share
     room = (left - 64 * copies) // copies  # 64: the JSON around a message
     if room < 16:
         span.set_attribute(DROPPED_KEY, int(span.attributes.get(DROPPED_KEY, 0) or 0) + 1)
@@ -576,9 +616,9 @@ class LLMCall:
         self, signature: inspect.Signature | None, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> LLMSpan | None:
         """The recorder of this call's span (None when unsampled), with the request read from the arguments."""
-        s = current_span()
+        s = _cv_get()
         if s.__class__ is not Span:
-            return None
+            return None  # unsampled: nothing to write, and no span object to make
         rec = LLMSpan(s, capture_io=self.capture_io)
         try:
             bound = _bind(signature, args, kwargs)

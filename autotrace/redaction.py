@@ -709,7 +709,16 @@ def _dim(d: Any) -> int:
 DEFAULT_CAPTURE_MAX_BYTES = 4096
 """TraceConfig.capture_max_bytes by default: all values captured on one span together."""
 
-CAPTURED_PREFIXES = ("code.function.args.", "code.function.result", "input.value", "output.value", "gen_ai.input.")
+CAPTURED_PREFIXES = (
+    "code.function.args.",
+    "code.function.result",
+    "input.value",
+    "output.value",
+    "gen_ai.input.",
+    "gen_ai.output.",
+    "llm.input_messages.",
+    "llm.output_messages.",
+)
 """Attribute keys whose values count against a span's capture budget."""
 
 DROPPED_KEY = "autotrace.capture.dropped"

@@ -371,3 +371,23 @@ def test_builder_engine_keys_and_openinference_names() -> None:
         InferenceSpanBuilder().with_ttft(-1)
     with pytest.raises(ValueError, match="with_queue_time"):
         InferenceSpanBuilder().with_queue_time("soon")  # type: ignore[arg-type]
+
+
+def test_long_chat_stays_within_the_capture_budget() -> None:
+    """100 chat messages of 10 kB keep the latest turns within capture_max_bytes and count the ones left out."""
+    from autotrace.redaction import DROPPED_KEY, captured_bytes
+
+    @autotrace.llm("chat", model="m", capture_io=True)
+    def chat(messages: list[dict[str, str]]) -> str:
+        return "z" * 100_000
+
+    history = [{"role": "user" if i % 2 else "assistant", "content": f"{i}:" + "x" * 10_000} for i in range(100)]
+    chat(history)
+    (s,) = all_spans()
+    attrs = s.attributes
+    assert captured_bytes(attrs) <= 4096
+    kept = json.loads(attrs["gen_ai.input.messages"])
+    assert 0 < len(kept) < 100 and attrs[DROPPED_KEY] == 100 - len(kept)
+    assert kept[-1]["parts"][0]["content"].startswith("99:")  # the latest turn
+    assert attrs["output.value"].startswith("zzz") and attrs["output.value"].endswith("…")
+    validate(autotrace.export_traces())
