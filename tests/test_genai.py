@@ -391,3 +391,62 @@ def test_long_chat_stays_within_the_capture_budget() -> None:
     assert kept[-1]["parts"][0]["content"].startswith("99:")  # the latest turn
     assert attrs["output.value"].startswith("zzz") and attrs["output.value"].endswith("…")
     validate(autotrace.export_traces())
+
+
+def test_openai_shaped_stream_chunks_give_usage_reasons_and_text() -> None:
+    """OpenAI-shaped stream chunks (delta content, finish_reason, a final usage) fill the span; usage wins the count."""
+    from types import SimpleNamespace as NS
+
+    def chunk(content: str | None, reason: str | None = None, usage: Any = None) -> Any:
+        return NS(model="gpt-x-2025", choices=[NS(delta=NS(content=content), finish_reason=reason)], usage=usage)
+
+    @autotrace.llm("chat", model="gpt-x", provider="openai", capture_io=True)
+    def stream(prompt: str) -> Iterator[Any]:
+        yield chunk("Hel")
+        yield chunk("lo")
+        yield chunk(None, "stop")
+        yield NS(model="gpt-x-2025", choices=[], usage=NS(prompt_tokens=7, completion_tokens=2))
+
+    assert len(list(stream("hi"))) == 4
+    span, _ = exported_span("chat gpt-x")
+    attrs = span["attrs"]
+    assert attrs["gen_ai.usage.output_tokens"] == 2 and attrs["gen_ai.usage.input_tokens"] == 7
+    assert attrs["gen_ai.response.model"] == "gpt-x-2025"
+    assert attrs["gen_ai.response.finish_reasons"] == ["stop"]
+    assert attrs["output.value"] == "Hello"
+    assert json.loads(attrs["gen_ai.output.messages"])[0]["finish_reason"] == "stop"
+    assert attrs["llm.token_count.total"] == 9
+
+
+def test_classmethod_and_staticmethod() -> None:
+    """@llm over @classmethod and @staticmethod binds as they do."""
+
+    class Client:
+        prefix = "c:"
+
+        @autotrace.llm("chat", model="m")
+        @classmethod
+        def make(cls, prompt: str) -> str:
+            return cls.prefix + prompt
+
+        @autotrace.llm("embeddings", model="e")
+        @staticmethod
+        def embed(text: str) -> list[float]:
+            return [float(len(text))]
+
+    assert Client.make("x") == "c:x" and Client().make("y") == "c:y"
+    assert Client.embed("abc") == [3.0]
+    kinds = {s.name: s.attributes["openinference.span.kind"] for s in all_spans()}
+    assert kinds == {"chat m": "LLM", "embeddings e": "EMBEDDING"}
+
+
+def test_one_llm_object_used_for_nested_blocks() -> None:
+    """A shared llm(...) object used in nested `with` blocks ends each span with its own figures."""
+    call = autotrace.llm("chat", model="m")
+    with call as outer:
+        outer.set_usage(input_tokens=1, output_tokens=1)
+        with call as inner:
+            inner.set_usage(input_tokens=5, output_tokens=5)
+    by_total = {s.attributes["llm.token_count.total"]: s for s in all_spans()}
+    assert set(by_total) == {2, 10}
+    assert by_total[10].parent_span_id == by_total[2].span_id
