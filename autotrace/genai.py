@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
 import json
 import numbers
 import time
@@ -218,7 +219,7 @@ class LLMSpan:
             if isinstance(finish_reasons, str):
                 finish_reasons = [finish_reasons]
             if finish_reasons is not None:
-                reasons = [r for r in list(finish_reasons)[:_MAX_REASONS] if isinstance(r, str)]
+                reasons = [r for r in itertools.islice(finish_reasons, _MAX_REASONS) if isinstance(r, str)]
                 if reasons:
                     s.set_attribute(FINISH_REASONS, reasons)
             if isinstance(id, str) and id:

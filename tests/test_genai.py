@@ -161,8 +161,8 @@ def test_async_stream_counts_chunks_with_a_user_counter() -> None:
     assert asyncio.run(consume()) == ["one two", "three four five"]
     (s,) = all_spans()
     assert s.attributes["gen_ai.usage.output_tokens"] == 5
-    assert s.attributes["gen_ai.latency.time_to_first_token"] >= 0.05
-    assert s.attributes["gen_ai.latency.time_per_output_token"] >= 0.02 / 3
+    assert s.attributes["gen_ai.latency.time_to_first_token"] >= 0.045  # asyncio may wake a clock tick early
+    assert s.attributes["gen_ai.latency.time_per_output_token"] >= 0.015 / 3
 
 
 def test_decorator_keeps_function_kind_signature_and_results() -> None:
