@@ -25,6 +25,7 @@ from ._version import __version__
 from .config import TraceConfig, from_env_skipping_bad
 from .context import current_span, use_span
 from .decorators import traced
+from .genai import llm
 from .inference import InferenceSpanBuilder
 from .spans import Link, NonRecordingSpan, Span, SpanContext, SpanEvent, SpanKind, Status, StatusCode
 from .store import TraceStore
@@ -54,6 +55,7 @@ __all__ = [
     "flush_on_sigterm",
     "get_trace_store",
     "init_trace_store",
+    "llm",
     "record_span",
     "shutdown",
     "span",

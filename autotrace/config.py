@@ -64,6 +64,8 @@ class TraceConfig:
     """Items kept of a list or tuple attribute value; the rest are dropped."""
     capture_max_length: int = 1000
     """Longest repr kept by ``capture_args`` / ``capture_result``."""
+    capture_max_bytes: int = 4096
+    """Bytes of captured values kept per span, all arguments and the result together; past it they are cut."""
     redact: Callable[[str, Any], Any] | None = None
     """Called as ``redact(key, value)`` on captured arguments and results; returns the value to keep."""
 
@@ -79,6 +81,7 @@ class TraceConfig:
         _check_int("max_name_length", self.max_name_length, minimum=1)
         _check_int("max_sequence_length", self.max_sequence_length, minimum=0)
         _check_int("capture_max_length", self.capture_max_length, minimum=1)
+        _check_int("capture_max_bytes", self.capture_max_bytes, minimum=0)
         if self.max_attribute_length is not None:
             _check_int("max_attribute_length", self.max_attribute_length, minimum=0)
         for name in ("service_name", "service_version"):

@@ -581,7 +581,7 @@ class _Capture:
         if not self.capture_args:
             return
         try:
-            from .redaction import capture_value
+            from .redaction import capture_into
 
             bound: Mapping[str, Any]
             if self.signature is not None:
@@ -594,10 +594,14 @@ class _Capture:
             else:
                 bound = {**{f"arg{i}": v for i, v in enumerate(args)}, **kwargs}
             skip = self.skip
-            for key, value in bound.items():
-                if (instance is not None and value is instance) or key == skip:
-                    continue
-                s.set_attribute(f"code.function.args.{key}", capture_value(key, value))
+            capture_into(
+                s,
+                [
+                    (f"code.function.args.{key}", key, value)
+                    for key, value in bound.items()
+                    if not ((instance is not None and value is instance) or key == skip)
+                ],
+            )
         except Exception as exc:
             internal_error("capture_args", exc)
 
@@ -605,9 +609,9 @@ class _Capture:
         if not self.capture_result:
             return
         try:
-            from .redaction import capture_value
+            from .redaction import capture_into
 
-            s.set_attribute("code.function.result", capture_value("result", value))
+            capture_into(s, [("code.function.result", "result", value)])
         except Exception as exc:
             internal_error("capture_result", exc)
 

@@ -43,6 +43,15 @@ Rules, in order, for an argument or result named ``key``:
 
 Rendering is bounded: only as much of a container as fits the length limit is
 looked at, so capturing a huge list costs no more than capturing a short one.
+
+Arrays and tensors (anything with a ``shape`` and a ``dtype``: numpy, torch, jax...)
+are summarised, never shown: ``<key>.shape``, ``<key>.dtype``, ``<key>.device`` and
+``<key>.nbytes`` are read from their metadata only (no ``tolist()``, ``cpu()``, ``repr``
+or iteration, so no copy and no device synchronisation; numpy and torch are never
+imported). A 0-d array or a numpy scalar on the CPU becomes a plain int, float or bool.
+All values captured on one span share ``TraceConfig.capture_max_bytes``: past it values
+are cut (ending in ``…``) or left out, and ``autotrace.capture.dropped`` counts those
+left out.
 """
 
 from __future__ import annotations
@@ -59,6 +68,8 @@ from .attributes import safe_str
 
 __all__ = [
     "REDACTED",
+    "array_summary",
+    "capture_into",
     "capture_value",
     "looks_secret",
     "redact_exception_attributes",
@@ -337,6 +348,9 @@ class _Render:
             return self.emit(repr(REDACTED))
         if isinstance(value, (str, bytes, bytearray, int, float, type(None))):
             return self.leaf(value)
+        summary = array_summary(value)
+        if summary is not None:  # an array or tensor inside a container: its metadata, never its values
+            return self.emit(repr(summary.scalar) if summary.scalar is not None else summary.text())
         if depth >= _MAX_DEPTH:
             return self.emit(_ELLIPSIS)
         ident = id(value)
@@ -526,9 +540,35 @@ def _settings() -> tuple[int, Callable[[str, Any], Any] | None]:
     return config.capture_max_length, config.redact
 
 
-def capture_value(key: str, value: Any) -> Any:
-    """The attribute value kept for an argument or result named ``key`` (see the module docstring)."""
+def _budget() -> int:
+    from .tracer import get_config
+
+    config = get_config()
+    return DEFAULT_CAPTURE_MAX_BYTES if config is None else config.capture_max_bytes
+
+
+def capture_value(key: str, value: Any, *, max_length: int | None = None) -> Any:
+    """The attribute value kept for an argument or result named ``key`` (see the module docstring).
+
+    An array-like becomes a one-line summary here (``capture_into`` writes its parts as
+    attributes of their own); ``max_length`` lowers ``capture_max_length`` for this value.
+    """
     limit, redact = _settings()
+    if max_length is not None:
+        limit = max(1, min(limit, max_length))
+    value = _prepared(key, value, redact)
+    if value is REDACTED:
+        return REDACTED
+    cls = type(value)
+    if cls is bool or cls is int or cls is float:
+        return value
+    if cls is _ArraySummary:
+        return _cut(value.text(), limit)
+    return _text(value, limit)
+
+
+def _prepared(key: str, value: Any, redact: Callable[[str, Any], Any] | None) -> Any:
+    """``value`` after the name rule and the user's redactor, with numbers as numbers and arrays summarised."""
     if looks_secret(key):
         return REDACTED
     if redact is not None:
@@ -540,8 +580,20 @@ def capture_value(key: str, value: Any) -> Any:
     if value is REDACTED:
         return REDACTED
     cls = type(value)
-    if cls is bool or cls is int or cls is float:
+    if cls is bool or cls is int or cls is float or cls is str:
         return value
+    summary = array_summary(value)
+    if summary is not None:
+        return summary.scalar if summary.scalar is not None else summary
+    return value
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + _ELLIPSIS
+
+
+def _text(value: Any, limit: int) -> str:
+    """``value`` as redacted text cut to ``limit`` characters (rules 3 and 4)."""
     # Redacted before it is cut: a key cut at the limit is no longer recognisable (its first characters
     # would be kept), so a window _LOOKAHEAD characters past the limit is masked first, then cut.
     window = limit + _LOOKAHEAD
@@ -563,6 +615,187 @@ def capture_value(key: str, value: Any) -> Any:
         # inside a quote ("password='[REDAC") still shows that it was cut.
         return _mask_cut_key(redact_text(_URL_TAIL.sub(_mask_url_tail, text[:limit]))) + _ELLIPSIS
     return text
+
+
+# -- arrays and tensors: metadata only ------------------------------------------------------------
+
+_NOT_ARRAYS = (str, bytes, bytearray, list, tuple, dict, set, frozenset, type(None), type)
+_MAX_DIMS = 64
+
+
+class _ArraySummary:
+    """What is kept of an array-like: its shape, dtype, device and size, or its value when it is a CPU scalar."""
+
+    __slots__ = ("device", "dtype", "nbytes", "scalar", "shape", "type_name")
+
+    def __init__(self) -> None:
+        self.shape: list[int] = []
+        self.dtype = ""
+        self.device: str | None = None
+        self.nbytes: int | None = None
+        self.scalar: bool | int | float | None = None
+        self.type_name = ""
+
+    def attributes(self, prefix: str) -> dict[str, Any]:
+        """``prefix.shape``, ``prefix.dtype``, ``prefix.device``, ``prefix.nbytes`` (those known)."""
+        out: dict[str, Any] = {f"{prefix}.shape": self.shape, f"{prefix}.dtype": self.dtype}
+        if self.device is not None:
+            out[f"{prefix}.device"] = self.device
+        if self.nbytes is not None:
+            out[f"{prefix}.nbytes"] = self.nbytes
+        return out
+
+    def text(self) -> str:
+        """One line for a value shown inside text: ``Tensor(shape=[1, 512], dtype=float16, device=cuda:0)``."""
+        shape = ", ".join(str(d) for d in self.shape)
+        device = f", device={self.device}" if self.device is not None else ""
+        return f"{self.type_name}(shape=[{shape}], dtype={self.dtype}{device})"
+
+
+def _metadata_text(value: Any) -> str:
+    text = safe_str(value)[:64]
+    return text[6:] if text.startswith("torch.") else text  # torch.float16 -> float16, as numpy names it
+
+
+def array_summary(value: Any) -> _ArraySummary | None:
+    """The summary of an array-like (``shape`` and ``dtype``: numpy, torch, jax...); None for other values.
+
+    Only metadata is read: never the data (no ``tolist``, ``cpu``, ``numpy``, ``repr``
+    or iteration), so a 10^8-element array or a CUDA tensor costs what a small one
+    does and no device is synchronised. A 0-d array on the CPU (a numpy scalar is
+    one) is read with ``item()``: that copies one number and syncs nothing.
+    """
+    if isinstance(value, _NOT_ARRAYS):
+        return None
+    try:
+        shape = getattr(value, "shape", None)
+        if not isinstance(shape, (tuple, list)) or len(shape) > _MAX_DIMS:
+            return None  # a shape is a tuple (torch.Size is one); a Mock's or a DataFrame's attribute is not
+        dtype = getattr(value, "dtype", None)
+        if dtype is None:
+            return None
+        summary = _ArraySummary()
+        summary.shape = [_dim(d) for d in shape]
+        summary.dtype = _metadata_text(dtype)
+        summary.type_name = _type_name(value)
+        device = getattr(value, "device", None)
+        if device is not None:
+            summary.device = _metadata_text(device)
+        nbytes = getattr(value, "nbytes", None)
+        if isinstance(nbytes, int) and not isinstance(nbytes, bool):
+            summary.nbytes = int(nbytes)
+        else:
+            itemsize = getattr(dtype, "itemsize", None)
+            if isinstance(itemsize, int) and all(d >= 0 for d in summary.shape):
+                size = itemsize
+                for d in summary.shape:
+                    size *= d
+                summary.nbytes = size
+    except Exception:
+        return None
+    if not summary.shape and summary.device in (None, "cpu"):
+        # Only on the CPU: item() on a CUDA tensor waits for the device.
+        try:
+            item = value.item()
+        except Exception:
+            item = None
+        if type(item) in (bool, int, float):
+            summary.scalar = item
+    return summary
+
+
+def _dim(d: Any) -> int:
+    if type(d) is int:
+        return d
+    try:
+        return int(d)  # a numpy integer; an unknown (None) or NaN dimension is -1
+    except Exception:
+        return -1
+
+
+# -- the per-span budget -----------------------------------------------------------------------
+
+DEFAULT_CAPTURE_MAX_BYTES = 4096
+"""TraceConfig.capture_max_bytes by default: all values captured on one span together."""
+
+CAPTURED_PREFIXES = (
+    "code.function.args.",
+    "code.function.result",
+    "input.value",
+    "output.value",
+    "gen_ai.input.",
+    "gen_ai.output.",
+    "llm.input_messages.",
+    "llm.output_messages.",
+)
+"""Attribute keys whose values count against a span's capture budget."""
+
+DROPPED_KEY = "autotrace.capture.dropped"
+"""How many captured values a span left out because its byte budget was spent."""
+
+_NUMBER_COST = 8
+_MIN_TEXT = 16  # less room than this left: the value is left out rather than cut to a stub
+
+
+def _cost(value: Any) -> int:
+    if type(value) is str:
+        return len(value.encode("utf-8", "replace")) if not value.isascii() else len(value)
+    if isinstance(value, (list, tuple)):
+        return sum(_cost(v) for v in value)
+    return _NUMBER_COST
+
+
+def captured_bytes(attributes: Mapping[str, Any]) -> int:
+    """Bytes a span's captured values take already (keys under ``CAPTURED_PREFIXES``)."""
+    return sum(_cost(v) for k, v in attributes.items() if k.startswith(CAPTURED_PREFIXES))
+
+
+def capture_into(span: Any, items: Any) -> None:
+    """Write ``(attribute key, name, value)`` items on ``span``, redacted, summarised and within its byte budget.
+
+    The budget (``TraceConfig.capture_max_bytes``) covers every value captured on the
+    span, those written before included: past it a text is cut (``…``) and then left
+    out; ``autotrace.capture.dropped`` counts the values left out.
+    """
+    limit, redact = _settings()
+    attributes = span.attributes
+    left = _budget() - captured_bytes(attributes)
+    dropped = 0
+    for attr_key, name, raw in items:
+        value = _prepared(name, raw, redact)
+        if type(value) is _ArraySummary:
+            parts = value.attributes(attr_key)
+            cost = sum(_cost(v) for v in parts.values())
+            if cost > left:
+                dropped += 1
+                continue
+            span.set_attributes(parts)
+            left -= cost
+            continue
+        cls = type(value)
+        if cls is bool or cls is int or cls is float:
+            if left < _NUMBER_COST:
+                dropped += 1
+                continue
+            span.set_attribute(attr_key, value)
+            left -= _NUMBER_COST
+            continue
+        room = min(limit, left - len(_ELLIPSIS.encode()))
+        if room < _MIN_TEXT and left < limit:
+            dropped += 1
+            continue
+        text = value if value is REDACTED else _text(value, max(1, room))
+        cost = _cost(text)
+        while cost > left and len(text) > _MIN_TEXT:  # multi-byte characters: cut again until it fits
+            text = text[: max(_MIN_TEXT, len(text) * left // cost - 1)] + _ELLIPSIS
+            cost = _cost(text)
+        if cost > left:
+            dropped += 1
+            continue
+        span.set_attribute(attr_key, text)
+        left -= cost
+    if dropped:
+        span.set_attribute(DROPPED_KEY, int(attributes.get(DROPPED_KEY, 0) or 0) + dropped)
 
 
 _LOOKAHEAD = 256

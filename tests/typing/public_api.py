@@ -35,6 +35,16 @@ async def astream(prompt: str) -> AsyncIterator[str]:
         yield word
 
 
+@autotrace.llm("chat", model="tiny-llm", provider="local")
+def chat_stream(prompt: str, max_tokens: int = 16) -> Iterator[str]:
+    yield from prompt.split()
+
+
+@autotrace.llm
+async def complete(prompt: str) -> str:
+    return prompt
+
+
 def main() -> None:
     store = autotrace.configure(TraceConfig(sample_rate=1.0), max_traces=10)
     words: list[str] = tokenize("a b")
@@ -47,6 +57,13 @@ def main() -> None:
     current: str = autotrace.current_span().trace_id
     stored: bool = autotrace.record_span(Span("custom_operation", attributes={"k": 1}))
     built: bool = InferenceSpanBuilder("inference").with_request_id(1).with_model("m").build_and_record()
+    tokens: list[str] = list(chat_stream("a b"))
+    done: str = asyncio.run(complete("x"))
+    with autotrace.llm("chat", model="m", capture_io=True) as llm_span:
+        llm_span.set_usage(input_tokens=3, output_tokens=4)
+        llm_span.set_response(model="m-1", finish_reasons=["stop"])
+        llm_span.set_attribute("k", 1)
+    print(tokens, done)
     doc: dict[str, object] = autotrace.export_traces(limit=5)
     n: int = autotrace.trace_count() + autotrace.clear_traces() + store.trace_count()
     print(words, text, vec, current, stored, built, doc, n, list(stream("a b")))
