@@ -349,11 +349,9 @@ def test_user_exception_with_broken_str_is_recorded_and_reraised() -> None:
 
 
 def _real_export() -> Any:
-    """The real autotrace.export (batching on a thread), or skip while only the placeholder exists."""
+    """The real autotrace.export (batching on a thread)."""
     import autotrace.export as export
 
-    if not hasattr(export, "OTLPHttpExporter"):
-        pytest.skip("the batching exporters (autotrace.export) have not landed yet")
     return export
 
 

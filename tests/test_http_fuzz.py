@@ -14,11 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import autotrace
+import autotrace.server as server
 from autotrace import span
 from tests.server_helpers import settle
 from tests.stress.otlp_check import assert_valid_otlp
-
-server = pytest.importorskip("autotrace.server", reason="autotrace.server has not landed yet")
 
 TOKEN = "fuzz-token-Zm9vYmFy"
 FUZZ = settings(

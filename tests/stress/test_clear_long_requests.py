@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 import autotrace
+import autotrace.server as server
 from autotrace import span
 from tests.stress.otlp_check import spans_of
 
@@ -73,7 +74,6 @@ def _short_trace(n: int) -> None:
 
 def test_collector_clearing_every_50ms_gets_every_span_of_long_requests_exactly_once() -> None:
     """20 requests with a 0.6 s upstream span, 30 short traces per poll, /traces?clear=true every 50 ms: all once."""
-    server = pytest.importorskip("autotrace.server")
     store = autotrace.configure(sample_rate=1.0, max_traces=MAX_TRACES)
     handle = server.start_in_background("127.0.0.1", 0)
     url = handle.url.rstrip("/") + "/traces?clear=true"
