@@ -11,16 +11,17 @@ import math
 import os
 import re
 import sys
-import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from ._env import get as _get
+from ._env import parse_bool as _parse_bool
+from ._env import parse_float as _parse_float
+from ._env import parse_int as _parse_int
+from ._env import parse_kv_list as _parse_kv_list
 from .sampling import ParentBased, Sampler, TraceIdRatioBased, sampler_from_name
 
 __all__ = ["TraceConfig"]
-
-_TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off", ""}
 
 
 def _default_service_name() -> str:
@@ -135,11 +136,7 @@ class TraceConfig:
         values: dict[str, Any] = {}
 
         def get(name: str) -> str | None:
-            raw = env.get(name)
-            if raw is None:
-                return None
-            raw = raw.strip()
-            return raw or None
+            return _get(env, name)
 
         disabled = get("OTEL_SDK_DISABLED")
         if disabled is not None:
@@ -244,48 +241,4 @@ def _check_int(name: str, value: Any, minimum: int) -> None:
         raise ValueError(f"{name} must be at least {minimum}; got {value!r}")
 
 
-def _parse_bool(var: str, text: str) -> bool:
-    low = text.strip().lower()
-    if low in _TRUE:
-        return True
-    if low in _FALSE:
-        return False
-    raise ValueError(f"{var} must be true or false; got {text!r}")
-
-
-def _parse_float(var: str, text: str, low: float, high: float) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"{var} must be a number between {low:g} and {high:g}; got {text!r}") from None
-    if math.isnan(value) or not low <= value <= high:
-        raise ValueError(f"{var} must be a number between {low:g} and {high:g}; got {text!r}")
-    return value
-
-
-def _parse_int(var: str, text: str, minimum: int) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(f"{var} must be a whole number; got {text!r}") from None
-    if value < minimum:
-        raise ValueError(f"{var} must be at least {minimum}; got {text!r}")
-    return value
-
-
-def _parse_kv_list(var: str, text: str) -> dict[str, str]:
-    """Parse ``k1=v1,k2=v2`` with percent-decoded values (W3C Baggage style)."""
-    out: dict[str, str] = {}
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        key, sep, value = part.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ValueError(f"{var} must be a comma-separated list of key=value; got {part!r}")
-        out[urllib.parse.unquote(key)] = urllib.parse.unquote(value.strip())
-    return out
-
-
-parse_kv_list = _parse_kv_list
+parse_kv_list = _parse_kv_list  # its old home, for code that imports it from here

@@ -38,6 +38,7 @@ from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
 
 import bottle
 
+from ._env import parse_bool
 from .otlp import SCOPE, encode_span, key_values
 from .store import TraceStore
 from .tracer import get_config, get_trace_store, internal_error, resource_attributes
@@ -59,8 +60,6 @@ logger = logging.getLogger("autotrace")
 
 TOKEN_ENV = "AUTOTRACE_TOKEN"
 
-_TRUE = frozenset({"true", "1", "yes"})
-_FALSE = frozenset({"false", "0", "no"})
 _DIGITS = re.compile(r"[0-9]{1,18}")  # ASCII only (str.isdigit() also accepts "²"); 18 digits fit any store
 _TRACE_ID = re.compile(r"[0-9a-fA-F]{32}")
 _TRACES_PARAMS = ("limit", "clear", "trace_id")
@@ -149,15 +148,10 @@ def parse_limit(text: str | None) -> int | None:
 
 
 def parse_clear(text: str | None) -> bool:
-    """``clear`` as a bool (true/false/1/0/yes/no, any case), False when absent."""
+    """``clear`` as a bool (the words of the environment variables, any case), False when absent."""
     if text is None:
         return False
-    folded = text.strip().lower()
-    if folded in _TRUE:
-        return True
-    if folded in _FALSE:
-        return False
-    raise ValueError(f"clear must be one of true, false, 1, 0, yes, no; got {text[:40]!r}")
+    return parse_bool("clear", text)
 
 
 def parse_trace_id(text: str | None) -> str | None:

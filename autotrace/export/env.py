@@ -2,47 +2,17 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["DEFAULT_EXPORT_FILE", "batch_settings", "exporters_from_env"]
+from .._env import get, parse_count, parse_ms
+
+__all__ = ["DEFAULT_EXPORT_FILE", "batch_settings", "exporters_from_env", "get", "parse_count", "parse_ms"]
 
 DEFAULT_EXPORT_FILE = "autotrace-traces.jsonl"
 """Where ``OTEL_TRACES_EXPORTER=file`` writes when ``AUTOTRACE_EXPORT_FILE`` is not set."""
 
 _EXPORTER_NAMES = ("otlp", "console", "file", "none")
-
-
-def get(env: Mapping[str, str], name: str) -> str | None:
-    """The stripped value of ``name``, or None when unset or blank."""
-    raw = env.get(name)
-    if raw is None:
-        return None
-    raw = raw.strip()
-    return raw or None
-
-
-def parse_ms(var: str, text: str, *, allow_zero: bool = False) -> float:
-    """A duration in milliseconds (OpenTelemetry's unit) as seconds."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if math.isnan(value) or math.isinf(value) or value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{var} must be a positive number of milliseconds; got {text!r}")
-    return value / 1000.0
-
-
-def parse_count(var: str, text: str) -> int:
-    """A positive whole number."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(f"{var} must be a positive whole number; got {text!r}") from None
-    if value < 1:
-        raise ValueError(f"{var} must be a positive whole number; got {text!r}")
-    return value
 
 
 def batch_settings(env: Mapping[str, str]) -> dict[str, Any]:

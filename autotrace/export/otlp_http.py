@@ -31,11 +31,10 @@ import urllib.parse
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from .._env import get, parse_kv_list, parse_ms
 from .._version import __version__
-from ..config import parse_kv_list
 from ..otlp import encode_spans
 from ..tracer import internal_error, resource_attributes
-from .env import get, parse_ms
 
 if TYPE_CHECKING:
     from ..spans import Span
