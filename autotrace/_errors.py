@@ -1,7 +1,8 @@
-"""Telling autotrace's own failures from exceptions that belong to the host.
+"""Failures inside autotrace: counted and logged once, told apart from the host's exceptions.
 
-Every broad ``except Exception`` inside autotrace asks ``is_foreign`` (through
-``tracer.internal_error`` or ``reraise_foreign``) before swallowing anything:
+Every broad ``except Exception`` inside autotrace ends in ``internal_error``
+(counted by place, logged the first time) or asks ``reraise_foreign``; both
+ask ``is_foreign`` before swallowing anything:
 an exception a signal handler raised while autotrace's code was running (a
 SIGALRM deadline's ``TimeoutError``, say) is the host's, and must reach it.
 This runs only on error paths, never on the hot path.
@@ -9,12 +10,20 @@ This runs only on error paths, never on the hot path.
 
 from __future__ import annotations
 
+import logging
+import os
 import signal
 import threading
 import types
 from typing import Any
 
-__all__ = ["is_foreign", "reraise_foreign"]
+__all__ = ["errors", "internal_error", "is_foreign", "reraise_foreign", "safe_str"]
+
+logger = logging.getLogger("autotrace")
+
+COUNTS: dict[str, int] = {}
+"""Failures so far, by where they happened (read through ``errors()``)."""
+_LOCK = threading.Lock()  # taken only on the error path, never on the hot path
 
 _VALID_SIGNALS = frozenset(int(s) for s in signal.valid_signals())
 
@@ -100,3 +109,57 @@ def _called_as_handler(frame: types.FrameType) -> bool:
     local = frame.f_locals
     values = [local.get(name) for name in code.co_varnames[:count]]
     return any(v is back for v in values) and any(type(v) is int and v in _VALID_SIGNALS for v in values)
+
+
+def safe_str(value: object) -> str:
+    """``str(value)``, or a placeholder when its ``__str__`` raises."""
+    try:
+        text = str(value)
+        if type(text) is not str:  # a __str__ returning a str subclass
+            text = str.__str__(text)
+        return text
+    except Exception as exc:
+        reraise_foreign(exc)
+        try:
+            return f"<unprintable {type(value).__qualname__}>"
+        except Exception as error:
+            reraise_foreign(error)
+            return "<unprintable>"
+
+
+def internal_error(where: str, exc: BaseException | None = None) -> None:
+    """Count a failure inside autotrace; log it the first time it happens at ``where``.
+
+    Every broad ``except`` in autotrace ends here, so this is where an exception
+    that is not autotrace's own (one a signal handler raised, a KeyboardInterrupt:
+    see ``is_foreign``) is raised again, to reach the host's code. The caller has
+    put the context back before calling.
+    """
+    if exc is not None and is_foreign(exc):
+        raise exc
+    with _LOCK:  # threads failing at once: count every failure, log the first only
+        count = COUNTS.get(where, 0)
+        COUNTS[where] = count + 1
+    if count == 0:
+        # The exception's own __repr__/__str__ may raise: describe it with safe_str.
+        reason = "" if exc is None else f"{type(exc).__qualname__}: {safe_str(exc)}"
+        try:
+            logger.warning("autotrace: %s failed; tracing goes on without it (%s)", where, reason, exc_info=exc)
+        except Exception as error:  # a broken logging handler must not break the host either
+            if is_foreign(error):
+                raise
+
+
+def errors() -> dict[str, int]:
+    """Failures inside autotrace so far, by where they happened."""
+    return dict(COUNTS)
+
+
+def _after_fork_in_child() -> None:
+    """A new lock in a forked child: a thread of the parent may have held it (an error being counted)."""
+    global _LOCK
+    _LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -14,7 +14,8 @@ import signal
 import threading
 from typing import Any
 
-from . import tracer as _tracer
+from ._errors import internal_error
+from ._state import flush
 
 __all__ = ["flush_on_sigterm"]
 
@@ -54,14 +55,14 @@ def _flush_bounded(timeout: float) -> None:
         done.start()
         done.join(timeout)
     except Exception as exc:  # no thread to be had: the signal goes on regardless
-        _tracer.internal_error("flush on SIGTERM", exc)
+        internal_error("flush on SIGTERM", exc)
 
 
 def _flush(timeout: float) -> None:
     try:
-        _tracer.flush(timeout)
+        flush(timeout)
     except Exception as exc:
-        _tracer.internal_error("flush on SIGTERM", exc)
+        internal_error("flush on SIGTERM", exc)
 
 
 def flush_on_sigterm(timeout: float = 5.0) -> None:

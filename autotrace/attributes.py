@@ -16,27 +16,12 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from ._errors import reraise_foreign
+from ._errors import safe_str as safe_str  # its old home
 from ._limits import LIMITS, Limits
 
 _INT64_MIN = -(1 << 63)
 _INT64_MAX = (1 << 63) - 1
 _SCALARS = (str, bool, int, float)
-
-
-def safe_str(value: object) -> str:
-    """``str(value)``, or a placeholder when its ``__str__`` raises."""
-    try:
-        text = str(value)
-        if type(text) is not str:  # a __str__ returning a str subclass
-            text = str.__str__(text)
-        return text
-    except Exception as exc:
-        reraise_foreign(exc)
-        try:
-            return f"<unprintable {type(value).__qualname__}>"
-        except Exception as error:
-            reraise_foreign(error)
-            return "<unprintable>"
 
 
 def clean_name(name: object) -> str:

@@ -10,10 +10,10 @@ import dataclasses
 import math
 import os
 import re
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from . import _resource
 from ._env import get as _get
 from ._env import parse_bool as _parse_bool
 from ._env import parse_float as _parse_float
@@ -22,11 +22,6 @@ from ._env import parse_kv_list as _parse_kv_list
 from .sampling import ParentBased, Sampler, TraceIdRatioBased, sampler_from_name
 
 __all__ = ["TraceConfig"]
-
-
-def _default_service_name() -> str:
-    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else "python"
-    return "unknown_service:" + os.path.basename(argv0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,16 +105,7 @@ class TraceConfig:
 
     def resource(self) -> dict[str, Any]:
         """Resource attributes: configured ones, ``service.*`` and ``telemetry.sdk.*``."""
-        from ._version import __version__
-
-        attrs: dict[str, Any] = dict(self.resource_attributes)
-        attrs["service.name"] = self.service_name or attrs.get("service.name") or _default_service_name()
-        if self.service_version is not None:
-            attrs["service.version"] = self.service_version
-        attrs["telemetry.sdk.name"] = "autotrace"
-        attrs["telemetry.sdk.language"] = "python"
-        attrs["telemetry.sdk.version"] = __version__
-        return attrs
+        return _resource.build(self.resource_attributes, self.service_name, self.service_version)
 
     def replace(self, **changes: Any) -> TraceConfig:
         """A copy with some fields changed (validated again)."""

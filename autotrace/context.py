@@ -19,7 +19,9 @@ from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeAlias, TypeVar, Union
 
 from ._current import CURRENT as _CURRENT
-from .spans import INVALID_SPAN_CONTEXT, NonRecordingSpan, Span, SpanContext
+from ._current import current_span_context
+from ._model import INVALID_SPAN_CONTEXT, SpanContext, unsampled_context
+from .spans import NonRecordingSpan, Span
 
 __all__ = [
     "ContextExecutor",
@@ -35,8 +37,6 @@ __all__ = [
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_MASK64 = (1 << 64) - 1
-
 # What the ContextVar holds: None outside any span; a Span when sampled; a
 # NonRecordingSpan for an unsampled or remote context made current; or a bare
 # int, the low 64 bits of an unsampled trace id started by @traced. The int is
@@ -44,27 +44,6 @@ _MASK64 = (1 << 64) - 1
 # it only when somebody asks (current_span(), propagation), see below.
 Current: TypeAlias = Union[Span, NonRecordingSpan, int, None]
 CURRENT = _CURRENT
-
-
-def _mix(x: int) -> int:
-    """splitmix64's finaliser: spreads a 64-bit seed over 64 well-mixed bits."""
-    x = (x + 0x9E3779B97F4A7C15) & _MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return x ^ (x >> 31)
-
-
-def unsampled_context(seed: int) -> SpanContext:
-    """The ids of an unsampled trace started by @traced from its 64-bit seed.
-
-    The seed is the trace id's low 64 bits (those OpenTelemetry samples on,
-    drawn at random: the context says so); the high half and the span id are
-    derived from it, so they are the same every time they are asked for and
-    cost nothing when nobody asks.
-    """
-    high = _mix(seed) or 1
-    span_id = _mix(seed ^ 0x5DEECE66D) or 1
-    return SpanContext((high << 64) | seed, span_id, False, False, "", True)
 
 
 def current_span() -> Span | NonRecordingSpan:
@@ -78,17 +57,6 @@ def current_span() -> Span | NonRecordingSpan:
         return NonRecordingSpan(unsampled_context(cur))
     result: Span | NonRecordingSpan = cur
     return result
-
-
-def current_span_context() -> SpanContext | None:
-    """The active span's context, or None outside any span."""
-    cur = CURRENT.get()
-    if cur is None:
-        return None
-    if cur.__class__ is int:
-        return unsampled_context(cur)
-    ctx: SpanContext = cur.get_span_context()
-    return ctx
 
 
 @contextmanager

@@ -27,11 +27,14 @@ from typing import Any, TypeVar, overload
 import wrapt
 
 from . import attributes as _attributes
+from ._errors import internal_error
+from ._state import _S
+from ._state import finish as _finish
 from .attributes import SharedAttrs
 from .attributes import freeze as _freeze
 from .context import CURRENT
 from .spans import _UNSET_STATUS, Span, SpanKind, _is_cancellation
-from .tracer import _S, _finish, internal_error, start
+from .tracer import start
 
 __all__ = ["traced"]
 

@@ -28,9 +28,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, overload
 
+from ._errors import internal_error
 from .context import CURRENT, current_span
 from .spans import NonRecordingSpan, Span, SpanKind
-from .tracer import internal_error
 from .tracer import span as _open_span
 
 __all__ = ["LLMCall", "LLMSpan", "llm", "observers", "openinference_attributes"]

@@ -18,8 +18,8 @@ import sys
 import threading
 from typing import Any
 
+from ._errors import internal_error
 from .context import current_span_context
-from .tracer import internal_error
 
 __all__ = ["DEFAULT_FORMAT", "NO_SPAN_ID", "NO_TRACE_ID", "TraceContextFilter", "install", "uninstall"]
 

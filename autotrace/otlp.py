@@ -14,8 +14,8 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._limits import LIMITS
+from ._model import trace_state_of
 from ._version import __version__
-from .spans import trace_state_of
 
 if TYPE_CHECKING:
     from .spans import Span
@@ -183,7 +183,7 @@ def _drop_zero(obj: dict[str, Any], key: str, value: int) -> dict[str, Any]:
 def encode_spans(spans: Iterable[Span], resource: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Spans of one resource and scope as an ``ExportTraceServiceRequest``."""
     if resource is None:
-        from .tracer import resource_attributes
+        from ._resource import current as resource_attributes
 
         resource = resource_attributes()
     encoded = [encode_span(s) for s in spans]

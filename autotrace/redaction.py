@@ -532,7 +532,7 @@ def render(value: Any, limit: int) -> str:
 
 
 def _settings() -> tuple[int, Callable[[str, Any], Any] | None]:
-    from .tracer import get_config
+    from ._state import get_config
 
     config = get_config()
     if config is None:
@@ -541,7 +541,7 @@ def _settings() -> tuple[int, Callable[[str, Any], Any] | None]:
 
 
 def _budget() -> int:
-    from .tracer import get_config
+    from ._state import get_config
 
     config = get_config()
     return DEFAULT_CAPTURE_MAX_BYTES if config is None else config.capture_max_bytes

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from .spans import SpanContext
+from ._model import SpanContext
 
 __all__ = [
     "ALWAYS_OFF",

@@ -1,4 +1,4 @@
-"""The span model: Span, its context, events, links, kinds and status codes.
+"""Span and NonRecordingSpan: recording one timed operation (the value types are in _model).
 
 A `Span` keeps its ids as integers and its attributes as the dict it was given
 until somebody writes to it; hex strings and copies are made only when asked
@@ -9,18 +9,32 @@ of formatting and allocation.
 from __future__ import annotations
 
 import contextvars
-import enum
-import random
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 from . import _stacktrace
 from . import attributes as _attributes
 from ._current import CURRENT
+from ._errors import internal_error as _internal_error
 from ._errors import reraise_foreign
 from ._limits import LIMITS
+
+# The value types live in _model; their old import path (autotrace.spans) keeps working.
+from ._model import _UNSET_STATUS as _UNSET_STATUS
+from ._model import DETACHED as DETACHED
+from ._model import INVALID_SPAN_CONTEXT as INVALID_SPAN_CONTEXT
+from ._model import Link, SpanContext, SpanEvent, SpanKind, Status, StatusCode, unsampled_context
+from ._model import _Detached as _Detached
+from ._model import _TraceId as _TraceId
+from ._model import continued_trace_id as continued_trace_id
+from ._model import new_span_id as new_span_id
+from ._model import new_trace_id as new_trace_id
+from ._model import parse_id as _parse_id
+from ._model import trace_state_of as trace_state_of
+from ._state import _S, hand_built_sampled
+from ._state import finish as _finish
 from .attributes import freeze as _freeze
 
 __all__ = [
@@ -35,184 +49,10 @@ __all__ = [
     "StatusCode",
 ]
 
-_getrandbits = random.getrandbits
 _time_ns = time.time_ns
 _cv_set = CURRENT.set
 _cv_reset = CURRENT.reset
 _Token = contextvars.Token
-
-
-def _finish(span: Span) -> None:
-    """Replaced by tracer._finish when the tracer loads (it imports this module)."""
-
-
-# Replaced by tracer._S (the tracer's global state) when the tracer loads.
-_S: Any = None
-
-
-class SpanKind(enum.IntEnum):
-    """What a span represents, with the integer values of OTLP's SpanKind."""
-
-    INTERNAL = 1
-    SERVER = 2
-    CLIENT = 3
-    PRODUCER = 4
-    CONSUMER = 5
-
-    @classmethod
-    def coerce(cls, value: SpanKind | str | int) -> SpanKind:
-        """Return the member for a member, its lower-case name or its integer value."""
-        if isinstance(value, cls):
-            return value
-        if isinstance(value, str):
-            try:
-                return cls[value.strip().upper()]
-            except KeyError:
-                pass
-        elif isinstance(value, int) and not isinstance(value, bool):
-            try:
-                return cls(value)
-            except ValueError:
-                pass
-        names = ", ".join(m.name.lower() for m in cls)
-        raise ValueError(f"kind must be a SpanKind or one of {names}; got {value!r}")
-
-
-class StatusCode(enum.IntEnum):
-    """A span's outcome, with the integer values of OTLP's Status.StatusCode."""
-
-    UNSET = 0
-    OK = 1
-    ERROR = 2
-
-
-class Status(NamedTuple):
-    """A status code and, for ERROR only, a description."""
-
-    code: StatusCode = StatusCode.UNSET
-    description: str | None = None
-
-
-_UNSET_STATUS = Status()
-
-
-class SpanContext(NamedTuple):
-    """The part of a span that crosses process boundaries (W3C trace context).
-
-    ``sampled`` and ``random`` are the two trace flags W3C Trace Context
-    defines (0x01, and 0x02 of Level 2: the trace id's right 7 bytes are
-    random); ``trace_flags`` is the byte they make.
-    """
-
-    trace_id: int
-    span_id: int
-    sampled: bool = True
-    is_remote: bool = False
-    trace_state: str = ""
-    random: bool = False
-
-    @property
-    def trace_flags(self) -> int:
-        """The W3C trace-flags byte: sampled (0x01) and random trace id (0x02)."""
-        return (0x01 if self.sampled else 0) | (0x02 if self.random else 0)
-
-    @property
-    def trace_id_hex(self) -> str:
-        """The trace id as 32 lower-case hex characters."""
-        return self.trace_id.to_bytes(16, "big").hex()
-
-    @property
-    def span_id_hex(self) -> str:
-        """The span id as 16 lower-case hex characters."""
-        return self.span_id.to_bytes(8, "big").hex()
-
-    @property
-    def is_valid(self) -> bool:
-        """True when neither id is zero."""
-        return self.trace_id != 0 and self.span_id != 0
-
-
-INVALID_SPAN_CONTEXT = SpanContext(0, 0, False)
-
-
-class SpanEvent(NamedTuple):
-    """A timestamped annotation on a span (``add_event``), such as ``exception``."""
-
-    name: str
-    attributes: Mapping[str, Any]
-    timestamp: int  # unix nanoseconds
-    dropped_attributes_count: int = 0
-
-
-class Link(NamedTuple):
-    """A reference from a span to another span, possibly in another trace."""
-
-    context: SpanContext
-    attributes: Mapping[str, Any] = {}
-    dropped_attributes_count: int = 0
-
-    @property
-    def trace_id(self) -> str:
-        """The linked trace id as hex."""
-        return self.context.trace_id_hex
-
-    @property
-    def span_id(self) -> str:
-        """The linked span id as hex."""
-        return self.context.span_id_hex
-
-
-class _Detached:
-    """Marks a hand-built Span: it is stored by record_span(), not by end()."""
-
-    __slots__ = ("token",)
-
-    def __init__(self, token: Any = None) -> None:
-        self.token = token
-
-
-DETACHED = _Detached()
-
-
-class _TraceId(int):
-    """A trace id continued from a parent context, carrying that trace's W3C state.
-
-    Every local descendant of a span copies the span's ``_trace_id`` object as
-    it is (the hot path does nothing else with it), so a trace state and a
-    random flag received with a remote parent reach every span below it for
-    free: no slot, no lookup, no branch per span. A plain int, the common
-    case (every trace started here), means "random id, no trace state".
-    """
-
-    trace_state: str
-    random: bool
-
-
-def continued_trace_id(trace_id: int, trace_state: str = "", random: bool = True) -> int:
-    """``trace_id`` as a span keeps it: a plain int when random without trace state, else a _TraceId."""
-    if random and not trace_state:
-        return int(trace_id)
-    tid = _TraceId(trace_id)
-    tid.trace_state = trace_state
-    tid.random = random
-    return tid
-
-
-def trace_state_of(trace_id: int) -> tuple[str, bool]:
-    """The trace state and random flag a span's ``_trace_id`` carries (see _TraceId)."""
-    if trace_id.__class__ is int:
-        return "", True
-    return getattr(trace_id, "trace_state", ""), getattr(trace_id, "random", True)
-
-
-def new_span_id() -> int:
-    """Return a random non-zero 64-bit span id."""
-    return _getrandbits(64) or 1
-
-
-def new_trace_id() -> int:
-    """Return a random non-zero 128-bit trace id."""
-    return _getrandbits(128) or 1
 
 
 def _nanos(value: Any, where: str) -> int:
@@ -875,24 +715,7 @@ class _UnsampledRoot(NonRecordingSpan):
 
     @property
     def _context(self) -> SpanContext:  # type: ignore[override]  # shadows the base slot: computed, never stored
-        from .context import unsampled_context
-
         return unsampled_context(self._seed)
-
-
-def _parse_id(value: int | str, bits: int, what: str) -> int:
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if len(text) != bits // 4 or any(ch not in "0123456789abcdef" for ch in text):
-            raise ValueError(f"{what} must be {bits // 4} hex characters; got {value!r}")
-        number = int(text, 16)
-    elif isinstance(value, int) and not isinstance(value, bool):
-        number = value
-    else:
-        raise TypeError(f"{what} must be an int or a hex string; got {type(value).__name__}")
-    if not 0 < number < 1 << bits:
-        raise ValueError(f"{what} must be a non-zero {bits}-bit id; got {value!r}")
-    return number
 
 
 def _enter(s: Span | NonRecordingSpan) -> None:
@@ -956,16 +779,23 @@ def _exit(s: Span | NonRecordingSpan, exc: BaseException | None) -> None:
                     s._fail(exc)  # type: ignore[union-attr]
             finally:  # ended and stored even when a signal handler raises while the exception is recorded
                 if detached:
-                    from .tracer import record_span
-
-                    record_span(s)  # type: ignore[arg-type]
+                    record_hand_built(s)  # type: ignore[arg-type]
                 else:
                     s.end()
     except Exception as error:
         _internal_error("span exit", error)  # raises it again unless it is autotrace's own failure
 
 
-def _internal_error(where: str, exc: BaseException) -> None:
-    from .tracer import internal_error
+def record_hand_built(s: Span) -> bool:
+    """File a span built by hand (``Span(...)``) if its trace is sampled; True when filed.
 
-    internal_error(where, exc)
+    Ended now if still open. The rule is the one a traced call in its trace would meet.
+    """
+    if not hand_built_sampled(s):
+        return False
+    s._token = None
+    if s._end is None:
+        end = _time_ns()
+        s._end = end if end >= s._start else s._start
+    _finish(s)
+    return True

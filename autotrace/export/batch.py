@@ -22,9 +22,8 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .. import tracer as _tracer
-from .._errors import reraise_foreign
-from ..tracer import internal_error
+from .. import _errors, _state
+from .._errors import internal_error, reraise_foreign
 from .env import batch_settings
 
 if TYPE_CHECKING:
@@ -135,7 +134,7 @@ class BatchSpanProcessor:
             # check inside it), so the count stays exact without a lock on this path.
             self.dropped += 1
             if self.dropped == 1 and not self._closed:  # the first drop only: say it once
-                _tracer.logger.warning(
+                _errors.logger.warning(
                     "autotrace: the export queue is full (max_queue_size=%d); spans are dropped and counted "
                     "in stats()['dropped']",
                     self.max_queue_size,
@@ -399,7 +398,7 @@ def _shutdown_at_exit(timeout: float = EXIT_TIMEOUT) -> None:
     """Flush and stop every exporter, sharing one bounded timeout (atexit)."""
     deadline = time.monotonic() + timeout
     procs: list[Any] = live_processors()
-    for proc in _tracer._S.processors:
+    for proc in _state._S.processors:
         if proc not in procs and not getattr(proc, "_autotrace_capture", False):
             procs.append(proc)
     for proc in procs:

@@ -7,8 +7,8 @@ import threading
 from collections.abc import Sequence
 from typing import IO, Any
 
+from .._errors import internal_error
 from ..spans import Span
-from ..tracer import internal_error
 
 __all__ = ["ConsoleExporter", "format_spans"]
 

@@ -15,9 +15,11 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .._errors import internal_error
+from .._model import _UNSET_STATUS, Link, SpanContext, SpanEvent, SpanKind, Status, StatusCode, continued_trace_id
+from .._resource import current as resource_attributes
 from ..otlp import encode_spans
-from ..spans import _UNSET_STATUS, Link, Span, SpanContext, SpanEvent, SpanKind, Status, StatusCode, continued_trace_id
-from ..tracer import internal_error, resource_attributes
+from ..spans import Span
 
 if TYPE_CHECKING:
     from ..store import TraceStore

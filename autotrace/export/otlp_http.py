@@ -32,9 +32,10 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .._env import get, parse_kv_list, parse_ms
+from .._errors import internal_error
+from .._resource import current as resource_attributes
 from .._version import __version__
 from ..otlp import encode_spans
-from ..tracer import internal_error, resource_attributes
 
 if TYPE_CHECKING:
     from ..spans import Span
