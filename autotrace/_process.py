@@ -23,8 +23,6 @@ __all__ = ["flush_on_sigterm"]
 class _SigtermHandler:
     """The SIGTERM handler: flush within ``timeout`` seconds, then chain to ``previous``."""
 
-    _autotrace_sigterm = True
-
     def __init__(self, previous: Any, timeout: float) -> None:
         self.previous = previous
         self.timeout = timeout

@@ -27,7 +27,16 @@ if TYPE_CHECKING:
     from .sampling import Sampler
     from .spans import Span
 
-__all__ = ["SpanProcessor", "add_processor", "finish", "flush", "get_config", "get_trace_store", "remove_processor"]
+__all__ = [
+    "CaptureProcessor",
+    "SpanProcessor",
+    "add_processor",
+    "finish",
+    "flush",
+    "get_config",
+    "get_trace_store",
+    "remove_processor",
+]
 
 _cv_get = CURRENT.get
 
@@ -45,6 +54,21 @@ class SpanProcessor(Protocol):
     def shutdown(self, timeout: float | None = None) -> bool:
         """Flush and stop; True when done within the timeout."""
         ...
+
+
+class CaptureProcessor:
+    """A processor that configure() and shutdown() leave in place: what capture_spans() collects with."""
+
+    def on_end(self, span: Span) -> None:
+        """Called once per finished span; must not block."""
+
+    def force_flush(self, timeout: float | None = None) -> bool:
+        """Nothing is queued: True."""
+        return True
+
+    def shutdown(self, timeout: float | None = None) -> bool:
+        """Nothing to stop: True."""
+        return True
 
 
 class _State:

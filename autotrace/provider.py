@@ -15,7 +15,7 @@ from . import _resource
 from . import attributes as _attributes
 from ._errors import internal_error, is_foreign
 from ._limits import LIMITS
-from ._state import _S, _time_left, ask
+from ._state import _S, CaptureProcessor, _time_left, ask
 from .store import TraceStore
 
 if TYPE_CHECKING:
@@ -35,8 +35,8 @@ def apply_config(config: TraceConfig) -> TraceStore:
     global _rate_said
     with _S.lock:
         old_store = _S.store
-        old_processors = [p for p in _S.processors if not getattr(p, "_autotrace_capture", False)]
-        captures = [p for p in _S.processors if getattr(p, "_autotrace_capture", False)]
+        old_processors = [p for p in _S.processors if not isinstance(p, CaptureProcessor)]
+        captures = [p for p in _S.processors if isinstance(p, CaptureProcessor)]
         store = TraceStore(config.max_traces, max_spans_per_trace=config.max_spans_per_trace)
         processors = [_processor_for(e) for e in config.exporters]
         LIMITS.max_attributes = config.max_attributes
@@ -146,8 +146,8 @@ def force_sampling(delta: int) -> None:
 def shutdown(timeout: float | None = 5.0) -> bool:
     """Flush and stop every exporter; spans still go to the in-memory store afterwards."""
     with _S.lock:
-        procs = [p for p in _S.processors if not getattr(p, "_autotrace_capture", False)]
-        _S.processors = tuple(p for p in _S.processors if getattr(p, "_autotrace_capture", False))
+        procs = [p for p in _S.processors if not isinstance(p, CaptureProcessor)]
+        _S.processors = tuple(p for p in _S.processors if isinstance(p, CaptureProcessor))
     # One deadline for all; past it, each processor is still told to stop (with 0 s to do so).
     deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
     ok = True

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from ._state import CaptureProcessor
 from .spans import Span
 from .tracer import add_processor, force_sampling, remove_processor
 
@@ -35,8 +36,8 @@ class CapturedSpans(list[Span]):
         return found[0]
 
 
-class _Collector:
-    _autotrace_capture = True
+class _Collector(CaptureProcessor):
+    """Appends every finished span to a CapturedSpans list."""
 
     def __init__(self, into: CapturedSpans) -> None:
         self.into = into
@@ -45,12 +46,6 @@ class _Collector:
     def on_end(self, span: Span) -> None:
         with self.lock:
             self.into.append(span)
-
-    def force_flush(self, timeout: float | None = None) -> bool:
-        return True
-
-    def shutdown(self, timeout: float | None = None) -> bool:
-        return True
 
 
 @contextmanager

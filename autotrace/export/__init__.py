@@ -15,6 +15,7 @@ the environment. ``stats()`` tells how many spans were exported, dropped
 
 from __future__ import annotations
 
+from ._base import Exporter
 from .batch import EXIT_TIMEOUT, BatchSpanProcessor, SpanExporter, live_processors, stats
 from .console import ConsoleExporter, format_spans
 from .env import DEFAULT_EXPORT_FILE, batch_settings, exporters_from_env
@@ -28,6 +29,7 @@ __all__ = [
     "BatchSpanProcessor",
     "ConsoleExporter",
     "ExportError",
+    "Exporter",
     "FileExporter",
     "OTLPHttpExporter",
     "SpanExporter",

@@ -14,16 +14,16 @@ queue and a new worker, so a parent's queued spans are never sent twice.
 from __future__ import annotations
 
 import atexit
-import inspect
 import os
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import _errors, _state
 from .._errors import internal_error, reraise_foreign
+from ._base import Exporter, as_exporter, counted_stats
 from .env import batch_settings
 
 if TYPE_CHECKING:
@@ -40,8 +40,9 @@ _COUNTERS = ("exported", "dropped", "failed", "retried")
 class SpanExporter(Protocol):
     """Sends one batch of finished spans somewhere; returns False when the batch was lost.
 
-    Optional extras that the processor uses when present: a ``timeout`` keyword
-    on ``export``, ``shutdown()``, and ``stats() -> dict`` with a ``retried`` count.
+    The least an exporter must have. Subclass ``Exporter`` (autotrace.export)
+    for the rest: ``shutdown``, ``force_flush``, ``stats``, ``after_fork``, a
+    ``timeout`` keyword on ``export``; any other object is wrapped in one.
     """
 
     def export(self, spans: Sequence[Span]) -> Any:
@@ -68,18 +69,18 @@ class BatchSpanProcessor:
 
     def __init__(
         self,
-        exporter: SpanExporter,
+        exporter: SpanExporter | Exporter,
         *,
         max_queue_size: int | None = None,
         schedule_delay: float | None = None,
         max_export_batch_size: int | None = None,
         export_timeout: float | None = None,
     ) -> None:
-        if not callable(getattr(exporter, "export", None)):
-            raise TypeError(f"an exporter needs an export(spans) method; got {type(exporter).__name__}")
-        # exporters_from_env() attaches the OTEL_BSP_* values it read from its own mapping.
-        preset = getattr(exporter, "_autotrace_batch", None)
-        settings = dict(preset) if isinstance(preset, Mapping) else batch_settings(os.environ)
+        # The exporter as an Exporter: every method there, so nothing is probed per batch.
+        self._exporter = as_exporter(exporter)
+        # exporters_from_env() gives its exporters the OTEL_BSP_* values it read from its own mapping.
+        preset = self._exporter.batch_settings
+        settings = dict(preset) if preset is not None else batch_settings(os.environ)
         given = {
             "max_queue_size": max_queue_size,
             "schedule_delay": schedule_delay,
@@ -100,12 +101,11 @@ class BatchSpanProcessor:
                 f"max_export_batch_size ({settings['max_export_batch_size']}) must not exceed "
                 f"max_queue_size ({settings['max_queue_size']})"
             )
-        self.exporter = exporter
+        self.exporter = exporter  # as given (shared by processors of several configure() calls)
         self.max_queue_size: int = int(settings["max_queue_size"])
         self.schedule_delay: float = float(settings["schedule_delay"])
         self.max_export_batch_size: int = int(settings["max_export_batch_size"])
         self.export_timeout: float = float(settings["export_timeout"])
-        self._takes_timeout = _accepts_timeout(exporter.export)
         self._closed = False
         self._start()
         _register(self)
@@ -207,15 +207,12 @@ class BatchSpanProcessor:
             left = deadline - time.monotonic()
             if left > 0:  # a flush whose deadline passed already returned False: use the full timeout
                 timeout = min(timeout, left)
-        exporter = self.exporter
+        exporter = self._exporter
         before = _lost(exporter)
         try:
-            if self._takes_timeout:
-                result = exporter.export(batch, timeout=timeout)  # type: ignore[call-arg]
-            else:
-                result = exporter.export(batch)
+            result: Any = exporter.export(batch, timeout=timeout)
         except Exception as exc:
-            internal_error(f"exporter {type(exporter).__name__}.export", exc)
+            internal_error(f"exporter {type(self.exporter).__name__}.export", exc)
             self.failed += len(batch)
             return
         # False, or OpenTelemetry's SpanExportResult.FAILURE, means (part of) the batch was lost;
@@ -267,13 +264,11 @@ class BatchSpanProcessor:
         # Reconfiguring with the same exporter object wraps it in a new processor:
         # leave the exporter running for that one.
         if not _in_use(self.exporter):
-            _retire_exporter(self.exporter)
-            close = getattr(self.exporter, "shutdown", None)
-            if callable(close):
-                try:
-                    close()
-                except Exception as exc:
-                    internal_error(f"exporter {type(self.exporter).__name__}.shutdown", exc)
+            _retire_exporter(self._exporter)
+            try:
+                self._exporter.shutdown()
+            except Exception as exc:
+                internal_error(f"exporter {type(self.exporter).__name__}.shutdown", exc)
         return ok
 
     # -- counters ---------------------------------------------------------------------
@@ -285,14 +280,12 @@ class BatchSpanProcessor:
             "exported": self.exported,
             "dropped": self.dropped,
             "failed": self.failed,
-            "retried": _retried(self.exporter),
+            "retried": _retried(self._exporter),
         }
 
-    def _after_fork(self) -> None:
+    def after_fork(self) -> None:
         """In a forked child: forget the parent's queue and counters, start a new worker."""
-        reset = getattr(self.exporter, "_after_fork", None)
-        if callable(reset):
-            reset()
+        self._exporter.after_fork()
         self._start()
 
     def __repr__(self) -> str:
@@ -302,36 +295,26 @@ class BatchSpanProcessor:
         )
 
 
-def _lost(exporter: Any) -> int | None:
-    """Spans the exporter itself counted as failed or rejected so far (None: it does not count)."""
-    exporter_stats = getattr(exporter, "stats", None)
-    if not callable(exporter_stats):
+def _lost(exporter: Exporter) -> int | None:
+    """Spans the exporter itself counted as failed or rejected so far (None: its counters cannot be read)."""
+    counts = counted_stats(exporter)
+    if counts is None:
         return None
     try:
-        counts = exporter_stats()
         return int(counts.get("failed", 0)) + int(counts.get("rejected", 0))
     except Exception as error:
         reraise_foreign(error)
         return None
 
 
-def _retried(exporter: Any) -> int:
-    exporter_stats = getattr(exporter, "stats", None)
-    if not callable(exporter_stats):
-        return 0
+def _retried(exporter: Exporter) -> int:
+    """Requests the exporter sent again so far (0 when it does not count them)."""
+    counts = counted_stats(exporter)
     try:
-        return int(exporter_stats().get("retried", 0))
+        return 0 if counts is None else int(counts.get("retried", 0))
     except Exception as error:
         reraise_foreign(error)
         return 0
-
-
-def _accepts_timeout(method: Any) -> bool:
-    try:
-        params = inspect.signature(method).parameters
-    except (TypeError, ValueError):
-        return False
-    return "timeout" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 # -- the registry of live processors, the module counters and the process hooks -----------
@@ -361,7 +344,7 @@ def _unregister(proc: BatchSpanProcessor) -> None:
             _RETIRED["failed"] += proc.failed
 
 
-def _retire_exporter(exporter: Any) -> None:
+def _retire_exporter(exporter: Exporter) -> None:
     with _LIVE_LOCK:
         _RETIRED["retried"] += _retried(exporter)
 
@@ -382,13 +365,13 @@ def stats() -> dict[str, int]:
     with _LIVE_LOCK:
         procs = list(_LIVE)
         total = {"queued": 0, **_RETIRED}
-    exporters: dict[int, Any] = {}
+    exporters: dict[int, Exporter] = {}
     for proc in procs:
         total["queued"] += len(proc._queue)
         total["exported"] += proc.exported
         total["dropped"] += proc.dropped
         total["failed"] += proc.failed
-        exporters[id(proc.exporter)] = proc.exporter
+        exporters[id(proc.exporter)] = proc._exporter
     # Retries are counted by exporters, which several processors may share.
     total["retried"] += sum(_retried(e) for e in exporters.values())
     return total
@@ -399,7 +382,7 @@ def _shutdown_at_exit(timeout: float = EXIT_TIMEOUT) -> None:
     deadline = time.monotonic() + timeout
     procs: list[Any] = live_processors()
     for proc in _state._S.processors:
-        if proc not in procs and not getattr(proc, "_autotrace_capture", False):
+        if proc not in procs and not isinstance(proc, _state.CaptureProcessor):
             procs.append(proc)
     for proc in procs:
         try:
@@ -415,7 +398,7 @@ def _after_fork_in_child() -> None:
         _RETIRED[key] = 0
     for proc in list(_LIVE):
         try:
-            proc._after_fork()
+            proc.after_fork()
         except Exception as exc:
             internal_error("restarting an exporter after fork", exc)
 

@@ -9,6 +9,7 @@ from typing import IO, Any
 
 from .._errors import internal_error
 from ..spans import Span
+from ._base import Exporter
 
 __all__ = ["ConsoleExporter", "format_spans"]
 
@@ -65,7 +66,7 @@ def format_spans(spans: Sequence[Span]) -> list[str]:
     return lines
 
 
-class ConsoleExporter:
+class ConsoleExporter(Exporter):
     """Prints each batch as a span tree on ``stream`` (``sys.stderr`` at the time of writing by default).
 
     Example line: ``5b8efff7   tokenize 0.41 ms UNSET  gen_ai.usage.input_tokens=3``
@@ -94,7 +95,8 @@ class ConsoleExporter:
     def shutdown(self, timeout: float | None = None) -> None:
         """Nothing to release."""
 
-    def _after_fork(self) -> None:
+    def after_fork(self) -> None:
+        """In a forked child: a new lock (and counters from zero)."""
         self._lock = threading.Lock()
 
     def stats(self) -> dict[str, int]:

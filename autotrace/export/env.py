@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .._env import get, parse_count, parse_ms
+from ._base import Exporter
 
 __all__ = ["DEFAULT_EXPORT_FILE", "batch_settings", "exporters_from_env", "get", "parse_count", "parse_ms"]
 
@@ -61,7 +62,7 @@ def exporters_from_env(names: str, env: Mapping[str, str]) -> list[Any]:
     settings = batch_settings(env)
     exporters: list[Any] = []
     for name in wanted:
-        exporter: Any
+        exporter: Exporter
         if name == "otlp":
             exporter = OTLPHttpExporter(env=env)
         elif name == "console":
@@ -73,6 +74,6 @@ def exporters_from_env(names: str, env: Mapping[str, str]) -> list[Any]:
             except ValueError as exc:
                 raise ValueError(f"AUTOTRACE_EXPORT_FILE: {exc}") from None
         # BatchSpanProcessor reads these instead of os.environ, so a custom mapping wins.
-        exporter._autotrace_batch = settings
+        exporter.batch_settings = settings
         exporters.append(exporter)
     return exporters

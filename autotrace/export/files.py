@@ -20,6 +20,7 @@ from .._model import _UNSET_STATUS, Link, SpanContext, SpanEvent, SpanKind, Stat
 from .._resource import current as resource_attributes
 from ..otlp import encode_spans
 from ..spans import Span
+from ._base import Exporter
 
 if TYPE_CHECKING:
     from ..store import TraceStore
@@ -29,7 +30,7 @@ __all__ = ["FileExporter", "decode_spans", "load_jsonl_into", "read_jsonl"]
 logger = logging.getLogger("autotrace")
 
 
-class FileExporter:
+class FileExporter(Exporter):
     """Appends one OTLP/JSON ``ExportTraceServiceRequest`` per line to ``path``, one line per batch.
 
     Each line goes out in a single ``write`` on a file opened with O_APPEND, so
@@ -119,7 +120,8 @@ class FileExporter:
             except OSError:
                 pass
 
-    def _after_fork(self) -> None:
+    def after_fork(self) -> None:
+        """In a forked child: a new lock (and counters from zero)."""
         self._lock = threading.Lock()  # the descriptor is shared; O_APPEND keeps lines whole
         for key in self._counts:
             self._counts[key] = 0

@@ -36,6 +36,7 @@ from .._errors import internal_error
 from .._resource import current as resource_attributes
 from .._version import __version__
 from ..otlp import encode_spans
+from ._base import Exporter
 
 if TYPE_CHECKING:
     from ..spans import Span
@@ -74,7 +75,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - current)
 
 
-class OTLPHttpExporter:
+class OTLPHttpExporter(Exporter):
     """Sends spans to an OpenTelemetry collector (or Jaeger, Tempo, Phoenix) over OTLP/HTTP.
 
     Arguments left as None come from the standard variables in ``env`` (default
@@ -399,7 +400,8 @@ class OTLPHttpExporter:
         if idle is not None:
             idle.close()
 
-    def _after_fork(self) -> None:
+    def after_fork(self) -> None:
+        """In a forked child: new locks, the parent's connections forgotten, counters from zero."""
         # Locks and events may have been held by the parent's worker at fork time.
         aborted = self._abort.is_set()
         self._abort = threading.Event()
