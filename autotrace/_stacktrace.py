@@ -79,6 +79,11 @@ def type_name(exc: BaseException) -> str:
     return qualname if module in (None, "builtins", "__builtin__") else f"{module}.{qualname}"
 
 
+def error_type(exc: BaseException) -> str:
+    """The ``error.type`` attribute for an exception: the rule of ``exception.type`` (``type_name``), one for all."""
+    return type_name(exc)
+
+
 def message(exc: BaseException) -> str:
     """``str(exc)``, at most MAX_MESSAGE characters; a placeholder when its ``__str__`` raises."""
     try:

@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, overload
 
 from ._errors import internal_error
+from ._stacktrace import error_type
 from .context import CURRENT, current_span
 from .spans import NonRecordingSpan, Span, SpanKind
 from .tracer import span as _open_span
@@ -447,7 +448,7 @@ class LLMSpan:
                 if OUTPUT_TOKENS not in s.attributes:
                     s.set_attribute(OUTPUT_TOKENS, self._count)
             if self._error is not None and ERROR_TYPE not in s.attributes:
-                s.set_attribute(ERROR_TYPE, type(self._error).__qualname__)
+                s.set_attribute(ERROR_TYPE, error_type(self._error))
             if self._text and "output.value" not in s.attributes:
                 self._write_output("".join(self._text))
             s.set_attributes(openinference_attributes(s.attributes))

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar, overload
 
 from ._errors import reraise_foreign
+from ._stacktrace import error_type
 from .context import current_span_context, use_span
 from .redaction import redact_url
 from .spans import NonRecordingSpan, Span, SpanContext, SpanKind, StatusCode
@@ -292,7 +293,7 @@ def traced_urlopen(
             _client_status(s, err.code)
             raise
         except BaseException as exc:
-            s.set_attribute("error.type", type(exc).__qualname__)
+            s.set_attribute("error.type", error_type(exc))
             raise
         _client_status(s, getattr(response, "status", None))
         return response

@@ -859,6 +859,23 @@ def _redact_params(text: str) -> str:
     return "&".join(out)
 
 
+def redact_userinfo(url: str) -> str:
+    """``url`` with its ``user:password@`` (if any) as ``REDACTED:REDACTED@``: the one rule for URL credentials.
+
+    Used for ``url.full`` (``redact_url``) and wherever a URL is logged or shown
+    (exporter endpoints, proxies). Everything else is kept as written.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    ends = [i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0]
+    end = min(ends) if ends else len(rest)
+    authority = rest[:end]
+    if "@" not in authority:
+        return url
+    return f"{scheme}://{URL_REDACTED}:{URL_REDACTED}@{authority.rpartition('@')[2]}{rest[end:]}"
+
+
 def redact_url(url: str) -> str:
     """``url`` as ``url.full`` may record it: credentials and sensitive query values replaced by ``REDACTED``.
 
@@ -875,9 +892,7 @@ def redact_url(url: str) -> str:
         if sep:
             slash = rest.find("/")
             authority, path = (rest, "") if slash < 0 else (rest[:slash], rest[slash:])
-            if "@" in authority:
-                authority = f"{URL_REDACTED}:{URL_REDACTED}@" + authority.rpartition("@")[2]
-            base = f"{scheme}://{authority}{redact_path(path)}"
+            base = redact_userinfo(f"{scheme}://{authority}") + redact_path(path)
         else:
             base = redact_path(base)
         return (

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from . import tracer as _tracer
+from ._stacktrace import error_type
 from .attributes import safe_str
 from .context import CURRENT
 from .propagation import TRACEPARENT, extract, format_traceparent
@@ -182,12 +183,9 @@ class _Request:
     def _fail(self, exc: BaseException) -> None:
         try:
             self.span.record_exception(exc, escaped=True)
-            cls = type(exc)
-            module = cls.__module__
-            qualname = cls.__qualname__
             # error.type: the fully qualified class name, as exception.type on the event.
-            self.span.set_attribute("error.type", qualname if module == "builtins" else f"{module}.{qualname}")
-            self.span.set_status(StatusCode.ERROR, redact_text(f"{qualname}: {safe_str(exc)}"))
+            self.span.set_attribute("error.type", error_type(exc))
+            self.span.set_status(StatusCode.ERROR, redact_text(f"{type(exc).__qualname__}: {safe_str(exc)}"))
         except Exception as error:
             internal_error("wsgi middleware (exception)", error)
 

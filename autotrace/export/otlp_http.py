@@ -22,7 +22,6 @@ import json
 import math
 import os
 import random
-import re
 import socket
 import ssl
 import threading
@@ -36,6 +35,7 @@ from .._errors import internal_error
 from .._resource import current as resource_attributes
 from .._version import __version__
 from ..otlp import encode_spans
+from ..redaction import redact_userinfo
 from ._base import Exporter
 
 if TYPE_CHECKING:
@@ -110,9 +110,9 @@ class OTLPHttpExporter(Exporter):
         self._host = parts.hostname or ""
         self._port = parts.port
         self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        # What logs and repr show: no user:password@ and no query string (they may hold secrets).
+        # What logs and repr show: no user:password and no query string (they may hold secrets).
         netloc = parts.netloc.rpartition("@")[2]
-        self._shown = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+        self._shown = redact_userinfo(urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")))
         self.headers = _resolve_headers(headers, env)
         self.timeout = _resolve_timeout(timeout, env)
         self.compression = _resolve_compression(compression, env)
@@ -639,7 +639,7 @@ def _resolve_proxy(scheme: str, host: str, env: Mapping[str, str]) -> _Proxy | N
     url = get(env, var) or ""
     if "://" not in url:
         url = "http://" + url  # "proxy:3128", as curl reads it
-    shown = re.sub(r"//[^/@]*@", "//", url)  # never log the proxy's password
+    shown = redact_userinfo(url)  # never log the proxy's password
     problem = None
     try:
         parts = urllib.parse.urlsplit(url)
