@@ -1,0 +1,339 @@
+"""ASGI middleware: one SERVER span per request, continuing the caller's trace.
+
+    from autotrace.asgi import TracingMiddleware
+    app = TracingMiddleware(fastapi_app)         # any ASGI 3 app: FastAPI, Starlette, ...
+
+Each HTTP request gets a span named ``{method} {route}`` once the framework
+has matched a route (Starlette and FastAPI put it in ``scope["route"]``),
+``{method}`` otherwise, with the HTTP semantic-convention attributes, the
+caller's ``traceparent`` as parent, status ERROR on 5xx, on exceptions and when
+the client goes away mid-response, and a ``traceparent`` response header
+naming the span. The span is current while the app runs, so the handler's own
+spans (in tasks and in ``asyncio.to_thread`` / Starlette's threadpool, which
+copy the context) are its children. A streamed response keeps the span open
+until its last chunk, recording the time to the first chunk and the chunk
+count. ``lifespan`` passes through untouched, ``websocket`` too unless
+``trace_websockets=True``. Tracing failures never reach the app or the server.
+No dependency on Starlette: plain ASGI 3.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any
+
+from . import tracer as _tracer
+from ._urls import bounded, redact_query
+from .attributes import safe_str
+from .context import CURRENT
+from .propagation import TRACEPARENT, extract, format_traceparent
+from .spans import INVALID_SPAN_CONTEXT, NonRecordingSpan, Span, SpanKind, StatusCode
+from .tracer import internal_error
+
+__all__ = ["TracingMiddleware"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_KNOWN_METHODS = frozenset({"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE", "QUERY"})
+_TRACEPARENT_BYTES = TRACEPARENT.encode()
+# Recorded header values are cut here: a hostile client may send kilobytes of User-Agent.
+_MAX_HEADER_LENGTH = 512
+# Our own names (OTLP.md: not gen_ai.*, the server span is not a model call), documented in the README.
+TIME_TO_FIRST_CHUNK = "autotrace.response.time_to_first_chunk_s"
+CHUNKS = "autotrace.response.chunks"
+DISCONNECTED = "http.request.disconnected"
+
+
+class TracingMiddleware:
+    """Wrap an ASGI 3 app so every HTTP request is a SERVER span in the caller's trace.
+
+    ``name`` fixes the span name (a string, or a function of the scope); by
+    default it is ``{method} {route}``, or ``{method}`` when no route matched.
+    Requests whose path is in ``excluded_paths`` (health checks) pass through
+    untraced. ``propagate_response`` adds ``traceparent`` to the response
+    headers. ``trace_websockets`` gives each WebSocket connection a span too.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        name: str | Callable[[Scope], str] | None = None,
+        excluded_paths: Iterable[str] = ("/health", "/ready"),
+        propagate_response: bool = True,
+        trace_websockets: bool = False,
+    ) -> None:
+        if not callable(app):
+            raise TypeError(f"TracingMiddleware needs an ASGI application (a callable); got {type(app).__name__}")
+        if name is not None and not isinstance(name, str) and not callable(name):
+            raise TypeError(f"name must be a str or a function of the scope; got {type(name).__name__}")
+        if isinstance(excluded_paths, str):
+            raise TypeError("excluded_paths must be a collection of paths, not one string")
+        self.app = app
+        self.name = name
+        self.excluded_paths = frozenset(excluded_paths)
+        self.propagate_response = propagate_response
+        self.trace_websockets = trace_websockets
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request: _Request | None = None
+        try:
+            kind = scope["type"]
+            if (kind == "http" or (kind == "websocket" and self.trace_websockets)) and (
+                scope.get("path") not in self.excluded_paths
+            ):
+                request = _Request(self, scope, kind == "websocket")
+        except Exception as exc:
+            internal_error("asgi middleware (start)", exc)
+        if request is None:
+            await self.app(scope, receive, send)
+            return
+        await request.run(receive, send)
+
+
+class _Request:
+    """One traced request or connection: its span and what was seen of the response."""
+
+    __slots__ = (
+        "chunks",
+        "complete",
+        "disconnected",
+        "first_chunk",
+        "fixed_name",
+        "method",
+        "middleware",
+        "receive",
+        "root_path",
+        "scope",
+        "send",
+        "span",
+        "started",
+        "status",
+        "streaming",
+        "websocket",
+    )
+
+    def __init__(self, middleware: TracingMiddleware, scope: Scope, websocket: bool) -> None:
+        self.middleware = middleware
+        self.scope = scope
+        self.websocket = websocket
+        self.status: int | None = None
+        self.chunks = 0
+        self.first_chunk: float | None = None
+        self.streaming = False
+        self.complete = False
+        self.disconnected = False
+        self.root_path = scope.get("root_path") or ""
+        attrs: dict[str, Any] = {}
+        if websocket:
+            method = "WEBSOCKET"  # not an HTTP method: the span name only
+        else:
+            raw_method = str(scope.get("method") or "GET")
+            method = raw_method.upper()
+            if method not in _KNOWN_METHODS:
+                attrs["http.request.method_original"] = bounded(raw_method, 32)
+                method = "_OTHER"
+            attrs["http.request.method"] = method
+        self.method = method
+        carrier = _request_attributes(scope, attrs)
+        name = middleware.name
+        self.fixed_name = name is not None
+        if name is None:
+            span_name = method
+        elif isinstance(name, str):
+            span_name = name
+        else:
+            span_name = str(name(scope))
+        # No (valid) traceparent: a new trace, not a child of whatever the server task has current.
+        parent = (extract(carrier) if carrier else None) or INVALID_SPAN_CONTEXT
+        self.span: Span | NonRecordingSpan = _tracer.span(
+            span_name, kind=SpanKind.SERVER, attributes=attrs, parent=parent
+        )
+        self.started = time.perf_counter()
+
+    async def run(self, receive: Receive, send: Send) -> None:
+        self.receive = receive
+        self.send = send
+        token = CURRENT.set(self.span)
+        try:
+            await self.middleware.app(self.scope, self._receive, self._send)
+        except BaseException as exc:
+            self._fail(exc)
+            raise
+        finally:
+            CURRENT.reset(token)
+            self.finish()
+
+    async def _receive(self) -> Message:
+        message = await self.receive()
+        try:
+            kind = message["type"]
+            # The server also answers http.disconnect once the response is complete: not a failure then.
+            if (kind == "http.disconnect" or kind == "websocket.disconnect") and not self.complete:
+                self._went_away()
+        except Exception as exc:
+            internal_error("asgi middleware (receive)", exc)
+        return message
+
+    async def _send(self, message: Message) -> None:
+        try:
+            kind = message["type"]
+            if kind == "http.response.body":
+                self._body(message)
+            elif kind == "http.response.start" or kind == "websocket.accept":
+                message = self._start(message)
+            elif kind == "websocket.close":
+                self.complete = True
+        except Exception as exc:
+            internal_error("asgi middleware (send)", exc)
+        try:
+            await self.send(message)
+        except OSError:
+            # ASGI 2.4 servers raise OSError (or a subclass) on a send to a client that went away.
+            if not self.complete:
+                self._went_away()
+            raise
+
+    def _start(self, message: Message) -> Message:
+        """Note the status and the route; add ``traceparent`` to the headers (in a new message)."""
+        status = message.get("status")
+        if isinstance(status, int):
+            self.status = status
+        self._route()
+        ctx = self.span.get_span_context()
+        if not (self.middleware.propagate_response and ctx.is_valid):
+            return message
+        headers = list(message.get("headers") or ())
+        if any(bytes(k).lower() == _TRACEPARENT_BYTES for k, _ in headers):
+            return message  # the app set its own
+        headers.append((_TRACEPARENT_BYTES, format_traceparent(ctx).encode()))
+        return {**message, "headers": headers}  # the app's message is not changed
+
+    def _body(self, message: Message) -> None:
+        more = bool(message.get("more_body", False))
+        if message.get("body"):
+            self.chunks += 1
+            if self.first_chunk is None:
+                self.first_chunk = time.perf_counter()
+                self.streaming = more
+        if not more:
+            self.complete = True
+
+    def _went_away(self) -> None:
+        if self.disconnected:
+            return
+        self.disconnected = True
+        self.span.add_event(DISCONNECTED, {CHUNKS: self.chunks})
+
+    def _route(self) -> None:
+        """Name the span after the matched route (Starlette/FastAPI set ``scope["route"]`` while routing)."""
+        scope = self.scope
+        route = getattr(scope.get("route"), "path", None)
+        if not isinstance(route, str) or not route:
+            return
+        # Inside a Mount the route is relative to it; the mount prefix is what root_path grew by.
+        root = scope.get("root_path") or ""
+        if isinstance(root, str) and root.startswith(self.root_path) and len(root) > len(self.root_path):
+            route = root[len(self.root_path) :] + route
+        route = bounded(route)
+        self.span.set_attribute("http.route", route)
+        if not self.fixed_name:
+            self.span.update_name(f"{self.method} {route}")
+
+    def _fail(self, exc: BaseException) -> None:
+        try:
+            self.span.record_exception(exc, escaped=True)
+            cls = type(exc)
+            module = cls.__module__
+            qualname = cls.__qualname__
+            # error.type: the fully qualified class name, as exception.type on the event.
+            self.span.set_attribute("error.type", qualname if module == "builtins" else f"{module}.{qualname}")
+            self.span.set_status(StatusCode.ERROR, f"{qualname}: {safe_str(exc)}")
+        except Exception as error:
+            internal_error("asgi middleware (exception)", error)
+
+    def finish(self) -> None:
+        """Write the status, the stream figures, and end the span."""
+        s = self.span
+        try:
+            if not s.is_recording:
+                return
+            if self.status is None and self.websocket is False:
+                self._route()  # no response started (an exception before it): the route may still be known
+            code = self.status
+            if code is not None and not self.websocket:
+                s.set_attribute("http.response.status_code", code)
+                if code >= 500 and s.status.code != StatusCode.ERROR:  # an exception's description is kept
+                    if "error.type" not in s.attributes:
+                        s.set_attribute("error.type", str(code))
+                    s.set_status(StatusCode.ERROR, f"HTTP {code}")
+            first = self.first_chunk
+            if self.streaming and first is not None:
+                s.set_attribute(TIME_TO_FIRST_CHUNK, first - self.started)
+                s.set_attribute(CHUNKS, self.chunks)
+            if self.disconnected and not self.complete and s.status.code != StatusCode.ERROR:
+                s.set_status(StatusCode.ERROR, "the client disconnected before the response was complete")
+            s.end()
+        except Exception as exc:
+            internal_error("asgi middleware (end)", exc)
+
+
+def _request_attributes(scope: Scope, attrs: dict[str, Any]) -> list[tuple[bytes, bytes]]:
+    """Add the HTTP server attributes known before the app runs; return the trace-context headers."""
+    path = scope.get("path") or "/"
+    attrs["url.path"] = bounded(str(path))
+    query = scope.get("query_string")
+    if query:
+        attrs["url.query"] = redact_query(bounded(bytes(query).decode("latin-1")))
+    scheme = scope.get("scheme")
+    if scheme:
+        attrs["url.scheme"] = str(scheme)
+    version = scope.get("http_version")
+    if version:
+        attrs["network.protocol.version"] = str(version)
+    carrier: list[tuple[bytes, bytes]] = []
+    host = b""
+    # One pass over the headers; only these four are looked at, whatever else a client sends.
+    for key, value in scope.get("headers") or ():
+        if key == b"traceparent" or key == b"tracestate":
+            carrier.append((key, value))
+        elif key == b"host":
+            host = value
+        elif key == b"user-agent":
+            attrs["user_agent.original"] = bounded(bytes(value).decode("latin-1"), _MAX_HEADER_LENGTH)
+    address, port = _host_port(bytes(host).decode("latin-1"), scope.get("server"), scheme)
+    if address:
+        attrs["server.address"] = bounded(address, 256)
+    if port is not None:
+        attrs["server.port"] = port
+    client = scope.get("client")
+    if client:
+        attrs["client.address"] = str(client[0])
+        if isinstance(client[1], int):
+            attrs["client.port"] = client[1]
+    return carrier
+
+
+def _host_port(host: str, server: Any, scheme: Any) -> tuple[str, int | None]:
+    """server.address/port from the Host header (what the client asked for), else the server's socket."""
+    port_text = ""
+    if host:
+        if host.startswith("[") and "]" in host:  # [ipv6]:port
+            inside, _, after = host[1:].partition("]")
+            host, port_text = inside, after[1:]
+        elif ":" in host:
+            host, _, port_text = host.rpartition(":")
+    elif server:
+        host = str(server[0])
+        port_text = str(server[1]) if len(server) > 1 and server[1] is not None else ""
+    port: int | None = None
+    if port_text.isdigit() and len(port_text) <= 5:
+        port = int(port_text)
+    elif scheme in ("http", "https", "ws", "wss"):
+        port = 443 if scheme in ("https", "wss") else 80
+    return host, port
