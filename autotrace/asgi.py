@@ -24,11 +24,12 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from . import tracer as _tracer
-from ._urls import bounded, redact_query
-from .attributes import safe_str
+from ._limits import LIMITS
+from ._urls import MAX_URL_LENGTH, bounded, redact_query
+from .attributes import clean, safe_str
 from .context import CURRENT
 from .propagation import TRACEPARENT, extract, format_traceparent
-from .spans import INVALID_SPAN_CONTEXT, NonRecordingSpan, Span, SpanKind, StatusCode
+from .spans import NonRecordingSpan, Span, SpanKind, StatusCode
 from .tracer import internal_error
 
 __all__ = ["TracingMiddleware"]
@@ -87,13 +88,22 @@ class TracingMiddleware:
             if (kind == "http" or (kind == "websocket" and self.trace_websockets)) and (
                 scope.get("path") not in self.excluded_paths
             ):
-                request = _Request(self, scope, kind == "websocket")
+                request = _Request(self, scope, receive, send, kind == "websocket")
         except Exception as exc:
             internal_error("asgi middleware (start)", exc)
         if request is None:
             await self.app(scope, receive, send)
             return
-        await request.run(receive, send)
+        # Run here rather than in a method of the request: one coroutine less per request.
+        token = CURRENT.set(request.span)
+        try:
+            await self.app(scope, request._receive, request._send)
+        except BaseException as exc:
+            request._fail(exc)
+            raise
+        finally:
+            CURRENT.reset(token)
+            request.finish()
 
 
 class _Request:
@@ -118,9 +128,13 @@ class _Request:
         "websocket",
     )
 
-    def __init__(self, middleware: TracingMiddleware, scope: Scope, websocket: bool) -> None:
+    def __init__(
+        self, middleware: TracingMiddleware, scope: Scope, receive: Receive, send: Send, websocket: bool
+    ) -> None:
         self.middleware = middleware
         self.scope = scope
+        self.receive = receive
+        self.send = send
         self.websocket = websocket
         self.status: int | None = None
         self.chunks = 0
@@ -129,18 +143,8 @@ class _Request:
         self.complete = False
         self.disconnected = False
         self.root_path = scope.get("root_path") or ""
-        attrs: dict[str, Any] = {}
-        if websocket:
-            method = "WEBSOCKET"  # not an HTTP method: the span name only
-        else:
-            raw_method = str(scope.get("method") or "GET")
-            method = raw_method.upper()
-            if method not in _KNOWN_METHODS:
-                attrs["http.request.method_original"] = bounded(raw_method, 32)
-                method = "_OTHER"
-            attrs["http.request.method"] = method
+        method, attrs, carrier = _request_attributes(scope, websocket)
         self.method = method
-        carrier = _request_attributes(scope, attrs)
         name = middleware.name
         self.fixed_name = name is not None
         if name is None:
@@ -149,28 +153,20 @@ class _Request:
             span_name = name
         else:
             span_name = str(name(scope))
-        # No (valid) traceparent: a new trace, not a child of whatever the server task has current.
-        parent = (extract(carrier) if carrier else None) or INVALID_SPAN_CONTEXT
-        self.span: Span | NonRecordingSpan = _tracer.span(
-            span_name, kind=SpanKind.SERVER, attributes=attrs, parent=parent
+        # No (valid) traceparent: a new trace (parent None), whatever the server task has current.
+        parent = extract(carrier) if carrier else None
+        if LIMITS.max_attribute_length is not None or len(attrs) > LIMITS.max_attributes:
+            attrs = clean(attrs, LIMITS)[0]  # limits configured below what is built above: apply them
+        # The values above are already str and int: the span takes the dict as its own, saving a
+        # coercion per attribute (a third of the middleware's cost with span(attributes=...)).
+        started = _tracer.start(span_name, SpanKind.SERVER, attrs, True, parent)
+        self.span: Span | NonRecordingSpan = (
+            started if started.__class__ is Span else _tracer._non_recording(parent, started)  # type: ignore[assignment]
         )
         self.started = time.perf_counter()
 
-    async def run(self, receive: Receive, send: Send) -> None:
-        self.receive = receive
-        self.send = send
-        token = CURRENT.set(self.span)
-        try:
-            await self.middleware.app(self.scope, self._receive, self._send)
-        except BaseException as exc:
-            self._fail(exc)
-            raise
-        finally:
-            CURRENT.reset(token)
-            self.finish()
-
     async def _receive(self) -> Message:
-        message = await self.receive()
+        message: Message = await self.receive()
         try:
             kind = message["type"]
             # The server also answers http.disconnect once the response is complete: not a failure then.
@@ -205,13 +201,21 @@ class _Request:
         if isinstance(status, int):
             self.status = status
         self._route()
-        ctx = self.span.get_span_context()
-        if not (self.middleware.propagate_response and ctx.is_valid):
+        if not self.middleware.propagate_response:
             return message
+        s = self.span
+        if s.__class__ is Span:  # sampled: the ids as they are, no SpanContext built
+            value = f"00-{s._trace_id:032x}-{s._span_id:016x}-01"
+        else:
+            ctx = s.get_span_context()
+            if not ctx.is_valid:
+                return message
+            value = format_traceparent(ctx)
         headers = list(message.get("headers") or ())
-        if any(bytes(k).lower() == _TRACEPARENT_BYTES for k, _ in headers):
-            return message  # the app set its own
-        headers.append((_TRACEPARENT_BYTES, format_traceparent(ctx).encode()))
+        for key, _ in headers:
+            if key.lower() == _TRACEPARENT_BYTES:
+                return message  # the app set its own
+        headers.append((_TRACEPARENT_BYTES, value.encode()))
         return {**message, "headers": headers}  # the app's message is not changed
 
     def _body(self, message: Message) -> None:
@@ -233,14 +237,22 @@ class _Request:
     def _route(self) -> None:
         """Name the span after the matched route (Starlette/FastAPI set ``scope["route"]`` while routing)."""
         scope = self.scope
-        route = getattr(scope.get("route"), "path", None)
-        if not isinstance(route, str) or not route:
+        matched = scope.get("route")
+        if matched is None:
             return
-        # Inside a Mount the route is relative to it; the mount prefix is what root_path grew by.
         root = scope.get("root_path") or ""
-        if isinstance(root, str) and root.startswith(self.root_path) and len(root) > len(self.root_path):
-            route = root[len(self.root_path) :] + route
-        route = bounded(route)
+        # By id: route objects need not be hashable; the entry keeps the object, so its id stays its own.
+        known = _ROUTES.get(id(matched))
+        route: str | None
+        if known is not None and known[0] is matched and known[1] == root and known[2] == self.root_path:
+            route = known[3]
+        else:
+            route = _route_template(matched, root, self.root_path)
+            if route is None:
+                return
+            if len(_ROUTES) >= _MAX_ROUTES:
+                _ROUTES.clear()  # routes are few; a flood of distinct ones only costs re-computing
+            _ROUTES[id(matched)] = (matched, root, self.root_path, route)
         self.span.set_attribute("http.route", route)
         if not self.fixed_name:
             self.span.update_name(f"{self.method} {route}")
@@ -283,21 +295,32 @@ class _Request:
             internal_error("asgi middleware (end)", exc)
 
 
-def _request_attributes(scope: Scope, attrs: dict[str, Any]) -> list[tuple[bytes, bytes]]:
-    """Add the HTTP server attributes known before the app runs; return the trace-context headers."""
-    path = scope.get("path") or "/"
-    attrs["url.path"] = bounded(str(path))
-    query = scope.get("query_string")
-    if query:
-        attrs["url.query"] = redact_query(bounded(bytes(query).decode("latin-1")))
-    scheme = scope.get("scheme")
-    if scheme:
-        attrs["url.scheme"] = str(scheme)
-    version = scope.get("http_version")
-    if version:
-        attrs["network.protocol.version"] = str(version)
+# id(route object) -> (route object, root_path now, root_path at the start, route template).
+_ROUTES: dict[int, tuple[Any, Any, str, str]] = {}
+_MAX_ROUTES = 4096
+
+
+def _route_template(matched: Any, root: Any, initial_root: str) -> str | None:
+    """The full route template of a Starlette/FastAPI route object (its ``path``), or None."""
+    route = getattr(matched, "path", None)
+    if not isinstance(route, str) or not route:
+        return None
+    # Inside a Mount the route is relative to it; the mount prefix is what root_path grew by.
+    if isinstance(root, str) and root.startswith(initial_root) and len(root) > len(initial_root):
+        route = root[len(initial_root) :] + route
+    return bounded(route)
+
+
+# What is the same for every request of one client (method, Host, User-Agent, scheme, HTTP
+# version) -> the attributes it gives: built once, copied per request (a dict copy is one C call).
+_BASES: dict[tuple[Any, ...], tuple[str, dict[str, Any]]] = {}
+_MAX_BASES = 512
+
+
+def _request_attributes(scope: Scope, websocket: bool) -> tuple[str, dict[str, Any], list[tuple[bytes, bytes]]]:
+    """(method for the span name, the HTTP server attributes known before the app runs, trace-context headers)."""
     carrier: list[tuple[bytes, bytes]] = []
-    host = b""
+    host = agent = b""
     # One pass over the headers; only these four are looked at, whatever else a client sends.
     for key, value in scope.get("headers") or ():
         if key == b"traceparent" or key == b"tracestate":
@@ -305,18 +328,57 @@ def _request_attributes(scope: Scope, attrs: dict[str, Any]) -> list[tuple[bytes
         elif key == b"host":
             host = value
         elif key == b"user-agent":
-            attrs["user_agent.original"] = bounded(bytes(value).decode("latin-1"), _MAX_HEADER_LENGTH)
-    address, port = _host_port(bytes(host).decode("latin-1"), scope.get("server"), scheme)
-    if address:
-        attrs["server.address"] = bounded(address, 256)
-    if port is not None:
-        attrs["server.port"] = port
+            agent = value
+    raw_method = "WEBSOCKET" if websocket else scope.get("method")
+    scheme = scope.get("scheme")
+    version = scope.get("http_version")
+    server = None if host else scope.get("server")  # no Host header: the server's socket address
+    key = (raw_method, host, agent, scheme, version, server)
+    known = _BASES.get(key)
+    if known is None:
+        known = _base_attributes(raw_method, host, agent, scheme, version, server, websocket)
+        if len(_BASES) >= _MAX_BASES:
+            _BASES.clear()  # a flood of distinct clients only costs building them again
+        _BASES[key] = known
+    method, base = known
+    attrs = base.copy()
+    path = scope.get("path") or "/"
+    attrs["url.path"] = path if len(path) <= MAX_URL_LENGTH else bounded(str(path))
+    query = scope.get("query_string")
+    if query:
+        attrs["url.query"] = redact_query(bounded(bytes(query).decode("latin-1")))
     client = scope.get("client")
     if client:
         attrs["client.address"] = str(client[0])
-        if isinstance(client[1], int):
-            attrs["client.port"] = client[1]
-    return carrier
+    return method, attrs, carrier
+
+
+def _base_attributes(
+    raw_method: Any, host: bytes, agent: bytes, scheme: Any, version: Any, server: Any, websocket: bool
+) -> tuple[str, dict[str, Any]]:
+    """The span-name method and the attributes shared by requests with these values."""
+    attrs: dict[str, Any] = {}
+    if websocket:
+        method = "WEBSOCKET"  # not an HTTP method: the span name only
+    else:
+        raw = str(raw_method or "GET")
+        method = raw.upper()
+        if method not in _KNOWN_METHODS:
+            attrs["http.request.method_original"] = bounded(raw, 32)
+            method = "_OTHER"
+        attrs["http.request.method"] = method
+    if scheme:
+        attrs["url.scheme"] = str(scheme)
+    if version:
+        attrs["network.protocol.version"] = str(version)
+    if agent:
+        attrs["user_agent.original"] = bounded(bytes(agent).decode("latin-1"), _MAX_HEADER_LENGTH)
+    address, port = _host_port(bytes(host).decode("latin-1"), server, scheme)
+    if address:
+        attrs["server.address"] = address
+    if port is not None:
+        attrs["server.port"] = port
+    return method, attrs
 
 
 def _host_port(host: str, server: Any, scheme: Any) -> tuple[str, int | None]:
@@ -336,4 +398,4 @@ def _host_port(host: str, server: Any, scheme: Any) -> tuple[str, int | None]:
         port = int(port_text)
     elif scheme in ("http", "https", "ws", "wss"):
         port = 443 if scheme in ("https", "wss") else 80
-    return host, port
+    return bounded(host, 256), port
