@@ -177,10 +177,11 @@ class _Request:
         return message
 
     async def _send(self, message: Message) -> None:
+        body = False
         try:
             kind = message["type"]
             if kind == "http.response.body":
-                self._body(message)
+                body = True
             elif kind == "http.response.start" or kind == "websocket.accept":
                 message = self._start(message)
             elif kind == "websocket.close":
@@ -194,6 +195,11 @@ class _Request:
             if not self.complete:
                 self._went_away()
             raise
+        if body and not self.disconnected:  # counted once sent: a chunk the client never got is not one
+            try:
+                self._body(message)
+            except Exception as exc:
+                internal_error("asgi middleware (send)", exc)
 
     def _start(self, message: Message) -> Message:
         """Note the status and the route; add ``traceparent`` to the headers (in a new message)."""

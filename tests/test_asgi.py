@@ -531,3 +531,62 @@ def test_importing_autotrace_imports_no_web_framework_or_http_client() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_a_send_failing_with_oserror_mid_stream_is_a_disconnect_and_propagates() -> None:
+    """ASGI 2.4 servers raise OSError on a send to a client gone away: ERROR, the event, the same OSError out."""
+    gone = ConnectionResetError("client went away")
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for i in range(10):
+            await send({"type": "http.response.body", "body": b"x", "more_body": True})
+
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        if len(sent) == 4:
+            raise gone
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    scope = {"type": "http", "method": "GET", "path": "/s", "headers": [], "asgi": {"spec_version": "2.4"}}
+    with pytest.raises(ConnectionResetError) as caught:
+        asyncio.run(TracingMiddleware(app)(scope, receive, send))
+    assert caught.value is gone
+    (s,) = server_spans()
+    assert s.status.code == StatusCode.ERROR
+    assert [e.name for e in s.events] == ["http.request.disconnected", "exception"]
+    assert s.attributes["autotrace.response.chunks"] == 3
+
+
+def test_a_strange_scope_is_passed_to_the_app_not_broken() -> None:
+    """Scopes a server should not send (missing keys, odd types): the app still runs and answers as without tracing."""
+    answered: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 204})
+        await send({"type": "http.response.body"})
+
+    async def send(message: Any) -> None:
+        answered.append(message["type"])
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request"}
+
+    scopes: list[dict[str, Any]] = [
+        {"type": "http"},
+        {"type": "http", "method": None, "path": 12, "headers": None, "client": None, "query_string": None},
+        {"type": "http", "method": "GET", "path": "/", "headers": [("host", "x"), (b"user-agent", b"\xff" * 10_000)]},
+        {"type": "http", "method": "BREW", "path": "/" * 5000, "server": ("::1", None), "scheme": "https"},
+        {"type": "something new"},
+    ]
+    for scope in scopes:
+        answered.clear()
+        asyncio.run(TracingMiddleware(app)(scope, receive, send))
+        assert answered == ["http.response.start", "http.response.body"], scope
+    brew = [s for s in server_spans() if s.attributes.get("http.request.method") == "_OTHER"]
+    assert brew and brew[0].attributes["http.request.method_original"] == "BREW"
+    assert len(brew[0].attributes["url.path"]) <= 2049
