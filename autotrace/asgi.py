@@ -197,7 +197,14 @@ class _Request:
             raise
         if body and not self.disconnected:  # counted once sent: a chunk the client never got is not one
             try:
-                self._body(message)
+                more = message.get("more_body", False)
+                if message.get("body"):
+                    self.chunks += 1
+                    if self.first_chunk is None:
+                        self.first_chunk = time.perf_counter()
+                        self.streaming = bool(more)
+                if not more:
+                    self.complete = True
             except Exception as exc:
                 internal_error("asgi middleware (send)", exc)
 
@@ -209,30 +216,22 @@ class _Request:
         self._route()
         if not self.middleware.propagate_response:
             return message
+        headers = list(message.get("headers") or ())
+        for key, _ in headers:
+            if len(key) == 11 and key.lower() == _TRACEPARENT_BYTES:
+                return message  # the app set its own
         s = self.span
         if s.__class__ is Span:  # sampled: the ids as they are, no SpanContext built
-            value = f"00-{s._trace_id:032x}-{s._span_id:016x}-01"
+            value = b"00-%032x-%016x-01" % (s._trace_id, s._span_id)  # type: ignore[union-attr]
         else:
             ctx = s.get_span_context()
             if not ctx.is_valid:
                 return message
-            value = format_traceparent(ctx)
-        headers = list(message.get("headers") or ())
-        for key, _ in headers:
-            if key.lower() == _TRACEPARENT_BYTES:
-                return message  # the app set its own
-        headers.append((_TRACEPARENT_BYTES, value.encode()))
-        return {**message, "headers": headers}  # the app's message is not changed
-
-    def _body(self, message: Message) -> None:
-        more = bool(message.get("more_body", False))
-        if message.get("body"):
-            self.chunks += 1
-            if self.first_chunk is None:
-                self.first_chunk = time.perf_counter()
-                self.streaming = more
-        if not more:
-            self.complete = True
+            value = format_traceparent(ctx).encode()
+        headers.append((_TRACEPARENT_BYTES, value))
+        message = dict(message)  # the app's message is not changed
+        message["headers"] = headers
+        return message
 
     def _went_away(self) -> None:
         if self.disconnected:
@@ -259,9 +258,12 @@ class _Request:
             if len(_ROUTES) >= _MAX_ROUTES:
                 _ROUTES.clear()  # routes are few; a flood of distinct ones only costs re-computing
             _ROUTES[id(matched)] = (matched, root, self.root_path, route)
-        self.span.set_attribute("http.route", route)
+        span = self.span
+        if span.__class__ is not Span:
+            return  # not recording: nothing to name
+        _set(span, "http.route", route)  # type: ignore[arg-type]
         if not self.fixed_name:
-            self.span.update_name(f"{self.method} {route}")
+            span._name = f"{self.method} {route}"  # type: ignore[union-attr]  # a str: update_name's check done
 
     def _fail(self, exc: BaseException) -> None:
         try:
@@ -279,13 +281,13 @@ class _Request:
         """Write the status, the stream figures, and end the span."""
         s = self.span
         try:
-            if not s.is_recording:
-                return
+            if s.__class__ is not Span or s._end is not None:  # type: ignore[union-attr]
+                return  # not recording
             if self.status is None and self.websocket is False:
                 self._route()  # no response started (an exception before it): the route may still be known
             code = self.status
             if code is not None and not self.websocket:
-                s.set_attribute("http.response.status_code", code)
+                _set(s, "http.response.status_code", code)  # type: ignore[arg-type]
                 if code >= 500 and s.status.code != StatusCode.ERROR:  # an exception's description is kept
                     if "error.type" not in s.attributes:
                         s.set_attribute("error.type", str(code))
@@ -299,6 +301,23 @@ class _Request:
             s.end()
         except Exception as exc:
             internal_error("asgi middleware (end)", exc)
+
+
+def _set(span: Span, key: str, value: str | int) -> None:
+    """Set an attribute whose value is already clean (a str or an int the middleware made).
+
+    Straight into the span's own dict when the limits allow it (a third of the
+    cost of set_attribute, which coerces and checks each value); else through it.
+    """
+    attrs = span._attrs
+    if (
+        attrs.__class__ is dict
+        and (key in attrs or len(attrs) < LIMITS.max_attributes)
+        and (LIMITS.max_attribute_length is None or value.__class__ is int)
+    ):
+        attrs[key] = value
+    else:
+        span.set_attribute(key, value)
 
 
 # id(route object) -> (route object, root_path now, root_path at the start, route template).
