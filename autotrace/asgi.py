@@ -143,7 +143,7 @@ class _Request:
         self.complete = False
         self.disconnected = False
         self.root_path = scope.get("root_path") or ""
-        method, attrs, carrier = _request_attributes(scope, websocket)
+        method, base, carrier = _scan(scope, websocket)
         self.method = method
         name = middleware.name
         self.fixed_name = name is not None
@@ -155,14 +155,18 @@ class _Request:
             span_name = str(name(scope))
         # No (valid) traceparent: a new trace (parent None), whatever the server task has current.
         parent = extract(carrier) if carrier else None
-        if LIMITS.max_attribute_length is not None or len(attrs) > LIMITS.max_attributes:
-            attrs = clean(attrs, LIMITS)[0]  # limits configured below what is built above: apply them
-        # The values above are already str and int: the span takes the dict as its own, saving a
-        # coercion per attribute (a third of the middleware's cost with span(attributes=...)).
-        started = _tracer.start(span_name, SpanKind.SERVER, attrs, True, parent)
-        self.span: Span | NonRecordingSpan = (
-            started if started.__class__ is Span else _tracer._non_recording(parent, started)  # type: ignore[assignment]
-        )
+        # Sampling first: an unsampled request (90% at the default rate) builds no attributes.
+        started = _tracer.start(span_name, SpanKind.SERVER, _tracer._NO_ATTRS, False, parent)
+        if started.__class__ is Span:
+            attrs = _attributes(scope, base)
+            if LIMITS.max_attribute_length is not None or len(attrs) > LIMITS.max_attributes:
+                attrs = clean(attrs, LIMITS)[0]  # limits configured below what is built here: apply them
+            # The values are already str and int: the span takes the dict as its own, saving a
+            # coercion per attribute (a third of the middleware's cost with span(attributes=...)).
+            started._attrs = attrs  # type: ignore[union-attr]
+            self.span: Span | NonRecordingSpan = started  # type: ignore[assignment]
+        else:
+            self.span = _tracer._non_recording(parent, started)
         self.started = time.perf_counter()
 
     async def _receive(self) -> Message:
@@ -342,8 +346,8 @@ _BASES: dict[tuple[Any, ...], tuple[str, dict[str, Any]]] = {}
 _MAX_BASES = 512
 
 
-def _request_attributes(scope: Scope, websocket: bool) -> tuple[str, dict[str, Any], list[tuple[bytes, bytes]]]:
-    """(method for the span name, the HTTP server attributes known before the app runs, trace-context headers)."""
+def _scan(scope: Scope, websocket: bool) -> tuple[str, dict[str, Any], list[tuple[bytes, bytes]]]:
+    """(method for the span name, the attributes shared with the client's other requests, trace-context headers)."""
     carrier: list[tuple[bytes, bytes]] = []
     host = agent = b""
     # One pass over the headers; only these four are looked at, whatever else a client sends.
@@ -365,7 +369,11 @@ def _request_attributes(scope: Scope, websocket: bool) -> tuple[str, dict[str, A
         if len(_BASES) >= _MAX_BASES:
             _BASES.clear()  # a flood of distinct clients only costs building them again
         _BASES[key] = known
-    method, base = known
+    return known[0], known[1], carrier
+
+
+def _attributes(scope: Scope, base: dict[str, Any]) -> dict[str, Any]:
+    """The HTTP server attributes known before the app runs: the shared ones and this request's own."""
     attrs = base.copy()
     path = scope.get("path") or "/"
     attrs["url.path"] = path if len(path) <= MAX_URL_LENGTH else bounded(str(path))
@@ -375,7 +383,7 @@ def _request_attributes(scope: Scope, websocket: bool) -> tuple[str, dict[str, A
     client = scope.get("client")
     if client:
         attrs["client.address"] = str(client[0])
-    return method, attrs, carrier
+    return attrs
 
 
 def _base_attributes(

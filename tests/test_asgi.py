@@ -539,7 +539,7 @@ def test_a_send_failing_with_oserror_mid_stream_is_a_disconnect_and_propagates()
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
-        for i in range(10):
+        for _ in range(10):
             await send({"type": "http.response.body", "body": b"x", "more_body": True})
 
     sent: list[Any] = []
@@ -590,3 +590,24 @@ def test_a_strange_scope_is_passed_to_the_app_not_broken() -> None:
     brew = [s for s in server_spans() if s.attributes.get("http.request.method") == "_OTHER"]
     assert brew and brew[0].attributes["http.request.method_original"] == "BREW"
     assert len(brew[0].attributes["url.path"]) <= 2049
+
+
+def test_configured_attribute_limits_apply_to_the_server_span() -> None:
+    """max_attribute_length and max_attributes set by configure() cut the middleware's attributes too."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def send(message: Any) -> None:
+        pass
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request"}
+
+    scope = {"type": "http", "method": "GET", "path": "/a-rather-long-path/" + "p" * 100, "headers": []}
+    autotrace.configure(sample_rate=1.0, max_attribute_length=10, max_attributes=3)
+    asyncio.run(TracingMiddleware(app)(scope, receive, send))
+    (s,) = server_spans()
+    assert len(s.attributes) <= 3
+    assert all(len(v) <= 10 for v in s.attributes.values() if isinstance(v, str))
