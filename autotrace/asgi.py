@@ -174,7 +174,8 @@ class _Request:
         try:
             kind = message["type"]
             # The server also answers http.disconnect once the response is complete: not a failure then.
-            if (kind == "http.disconnect" or kind == "websocket.disconnect") and not self.complete:
+            # (A WebSocket client closing is how a connection normally ends: not one either.)
+            if kind == "http.disconnect" and not self.complete:
                 self._went_away()
         except Exception as exc:
             internal_error("asgi middleware (receive)", exc)

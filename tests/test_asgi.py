@@ -405,6 +405,29 @@ def test_websockets_pass_through_untouched_by_default_and_get_a_span_when_asked(
     assert s.parent_span_id == PARENT and s.status.code == StatusCode.UNSET
 
 
+def test_a_websocket_client_closing_first_is_not_an_error() -> None:
+    """A WebSocket client that closes the connection ends it normally: the span stays UNSET, no disconnect event."""
+
+    async def echo(scope: Any, receive: Any, send: Any) -> None:
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        while (await receive())["type"] != "websocket.disconnect":
+            pass
+
+    inbox = [{"type": "websocket.connect"}, {"type": "websocket.receive", "text": "hi"}]
+
+    async def receive() -> dict[str, Any]:
+        return inbox.pop(0) if inbox else {"type": "websocket.disconnect", "code": 1000}
+
+    async def send(message: Any) -> None:
+        pass
+
+    scope = {"type": "websocket", "path": "/chat", "headers": []}
+    asyncio.run(TracingMiddleware(echo, trace_websockets=True)(scope, receive, send))
+    (s,) = server_spans()
+    assert s.name == "WEBSOCKET" and s.status.code == StatusCode.UNSET and not s.events
+
+
 # -- hostile clients, and failures inside tracing -----------------------------------------------
 
 
