@@ -70,7 +70,7 @@ __all__ = [
 logging.getLogger("autotrace").addHandler(StderrFallback())
 
 # Submodules with dependencies or threads of their own load on first use.
-_LAZY = {"cli", "export", "logs", "propagation", "server", "testing", "wsgi"}
+_LAZY = {"asgi", "cli", "export", "logs", "propagation", "server", "testing", "wsgi"}
 
 
 def __getattr__(name: str) -> Any:

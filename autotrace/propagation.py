@@ -306,3 +306,9 @@ def _client_status(s: Span | NonRecordingSpan, code: Any) -> None:
     if code >= 400:
         s.set_attribute("error.type", str(code))
         s.set_status(StatusCode.ERROR, f"HTTP {code}")
+
+
+# httpx and requests (imported only when used); at the end: _outgoing uses the names above.
+from ._outgoing import TracedAdapter, async_httpx_transport, httpx_transport, trace_requests  # noqa: E402
+
+__all__ += ["TracedAdapter", "async_httpx_transport", "httpx_transport", "trace_requests"]

@@ -850,7 +850,7 @@ def _secret_param(name: str) -> bool:
     return name.lower() in _URL_SECRET_PARAMS or looks_secret(name)
 
 
-def _redact_params(text: str) -> str:
+def redact_query(text: str) -> str:
     """``a=1&key=x`` with the values of secret-looking names replaced by REDACTED."""
     out = []
     for item in text.split("&"):
@@ -895,9 +895,7 @@ def redact_url(url: str) -> str:
             base = redact_userinfo(f"{scheme}://{authority}") + redact_path(path)
         else:
             base = redact_path(base)
-        return (
-            base + qmark + _redact_params(query) + hash_ + (_redact_params(fragment) if "=" in fragment else fragment)
-        )
+        return base + qmark + redact_query(query) + hash_ + (redact_query(fragment) if "=" in fragment else fragment)
     except Exception as error:
         reraise_foreign(error)
         return URL_REDACTED  # never the raw URL when it cannot be read

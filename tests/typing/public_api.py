@@ -67,3 +67,18 @@ def main() -> None:
     doc: dict[str, object] = autotrace.export_traces(limit=5)
     n: int = autotrace.trace_count() + autotrace.clear_traces() + store.trace_count()
     print(words, text, vec, current, stored, built, doc, n, list(stream("a b")))
+
+
+def asgi_and_outgoing() -> None:
+    """The ASGI middleware wraps any ASGI app; the httpx transports fit httpx's clients."""
+    import httpx
+    from fastapi import FastAPI
+
+    from autotrace import propagation
+    from autotrace.asgi import TracingMiddleware
+
+    app = TracingMiddleware(FastAPI(), excluded_paths=("/health",))
+    assert callable(app)
+    httpx.Client(transport=propagation.httpx_transport(httpx.HTTPTransport(retries=1)))
+    httpx.AsyncClient(transport=propagation.async_httpx_transport())
+    propagation.trace_requests()
