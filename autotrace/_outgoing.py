@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._urls import bounded, redact_url
+from ._w3c import inject
 from .spans import NonRecordingSpan, Span, SpanKind, StatusCode
 from .tracer import internal_error, span
 
@@ -56,9 +57,6 @@ def _client_span(method: Any, url: str) -> Span | NonRecordingSpan:
 
 def _inject(set_header: Callable[[str, str], Any], s: Span | NonRecordingSpan) -> None:
     """Write the span's ``traceparent`` (and ``tracestate``) with ``set_header``, replacing any present."""
-    # Imported here: propagation re-exports this module at its end, so a top-level import would be circular.
-    from .propagation import inject
-
     try:
         carrier: dict[str, str] = {}
         for name, value in inject(carrier, s).items():

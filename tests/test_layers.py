@@ -34,7 +34,7 @@ TIERS: list[list[str]] = [
     ["_state"],  # what the hot path reads; finish(span); flush()
     ["redaction"],  # what capture keeps, secrets hidden
     ["spans"],  # Span, NonRecordingSpan
-    ["context"],  # current_span, use_span, threads and executors
+    ["context", "_w3c", "_urls"],  # current_span, use_span, threads; W3C headers; URLs as spans record them
     ["export._base"],  # the exporter base class
     ["export.console", "export.files"],
     ["export.otlp_http"],  # transport
@@ -44,10 +44,11 @@ TIERS: list[list[str]] = [
     ["config"],  # TraceConfig as data
     ["provider"],  # the installed pipeline: apply_config, shutdown
     ["tracer"],  # the hot path: start, span(), record_span
-    ["_process", "decorators", "logs", "propagation", "testing"],
+    ["_process", "decorators", "logs", "testing", "_outgoing"],  # _outgoing: httpx and requests CLIENT spans
+    ["propagation"],
     ["genai"],
     ["inference"],
-    ["wsgi"],
+    ["wsgi", "asgi"],
     ["server"],  # routes, viewer, start_in_background
     ["demo"],
     ["__init__"],  # the public names

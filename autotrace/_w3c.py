@@ -1,0 +1,213 @@
+"""W3C Trace Context headers: parse, format, extract and inject ``traceparent`` / ``tracestate``.
+
+The header rules only (https://www.w3.org/TR/trace-context/); ``propagation``
+re-exports them beside the helpers for outgoing calls.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, MutableMapping
+from typing import Any, TypeVar, overload
+
+from ._current import current_span_context
+from ._errors import internal_error, reraise_foreign
+from ._model import SpanContext
+from .spans import NonRecordingSpan, Span
+
+__all__ = [
+    "TRACEPARENT",
+    "TRACESTATE",
+    "extract",
+    "format_traceparent",
+    "inject",
+    "parse_traceparent",
+    "parse_tracestate",
+]
+
+TRACEPARENT = "traceparent"
+"""The W3C header carrying the trace id, parent span id and sampled flag."""
+TRACESTATE = "tracestate"
+"""The W3C header carrying vendors' own trace state beside ``traceparent``."""
+
+H = TypeVar("H", bound=MutableMapping[str, str])
+
+# version-traceid-parentid-flags, lower-case hex only; a future version may
+# append fields after a dash (checked against the version below).
+_TRACEPARENT_RE = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?", re.DOTALL)
+# W3C tracestate keys: a simple key, or tenant@system (multi-tenant vendors).
+_KEY_RE = re.compile(r"[a-z][a-z0-9_\-*/]{0,255}|[a-z0-9][a-z0-9_\-*/]{0,240}@[a-z][a-z0-9_\-*/]{0,13}")
+# Values: printable ASCII except ',' and '=', at most 256, not ending in a space.
+_VALUE_RE = re.compile(r"[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]")
+_MAX_TRACESTATE_ENTRIES = 32
+_OWS = " \t"
+
+Contextish = Span | NonRecordingSpan | SpanContext | None
+
+
+# -- parsing --------------------------------------------------------------------------------
+
+
+def parse_traceparent(value: str) -> SpanContext | None:
+    """The remote SpanContext in a ``traceparent`` value, or None when it is invalid."""
+    if not isinstance(value, str):
+        return None
+    match = _TRACEPARENT_RE.fullmatch(value.strip(_OWS))
+    if match is None:
+        return None
+    version, trace_hex, span_hex, flags_hex, rest = match.groups()
+    if version == "ff":
+        return None  # forbidden by the spec
+    if version == "00" and rest is not None:
+        return None  # version 00 is exactly 55 characters
+    trace_id = int(trace_hex, 16)
+    span_id = int(span_hex, 16)
+    if trace_id == 0 or span_id == 0:
+        return None
+    # The flags W3C defines: sampled (0x01) and, in Level 2, random trace id
+    # (0x02). Other bits are ignored, so they are not sent on either.
+    flags = int(flags_hex, 16)
+    return SpanContext(trace_id, span_id, bool(flags & 0x01), True, "", bool(flags & 0x02))
+
+
+def parse_tracestate(value: str | Iterable[str]) -> str:
+    """The normalised ``tracestate`` (members joined by ``,``), or "" when it is invalid.
+
+    Several header values are joined first, as HTTP does. Empty members are
+    allowed and dropped; more than 32 members, a duplicate key, or one bad
+    member make the whole tracestate invalid.
+    """
+    try:
+        text = value if isinstance(value, str) else ",".join(value)
+        members: list[str] = []
+        seen: set[str] = set()
+        for raw in text.split(","):
+            member = raw.strip(_OWS)
+            if not member:
+                continue
+            key, eq, val = member.partition("=")
+            if not eq or not _KEY_RE.fullmatch(key) or not _VALUE_RE.fullmatch(val) or key in seen:
+                return ""
+            seen.add(key)
+            members.append(member)
+            if len(members) > _MAX_TRACESTATE_ENTRIES:
+                return ""
+        return ",".join(members)
+    except Exception as error:
+        reraise_foreign(error)
+        return ""
+
+
+def _header_values(headers: Any) -> tuple[list[str], list[str]]:
+    """All ``traceparent`` and ``tracestate`` values in a carrier, matching names case-insensitively.
+
+    A carrier is a mapping (dict, WSGI environ with ``HTTP_TRACEPARENT``), an
+    ``email.message.Message`` / ``http.client.HTTPMessage``, or an iterable of
+    (name, value) pairs (str or bytes, as in ASGI scopes).
+    """
+    parents: list[str] = []
+    states: list[str] = []
+    items_of = getattr(headers, "items", None)
+    items: Iterable[Any] = items_of() if callable(items_of) else headers
+    for item in items:
+        try:
+            name, val = item
+        except (TypeError, ValueError):
+            continue
+        if isinstance(name, bytes):
+            name = name.decode("latin-1")
+        if not isinstance(name, str):
+            continue
+        if isinstance(val, bytes):
+            val = val.decode("latin-1")
+        if not isinstance(val, str):
+            continue
+        lower = name.lower()
+        if lower in ("traceparent", "http_traceparent"):
+            parents.append(val)
+        elif lower in ("tracestate", "http_tracestate"):
+            states.append(val)
+    return parents, states
+
+
+def extract(headers: Any) -> SpanContext | None:
+    """The caller's span context from W3C headers, or None when absent or invalid.
+
+    Header names match case-insensitively; dicts, lists of pairs,
+    ``http.client``/``email.message`` header objects and WSGI environs all
+    work. The result has ``is_remote=True`` and carries ``trace_state``; pass
+    it as ``span(..., parent=...)`` or make it current with ``attach``.
+    Never raises.
+    """
+    try:
+        if headers is None:
+            return None
+        parents, states = _header_values(headers)
+        if len(parents) != 1:
+            return None  # none, or duplicated: the spec says start a new trace
+        ctx = parse_traceparent(parents[0])
+        if ctx is None:
+            return None
+        if states:
+            trace_state = parse_tracestate(states)
+            if trace_state:
+                ctx = ctx._replace(trace_state=trace_state)
+        return ctx
+    except Exception as exc:
+        internal_error("propagation.extract", exc)
+        return None
+
+
+# -- injecting ------------------------------------------------------------------------------
+
+
+def format_traceparent(context: SpanContext) -> str:
+    """The version-00 ``traceparent`` value for a span context (flags: sampled, random trace id)."""
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+
+
+def _resolve(context: Contextish) -> SpanContext | None:
+    if context is None:
+        return current_span_context()
+    if isinstance(context, SpanContext):
+        return context
+    return context.get_span_context()
+
+
+def _set_header(carrier: MutableMapping[str, str], name: str, value: str) -> None:
+    """Set ``name`` once, removing any other spelling of it first (no duplicates)."""
+    for key in list(carrier.keys()):
+        if isinstance(key, str) and key.lower() == name:
+            del carrier[key]  # email.message.Message deletes every spelling at once
+    carrier[name] = value
+
+
+@overload
+def inject(headers: None = None, context: Contextish = None) -> dict[str, str]: ...
+
+
+@overload
+def inject(headers: H, context: Contextish = None) -> H: ...
+
+
+def inject(headers: MutableMapping[str, str] | None = None, context: Contextish = None) -> MutableMapping[str, str]:
+    """Write ``traceparent`` (and ``tracestate`` when there is one) into ``headers``; return them.
+
+    The context is the current span's unless ``context`` (a span or a
+    SpanContext) is given. Outside any span nothing is written. The flags
+    say sampled (``01``) or not, so the callee samples the same way, plus
+    random trace id (``02``) for the traces started here and for the ones
+    continued with that flag. Never raises.
+    """
+    if headers is None:
+        headers = {}
+    try:
+        ctx = _resolve(context)
+        if ctx is None or not ctx.is_valid:
+            return headers
+        _set_header(headers, TRACEPARENT, format_traceparent(ctx))
+        if ctx.trace_state:
+            _set_header(headers, TRACESTATE, ctx.trace_state)
+    except Exception as exc:
+        internal_error("propagation.inject", exc)
+    return headers
