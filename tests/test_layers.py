@@ -25,7 +25,7 @@ import autotrace
 PACKAGE = Path(autotrace.__file__).parent
 
 TIERS: list[list[str]] = [
-    ["_version", "_limits", "_env"],  # constants and text parsers
+    ["_version", "_limits", "_env", "_serving"],  # constants, text parsers; the threaded WSGI server (stdlib only)
     ["_model"],  # value types: kinds, status, span context, events, links; ids
     ["_current", "_errors"],  # the ContextVar; failures counted and logged once
     ["_stacktrace", "_stderr", "_resource", "attributes"],  # exception text, log fallback, resource, values

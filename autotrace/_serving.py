@@ -1,0 +1,382 @@
+"""The background threaded WSGI server: a thread per connection, caps, deadlines, and its handle.
+
+Standard library only (``wsgiref``, ``socketserver``): it serves any WSGI app.
+``autotrace.server.start_in_background`` checks its arguments and serves the
+/traces app with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import socketserver
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
+
+__all__ = [
+    "DEFAULT_BACKLOG",
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_REQUEST_TIMEOUT",
+    "ServerHandle",
+    "WSGIApp",
+    "serve",
+]
+
+logger = logging.getLogger("autotrace")
+
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
+
+
+class _LoggingHandler(WSGIRequestHandler):
+    """wsgiref's handler (one access-log line per request on stderr), with a socket timeout.
+
+    The server's watchdog holds each connection to a whole-request deadline
+    (request line, headers and body); it is lifted when the app starts its
+    answer, so a long streamed answer is not cut.
+    """
+
+    timeout = 60  # a client that stops talking frees its thread (server.idle_timeout sets it per server)
+    # Requests refused before the app runs (bad request line, header too long) answer JSON
+    # too. Only the code and the standard description go in, never the client's own text.
+    error_content_type = "application/json"
+    error_message_format = '{"error":"%(code)d: %(explain)s","status":%(code)d}'
+    # http.server's default is HTTP/0.9, and an error answered before the request
+    # line was understood (a bad version) then went out bare: no status line, no headers.
+    default_request_version = "HTTP/1.0"
+
+    def setup(self) -> None:
+        """Take the server's idle timeout before the socket files are made."""
+        self.timeout = getattr(self.server, "idle_timeout", self.timeout)  # type: ignore[misc]
+        super().setup()
+
+    def handle(self) -> None:
+        """wsgiref's handle(), with the request deadline lifted once the app starts its answer."""
+        self.raw_requestline = self.rfile.readline(65537)
+        if len(self.raw_requestline) > 65536:
+            self.requestline = ""
+            self.request_version = ""
+            self.command = ""
+            self.send_error(414)
+            return
+        if not self.parse_request():  # an error answer has been sent
+            return
+        handler = ServerHandler(
+            self.rfile,
+            self.wfile,  # type: ignore[arg-type]
+            self.get_stderr(),
+            self.get_environ(),
+            multithread=False,
+        )
+        handler.request_handler = self  # type: ignore[attr-defined]  # wsgiref's back-pointer for the access log
+        app = self.server.get_app()  # type: ignore[attr-defined]
+        server = self.server
+        connection = self.connection
+        if isinstance(server, _ThreadingWSGIServer):
+            if not server.in_time(connection):
+                return  # the watchdog answered 408 and closed it: what was read is not a whole request
+
+            def answering(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+                def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+                    # Past the deadline the socket is closed already: the answer's writes fail,
+                    # and wsgiref takes that quietly as a client gone.
+                    server.lift_deadline(connection)
+                    return start_response(status, headers, exc_info)
+
+                return app(environ, start)  # type: ignore[no-any-return]
+
+            handler.run(answering)
+        else:
+            handler.run(app)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's error answer, with 505 (e.g. ``HTTP/2.0`` on this HTTP/1.1 server) as a client error."""
+        if code == 505:
+            code, message, explain = 400, "Bad Request", "HTTP version not supported; use HTTP/1.0 or HTTP/1.1"
+        super().send_error(code, message, explain)
+
+
+class _QuietHandler(_LoggingHandler):
+    """The same, without the access log."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+DEFAULT_MAX_CONNECTIONS = 64
+"""Connections the background server serves at once; more are answered 503."""
+DEFAULT_BACKLOG = 128
+"""Connections the kernel queues before the server accepts them (socketserver's default is 5)."""
+DEFAULT_REQUEST_TIMEOUT = 30.0
+"""Seconds a client has to send its whole request (line, headers and body); then 408 and closed."""
+DEFAULT_IDLE_TIMEOUT = 60.0
+"""Seconds one read or write may wait for the client (also while the answer is sent)."""
+_OVERFLOW = 8  # connections past the caps read at once, to answer /health (each for at most 1 s)
+_OVERFLOW_SECONDS = 1.0
+
+
+def _answer(status: str, body: bytes, extra: str = "") -> bytes:
+    head = (
+        f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n{extra}"
+        f"Connection: close\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+def _busy_answer(why: str = "too many connections open") -> bytes:
+    body = ('{"error":"503: ' + why + '; try again shortly","status":503}').encode("ascii")
+    return _answer("503 Service Unavailable", body, "Retry-After: 1\r\n")
+
+
+_HEALTH = _answer("200 OK", b'{"status":"ok"}', "Cache-Control: no-store\r\n")
+_LATE = _answer(
+    "408 Request Timeout",
+    b'{"error":"408: the request was not sent in time; send it whole, promptly","status":408}',
+)
+
+
+class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
+    """One daemon thread per connection, so a slow client cannot hold up the others.
+
+    At most ``max_connections`` at once, and at most ``max_per_client`` from
+    one client address: the server lives in the host process, and idle or
+    half-sent connections must not grow its threads without bound nor let
+    one client hold every slot. A connection past either cap is answered 503
+    with Retry-After and closed, unless it asks ``GET /health`` within a
+    second (answered 200: a liveness probe still works at the cap). Each
+    connection has ``request_timeout`` seconds to send its whole request
+    (a watchdog closes it with a 408 after that, however it trickles).
+    """
+
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = DEFAULT_BACKLOG
+    max_connections = DEFAULT_MAX_CONNECTIONS
+    max_per_client = DEFAULT_MAX_CONNECTIONS // 2
+    request_timeout = DEFAULT_REQUEST_TIMEOUT
+    idle_timeout = DEFAULT_IDLE_TIMEOUT
+    _BUSY = _busy_answer()
+    _BUSY_CLIENT = _busy_answer("too many connections from your address")
+
+    def server_activate(self) -> None:
+        super().server_activate()
+        self._slots = threading.BoundedSemaphore(self.max_connections)
+        self._overflow = threading.BoundedSemaphore(_OVERFLOW)
+        self._count_lock = threading.Lock()
+        self.connections = 0  # being served now, until their handler has finished
+        self._per_client: dict[str, int] = {}
+        self._deadlines: dict[Any, float] = {}  # socket -> monotonic deadline of its request
+        self._closing = threading.Event()
+        self._watchdog = threading.Thread(target=self._watch, name="autotrace-server-watchdog", daemon=True)
+        self._watchdog.start()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        client = str(client_address[0]) if isinstance(client_address, tuple) and client_address else ""
+        with self._count_lock:
+            crowded = self._per_client.get(client, 0) >= self.max_per_client
+            admitted = not crowded and self._slots.acquire(blocking=False)
+            if admitted:
+                self.connections += 1
+                self._per_client[client] = self._per_client.get(client, 0) + 1
+                self._deadlines[request] = time.monotonic() + self.request_timeout
+        if not admitted:
+            self._refuse(request, self._BUSY_CLIENT if crowded else self._BUSY)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread started: its slot is free again
+            self._release_slot(request, client)
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._release_slot(request, str(client_address[0]) if isinstance(client_address, tuple) else "")
+
+    def _release_slot(self, request: Any, client: str) -> None:
+        with self._count_lock:
+            self._deadlines.pop(request, None)
+            self.connections -= 1
+            left = self._per_client.get(client, 1) - 1
+            if left > 0:
+                self._per_client[client] = left
+            else:
+                self._per_client.pop(client, None)
+        self._slots.release()
+
+    def lift_deadline(self, request: Any) -> None:
+        """The app starts its answer: no more request deadline for this connection."""
+        with self._count_lock:
+            self._deadlines.pop(request, None)
+
+    def in_time(self, request: Any) -> bool:
+        """False once the watchdog has closed this connection for missing its request deadline."""
+        with self._count_lock:
+            return request in self._deadlines
+
+    def _watch(self) -> None:
+        """Close, with a 408, every connection whose request was not in by its deadline."""
+        tick = min(0.25, max(0.01, self.request_timeout / 4))
+        while not self._closing.wait(tick):
+            now = time.monotonic()
+            with self._count_lock:
+                late = [sock for sock, deadline in self._deadlines.items() if deadline <= now]
+                for sock in late:
+                    del self._deadlines[sock]
+                    # Under the lock: the handler cannot start its own answer meanwhile. The
+                    # handler thread is blocked reading, so nothing else writes to the socket.
+                    try:
+                        sock.send(_LATE, _DONTWAIT)
+                    except OSError:
+                        pass
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+    def _refuse(self, request: Any, busy: bytes) -> None:
+        """Past a cap: answer /health if the client asks for it within a second, else 503; then close."""
+        if not self._overflow.acquire(blocking=False):
+            self._send_and_close(request, busy)
+            return
+        try:
+            threading.Thread(
+                target=self._answer_overflow, args=(request, busy), name="autotrace-server-overflow", daemon=True
+            ).start()
+        except BaseException:
+            self._overflow.release()
+            self._send_and_close(request, busy)
+            raise
+
+    def _answer_overflow(self, request: Any, busy: bytes) -> None:
+        try:
+            head = b""
+            deadline = time.monotonic() + _OVERFLOW_SECONDS
+            try:
+                while b"\r\n" not in head and len(head) < 256:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    request.settimeout(left)
+                    chunk = request.recv(256)
+                    if not chunk:
+                        break
+                    head += chunk
+            except OSError:
+                pass
+            line = head.split(b"\r\n", 1)[0].split()
+            health = len(line) == 3 and line[0] in (b"GET", b"HEAD") and line[1] == b"/health"
+            self._send_and_close(request, _HEALTH if health else busy)
+        finally:
+            self._overflow.release()
+
+    def _send_and_close(self, request: Any, data: bytes) -> None:
+        try:
+            request.settimeout(1.0)
+            request.sendall(data)
+        except OSError:
+            pass
+        self.shutdown_request(request)
+
+    def server_close(self) -> None:
+        closing = getattr(self, "_closing", None)
+        if closing is not None:
+            closing.set()
+        super().server_close()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        logger.debug("autotrace server: error while serving %s", client_address, exc_info=True)
+
+
+class _ThreadingWSGIServer6(_ThreadingWSGIServer):
+    address_family = socket.AF_INET6
+
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class ServerHandle:
+    """A server running on a daemon thread: ``.url``, ``.host``, ``.port``, ``.stop()``; a context manager."""
+
+    def __init__(self, server: _ThreadingWSGIServer, thread: threading.Thread, host: str, port: int) -> None:
+        self._server = server
+        self._thread = thread
+        self._lock = threading.Lock()
+        self._stopped = False
+        self.host = host
+        self.port = port
+        shown = f"[{host}]" if ":" in host else host
+        self.url = f"http://{shown}:{port}"
+
+    @property
+    def running(self) -> bool:
+        """True until stop() is called."""
+        return not self._stopped
+
+    @property
+    def connections(self) -> int:
+        """Connections being served now (a request's spans have ended once its connection is done)."""
+        return int(getattr(self._server, "connections", 0))
+
+    def stop(self, timeout: float | None = 5.0) -> None:
+        """Stop serving and close the listening socket, so the port is free again."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        if self._thread.is_alive():
+            self._server.shutdown()  # returns once serve_forever's loop has exited
+        self._server.server_close()
+        self._thread.join(timeout)
+
+    def __enter__(self) -> ServerHandle:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"ServerHandle(url={self.url!r}, running={self.running})"
+
+
+def serve(
+    app: WSGIApp,
+    host: str,
+    port: int,
+    *,
+    access_log: bool,
+    max_connections: int,
+    max_connections_per_client: int,
+    backlog: int,
+    request_timeout: float,
+    idle_timeout: float,
+) -> ServerHandle:
+    """Bind ``host:port`` and serve ``app`` on a daemon thread (arguments checked by the caller)."""
+    server_class = _ThreadingWSGIServer6 if ":" in host else _ThreadingWSGIServer
+    handler = _LoggingHandler if access_log else _QuietHandler
+    server = server_class((host, port), handler, bind_and_activate=False)
+    server.max_connections = max_connections
+    server.max_per_client = max_connections_per_client
+    server.request_queue_size = backlog
+    server.request_timeout = float(request_timeout)
+    server.idle_timeout = float(idle_timeout)
+    try:
+        server.server_bind()
+        server.server_activate()
+        server.set_app(app)
+        bound_port = server.server_address[1]
+        thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name=f"autotrace-server-{bound_port}",
+            daemon=True,
+        )
+        thread.start()
+    except BaseException:
+        server.server_close()
+        raise
+    return ServerHandle(server, thread, host, bound_port)
