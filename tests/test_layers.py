@@ -36,7 +36,7 @@ TIERS: list[list[str]] = [
     ["spans"],  # Span, NonRecordingSpan
     ["context", "_w3c", "_urls"],  # current_span, use_span, threads; W3C headers; URLs as spans record them
     ["export._base"],  # the exporter base class
-    ["export.console", "export.files"],
+    ["export.console", "export.files", "export.otlp_settings", "export._protobuf"],
     ["export.otlp_http"],  # transport
     ["export.env"],  # exporters from OTEL_* variables
     ["export.batch"],  # the batching processor

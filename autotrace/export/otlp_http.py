@@ -1,5 +1,8 @@
 """OTLP/HTTP exporter on the standard library: JSON by default, protobuf when installed.
 
+This module is the transport (requests, retries, the connection); its settings
+are read by ``otlp_settings`` and protobuf messages built by ``_protobuf``.
+
 Retries follow the OTLP specification and OpenTelemetry Python: only 429, 502,
 503, 504 and connection failures are retried, with exponential backoff (about
 1, 2, 4, 8, 16 s, ±20 % jitter) or the server's ``Retry-After``, and all of it
@@ -12,14 +15,10 @@ retried. Each kind of failure is logged once.
 
 from __future__ import annotations
 
-import base64
 import email.utils
 import gzip
 import http.client
-import importlib
-import ipaddress
 import json
-import math
 import os
 import random
 import socket
@@ -28,32 +27,37 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
-from .._env import get, parse_kv_list, parse_ms
 from .._errors import internal_error
 from .._resource import current as resource_attributes
 from .._version import __version__
 from ..otlp import encode_spans
 from ..redaction import redact_userinfo
 from ._base import Exporter
+from ._protobuf import protobuf_classes
+from .otlp_settings import DEFAULT_ENDPOINT as DEFAULT_ENDPOINT
+from .otlp_settings import ExportError as ExportError
+from .otlp_settings import (
+    _resolve_compression,
+    _resolve_encoding,
+    _resolve_endpoint,
+    _resolve_headers,
+    _resolve_proxy,
+    _resolve_timeout,
+    _tls_context,
+)
 
 if TYPE_CHECKING:
     from ..spans import Span
 
 __all__ = ["DEFAULT_ENDPOINT", "ExportError", "OTLPHttpExporter", "parse_retry_after"]
 
-DEFAULT_ENDPOINT = "http://localhost:4318/v1/traces"
-"""Where spans go when neither an endpoint nor ``OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT`` is given."""
 RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
 """Largest request body sent; bigger batches are split (collectors refuse 20-64 MiB)."""
 _MAX_RESPONSE_BYTES = 1024 * 1024
 _USER_AGENT = f"autotrace/{__version__}"
-
-
-class ExportError(Exception):
-    """Why a batch could not be delivered (logged once per kind, never raised to user code)."""
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -126,7 +130,7 @@ class OTLPHttpExporter(Exporter):
         self.max_retries = max_retries
         self.backoff_base = float(backoff_base)
         self.max_request_bytes = max_request_bytes
-        self._pb: Any = _protobuf_classes() if self.encoding == "protobuf" else None
+        self._pb: Any = protobuf_classes() if self.encoding == "protobuf" else None
         self._content_type = "application/x-protobuf" if self._pb else "application/json"
         self._abort = threading.Event()
         self._conn_lock = threading.Lock()
@@ -477,342 +481,3 @@ def _tls_reason(exc: ssl.SSLError) -> str:
 def _snippet(reply: bytes) -> str:
     text = reply[:200].decode("utf-8", "replace").strip()
     return text or "(empty body)"
-
-
-class _Protobuf:
-    """Builds ExportTraceServiceRequest messages from OTLP/JSON dicts, field by field.
-
-    Setting fields directly is about five times faster than json_format.ParseDict,
-    and the dict is the one place where the encoding rules live (otlp.py).
-    """
-
-    def __init__(self) -> None:
-        trace_service_pb2 = importlib.import_module("opentelemetry.proto.collector.trace.v1.trace_service_pb2")
-        self._request = trace_service_pb2.ExportTraceServiceRequest
-        self.response = trace_service_pb2.ExportTraceServiceResponse
-
-    def request(self, doc: Mapping[str, Any]) -> Any:
-        """The message for one OTLP/JSON request."""
-        message = self._request()
-        for rs in doc.get("resourceSpans", ()):
-            prs = message.resource_spans.add()
-            _key_values(prs.resource.attributes, (rs.get("resource") or {}).get("attributes", ()))
-            for ss in rs.get("scopeSpans", ()):
-                pss = prs.scope_spans.add()
-                scope = ss.get("scope") or {}
-                pss.scope.name = scope.get("name", "")
-                pss.scope.version = scope.get("version", "")
-                for sp in ss.get("spans", ()):
-                    _span(pss.spans.add(), sp)
-        return message
-
-
-def _span(p: Any, sp: Mapping[str, Any]) -> None:
-    p.trace_id = bytes.fromhex(sp["traceId"])
-    p.span_id = bytes.fromhex(sp["spanId"])
-    if sp.get("parentSpanId"):
-        p.parent_span_id = bytes.fromhex(sp["parentSpanId"])
-    p.flags = sp.get("flags", 0)
-    if sp.get("traceState"):
-        p.trace_state = sp["traceState"]
-    p.name = sp["name"]
-    p.kind = sp["kind"]
-    p.start_time_unix_nano = int(sp["startTimeUnixNano"])
-    p.end_time_unix_nano = int(sp["endTimeUnixNano"])
-    _key_values(p.attributes, sp.get("attributes", ()))
-    p.dropped_attributes_count = sp.get("droppedAttributesCount", 0)
-    for ev in sp.get("events", ()):
-        pe = p.events.add()
-        pe.time_unix_nano = int(ev["timeUnixNano"])
-        pe.name = ev["name"]
-        _key_values(pe.attributes, ev.get("attributes", ()))
-        pe.dropped_attributes_count = ev.get("droppedAttributesCount", 0)
-    p.dropped_events_count = sp.get("droppedEventsCount", 0)
-    for lk in sp.get("links", ()):
-        pl = p.links.add()
-        pl.trace_id = bytes.fromhex(lk["traceId"])
-        pl.span_id = bytes.fromhex(lk["spanId"])
-        pl.trace_state = lk.get("traceState", "")
-        _key_values(pl.attributes, lk.get("attributes", ()))
-        pl.dropped_attributes_count = lk.get("droppedAttributesCount", 0)
-        pl.flags = lk.get("flags", 0)
-    p.dropped_links_count = sp.get("droppedLinksCount", 0)
-    status = sp.get("status")
-    if status is None:
-        return
-    p.status.SetInParent()
-    if status.get("code"):
-        p.status.code = status["code"]
-        if status.get("message"):
-            p.status.message = status["message"]
-
-
-def _key_values(repeated: Any, items: Any) -> None:
-    for kv in items:
-        pkv = repeated.add()
-        pkv.key = kv["key"]
-        _any_value(pkv.value, kv["value"])
-
-
-def _any_value(p: Any, value: Mapping[str, Any]) -> None:
-    if "stringValue" in value:
-        p.string_value = value["stringValue"]
-    elif "boolValue" in value:
-        p.bool_value = value["boolValue"]
-    elif "intValue" in value:
-        p.int_value = int(value["intValue"])
-    elif "doubleValue" in value:
-        number = value["doubleValue"]
-        p.double_value = float(number.replace("Infinity", "inf")) if isinstance(number, str) else number
-    elif "arrayValue" in value:
-        p.array_value.SetInParent()  # an empty array is still an array
-        for item in value["arrayValue"].get("values", ()):
-            _any_value(p.array_value.values.add(), item)
-    elif "kvlistValue" in value:
-        p.kvlist_value.SetInParent()
-        _key_values(p.kvlist_value.values, value["kvlistValue"].get("values", ()))
-    elif "bytesValue" in value:
-        p.bytes_value = base64.b64decode(value["bytesValue"])
-
-
-def _protobuf_classes() -> _Protobuf:
-    try:
-        return _Protobuf()
-    except ImportError as exc:
-        raise ValueError(
-            "the OTLP protobuf encoding (OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf) needs the "
-            f"opentelemetry-proto and protobuf packages: pip install 'autotrace-inference[proto]' ({exc}); "
-            "or use http/json"
-        ) from None
-
-
-# -- settings -----------------------------------------------------------------------------
-
-
-def _resolve_endpoint(endpoint: str | None, env: Mapping[str, str]) -> str:
-    if endpoint is not None:
-        source, url = "endpoint", endpoint
-    elif get(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") is not None:
-        source, url = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", get(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or ""
-    elif get(env, "OTEL_EXPORTER_OTLP_ENDPOINT") is not None:
-        base = get(env, "OTEL_EXPORTER_OTLP_ENDPOINT") or ""
-        source, url = "OTEL_EXPORTER_OTLP_ENDPOINT", base.rstrip("/") + "/v1/traces"
-    else:
-        return DEFAULT_ENDPOINT
-    if not isinstance(url, str):
-        raise ValueError(f"{source} must be a URL string; got {url!r}")
-    url = url.strip()
-    try:
-        parts = urllib.parse.urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError as exc:
-        raise ValueError(f"{source} must be an http:// or https:// URL; got {url!r} ({exc})") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{source} must be an http:// or https:// URL with a host; got {url!r}")
-    return url
-
-
-class _Proxy(NamedTuple):
-    """An HTTP proxy from the environment: where it listens and its Proxy-Authorization, if any."""
-
-    host: str
-    port: int
-    headers: dict[str, str]
-
-
-def _resolve_proxy(scheme: str, host: str, env: Mapping[str, str]) -> _Proxy | None:
-    """The proxy ``http_proxy``/``https_proxy`` name for the collector, unless ``no_proxy`` covers it.
-
-    The lower-case name wins over the upper-case one, as in curl, urllib and
-    requests. ``HTTP_PROXY`` is ignored when ``REQUEST_METHOD`` is set: in a CGI
-    process any client can set it with a ``Proxy:`` header ("httpoxy").
-    """
-    names = [f"{scheme}_proxy"]
-    if scheme != "http" or "REQUEST_METHOD" not in env:
-        names.append(f"{scheme.upper()}_PROXY")
-    var = next((n for n in names if get(env, n) is not None), None)
-    if var is None:
-        return None
-    no_proxy = get(env, "no_proxy") or get(env, "NO_PROXY")
-    if no_proxy and _no_proxy_covers(no_proxy, host):
-        return None
-    url = get(env, var) or ""
-    if "://" not in url:
-        url = "http://" + url  # "proxy:3128", as curl reads it
-    shown = redact_userinfo(url)  # never log the proxy's password
-    problem = None
-    try:
-        parts = urllib.parse.urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        problem = f"{var}={shown!r} is not a proxy URL ({exc})"
-    else:
-        if parts.scheme != "http" or not parts.hostname:
-            problem = f"{var}={shown!r} is not an http:// proxy with a host, the only kind autotrace speaks"
-    if problem is not None or not parts.hostname:
-        # The variable is shared with every other program (a socks5:// one is common): not
-        # a reason to refuse the whole configuration. Said once, then exports go direct.
-        internal_error(f"OTLP export proxy setting {var}", ExportError(f"{problem}; exporting directly to {host}"))
-        return None
-    headers = {}
-    if parts.username is not None:
-        user = urllib.parse.unquote(parts.username)
-        password = urllib.parse.unquote(parts.password or "")
-        token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
-        headers["Proxy-Authorization"] = f"Basic {token}"
-    return _Proxy(parts.hostname, port or 80, headers)
-
-
-def _no_proxy_covers(no_proxy: str, host: str) -> bool:
-    """Whether ``no_proxy`` (``*``, names, ``.suffixes``, IPs, CIDR blocks; ports ignored) names ``host``."""
-    host = host.lower().strip("[]")
-    try:
-        address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(host)
-    except ValueError:
-        address = None
-    for entry in no_proxy.lower().split(","):
-        entry = entry.strip()
-        if entry == "*":
-            return True
-        if entry.startswith("[") and "]" in entry:  # [::1] or [::1]:4318
-            entry = entry[1 : entry.index("]")]
-        elif entry.count(":") == 1:  # name:port
-            entry = entry.partition(":")[0]
-        if not entry:
-            continue
-        if address is not None and ("/" in entry or entry[0].isdigit() or ":" in entry):
-            try:
-                if address in ipaddress.ip_network(entry, strict=False):
-                    return True
-            except ValueError:
-                pass
-            continue
-        entry = entry.lstrip(".")
-        if host == entry or host.endswith("." + entry):
-            return True
-    return False
-
-
-def _resolve_headers(headers: Mapping[str, str] | str | None, env: Mapping[str, str]) -> dict[str, str]:
-    if headers is None:
-        for var in ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS"):
-            text = get(env, var)
-            if text is not None:
-                return _check_headers(var, parse_kv_list(var, text))
-        return {}
-    if isinstance(headers, str):
-        return _check_headers("headers", parse_kv_list("headers", headers))
-    if not isinstance(headers, Mapping):
-        raise ValueError(f"headers must be a mapping or a 'k=v,k2=v2' string; got {headers!r}")
-    return _check_headers("headers", {str(k): str(v) for k, v in headers.items()})
-
-
-def _check_headers(source: str, headers: dict[str, str]) -> dict[str, str]:
-    for key, value in headers.items():
-        if not key or any(c in key for c in ' \t\r\n:"') or any(c in value for c in "\r\n\0"):
-            raise ValueError(f"{source} has an invalid HTTP header {key!r}")
-    return headers
-
-
-def _resolve_timeout(timeout: float | None, env: Mapping[str, str]) -> float:
-    if timeout is None:
-        for var in ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"):
-            text = get(env, var)
-            if text is not None:
-                return parse_ms(var, text)
-        return 10.0
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
-        raise ValueError(f"timeout must be a positive number of seconds; got {timeout!r}")
-    return float(timeout)
-
-
-def _resolve_compression(compression: str | None, env: Mapping[str, str]) -> str:
-    source = "compression"
-    if compression is None:
-        for var in ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "OTEL_EXPORTER_OTLP_COMPRESSION"):
-            text = get(env, var)
-            if text is not None:
-                source, compression = var, text
-                break
-        else:
-            return "none"
-    value = compression.strip().lower() if isinstance(compression, str) else compression
-    if value not in ("gzip", "none"):
-        raise ValueError(f"{source} must be gzip or none; got {compression!r}")
-    return str(value)
-
-
-def _resolve_encoding(encoding: str | None, env: Mapping[str, str]) -> str:
-    if encoding is not None:
-        value = encoding.strip().lower() if isinstance(encoding, str) else encoding
-        if value not in ("json", "protobuf"):
-            raise ValueError(f"encoding must be json or protobuf; got {encoding!r}")
-        return str(value)
-    for var in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
-        text = get(env, var)
-        if text is None:
-            continue
-        protocol = text.lower()
-        if protocol == "http/json":
-            return "json"
-        if protocol == "http/protobuf":
-            return "protobuf"
-        if protocol == "grpc":
-            raise ValueError(f"{var}=grpc is not supported by autotrace; use http/protobuf or http/json")
-        raise ValueError(f"{var} must be http/protobuf or http/json; got {text!r}")
-    return "json"
-
-
-def _tls_setting(value: str | None, name: str, signal_var: str, var: str, env: Mapping[str, str]) -> tuple[str, str]:
-    """(where it came from, path) for one TLS file setting, or ("", "") when unset."""
-    if value is not None:
-        return name, value
-    for source in (signal_var, var):
-        text = get(env, source)
-        if text is not None:
-            return source, text
-    return "", ""
-
-
-def _tls_context(
-    https: bool,
-    certificate_file: str | None,
-    client_certificate_file: str | None,
-    client_key_file: str | None,
-    env: Mapping[str, str],
-) -> ssl.SSLContext | None:
-    """The TLS context for an https endpoint: system CAs, or the given CA bundle, plus a client certificate."""
-    ca = _tls_setting(
-        certificate_file,
-        "certificate_file",
-        "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
-        "OTEL_EXPORTER_OTLP_CERTIFICATE",
-        env,
-    )
-    cert = _tls_setting(
-        client_certificate_file,
-        "client_certificate_file",
-        "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
-        "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
-        env,
-    )
-    key = _tls_setting(
-        client_key_file, "client_key_file", "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", "OTEL_EXPORTER_OTLP_CLIENT_KEY", env
-    )
-    for source, path in (ca, cert, key):
-        if source and not os.path.isfile(path):
-            raise ValueError(f"{source}: no such file {path!r}")
-    if not https:
-        return None
-    if key[0] and not cert[0]:
-        raise ValueError(f"{key[0]} needs a client certificate as well")
-    try:
-        context = ssl.create_default_context(cafile=ca[1] or None)
-    except (ssl.SSLError, OSError) as exc:
-        raise ValueError(f"{ca[0]}: not a usable CA bundle ({exc})") from None
-    if cert[0]:
-        try:
-            context.load_cert_chain(cert[1], key[1] or None)
-        except (ssl.SSLError, OSError) as exc:
-            raise ValueError(f"{cert[0]}: not a usable client certificate and key ({exc})") from None
-    return context

@@ -219,7 +219,7 @@ def test_console_shows_a_remote_parent_child_as_a_root() -> None:
 
 def test_protobuf_messages_match_the_official_json_mapping() -> None:
     """The exporter's field-by-field protobuf equals ParseDict of the same OTLP/JSON (every field kind)."""
-    from autotrace.export.otlp_http import _Protobuf
+    from autotrace.export._protobuf import _Protobuf
     from autotrace.otlp import encode_spans
 
     with capture_spans() as spans:
