@@ -28,8 +28,9 @@ TIERS: list[list[str]] = [
     ["_version", "_limits", "_env", "_serving"],  # constants, text parsers; the threaded WSGI server (stdlib only)
     ["_model"],  # value types: kinds, status, span context, events, links; ids
     ["_current", "_errors"],  # the ContextVar; failures counted and logged once
-    ["_stacktrace", "_stderr", "_resource", "attributes"],  # exception text, log fallback, resource, values
-    ["otlp", "sampling"],  # spans -> OTLP/JSON; samplers
+    ["_stacktrace", "_stderr", "_resource", "attributes", "_secrets"],  # exception text, log fallback, resource,
+    # attribute values, secret names and text
+    ["otlp", "sampling", "_render"],  # spans -> OTLP/JSON; samplers; a bounded, redacting repr
     ["store"],  # whole traces in memory
     ["_state"],  # what the hot path reads; finish(span); flush()
     ["redaction"],  # what capture keeps, secrets hidden

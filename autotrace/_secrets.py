@@ -1,0 +1,390 @@
+"""Secrets: which names look like one, masking them in text, and hiding them in URLs and paths.
+
+The rules of ``redaction`` (its docstring lists them: rule 1 for names, rule 4
+for text); this module holds them so that capture (``redaction``), the repr
+renderer (``_render``) and the HTTP middlewares share one copy.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import urllib.parse
+from typing import Any
+
+from ._errors import reraise_foreign
+
+__all__ = [
+    "REDACTED",
+    "URL_REDACTED",
+    "looks_secret",
+    "redact_exception_attributes",
+    "redact_path",
+    "redact_query",
+    "redact_text",
+    "redact_url",
+    "redact_userinfo",
+]
+
+REDACTED = "[REDACTED]"
+"""What a captured secret is stored as."""
+
+# Words (after splitting snake_case, kebab-case, camelCase and dots, trailing digits dropped) that mark a secret.
+_SECRET_WORDS = frozenset(
+    {
+        "password", "passwd", "passphrase", "passcode", "pwd", "pw", "secret", "secrets", "token", "apikey",
+        "auth", "authorization", "authentication", "credential", "credentials", "creds", "cookie", "cookies",
+        "session", "sessionid", "bearer", "jwt", "otp", "totp", "privatekey", "accesskey", "secretkey",
+        "signingkey", "clientsecret", "xsrf", "csrf", "signature", "dsn",
+    }
+)  # fmt: skip
+# Two-word secrets: "api key", "private key", "access key", "mfa code", "conn str"...
+_SECRET_PAIRS = frozenset(
+    {
+        ("api", "key"), ("private", "key"), ("access", "key"), ("secret", "key"), ("signing", "key"),
+        ("encryption", "key"), ("set", "cookie"), ("session", "id"), ("connection", "string"),
+        ("connection", "str"), ("conn", "str"), ("conn", "string"), ("mfa", "code"), ("verification", "code"),
+        ("security", "code"), ("pin", "code"), ("recovery", "code"), ("backup", "code"),
+    }
+)  # fmt: skip
+# Inside one run-together word (PGPASSWORD, dbpassword, mysecretvalue): these stems are secret anywhere.
+_SECRET_STEMS = ("password", "passwd", "passphrase", "passcode", "secret", "credential", "apikey", "privatekey")
+# A run-together word ending in "token" or "key" is secret when it starts with one of these
+# (apitoken, authtoken, bearertoken, accesskey, sshkey); maxtoken or hotkey stay visible.
+_CREDENTIAL_PREFIXES = frozenset(
+    {
+        "api", "auth", "bearer", "access", "refresh", "id", "session", "csrf", "xsrf", "oauth", "bot", "app",
+        "client", "secret", "private", "master", "admin", "account", "subscription", "ssh", "hmac", "stripe",
+        "github", "gh", "gitlab", "slack", "hf", "pg", "db", "personal", "service", "signing", "encryption",
+        "license", "functions", "function", "webhook", "security", "sas", "deploy", "jwt", "user", "aws",
+    }
+)  # fmt: skip
+# "token" next to one of these is about LLM tokens, not credentials (max_tokens, token_count, eos_token);
+# "id_token", "access_token", "refresh_token" stay secret.
+_TOKEN_BEFORE = frozenset(
+    {
+        "max", "min", "num", "total", "next", "first", "last", "new", "prev", "eos", "bos", "pad", "stop",
+        "start", "end", "unk", "sep", "cls", "mask", "special", "input", "output", "prompt", "completion",
+        "generated", "sampled",
+    }
+)  # fmt: skip
+_TOKEN_AFTER = frozenset(
+    {
+        "count", "counts", "id", "ids", "len", "length", "limit", "usage", "type", "index", "budget",
+        "logprob", "logprobs", "str", "text", "position", "pos", "probability", "prob", "score",
+    }
+)  # fmt: skip
+
+# "pass", "pin", "sig" and "key" are secrets only as the last word of a name: DB_PASS, card_pin, url_sig,
+# stripe_key; pass_rate, pin_memory, sig_level and key_len stay visible.
+_LAST_WORD_SECRETS = frozenset({"pass", "pin", "sig", "key"})
+# ...and not after a word saying what they count or look up: n_pass, cache_key, public_key, rng_key.
+_COUNT_BEFORE = frozenset({"n", "num", "number", "total", "max", "min", "first", "second", "last", "test", "tests"})
+_LOOKUP_BEFORE = frozenset(
+    {
+        "public", "primary", "foreign", "sort", "cache", "partition", "hash", "range", "row", "column", "dict",
+        "map", "lookup", "group", "index", "unique", "composite", "shard", "routing", "order", "rng", "prng",
+        "random", "seed", "idempotency", "dedup", "dedupe", "object", "s3", "redis", "label", "field", "attr",
+        "attribute", "config", "metric", "feature", "batch", "input", "output", "prompt", "memory", "text",
+        "image", "result", "response", "question", "answer", "context", "doc", "document", "message", "event",
+        "name", "id", "node", "item", "record", "state", "dataset", "sample", "join", "bucket", "hot", "short",
+        "next", "prev", "parent", "child", "root", "top", "kv", "sub",
+    }
+)  # fmt: skip
+_NOT_SECRET_BEFORE = {"pass": _COUNT_BEFORE, "key": _LOOKUP_BEFORE}
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+_SPLIT = re.compile(r"[^A-Za-z0-9]+")
+
+
+def _words(key: str) -> list[str]:
+    out = []
+    for word in _SPLIT.split(_CAMEL.sub("_", key)):
+        if word:
+            word = word.lower()
+            out.append(word.rstrip("0123456789") or word)  # password1, api_key2
+    return out
+
+
+def looks_secret(key: str) -> bool:
+    """True when a key names something that must not be stored (``api_key``, ``Authorization``...).
+
+    Inference words that merely contain one of these stay visible:
+    ``max_tokens``, ``token_count``, ``tokenizer``, ``author``, ``pin_memory``, ``key_len``.
+    """
+    return isinstance(key, str) and _looks_secret(str.__str__(key)[:200])
+
+
+@functools.lru_cache(maxsize=4096)  # the same few names come back on every call
+def _looks_secret(key: str) -> bool:
+    words = _words(key)
+    if not words:
+        return False
+    last = words[-1]
+    if last in _LAST_WORD_SECRETS and (len(words) == 1 or words[-2] not in _NOT_SECRET_BEFORE.get(last, ())):
+        return True
+    for i, word in enumerate(words):
+        if word in _SECRET_WORDS:
+            if word == "token" and (
+                (i and words[i - 1] in _TOKEN_BEFORE) or (i + 1 < len(words) and words[i + 1] in _TOKEN_AFTER)
+            ):
+                continue
+            return True
+        if i and (words[i - 1], word) in _SECRET_PAIRS:
+            return True
+        if len(word) > 5 and _run_together_secret(word):
+            return True
+    return False
+
+
+def _run_together_secret(word: str) -> bool:
+    """A word of several run together: PGPASSWORD, dbpassword, apitoken, bearertoken, sshkey."""
+    if any(stem in word for stem in _SECRET_STEMS):
+        return True
+    return (word.endswith("token") and word[:-5] in _CREDENTIAL_PREFIXES) or (
+        word.endswith("key") and word[:-3] in _CREDENTIAL_PREFIXES
+    )
+
+
+# -- text patterns, applied to the final text ---------------------------------------------------
+
+_KEY_CHARS = r"[A-Za-z0-9_.\-]*"
+# key=value, key: value, "key": "value", 'key': 'value' (the key checked with looks_secret).
+# "=>" (Ruby, PHP, Perl) and ":=" too: "api_key => X" masks X, not the ">".
+_PAIR = re.compile(
+    r"""(?<![A-Za-z0-9_.\-])["']?(?P<name>[A-Za-z]""" + _KEY_CHARS + r""")["']?\s*(?:=>|:=|==|[=:])\s*"""
+)
+# Names secret only in a URL query: "?code=" is an OAuth authorization code; "code=" elsewhere is prose.
+_QUERY_SECRETS = frozenset({"code"})
+# A pair inside a percent-encoded URL ("%3Fapi_key%3DX%26"): the name starts after %3F, %26 or a non-name
+# character, the value runs to the next %26 or separator.
+_ENCODED_PAIR = re.compile(
+    r"(?:(?<=%3F)|(?<=%3f)|(?<=%26)|(?<![A-Za-z0-9_.\-%]))(?P<name>[A-Za-z]"
+    + _KEY_CHARS
+    + r")%3[Dd](?P<value>(?:(?!%26)[^\s&;,\"'<>])+)"
+)
+# Command-line flags: "--api-key X", "--password=X" (a value starting with "-" is the next flag).
+_FLAG = re.compile(
+    r"""(?<![\w-])--(?P<name>[A-Za-z][A-Za-z0-9_\-]*)(?:=|[ \t]+)(?P<value>"[^"]*"|'[^']*'|[^\s"'-]\S*)"""
+)
+# A PEM private key block, to its END line or to the end of a cut text.
+_PEM = re.compile(
+    r"-----BEGIN (?P<kind>[A-Z0-9 ]{0,40})PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]{0,40}PRIVATE KEY-----|\Z)", re.S
+)
+# scheme://KEY@host with no password: a token-looking user (16+ characters, a digit) is a key, as in a Sentry DSN.
+_URL_USER_KEY = re.compile(
+    r"(?P<head>(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]*://)(?=[A-Za-z_\-]*[0-9])(?P<user>[A-Za-z0-9_\-]{16,})(?=@)"
+)
+# Where a value ends: the matching quote, or the first separator. Found only after a
+# secret key, so scanning stays linear in the text.
+_QUOTED = {q: re.compile(q + r"(?:[^" + q + r"\\]|\\.)*" + q + "?") for q in ("'", '"')}
+_UNQUOTED_END = re.compile(r"[\s,;&)}\]]|%26")
+_SCHEME = re.compile(r"\b(?P<scheme>Bearer|Basic|Token|Digest)\s+[A-Za-z0-9._~+/=\-]{8,}", re.IGNORECASE)
+# A shorter credential after the capitalised scheme, when it looks like a token (a digit, a symbol or an
+# inner capital): "Bearer ab12" is masked, prose such as "Bearer of bad news" or "Basic Income" is not.
+_SHORT_SCHEME = re.compile(
+    r"\b(?P<scheme>Bearer|Basic|Token|Digest)\s+(?=[A-Za-z0-9._~+/=\-]*[0-9._~+/=\-]|[A-Za-z0-9._~+/=\-]+[A-Z])[A-Za-z0-9._~+/=\-]{3,}"
+)
+# The scheme word of an unquoted header value ("Authorization: Bearer x"): masked with the credential.
+_VALUE_SCHEME = re.compile(r"(?:Bearer|Basic|Token|Digest|Negotiate|NTLM|ApiKey)[ \t]+", re.IGNORECASE)
+# scheme://user:password@host: the password is masked, user and host kept. The authority ends at / ? #,
+# whitespace or a quote; the password runs to its last "@" (a raw "@" in a password is common). The
+# look-behind starts a match only at the start of a scheme, so a long run of letters is scanned once.
+_URL_USERINFO = re.compile(
+    r"(?P<head>(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/?#@'\"<>]*:)(?P<password>[^\s/?#'\"<>]+)(?=@)"
+)
+# A cut text ending inside "scheme://user:pass" (no "@" left): masked unless it is a port number.
+_URL_TAIL = re.compile(
+    r"(?P<head>(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/?#@'\"<>]*:)(?P<password>[^\s/?#@'\"<>]*)$"
+)
+_KNOWN_FORMATS = re.compile(
+    r"\b(?:sk-[A-Za-z0-9_\-]{16,}|sk-ant-[A-Za-z0-9_\-]{16,}|gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}"
+    r"|xox[abposre]-[A-Za-z0-9\-]{10,}|(?:AKIA|ASIA)[0-9A-Z]{16}|AIza[0-9A-Za-z_\-]{35}|hf_[A-Za-z0-9]{30,}"
+    r"|[sr]k_(?:live|test)_[A-Za-z0-9]{10,}|glpat-[A-Za-z0-9_\-]{16,}|SG\.[A-Za-z0-9_\-]{16,}\.[A-Za-z0-9_\-]{16,}"
+    r"|npm_[A-Za-z0-9]{30,}"
+    r"|eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,})"
+)
+
+
+def _mask_pairs(text: str) -> str:
+    out: list[str] = []
+    pos = 0
+    for match in _PAIR.finditer(text):
+        start = match.end()
+        if match.start() < pos:
+            continue  # inside a value already masked
+        name = match.group("name")
+        if not looks_secret(name) and not (
+            name.lower() in _QUERY_SECRETS and match.start() and text[match.start() - 1] in "?&"
+        ):
+            continue
+        quoted = _QUOTED.get(text[start : start + 1])
+        if quoted is not None:
+            end = quoted.match(text, start).end()  # type: ignore[union-attr]
+            masked = f"{text[start]}{REDACTED}{text[start]}"
+        else:
+            scheme = _VALUE_SCHEME.match(text, start)  # "Authorization: Bearer abc": the credential too
+            found = _UNQUOTED_END.search(text, scheme.end() if scheme else start)
+            end = found.start() if found else len(text)
+            masked = REDACTED
+        if end > start:
+            out.append(text[pos:start])
+            out.append(masked)
+            pos = end
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _mask_named(match: re.Match[str]) -> str:
+    """The match with its ``value`` group masked when its ``name`` looks secret."""
+    if not looks_secret(match.group("name")):
+        return match.group(0)
+    head = match.group(0)[: match.start("value") - match.start()]
+    return head + REDACTED
+
+
+def redact_text(text: str) -> str:
+    """Mask secrets left in free text (see the module docstring, rule 4); the rest is kept as it is."""
+    if "PRIVATE KEY-----" in text:
+        text = _PEM.sub(lambda m: f"-----BEGIN {m.group('kind')}PRIVATE KEY-----{REDACTED}", text)
+    text = _URL_USERINFO.sub(lambda m: m.group("head") + REDACTED, text)
+    text = _URL_USER_KEY.sub(lambda m: m.group("head") + REDACTED, text)
+    if "--" in text:
+        text = _FLAG.sub(_mask_named, text)
+    if "%3" in text:
+        text = _ENCODED_PAIR.sub(_mask_named, text)
+    text = _mask_pairs(text)  # after the URL rules: "Authorization: Bearer x" is masked whole, scheme word included
+    text = _SCHEME.sub(lambda m: f"{m.group('scheme')} {REDACTED}", text)
+    text = _SHORT_SCHEME.sub(lambda m: f"{m.group('scheme')} {REDACTED}", text)
+    return _KNOWN_FORMATS.sub(REDACTED, text)
+
+
+# -- URLs, paths and exception text outside capture ---------------------------------------------
+
+URL_REDACTED = "REDACTED"
+"""What replaces a credential in ``url.full`` / ``url.path`` (the OpenTelemetry HTTP conventions' word)."""
+
+# The semantic conventions' list (AWSAccessKeyId, Signature, sig, X-Goog-Signature) is covered by looks_secret;
+# "code" is an OAuth authorization code only in a query.
+_URL_SECRET_PARAMS = frozenset({"awsaccesskeyid", "signature", "sig", "x-goog-signature", "code"})
+
+
+def _secret_param(name: str) -> bool:
+    try:
+        name = urllib.parse.unquote_plus(name)
+    except Exception as error:
+        reraise_foreign(error)
+    return name.lower() in _URL_SECRET_PARAMS or looks_secret(name)
+
+
+def redact_query(text: str) -> str:
+    """``a=1&key=x`` with the values of secret-looking names replaced by REDACTED."""
+    out = []
+    for item in text.split("&"):
+        name, eq, value = item.partition("=")
+        out.append(f"{name}={URL_REDACTED}" if eq and value and _secret_param(name) else item)
+    return "&".join(out)
+
+
+def redact_userinfo(url: str) -> str:
+    """``url`` with its ``user:password@`` (if any) as ``REDACTED:REDACTED@``: the one rule for URL credentials.
+
+    Used for ``url.full`` (``redact_url``) and wherever a URL is logged or shown
+    (exporter endpoints, proxies). Everything else is kept as written.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    ends = [i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0]
+    end = min(ends) if ends else len(rest)
+    authority = rest[:end]
+    if "@" not in authority:
+        return url
+    return f"{scheme}://{URL_REDACTED}:{URL_REDACTED}@{authority.rpartition('@')[2]}{rest[end:]}"
+
+
+def redact_url(url: str) -> str:
+    """``url`` as ``url.full`` may record it: credentials and sensitive query values replaced by ``REDACTED``.
+
+    As the OpenTelemetry HTTP conventions ask: ``user:password@`` becomes
+    ``REDACTED:REDACTED@``, and the value of every query (or fragment) parameter
+    named in their list (AWSAccessKeyId, Signature, sig, X-Goog-Signature), named
+    ``code``, or with a name ``looks_secret`` accepts becomes ``REDACTED``. The
+    path goes through ``redact_path``. Everything else is kept as written.
+    """
+    try:
+        head, hash_, fragment = url.partition("#")
+        base, qmark, query = head.partition("?")
+        scheme, sep, rest = base.partition("://")
+        if sep:
+            slash = rest.find("/")
+            authority, path = (rest, "") if slash < 0 else (rest[:slash], rest[slash:])
+            base = redact_userinfo(f"{scheme}://{authority}") + redact_path(path)
+        else:
+            base = redact_path(base)
+        return base + qmark + redact_query(query) + hash_ + (redact_query(fragment) if "=" in fragment else fragment)
+    except Exception as error:
+        reraise_foreign(error)
+        return URL_REDACTED  # never the raw URL when it cannot be read
+
+
+# A path segment that looks like a token: 16+ characters of a key's alphabet with letters and digits.
+_TOKEN_SEGMENT = re.compile(r"(?=[^/]*[0-9])(?=[^/]*[A-Za-z])[A-Za-z0-9_\-.~=+%:]{16,}")
+# A segment after one of these carries a one-time secret: /reset-password/<token>, /verify/<code>.
+_SECRET_BEFORE_WORDS = frozenset(
+    {
+        "reset", "verify", "verification", "confirm", "confirmation", "activate", "activation", "invite",
+        "invitation", "magic", "unsubscribe", "recover", "recovery", "otp", "share", "download",
+    }
+)  # fmt: skip
+
+
+def _secret_segment_before(segment: str) -> bool:
+    if not segment:
+        return False
+    if looks_secret(segment):
+        return True
+    return any(word in _SECRET_BEFORE_WORDS for word in _words(segment[:100]))
+
+
+def redact_path(path: str) -> str:
+    """A URL path with its secret-looking segments replaced by ``REDACTED``.
+
+    A segment is replaced when it looks like a token (16 or more characters of
+    letters, digits and ``_-.~=+%:``, with at least one letter and one digit:
+    random tokens, and also hex ids and UUIDs), when the segment before it names a
+    secret or a one-time link (``/reset-password/<token>``, ``/api-key/<key>``,
+    ``/verify/<code>``, ``/invite/<code>``), or when it holds a well-known key format.
+    """
+    if not path or path == "/":
+        return path
+    segments = path.split("/")
+    changed = False
+    for i, segment in enumerate(segments):
+        if not segment:
+            continue
+        if (
+            _TOKEN_SEGMENT.fullmatch(segment)
+            or (i and _secret_segment_before(segments[i - 1]))
+            or _KNOWN_FORMATS.search(segment)
+        ):
+            segments[i] = URL_REDACTED
+            changed = True
+    return "/".join(segments) if changed else path
+
+
+def redact_exception_attributes(attrs: dict[str, Any]) -> dict[str, Any]:
+    """``exception.message`` and ``exception.stacktrace`` of an exception event passed through ``redact_text``.
+
+    Messages often carry a URL with a key, or a connection string; the stack text
+    repeats them and shows source lines. Changed in place; returns ``attrs``.
+    """
+    for key in ("exception.message", "exception.stacktrace"):
+        value = attrs.get(key)
+        if type(value) is str:
+            try:
+                attrs[key] = redact_text(value)
+            except Exception as error:
+                reraise_foreign(error)
+                attrs[key] = REDACTED  # never the raw text when it cannot be masked
+    return attrs
