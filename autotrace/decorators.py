@@ -121,10 +121,10 @@ def _sync_function(
                 finally:
                     _cv_reset(token)
             if _S.custom:
-                s = start(name, kind, attrs, False, None)
+                s = start(name, kind, attrs, None)
             else:
                 pid = None
-                buf = [tid]
+                buf = [tid]  # opened inline as TraceStore._new_trace does
                 try:  # counted even when a signal handler raises just after the append
                     _S.ring.append(buf)
                 finally:
@@ -134,7 +134,7 @@ def _sync_function(
             pid = parent._span_id
             buf = parent._trace
         else:
-            s = start(name, kind, attrs, False, parent)
+            s = start(name, kind, attrs, parent)
             if s is None:  # the parent is unsampled: run in its context, with no span
                 return func(*args, **kwargs)
         if buf is not None:
@@ -189,7 +189,7 @@ def _sync_capture_function(
     """As _sync_function, writing arguments and result on the span (not the hot path: no inlining)."""
 
     def call(*args: Any, **kwargs: Any) -> Any:
-        s = start(name, kind, attrs, False, _cv_get())
+        s = start(name, kind, attrs, _cv_get())
         if s.__class__ is not Span:
             if s is None:
                 return func(*args, **kwargs)
@@ -245,14 +245,14 @@ def _sync_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any]) -> Callable[
     """The wrapt wrapper for a sync callable that is not a plain function (bound method, partial, object)."""
 
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return _run_started(start(name, kind, attrs, False, _cv_get()), wrapped, args, kwargs)
+        return _run_started(start(name, kind, attrs, _cv_get()), wrapped, args, kwargs)
 
     return wrapper
 
 
 def _sync_capture_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture: _Capture) -> Callable[..., Any]:
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        s = start(name, kind, attrs, False, _cv_get())
+        s = start(name, kind, attrs, _cv_get())
         if s.__class__ is not Span:
             return _run_started(s, wrapped, args, kwargs)
         capture.arguments(s, instance, args, kwargs)  # type: ignore[arg-type]
@@ -310,7 +310,7 @@ def _async_wrapper(
         coro = pending.coro
         pending.coro = None
         # The span starts when the coroutine is first awaited, in the awaiting task's context.
-        s = start(name, kind, attrs, False, _cv_get())
+        s = start(name, kind, attrs, _cv_get())
         if s.__class__ is not Span:
             if s is None:
                 return await coro
@@ -413,7 +413,7 @@ def _gen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture: _Cap
         # generator was created in. Around every resume the generator's context
         # (its span, or a span its body left open across a yield) is swapped in
         # and out again, so while suspended the consumer sees its own span.
-        s = start(name, kind, attrs, False, parent)
+        s = start(name, kind, attrs, parent)
         target: Any = parent if s is None else s
         stats = None
         if s.__class__ is Span:
@@ -483,7 +483,7 @@ def _asyncgen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture:
     async def drive(
         agen: AsyncGenerator[Any, Any], parent: Any, instance: Any, args: Any, kwargs: Any
     ) -> AsyncGenerator[Any, Any]:
-        s = start(name, kind, attrs, False, parent)
+        s = start(name, kind, attrs, parent)
         target: Any = parent if s is None else s
         stats = None
         if s.__class__ is Span:

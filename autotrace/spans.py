@@ -128,7 +128,7 @@ class Span:
 
     # Slots keep a span small (the store holds many) and attribute access fast.
     # `_attrs` may be a dict shared with the decorator that made the span, or
-    # the one shared empty dict of span() (`_owns` False); it is copied on the
+    # the one shared empty dict of span() (a SharedAttrs); it is copied on the
     # first write. `_trace` is the store buffer of the span's trace (store.py):
     # a finished span appends itself there.
     # The rarely used parts (events, links, dropped counts, a remote parent) live
@@ -242,15 +242,6 @@ class Span:
     def _remote_parent(self, value: bool) -> None:
         if value or self._extra is not None:
             self._extra_for_write().remote_parent = value
-
-    @property
-    def _owns(self) -> bool:
-        return type(self._attrs) is dict
-
-    @_owns.setter
-    def _owns(self, value: bool) -> None:
-        if value and type(self._attrs) is not dict:
-            self._attrs = dict(self._attrs)
 
     def _extra_for_write(self) -> _Extra:
         extra = self._extra

@@ -145,7 +145,7 @@ class TraceStore:
     # -- writing (no lock: any recording thread may call these) ---------------------
 
     def _new_trace(self, trace_id: int) -> list[Any]:
-        """Open the buffer of a new trace (the hot path inlines these three steps)."""
+        """Open the buffer of a new trace (span() and the sync @traced wrapper inline these three steps)."""
         buf: list[Any] = [trace_id]
         try:  # counted even when a signal handler raises just after the append
             self._ring.append(buf)

@@ -49,7 +49,7 @@ _time_ns = time.time_ns
 _new = object.__new__
 _cv_get = CURRENT.get
 _MASK64 = (1 << 64) - 1
-# The attribute dict of every span() span until its first write (`_owns` False):
+# The attribute dict of every span() span until its first write (a SharedAttrs):
 # never written to, because Span.set_attribute copies a dict it does not own.
 _NO_ATTRS: dict[str, Any] = SharedAttrs()
 
@@ -58,12 +58,16 @@ def _new_span(
     name: str,
     kind: SpanKind,
     attrs: dict[str, Any],
-    owns: bool,
     trace_id: int,
     parent_id: int | None,
     trace: list[Any] | None = None,
 ) -> Span:
-    """A started sampled span; ``trace`` is its trace's store buffer (looked up by id if None)."""
+    """A started sampled span; ``trace`` is its trace's store buffer (looked up by id if None).
+
+    The one canonical way a sampled span is made. ``span()`` and the sync
+    ``@traced`` wrapper (decorators.py) inline these slot stores for speed;
+    tests/test_span_paths.py checks every path sets every slot.
+    """
     # object.__new__ plus slot stores is cheaper than a keyword __init__ call.
     # Every slot must be stored: an unset slot raises on read.
     s = _new(Span)
@@ -72,8 +76,8 @@ def _new_span(
     s._trace_id = trace_id
     s._span_id = _getrandbits(64) or 1
     s._parent_id = parent_id
-    # A dict the span does not own is marked by its type (SharedAttrs): copied on first write.
-    s._attrs = attrs if owns or type(attrs) is not dict else SharedAttrs(attrs)
+    # Shared with the caller until written: marked by its type (SharedAttrs), copied on first write.
+    s._attrs = attrs if type(attrs) is not dict else SharedAttrs(attrs)
     s._extra = None
     s._status = _UNSET_STATUS
     s._token = None
@@ -87,7 +91,6 @@ def start(
     name: str,
     kind: SpanKind,
     attrs: dict[str, Any],
-    owns: bool,
     parent: Span | NonRecordingSpan | SpanContext | int | None,
 ) -> Span | NonRecordingSpan | int | None:
     """Start a span under ``parent``: a Span when sampled, an int seed for a new
@@ -105,12 +108,7 @@ def start(
         custom = _S.custom
         if custom is not None and not ask(custom, trace_id, None, name):
             return lo
-        buf = [trace_id]  # the new trace's store buffer (store.py), opened inline
-        try:  # counted even when a signal handler raises just after the append
-            _S.ring.append(buf)
-        finally:
-            next(_S.pushes)
-        return _new_span(name, kind, attrs, owns, trace_id, None, buf)
+        return _new_span(name, kind, attrs, trace_id, None, _S._store._new_trace(trace_id))
     if parent.__class__ is Span:
         p: Span = parent  # type: ignore[assignment]
         trace = p._trace
@@ -120,7 +118,7 @@ def start(
                 return _unsampled_child(p.get_span_context())
             trace = _S.store._open(p._trace_id, everywhere=True)
         # p._trace_id as it is: it carries the trace's W3C state, if any (spans._TraceId).
-        return _new_span(name, kind, attrs, owns, p._trace_id, p._span_id, trace)
+        return _new_span(name, kind, attrs, p._trace_id, p._span_id, trace)
     if parent.__class__ is int or parent.__class__ is _UnsampledRoot:
         # A child in an unsampled trace started here runs without a span of its
         # own: it sends the local root's id, which is ours (W3C asks no more).
@@ -130,13 +128,13 @@ def start(
         return None
     ctx = parent if isinstance(parent, SpanContext) else parent.get_span_context()  # type: ignore[union-attr]
     if not ctx.is_valid:
-        return start(name, kind, attrs, owns, None)
+        return start(name, kind, attrs, None)
     if not _parent_sampled(ctx, name):
         return _unsampled_child(ctx)
     # The trace's W3C state (tracestate, random flag) rides on the trace id
     # object, down to every span below this one (spans._TraceId).
     tid = continued_trace_id(ctx.trace_id, ctx.trace_state, ctx.random)
-    s = _new_span(name, kind, attrs, owns, tid, ctx.span_id)
+    s = _new_span(name, kind, attrs, tid, ctx.span_id)
     if ctx.is_remote:
         s._remote_parent = True  # OTLP span flags say so
     return s
@@ -202,13 +200,13 @@ def span(
             if lo >= _S.bound:
                 return _UnsampledRoot(lo)
             pid = None
-            buf = [tid]  # the new trace's store buffer (store.py), opened inline
+            buf = [tid]  # the new trace's store buffer, opened inline as TraceStore._new_trace does
             try:  # counted even when a signal handler raises just after the append
                 _S.ring.append(buf)
             finally:
                 next(_S.pushes)
         else:
-            result = start(name, kind, _NO_ATTRS, False, cur)
+            result = start(name, kind, _NO_ATTRS, cur)
             if result.__class__ is not Span:
                 return _non_recording(cur, result)
             return _with_extras(result, attributes, links)  # type: ignore[arg-type]

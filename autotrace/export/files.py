@@ -330,6 +330,7 @@ def _decode_span(item: Any) -> Span:
         s._end = max(int(item.get("endTimeUnixNano") or 0), s._start)
         s._attrs = _attributes(item.get("attributes") or [])
         s._token = None
+        s._trace = None  # finished: filed by trace id when loaded into a store
         dropped = [int(item.get(k) or 0) for k in ("droppedAttributesCount", "droppedEventsCount", "droppedLinksCount")]
         s._dropped = dropped if any(dropped) else None
         events = [
