@@ -157,7 +157,7 @@ class _Request:
         # No (valid) traceparent: a new trace (parent None), whatever the server task has current.
         parent = extract(carrier) if carrier else None
         # Sampling first: an unsampled request (90% at the default rate) builds no attributes.
-        started = _tracer.start(span_name, SpanKind.SERVER, _tracer._NO_ATTRS, False, parent)
+        started = _tracer.start(span_name, SpanKind.SERVER, _tracer._NO_ATTRS, parent)
         if started.__class__ is Span:
             attrs = _attributes(scope, base)
             if LIMITS.max_attribute_length is not None or len(attrs) > LIMITS.max_attributes:
