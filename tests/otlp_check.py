@@ -1,4 +1,8 @@
-"""Validate OTLP/JSON documents with the official opentelemetry-proto schema."""
+"""The one OTLP/JSON validator of the suite: the official opentelemetry-proto schema and OTLP.md's rules.
+
+``validate(doc)`` fails on anything off-spec (see its docstring); the helpers
+below read span objects and attribute values out of a document.
+"""
 
 from __future__ import annotations
 
@@ -16,14 +20,15 @@ _CAMEL = re.compile(r"^[a-z][a-zA-Z0-9]*$")
 _ID_FIELDS = {"traceId": 16, "spanId": 8, "parentSpanId": 8}
 
 
-def _check_keys(node: Any, path: str = "$") -> None:
+def check_keys(node: Any, path: str = "$") -> None:
+    """Every object key of an OTLP/JSON document is lowerCamelCase (ParseDict also takes snake_case)."""
     if isinstance(node, dict):
         for key, value in node.items():
             assert _CAMEL.match(key), f"{path}: key {key!r} is not lowerCamelCase"
-            _check_keys(value, f"{path}.{key}")
+            check_keys(value, f"{path}.{key}")
     elif isinstance(node, list):
         for i, value in enumerate(node):
-            _check_keys(value, f"{path}[{i}]")
+            check_keys(value, f"{path}[{i}]")
 
 
 def _convert_ids(obj: dict[str, Any]) -> None:
@@ -38,9 +43,17 @@ def _convert_ids(obj: dict[str, Any]) -> None:
 
 
 def validate(doc: dict[str, Any]) -> ExportTraceServiceRequest:
-    """Parse an OTLP/JSON ExportTraceServiceRequest strictly; fail on anything off-spec."""
-    json.dumps(doc, allow_nan=False)  # valid JSON, no bare NaN
-    _check_keys(doc)
+    """Parse an OTLP/JSON ExportTraceServiceRequest strictly; fail on anything off-spec; return the message.
+
+    Checked: valid JSON without NaN literals that encodes as UTF-8 (no lone
+    surrogates), lowerCamelCase keys, lower-hex ids of 16/8 non-zero bytes,
+    every span ending at or after its start, the official schema (ParseDict
+    rejects unknown fields and wrong types), and the message serialises.
+    """
+    json.dumps(doc, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    check_keys(doc)
+    for s in spans_of(doc):
+        assert int(s["endTimeUnixNano"]) >= int(s["startTimeUnixNano"]), "span ends before it starts"
     converted = copy.deepcopy(doc)
     for rs in converted.get("resourceSpans", []):
         for ss in rs.get("scopeSpans", []):
@@ -50,12 +63,18 @@ def validate(doc: dict[str, Any]) -> ExportTraceServiceRequest:
                     _convert_ids(link)
     message = ExportTraceServiceRequest()
     json_format.ParseDict(converted, message)  # rejects unknown fields and wrong types
+    message.SerializeToString()
     return message
 
 
 def spans_of(doc: dict[str, Any]) -> list[dict[str, Any]]:
     """All span objects of a document."""
     return [s for rs in doc.get("resourceSpans", []) for ss in rs.get("scopeSpans", []) for s in ss.get("spans", [])]
+
+
+def span_count(doc: dict[str, Any]) -> int:
+    """How many spans an OTLP/JSON document holds."""
+    return len(spans_of(doc))
 
 
 def attrs_of(obj: dict[str, Any]) -> dict[str, Any]:

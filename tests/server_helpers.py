@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import autotrace
-from tests.otlp_check import validate
 
 if TYPE_CHECKING:
     from autotrace.server import ServerHandle
@@ -80,11 +79,6 @@ def trace_ids(doc: dict[str, Any]) -> list[str]:
     for s in spans_of(doc):
         seen.setdefault(s["traceId"], None)
     return list(seen)
-
-
-def validate_otlp(doc: dict[str, Any]) -> Any:
-    """Parse ``doc`` with the official ExportTraceServiceRequest schema (see tests/otlp_check.py)."""
-    return validate(doc)
 
 
 def settle(handle: ServerHandle, timeout: float = 30.0) -> None:

@@ -19,8 +19,9 @@ import pytest
 
 import autotrace
 from autotrace import cli
+from tests.otlp_check import validate
 
-from .server_helpers import fetch, spans_of, trace_ids, validate_otlp
+from .server_helpers import fetch, spans_of, trace_ids
 
 ROOT = Path(__file__).resolve().parent.parent
 URL = re.compile(r"listening on (http://127\.0\.0\.1:\d+)")
@@ -203,7 +204,7 @@ def test_demo_with_traffic_serves_its_traces_over_http(run: type[Running]) -> No
         if len(servers) >= 5 or time.monotonic() > deadline:
             break
         time.sleep(0.05)
-    validate_otlp(doc)
+    validate(doc)
     assert len(trace_ids(doc)) == 5
     spans = spans_of(doc)
     # Exactly one SERVER span per request (the demo app's own middleware, not a second
@@ -328,7 +329,7 @@ def test_serve_file_serves_a_recorded_jsonl(run: type[Running], tmp_path: Path) 
     url = serve.wait_for(URL.pattern).group(1)
     assert any("loaded 6 spans" in line for line in serve.seen)
     doc = fetch(url, "/traces").json()
-    validate_otlp(doc)
+    validate(doc)
     assert sorted(s["spanId"] for s in spans_of(doc)) == recorded
     assert len(trace_ids(doc)) == 3
     assert serve.stop() == 0

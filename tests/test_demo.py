@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 import autotrace
 from autotrace.demo import MODEL, create_demo_app, generate_tokens, send_traffic
 from autotrace.server import ServerHandle, start_in_background
+from tests.otlp_check import validate
 
-from .server_helpers import fetch, settle, spans_of, trace_ids, validate_otlp
+from .server_helpers import fetch, settle, spans_of, trace_ids
 
 JSON = {"Content-Type": "application/json"}
 
@@ -67,7 +68,7 @@ def test_generate_records_a_genai_span_tree(demo: ServerHandle) -> None:
     fetch(demo.url, "/generate", method="POST", body=b'{"prompt": "one two three", "max_tokens": 3}', headers=JSON)
     server_spans()
     doc = fetch(demo.url, "/traces").json()
-    validate_otlp(doc)
+    validate(doc)
     assert len(trace_ids(doc)) == 1
     spans = spans_of(doc)
     (server,) = [s for s in spans if "parentSpanId" not in s or not s["parentSpanId"]]

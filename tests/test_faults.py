@@ -18,7 +18,7 @@ import autotrace.spans
 import autotrace.tracer
 from autotrace import SpanContext, span, traced
 from autotrace.store import PENDING_LIMIT
-from tests.stress.otlp_check import assert_valid_otlp, span_count
+from tests.otlp_check import span_count, validate
 
 CALLS = 200
 
@@ -215,7 +215,7 @@ def test_clock_going_backwards() -> None:
     assert len(spans) == 7
     assert all(x.duration_ns is not None and x.duration_ns >= 0 for x in spans)
     doc = autotrace.export_traces()
-    assert_valid_otlp(doc)  # also checks endTimeUnixNano >= startTimeUnixNano
+    validate(doc)  # also checks endTimeUnixNano >= startTimeUnixNano
     assert span_count(doc) == 7
     assert autotrace.tracer.errors() == {}
 
@@ -326,7 +326,7 @@ def test_values_whose_str_and_repr_raise() -> None:
     assert "unprintable" in attrs["code.function.args.value"]
     assert "unprintable" in attrs["code.function.result"]
     assert s.name == "<unprintable RaisingRepr>"
-    assert_valid_otlp(autotrace.export_traces())
+    validate(autotrace.export_traces())
 
 
 def test_user_exception_with_broken_str_is_recorded_and_reraised() -> None:
@@ -345,7 +345,7 @@ def test_user_exception_with_broken_str_is_recorded_and_reraised() -> None:
     assert event.name == "exception"
     assert event.attributes["exception.type"].endswith("Unprintable")
     assert autotrace.tracer.errors() == {}
-    assert_valid_otlp(autotrace.export_traces())
+    validate(autotrace.export_traces())
 
 
 def _real_export() -> Any:

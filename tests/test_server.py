@@ -23,8 +23,9 @@ from hypothesis import strategies as st
 
 import autotrace
 from autotrace.server import ServerHandle, create_app, start_in_background
+from tests.otlp_check import validate
 
-from .server_helpers import fetch, record_trace, settle, span_ids, spans_of, trace_ids, validate_otlp
+from .server_helpers import fetch, record_trace, settle, span_ids, spans_of, trace_ids
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,7 @@ def test_sample_data_comes_back_as_otlp_json(url: str) -> None:
     """Recorded traces come back as OTLP/JSON that the official schema accepts."""
     tid, ids = record_trace("generate", children=2)
     doc = fetch(url, "/traces").json()
-    validate_otlp(doc)
+    validate(doc)
     spans = spans_of(doc)
     assert sorted(s["spanId"] for s in spans) == sorted(ids)
     assert {s["traceId"] for s in spans} == {tid}
@@ -123,7 +124,7 @@ def test_trace_id_fetches_one_trace(url: str) -> None:
     tid, ids = record_trace("one", children=3)
     record_trace("other", children=1)
     doc = fetch(url, f"/traces?trace_id={tid}").json()
-    validate_otlp(doc)
+    validate(doc)
     assert sorted(span_ids(doc)) == sorted(ids)
     assert sorted(span_ids(fetch(url, f"/traces?trace_id={tid.upper()}").json())) == sorted(ids)
     missing = fetch(url, "/traces?trace_id=" + "ab" * 16)

@@ -15,8 +15,9 @@ import pytest
 import autotrace
 from autotrace.server import create_app, loopback_hosts, start_in_background
 from autotrace.wsgi import MAX_HEADER, MAX_PATH, TracingMiddleware
+from tests.otlp_check import validate
 
-from .server_helpers import fetch, record_trace, settle, spans_of, trace_ids, validate_otlp
+from .server_helpers import fetch, record_trace, settle, spans_of, trace_ids
 
 SAMPLED = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -152,7 +153,7 @@ def test_the_answer_is_streamed_in_pieces_and_stays_one_valid_request() -> None:
     assert status.startswith("200") and "content-length" not in headers
     assert len(pieces) >= 6  # every 256 spans at most, plus the head and the tail
     doc = json.loads(b"".join(pieces))
-    validate_otlp(doc)
+    validate(doc)
     assert trace_ids(doc) == tids and len(spans_of(doc)) == 900
 
 
@@ -161,7 +162,7 @@ def test_the_answer_holds_at_most_max_answer_spans_and_says_what_it_left_out() -
     tids = _traces_of(5, 4)
     with start_in_background(port=0, app=create_app(trace_requests=False, max_answer_spans=10)) as handle:
         reply = fetch(handle.url, "/traces")
-        validate_otlp(reply.json())
+        validate(reply.json())
         assert trace_ids(reply.json()) == tids[-2:] and reply.headers["x-autotrace-omitted-traces"] == "3"
         assert "x-autotrace-omitted-traces" not in fetch(handle.url, "/traces?limit=2").headers
         # Paging with clear=true: each answer takes the newest that fit; the rest stay for the next.

@@ -1,16 +1,19 @@
-"""exception.stacktrace: Python's traceback format, made once per exception object, bounded per span."""
+"""exception.stacktrace: Python traceback text, made once per exception, bounded per span; one error.type rule."""
 
 from __future__ import annotations
 
 import linecache
 import re
+import socket
 import traceback
+import urllib.error
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from autotrace import _stacktrace, span, traced
+from autotrace import _stacktrace, llm, span, traced
+from autotrace.propagation import traced_urlopen
 from tests.conftest import all_spans
 
 DEPTH = 300
@@ -106,3 +109,26 @@ def test_same_exception_recorded_twice_at_one_level_is_walked_once(getline_calls
         a.record_exception(err)
         b.record_exception(err)
     assert getline_calls[0] - before <= 1  # at most the one new frame (this test's) is formatted
+
+
+class ModelUnavailable(Exception):
+    """An exception class outside builtins."""
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_error_type_is_the_exception_type_everywhere() -> None:
+    """error.type is the fully qualified class name (as exception.type) for outgoing calls and LLM spans alike."""
+    with pytest.raises(urllib.error.URLError), span("root"):
+        traced_urlopen(f"http://127.0.0.1:{_closed_port()}/", timeout=5)
+    with pytest.raises(ModelUnavailable), llm(model="m"):
+        raise ModelUnavailable("down")
+    by_name = {s.name: s for s in all_spans()}
+    client = by_name["GET"]
+    assert client.attributes["error.type"] == "urllib.error.URLError"
+    (llm_span,) = [s for s in all_spans() if "error.type" in s.attributes and s is not client]
+    assert llm_span.attributes["error.type"] == f"{__name__}.ModelUnavailable"

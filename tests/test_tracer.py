@@ -1,16 +1,23 @@
-"""span() as a context manager, current_span(), record_span() and the global store functions."""
+"""span(), @traced with span(), current_span(), record_span() and the global store functions."""
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 
 import pytest
 
 import autotrace
 from autotrace import NonRecordingSpan, Span, SpanContext, SpanKind, StatusCode, span, traced
+from autotrace.context import current_span, current_span_context
 from autotrace.testing import capture_spans
 from tests.conftest import all_spans
+
+
+def names(trace: list[Span]) -> list[str]:
+    """Span names of one trace, in the order they finished."""
+    return [s.name for s in trace]
 
 
 def test_with_span_records_attributes_events_and_nesting() -> None:
@@ -313,3 +320,104 @@ def test_a_hand_built_span_entered_twice_restores_the_context() -> None:
             assert autotrace.current_span() is s
     assert not autotrace.current_span().get_span_context().is_valid  # outside any span again
     assert autotrace.get_trace_store().span_count() == 1
+
+
+def test_traced_and_span_share_one_trace() -> None:
+    """Spans from @traced and span() nested in each other form one stored trace."""
+
+    @traced
+    def inner() -> None:
+        with span("leaf"):
+            pass
+
+    @traced
+    def outer() -> None:
+        inner()
+        inner()
+
+    outer()
+    traces = autotrace.get_trace_store().traces()
+    assert len(traces) == 1
+    assert len(traces[0]) == 5
+    root = traces[0][-1]
+    assert root.name.endswith("outer") and root.parent_span_id is None
+    assert {s.trace_id for s in traces[0]} == {root.trace_id}
+
+
+def test_unsampled_span_carries_stable_ids_and_children_stay_unsampled() -> None:
+    """An unsampled span() has fixed non-zero ids that its children propagate; nothing is stored."""
+    autotrace.configure(autotrace.TraceConfig(sample_rate=0.0))
+
+    @traced
+    def child() -> str:
+        return current_span().trace_id
+
+    with span("root") as s:
+        assert not s.is_recording and not s.is_sampled
+        ctx = current_span_context()
+        assert ctx is not None and ctx.trace_id != 0 and ctx.span_id != 0
+        assert s.get_span_context() == ctx
+        assert child() == s.trace_id
+        with span("inner") as inner:
+            assert inner.trace_id == s.trace_id
+    assert current_span_context() is None
+    assert autotrace.trace_count() == 0
+
+
+def test_span_without_attributes_gets_its_own_dict_on_first_write() -> None:
+    """span() spans share an empty attribute dict until written; a write never leaks to others."""
+    with span("a") as a:
+        pass
+    with span("b") as b:
+        b.set_attribute("k", 1)
+    with span("c") as c:
+        pass
+    assert dict(a.attributes) == {} and dict(c.attributes) == {}
+    assert dict(b.attributes) == {"k": 1}
+
+
+def test_exception_is_recorded_and_reraised() -> None:
+    """An exception leaving a traced call or a span() block marks the span ERROR and propagates."""
+
+    @traced
+    def boom() -> None:
+        raise KeyError("x")
+
+    with pytest.raises(KeyError):
+        boom()
+    with pytest.raises(ValueError), span("block"):
+        raise ValueError("y")
+    spans = [s for t in autotrace.get_trace_store().traces() for s in t]
+    assert [s.status.code.name for s in spans] == ["ERROR", "ERROR"]
+    assert all(s.events[0].name == "exception" for s in spans)
+
+
+def test_span_exited_in_another_context_still_ends() -> None:
+    """A span entered in one context and exited in another still ends and is stored."""
+    s = span("moved")
+    contextvars.copy_context().run(s.__enter__)
+    s.__exit__(None, None, None)
+    assert current_span_context() is None
+    assert autotrace.get_trace_store().stats()["spans"] == 1
+    assert autotrace.tracer.errors() == {}
+
+
+def test_async_traced_spans_nest_per_task() -> None:
+    """Concurrent traced coroutines each get their own child span under their task's root."""
+
+    @traced
+    async def step() -> None:
+        await asyncio.sleep(0)
+
+    @traced
+    async def request() -> None:
+        await step()
+        await step()
+
+    async def main() -> None:
+        await asyncio.gather(*(request() for _ in range(5)))
+
+    asyncio.run(main())
+    traces = autotrace.get_trace_store().traces()
+    assert len(traces) == 5
+    assert all(len(t) == 3 for t in traces)

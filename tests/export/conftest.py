@@ -26,17 +26,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from tests.otlp_check import _check_keys, validate
-
-
-def check_camel_case(node: Any, path: str = "$") -> None:
-    """Every object key of an OTLP/JSON document is lowerCamelCase (ParseDict also takes snake_case)."""
-    _check_keys(node, path)
-
-
-def parse_otlp_json(doc: dict[str, Any]) -> ExportTraceServiceRequest:
-    """Validate an OTLP/JSON request the way OTLP.md says: camelCase, hex ids, then ParseDict."""
-    return validate(doc)
+from tests.otlp_check import validate
 
 
 def spans_of(message: ExportTraceServiceRequest) -> list[dict[str, Any]]:
@@ -149,7 +139,7 @@ class Receiver:
         try:
             body = gzip.decompress(raw) if h.headers.get("Content-Encoding") == "gzip" else raw
             if ctype == "application/json":
-                message = parse_otlp_json(json.loads(body))
+                message = validate(json.loads(body))
             elif ctype == "application/x-protobuf":
                 message = ExportTraceServiceRequest()
                 message.ParseFromString(body)

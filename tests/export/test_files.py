@@ -23,8 +23,9 @@ from autotrace.export import (
 from autotrace.otlp import encode_span
 from autotrace.spans import Span, SpanContext
 from autotrace.testing import capture_spans
+from tests.otlp_check import validate
 
-from .conftest import parse_otlp_json, spans_of
+from .conftest import spans_of
 
 
 def rich_trace() -> None:
@@ -69,7 +70,7 @@ def test_file_round_trip_is_valid_otlp_and_rebuilds_identical_spans(tmp_path: Pa
     assert len(docs) == 2  # one line per batch
     written = [sp for doc in docs for rs in doc["resourceSpans"] for ss in rs["scopeSpans"] for sp in ss["spans"]]
     for doc in docs:
-        spans_of(parse_otlp_json(doc))
+        spans_of(validate(doc))
     assert written[:3] == [encode_span(s) for s in spans]
     store = autotrace.TraceStore()
     assert load_jsonl_into(store, path) == 4
@@ -228,7 +229,7 @@ def test_protobuf_messages_match_the_official_json_mapping() -> None:
             s.add_event("e", {"x": "y"})
     doc = encode_spans(spans)
     built = _Protobuf().request(doc)
-    assert built == parse_otlp_json(doc)
+    assert built == validate(doc)
     assert len(built.SerializeToString()) > 0
 
 

@@ -17,8 +17,9 @@ from autotrace.export import FileExporter, load_jsonl_into, read_jsonl
 from autotrace.spans import Span
 from autotrace.store import TraceStore
 from autotrace.testing import capture_spans
+from tests.otlp_check import validate
 
-from .conftest import parse_otlp_json, spans_of
+from .conftest import spans_of
 
 # Run in a child: RLIMIT_FSIZE is process-wide. Batch A fits, batch B is cut short by the limit (the
 # kernel writes up to it, then refuses with EFBIG), batch C goes out once the limit is lifted.
@@ -65,7 +66,7 @@ def test_a_write_cut_short_by_the_file_size_limit_leaves_no_torn_line(tmp_path: 
     assert report["results"] == [True, False, True]
     assert report["stats"] == {"exported": 5, "failed": 40}
     docs = read_jsonl(path, strict=True)  # every line a whole request
-    names = [s["name"] for doc in docs for s in spans_of(parse_otlp_json(doc))]
+    names = [s["name"] for doc in docs for s in spans_of(validate(doc))]
     assert names == ["a0", "a1", "c0", "c1", "c2"]
     assert path.read_bytes().endswith(b"\n")
     assert "EFBIG" in done.stderr or "File too large" in done.stderr  # logged: the limit was really hit
@@ -107,7 +108,7 @@ def test_the_reader_skips_and_reports_bad_lines(tmp_path: Path, caplog: pytest.L
     bad: list[tuple[int, str]] = []
     with caplog.at_level(logging.WARNING, logger="autotrace"):
         docs = read_jsonl(path, bad_lines=bad)
-    assert [s["name"] for doc in docs for s in spans_of(parse_otlp_json(doc))] == ["first", "second"]
+    assert [s["name"] for doc in docs for s in spans_of(validate(doc))] == ["first", "second"]
     assert [(n, reason.split(" (")[0]) for n, reason in bad] == [
         (2, "not JSON"),
         (3, "not UTF-8"),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import queue
@@ -16,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from google.protobuf import json_format
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from tests.otlp_check import validate
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -67,21 +66,9 @@ def _server_spans(url: str, want: int, timeout: float = 30.0) -> list[dict[str, 
             doc = json.load(resp)
         spans = [s for rs in doc.get("resourceSpans", []) for ss in rs["scopeSpans"] for s in ss["spans"]]
         if len(spans) >= want or time.monotonic() > deadline:
-            _validate_otlp(doc)
+            validate(doc)
             return spans
         time.sleep(0.05)
-
-
-def _validate_otlp(doc: dict[str, Any]) -> None:
-    """Parse the document with the official OTLP schema (ids converted from hex as OTLP/JSON requires)."""
-    converted = json.loads(json.dumps(doc))
-    for rs in converted.get("resourceSpans", []):
-        for ss in rs["scopeSpans"]:
-            for s in ss["spans"]:
-                for key in ("traceId", "spanId", "parentSpanId"):
-                    if s.get(key):
-                        s[key] = base64.b64encode(bytes.fromhex(s[key])).decode()
-    json_format.ParseDict(converted, ExportTraceServiceRequest())
 
 
 def test_trace_crosses_two_processes(server_url: str) -> None:

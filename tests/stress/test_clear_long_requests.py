@@ -20,7 +20,7 @@ import pytest
 import autotrace
 import autotrace.server as server
 from autotrace import span
-from tests.stress.otlp_check import spans_of
+from tests.otlp_check import spans_of
 
 pytestmark = pytest.mark.slow  # stress: deselect with -m 'not slow'; the normal test command runs it
 
