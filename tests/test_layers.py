@@ -263,3 +263,15 @@ def test_all_modules_import_in_any_order(order: str) -> None:
         random.Random(13).shuffle(names)
     result = _import_in_fresh_interpreter(names)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_readme_layout_section_lists_the_declared_tiers() -> None:
+    """README's "How the code is laid out" names the same modules, tier by tier, as TIERS."""
+    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## How the code is laid out", 1)[1].split("\n## ", 1)[0]
+    listed = []
+    for line in section.splitlines():
+        if line.startswith("- `"):
+            names = line[2:].split(": ", 1)[0]
+            listed.append([name.strip().strip("`") for name in names.split(",")])
+    assert listed == TIERS
