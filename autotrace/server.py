@@ -11,7 +11,8 @@ too (``gunicorn 'autotrace.server:create_app()'``). Every answer is JSON except
 the viewer page at ``/``; bad input is a 400 that names the parameter, never a 500.
 Requests to routes you add to it are traced (one SERVER span each, see
 ``autotrace.wsgi.TracingMiddleware``); the server's own routes, requests to no
-route and requests the checks refuse are not.
+route and requests the checks refuse are not. The checks themselves (token,
+Host, browser requests) are ``_guard``'s; the threaded server is ``_serving``'s.
 """
 
 from __future__ import annotations
@@ -19,16 +20,12 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
-import hmac
 import importlib.resources
-import ipaddress
-import json
 import logging
 import os
 import re
 import sys
 import threading
-import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -36,6 +33,13 @@ import bottle
 
 from . import _serving
 from ._env import parse_bool
+from ._guard import _COMMON_HEADERS, _JSON, _dumps, _refuse_browser_clear, _set_headers
+from ._guard import LOOPBACK_HOSTS as LOOPBACK_HOSTS
+from ._guard import TOKEN_ENV as TOKEN_ENV
+from ._guard import Guard as Guard
+from ._guard import Problem as Problem
+from ._guard import is_loopback as is_loopback
+from ._guard import loopback_hosts as loopback_hosts
 from ._serving import DEFAULT_BACKLOG as DEFAULT_BACKLOG
 from ._serving import DEFAULT_IDLE_TIMEOUT as DEFAULT_IDLE_TIMEOUT
 from ._serving import DEFAULT_MAX_CONNECTIONS as DEFAULT_MAX_CONNECTIONS
@@ -61,18 +65,11 @@ __all__ = [
 
 logger = logging.getLogger("autotrace")
 
-TOKEN_ENV = "AUTOTRACE_TOKEN"
 
 _DIGITS = re.compile(r"[0-9]{1,18}")  # ASCII only (str.isdigit() also accepts "²"); 18 digits fit any store
 _TRACE_ID = re.compile(r"[0-9a-fA-F]{32}")
 _TRACES_PARAMS = ("limit", "clear", "trace_id")
 
-_JSON = "application/json"
-_COMMON_HEADERS = {
-    "X-Content-Type-Options": "nosniff",
-    "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",
-}
 # The viewer is one self-contained file: its script and style are inline, and it
 # only talks to this origin. script-src and style-src allow exactly the inline
 # blocks the page ships, by their sha256 (computed when the page is read), not
@@ -98,35 +95,6 @@ _PLACEHOLDER_PAGE = """<!doctype html>
 </body>
 </html>
 """
-
-
-def _dumps(obj: Any) -> bytes:
-    # A lone surrogate (a str attribute made from undecodable bytes) cannot be UTF-8;
-    # backslashreplace writes it as the JSON escape "\udc80", so the answer stays valid JSON.
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "backslashreplace")
-
-
-def _set_headers(headers: dict[str, str]) -> None:
-    for name, value in headers.items():
-        bottle.response.set_header(name, value)
-
-
-class Problem(Exception):
-    """A client error raised inside a route: answered as ``{"error": message, "status": status}``."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or {}
-
-
-def _json_answer(status: int, obj: Any, headers: dict[str, str] | None = None) -> bottle.HTTPResponse:
-    answer = bottle.HTTPResponse(_dumps(obj), status)
-    answer.content_type = _JSON
-    for name, value in {**_COMMON_HEADERS, **(headers or {})}.items():
-        answer.set_header(name, value)
-    return answer
 
 
 def _single(name: str) -> str | None:
@@ -172,141 +140,6 @@ def _etag_matches(header: str, etag: str) -> bool:
         if candidate == "*" or candidate.removeprefix("W/") == etag:
             return True
     return False
-
-
-def _authorized(header: str, expected: bytes) -> bool:
-    scheme, _, credentials = header.strip().partition(" ")
-    if scheme.lower() != "bearer":
-        return False
-    # WSGI hands headers over as latin-1 decoded text: encoding back gives the bytes sent.
-    try:
-        given = credentials.strip().encode("latin-1")
-    except UnicodeEncodeError:
-        return False
-    return hmac.compare_digest(given, expected)
-
-
-LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
-
-
-def _host_name(header: str) -> str:
-    """The host part of a Host header, lower case, without port or brackets."""
-    host = header.strip().lower()
-    if host.startswith("["):
-        host = host[1 : host.find("]")] if "]" in host else host[1:]
-    elif host.count(":") == 1:
-        host = host.partition(":")[0]
-    return host.rstrip(".")
-
-
-def loopback_hosts(bind_host: str) -> frozenset[str] | None:
-    """The Host names to accept for a server bound to ``bind_host``: loopback names, or None (any).
-
-    Any loopback bind counts, however it is spelled (``127.0.0.2``,
-    ``0:0:0:0:0:0:0:1``, ``localhost``): it answers to the loopback names and
-    to the bind address itself, so a DNS-rebinding page cannot read it.
-    """
-    if not is_loopback(bind_host):
-        return None
-    name = _host_name(bind_host)
-    names = {name}
-    try:
-        names.add(str(ipaddress.ip_address(name.partition("%")[0])))
-    except ValueError:
-        pass
-    return LOOPBACK_HOSTS | frozenset(names)
-
-
-class Guard:
-    """Wraps route callbacks: the request checks, JSON error answers, no exception escaping.
-
-    The checks: the bearer token when one is set; no cross-site browser requests
-    (``Sec-Fetch-Site``), so another web page cannot make your browser clear the
-    store; and, when ``allowed_hosts`` is given, a ``Host`` header from that set,
-    so a DNS-rebinding page cannot read a loopback server. They travel with each
-    callback rather than living in app hooks, so the routes keep them when
-    merged or mounted into another Bottle app.
-    """
-
-    def __init__(self, token: str | None = None, *, allowed_hosts: Iterable[str] | None = None) -> None:
-        if token is None:
-            token = os.environ.get(TOKEN_ENV) or None
-        elif not isinstance(token, str) or not token:
-            raise ValueError(f"token must be a non-empty string; got {token!r}")
-        if isinstance(allowed_hosts, str):
-            raise ValueError(f"allowed_hosts must be a collection of host names, not a string; got {allowed_hosts!r}")
-        self.token = token
-        self.allowed_hosts = None if allowed_hosts is None else frozenset(_host_name(h) for h in allowed_hosts)
-        self._expected = token.encode("utf-8") if token is not None else None
-
-    def check(self) -> None:
-        """Raise a 400, 403 or 401 Problem unless the current request passes the checks."""
-        self.check_environ(bottle.request.environ)
-
-    def check_environ(self, environ: dict[str, Any], *, token: bool = True) -> None:
-        """Raise a 400, 403 or 401 Problem unless the request in ``environ`` passes (the token too, if ``token``)."""
-        # Raw WSGI (latin-1) header values: Bottle's get_header() raises on bytes that are not UTF-8.
-        if environ.get("HTTP_SEC_FETCH_SITE", "") in ("cross-site", "same-site"):
-            raise Problem(403, "cross-site browser requests are refused; open the viewer from this server")
-        allowed = self.allowed_hosts
-        if allowed is not None:
-            host = environ.get("HTTP_HOST")
-            if host is None:
-                # HTTP/1.1 requires Host (RFC 9112): without one the allow-list could not apply.
-                # A header line "Host : x" (space before the colon) arrives as no Host at all.
-                if str(environ.get("SERVER_PROTOCOL", "")).upper() not in ("HTTP/1.0", "HTTP/0.9"):
-                    raise Problem(400, "a Host header is required (HTTP/1.1); this server checks it")
-            elif _host_name(host) not in allowed:
-                raise Problem(
-                    403, f"Host {host[:100]!r} is refused; this server answers to {', '.join(sorted(allowed))}"
-                )
-        expected = self._expected
-        if token and expected is not None and not _authorized(environ.get("HTTP_AUTHORIZATION", ""), expected):
-            raise Problem(
-                401,
-                "missing or wrong bearer token: send 'Authorization: Bearer <token>'",
-                {"WWW-Authenticate": 'Bearer realm="autotrace"'},
-            )
-
-    def __call__(self, callback: Callable[..., Any], *, public: bool = False) -> Callable[..., Any]:
-        """``callback`` behind the token check (unless ``public``), answering JSON on any failure."""
-
-        def route(*args: Any, **kwargs: Any) -> Any:
-            try:
-                _check_path()
-                if not public:
-                    self.check()
-                out = callback(*args, **kwargs)
-            except Problem as p:
-                return _json_answer(p.status, {"error": p.message, "status": p.status}, p.headers)
-            except bottle.HTTPResponse:
-                raise
-            except Exception as exc:
-                internal_error(f"the route {bottle.request.path[:100]}", exc)
-                return _json_answer(500, {"error": "internal error; see the server log", "status": 500})
-            _set_headers(_COMMON_HEADERS)
-            return out
-
-        route.__name__ = getattr(callback, "__name__", "route")
-        route.__doc__ = callback.__doc__
-        # Read by _TracedBottle: a request this guard would refuse is not traced.
-        route.autotrace_guard = (self, public)  # type: ignore[attr-defined]
-        return route
-
-
-def _check_path() -> None:
-    """A 404 Problem for a path that is not UTF-8.
-
-    Bottle routes such a path with the bad bytes silently dropped, so
-    ``/tr%FFaces`` would reach /traces (and ``/%FF`` the page): a path that
-    names no route must not be answered as if it did.
-    """
-    raw = bottle.request.environ.get("bottle.raw_path")
-    if raw is not None:
-        try:
-            raw.encode("latin-1").decode("utf-8")
-        except UnicodeError:
-            raise Problem(404, f"not found: {raw[:200]!r} (the path is not UTF-8)") from None
 
 
 def _error_page(err: bottle.HTTPError) -> bytes:
@@ -437,37 +270,6 @@ class _Answer:
         self._traces = []
         if release is not None:
             release()
-
-
-def _refuse_browser_clear(environ: dict[str, Any]) -> None:
-    """A 403 Problem for ``GET /traces?clear=true`` sent by a browser: a link or a page must not empty the store.
-
-    Collectors send none of these headers; the viewer clears with DELETE.
-    Browsers with Fetch Metadata mark a navigation (a clicked link, even from
-    a chat client: ``Sec-Fetch-Site: none``); older ones still send ``Accept:
-    text/html`` or ``Upgrade-Insecure-Requests`` when navigating, and an
-    ``Origin`` naming another site on a cross-origin fetch.
-    """
-    site = environ.get("HTTP_SEC_FETCH_SITE", "")
-    navigation = (
-        site not in ("", "same-origin")
-        or environ.get("HTTP_SEC_FETCH_MODE", "") == "navigate"
-        or environ.get("HTTP_SEC_FETCH_DEST", "") not in ("", "empty")
-        or "HTTP_SEC_FETCH_USER" in environ
-        or "HTTP_UPGRADE_INSECURE_REQUESTS" in environ
-        or "text/html" in environ.get("HTTP_ACCEPT", "")
-    )
-    origin = environ.get("HTTP_ORIGIN")
-    foreign = (
-        origin is not None
-        and urllib.parse.urlsplit(origin.strip()).netloc.lower() != (environ.get("HTTP_HOST") or "").strip().lower()
-    )
-    if navigation or foreign:
-        raise Problem(
-            403,
-            "GET /traces?clear=true is refused from a browser (a link or another page must not empty the store); "
-            "use DELETE /traces, as the viewer does",
-        )
 
 
 def _sample_rate() -> float | None:
@@ -706,17 +508,6 @@ def create_app(
         max_concurrent_encodes=max_concurrent_encodes,
         encode_wait=encode_wait,
     )
-
-
-def is_loopback(host: str) -> bool:
-    """True when ``host`` (a bind address or name) only accepts connections from this machine."""
-    name = _host_name(host)
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name.partition("%")[0]).is_loopback
-    except ValueError:
-        return False
 
 
 # -- running in the background (the threaded server itself is _serving's) -----------------

@@ -49,7 +49,7 @@ TIERS: list[list[str]] = [
     ["propagation"],
     ["genai"],
     ["inference"],
-    ["wsgi", "asgi"],
+    ["wsgi", "asgi", "_guard"],
     ["server"],  # routes, viewer, start_in_background
     ["demo"],
     ["__init__"],  # the public names
