@@ -91,7 +91,7 @@ def _source_of(module: Any, name: str) -> Any | None:
         return None
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and any(
-            alias.name == name and alias.asname is None for alias in node.names
+            alias.name == name and alias.asname in (None, name) for alias in node.names
         ):
             package = module.__name__ if hasattr(module, "__path__") else module.__name__.rpartition(".")[0]
             target = "." * node.level + (node.module or "")
