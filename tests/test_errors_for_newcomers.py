@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -84,3 +87,24 @@ def test_configure_sample_rate_out_of_range_names_setting_and_value() -> None:
     """configure(sample_rate=2) raises ValueError naming sample_rate, its range and the value given."""
     with pytest.raises(ValueError, match=r"sample_rate must be between 0 and 1; got 2"):
         autotrace.configure(sample_rate=2)
+
+
+@pytest.mark.parametrize(
+    ("argv", "problem"),
+    [
+        (["serve", "--file", "no-such-recording.jsonl"], "--file: "),
+        (["demo", "--token-file", "no-such-token-file"], "--token-file: cannot read no-such-token-file"),
+    ],
+)
+def test_cli_errors_after_parsing_show_the_subcommands_usage(argv: list[str], problem: str, tmp_path: Path) -> None:
+    """A missing --file or --token-file exits 2 with the subcommand's usage and `autotrace <cmd>: error:` naming it."""
+    done = subprocess.run(
+        [sys.executable, "-m", "autotrace", *argv, "--port", "0"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"usage: autotrace {argv[0]} "), done.stderr
+    assert f"autotrace {argv[0]}: error: {problem}" in done.stderr, done.stderr
