@@ -108,3 +108,17 @@ def test_cli_errors_after_parsing_show_the_subcommands_usage(argv: list[str], pr
     assert done.returncode == 2
     assert done.stderr.startswith(f"usage: autotrace {argv[0]} "), done.stderr
     assert f"autotrace {argv[0]}: error: {problem}" in done.stderr, done.stderr
+
+
+def test_a_bad_otlp_endpoint_is_quoted_as_it_was_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OTEL_EXPORTER_OTLP_ENDPOINT=localhost:4318 (no scheme) is an error quoting 'localhost:4318' as set."""
+    from autotrace.export import OTLPHttpExporter
+
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "localhost:4318", "OTEL_TRACES_EXPORTER": "otlp"}
+    with pytest.raises(
+        ValueError, match=r"^OTEL_EXPORTER_OTLP_ENDPOINT must be an http:// or https:// URL.*'localhost:4318'$"
+    ):
+        TraceConfig.from_env(env)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:4318")
+    with pytest.raises(ValueError, match=r"got 'localhost:4318'$"):
+        OTLPHttpExporter()
