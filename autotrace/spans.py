@@ -553,6 +553,10 @@ class Span:
             items = list(attributes.items())
         except Exception as exc:
             reraise_foreign(exc)
+            if isinstance(exc, AttributeError) and not hasattr(type(attributes), "items"):
+                # A list of pairs, a set...: name the mistake once (counted) rather than drop them silently.
+                exc = TypeError(f"attributes must be a mapping such as a dict; got {type(attributes).__name__}")
+            _internal_error("set_attributes", exc)
             return
         for key, value in items:
             self.set_attribute(key, value)

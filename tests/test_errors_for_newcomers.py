@@ -13,12 +13,6 @@ import autotrace
 from autotrace import TraceConfig, span, traced
 
 
-@pytest.fixture(autouse=True)
-def _restore_config() -> object:
-    yield
-    autotrace.configure(TraceConfig())
-
-
 def test_with_traced_says_it_is_a_decorator_and_names_span() -> None:
     """`with traced("x"):` raises a TypeError saying traced() is a decorator and `with span(...)` is the block form."""
     with pytest.raises(TypeError, match=r"traced\(\) is a decorator.*with span\(name\)"):
@@ -122,3 +116,15 @@ def test_a_bad_otlp_endpoint_is_quoted_as_it_was_set(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:4318")
     with pytest.raises(ValueError, match=r"got 'localhost:4318'$"):
         OTLPHttpExporter()
+
+
+def test_span_attributes_given_as_pairs_are_reported_not_dropped_silently(caplog: pytest.LogCaptureFixture) -> None:
+    """span(attributes=[(k, v)]) runs the block and counts a set_attributes failure saying a mapping is needed."""
+    autotrace.configure(sample_rate=1.0)
+    before = autotrace.tracer.errors().get("set_attributes", 0)
+    with caplog.at_level("WARNING", logger="autotrace"):
+        with span("x", attributes=[("a", 1)]) as s:  # type: ignore[arg-type]
+            s.set_attribute("b", 2)
+    assert dict(s.attributes) == {"b": 2}
+    assert autotrace.tracer.errors().get("set_attributes", 0) == before + 1
+    assert "attributes must be a mapping such as a dict; got list" in caplog.text
