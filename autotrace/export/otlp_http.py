@@ -597,6 +597,8 @@ def _resolve_endpoint(endpoint: str | None, env: Mapping[str, str]) -> str:
         source, url = "OTEL_EXPORTER_OTLP_ENDPOINT", base.rstrip("/") + "/v1/traces"
     else:
         return DEFAULT_ENDPOINT
+    # An error shows the value as it was set, not with the /v1/traces appended to a base URL.
+    given = base if source == "OTEL_EXPORTER_OTLP_ENDPOINT" else url
     if not isinstance(url, str):
         raise ValueError(f"{source} must be a URL string; got {url!r}")
     url = url.strip()
@@ -604,9 +606,9 @@ def _resolve_endpoint(endpoint: str | None, env: Mapping[str, str]) -> str:
         parts = urllib.parse.urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError as exc:
-        raise ValueError(f"{source} must be an http:// or https:// URL; got {url!r} ({exc})") from None
+        raise ValueError(f"{source} must be an http:// or https:// URL; got {given!r} ({exc})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{source} must be an http:// or https:// URL with a host; got {url!r}")
+        raise ValueError(f"{source} must be an http:// or https:// URL with a host; got {given!r}")
     return url
 
 
