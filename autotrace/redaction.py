@@ -7,9 +7,10 @@ Rules, in order, for an argument or result named ``key``:
    trailing digits dropped, so ``password1`` and ``api_key2`` count). It is a
    secret when a word is one of password, passwd, passphrase, passcode, pwd,
    pw, secret, token, apikey, auth, authorization, credential(s), creds,
-   cookie, session, bearer, jwt, otp, totp, signature, dsn, csrf/xsrf...; when
+   cookie, session, jsessionid, bearer, jwt, otp, totp, signature, dsn, csrf/xsrf...; when
    two words are api/private/access/secret/signing/encryption + key, mfa/pin/
-   verification/security/recovery + code, or conn/connection + str/string; when
+   verification/security/recovery + code, pass + phrase, code + verifier, or
+   conn/connection + str/string; when
    its LAST word is key, pin, sig or pass (``stripe_key``, ``card_pin``,
    ``DB_PASS``); or when one run-together word holds password, passwd,
    passphrase, passcode, secret, credential, apikey or privatekey
@@ -25,8 +26,9 @@ Rules, in order, for an argument or result named ``key``:
    ``[REDACTED]``: a broken redactor must not leak what it was meant to hide.
 3. bool, int and float are kept as they are; anything else becomes text: a
    str as itself, other values as a repr in which every secret-looking key of
-   a nested mapping, dataclass, named tuple or plain object's attribute (an
-   object whose class keeps ``object.__repr__``) is redacted, and so is the
+   a nested mapping, items view (``headers.items()``), dataclass, named tuple
+   or plain object's attribute (an object whose class keeps
+   ``object.__repr__``) is redacted, and so is the
    value of a ``(key, value)`` pair such as ``("Authorization", "Bearer x")``.
    An object with its own ``__repr__`` is shown by it (then masked as text); so
    is a dataclass with its own ``__repr__``, and ``field(repr=False)`` is never shown.
@@ -35,7 +37,7 @@ Rules, in order, for an argument or result named ``key``:
    ``key => value``, ``--key value``, ``--key=value`` and percent-encoded
    ``key%3Dvalue`` with secret-looking keys, ``?code=`` in a query, ``Bearer``/
    ``Basic`` credentials, the password of ``scheme://user:password@host``, a
-   token-looking user of ``scheme://KEY@host`` (a Sentry DSN), PEM private key
+   token-looking user of ``scheme://KEY@host`` (a Sentry DSN), PEM and PGP private key
    blocks and well-known key formats (``sk-``, ``sk_live_``, ``ghp_``,
    ``glpat-``, ``SG.``, ``npm_``, ``xox*-``, ``AKIA``, ``hf_``, JWTs...) are
    masked. Only then is the text cut to ``capture_max_length`` characters (plus
@@ -60,7 +62,7 @@ import dataclasses
 import functools
 import re
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, ItemsView, Iterator, Mapping
 from typing import Any
 
 from ._errors import reraise_foreign
@@ -89,7 +91,7 @@ _SECRET_WORDS = frozenset(
         "password", "passwd", "passphrase", "passcode", "pwd", "pw", "secret", "secrets", "token", "apikey",
         "auth", "authorization", "authentication", "credential", "credentials", "creds", "cookie", "cookies",
         "session", "sessionid", "bearer", "jwt", "otp", "totp", "privatekey", "accesskey", "secretkey",
-        "signingkey", "clientsecret", "xsrf", "csrf", "signature", "dsn",
+        "signingkey", "clientsecret", "xsrf", "csrf", "signature", "dsn", "sessid", "jsessionid", "phpsessid",
     }
 )  # fmt: skip
 # Two-word secrets: "api key", "private key", "access key", "mfa code", "conn str"...
@@ -99,6 +101,7 @@ _SECRET_PAIRS = frozenset(
         ("encryption", "key"), ("set", "cookie"), ("session", "id"), ("connection", "string"),
         ("connection", "str"), ("conn", "str"), ("conn", "string"), ("mfa", "code"), ("verification", "code"),
         ("security", "code"), ("pin", "code"), ("recovery", "code"), ("backup", "code"),
+        ("pass", "phrase"), ("code", "verifier"),
     }
 )  # fmt: skip
 # Inside one run-together word (PGPASSWORD, dbpassword, mysecretvalue): these stems are secret anywhere.
@@ -111,6 +114,7 @@ _CREDENTIAL_PREFIXES = frozenset(
         "client", "secret", "private", "master", "admin", "account", "subscription", "ssh", "hmac", "stripe",
         "github", "gh", "gitlab", "slack", "hf", "pg", "db", "personal", "service", "signing", "encryption",
         "license", "functions", "function", "webhook", "security", "sas", "deploy", "jwt", "user", "aws",
+        "priv",
     }
 )  # fmt: skip
 # "token" next to one of these is about LLM tokens, not credentials (max_tokens, token_count, eos_token);
@@ -222,8 +226,11 @@ _FLAG = re.compile(
     r"""(?<![\w-])--(?P<name>[A-Za-z][A-Za-z0-9_\-]*)(?:=|[ \t]+)(?P<value>"[^"]*"|'[^']*'|[^\s"'-]\S*)"""
 )
 # A PEM private key block, to its END line or to the end of a cut text.
+# PGP armour says "PRIVATE KEY BLOCK".
 _PEM = re.compile(
-    r"-----BEGIN (?P<kind>[A-Z0-9 ]{0,40})PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]{0,40}PRIVATE KEY-----|\Z)", re.S
+    r"-----BEGIN (?P<kind>[A-Z0-9 ]{0,40})PRIVATE KEY(?P<block> BLOCK)?-----.*?"
+    r"(?:-----END [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----|\Z)",
+    re.S,
 )
 # scheme://KEY@host with no password: a token-looking user (16+ characters, a digit) is a key, as in a Sentry DSN.
 _URL_USER_KEY = re.compile(
@@ -299,8 +306,10 @@ def _mask_named(match: re.Match[str]) -> str:
 
 def redact_text(text: str) -> str:
     """Mask secrets left in free text (see the module docstring, rule 4); the rest is kept as it is."""
-    if "PRIVATE KEY-----" in text:
-        text = _PEM.sub(lambda m: f"-----BEGIN {m.group('kind')}PRIVATE KEY-----{REDACTED}", text)
+    if "PRIVATE KEY" in text:
+        text = _PEM.sub(
+            lambda m: f"-----BEGIN {m.group('kind')}PRIVATE KEY{m.group('block') or ''}-----{REDACTED}", text
+        )
     text = _URL_USERINFO.sub(lambda m: m.group("head") + REDACTED, text)
     text = _URL_USER_KEY.sub(lambda m: m.group("head") + REDACTED, text)
     if "--" in text:
@@ -365,6 +374,9 @@ class _Render:
     def _container(self, value: Any, depth: int) -> bool:
         if isinstance(value, Mapping):
             return self.items("{", "}", _mapping_items(value, self.budget), depth, ": ")
+        if isinstance(value, ItemsView):  # headers.items(): a mapping's pairs, its secret keys masked alike
+            pairs = _bounded_items(value, self.budget, "<unreadable mapping>")
+            return self.emit(f"{_type_name(value)}(") and self.items("{", "}", pairs, depth, ": ") and self.emit(")")
         fields = _fields(value, self.budget)
         if fields is not None:
             return self.items(f"{_type_name(value)}(", ")", fields, depth, "=")
@@ -914,7 +926,8 @@ def redact_path(path: str) -> str:
     letters, digits and ``_-.~=+%:``, with at least one letter and one digit:
     random tokens, and also hex ids and UUIDs), when the segment before it names a
     secret or a one-time link (``/reset-password/<token>``, ``/api-key/<key>``,
-    ``/verify/<code>``, ``/invite/<code>``), or when it holds a well-known key format.
+    ``/verify/<code>``, ``/invite/<code>``), or when it holds a well-known key format;
+    the value of a secret-looking ``;name=value`` parameter (``;jsessionid=``) is replaced too.
     """
     if not path or path == "/":
         return path
@@ -930,7 +943,21 @@ def redact_path(path: str) -> str:
         ):
             segments[i] = URL_REDACTED
             changed = True
+        elif ";" in segment:  # matrix parameters: /cart;jsessionid=<id>
+            masked = _redact_matrix(segment)
+            changed = changed or masked is not segment
+            segments[i] = masked
     return "/".join(segments) if changed else path
+
+
+def _redact_matrix(segment: str) -> str:
+    """A path segment's ``;name=value`` parameters with the values of secret-looking names replaced."""
+    head, *params = segment.split(";")
+    masked = [
+        f"{name}={URL_REDACTED}" if eq and value and _secret_param(name) else f"{name}{eq}{value}"
+        for name, eq, value in (param.partition("=") for param in params)
+    ]
+    return segment if masked == params else ";".join([head, *masked])
 
 
 def redact_exception_attributes(attrs: dict[str, Any]) -> dict[str, Any]:

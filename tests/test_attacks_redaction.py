@@ -1,0 +1,104 @@
+"""Secrets that slipped past capture and URL redaction in an outside review, and LLM names that must stay visible."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import autotrace
+from autotrace import traced
+from autotrace.propagation import traced_urlopen
+from autotrace.redaction import looks_secret
+from autotrace.testing import capture_spans
+from autotrace.wsgi import TracingMiddleware
+
+from .test_wsgi import Server, wait_for
+
+SECRET = "Zq8vN2xW7kLp4RtY9bHc"
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Any], Server]]:
+    """Start loopback WSGI servers for a test and stop them afterwards."""
+    servers: list[Server] = []
+
+    def start(app: Any) -> Server:
+        servers.append(Server(app))
+        return servers[-1]
+
+    yield start
+    for s in servers:
+        s.stop()
+
+
+def echo(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """Answers with the path it received."""
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(environ.get("PATH_INFO")).encode()]
+
+
+@traced(capture_args=True)
+def send(payload: Any) -> None:
+    """Takes anything; its argument is captured."""
+
+
+def captured(value: Any) -> str:
+    """What capture_args keeps of ``value``."""
+    with capture_spans() as spans:
+        send(value)
+    text = spans.one("send").attributes["code.function.args.payload"]
+    assert isinstance(text, str)
+    return text
+
+
+def test_pgp_private_key_block_is_masked() -> None:
+    """An ASCII-armoured PGP private key (``PRIVATE KEY BLOCK``) is masked like a PEM key."""
+    armour = f"-----BEGIN PGP PRIVATE KEY BLOCK-----\n\nlQOYBF{SECRET}\n=ab12\n-----END PGP PRIVATE KEY BLOCK-----\n"
+    text = captured(f"key file: {armour} done")
+    assert SECRET not in text
+    assert text == "key file: -----BEGIN PGP PRIVATE KEY BLOCK-----[REDACTED]\n done"
+
+
+def test_items_view_of_headers_is_redacted() -> None:
+    """``headers.items()`` passed as an argument has its secret values masked, as the dict itself would."""
+    headers = {"Authorization": f"Bearer {SECRET}", "X-Auth-Token": SECRET, "token": SECRET, "Accept": "*/*"}
+    text = captured(headers.items())
+    assert SECRET not in text
+    assert text == (
+        "dict_items({'Authorization': '[REDACTED]', 'X-Auth-Token': '[REDACTED]', 'token': '[REDACTED]', "
+        "'Accept': '*/*'})"
+    )
+    assert headers["token"] == SECRET  # the user's dict is untouched
+
+
+@pytest.mark.parametrize("name", ["JSESSIONID", "PHPSESSID", "privkey", "pass_phrase", "code_verifier", "sessid"])
+def test_more_secret_key_names(name: str) -> None:
+    """Session-cookie names, ``privkey``, ``pass_phrase`` and a PKCE ``code_verifier`` are secret keys."""
+    assert looks_secret(name)
+    assert SECRET not in captured({name: SECRET})
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["max_tokens", "token_ids", "tokenizer", "keyboard", "monkey", "turkey", "passage", "compass", "bypass",
+     "past_key_values", "key_cache", "num_keys", "keypoints", "pin_memory", "privacy"],
+)  # fmt: skip
+def test_llm_names_stay_visible(name: str) -> None:
+    """Inference names that merely contain a secret word are captured as they are."""
+    assert not looks_secret(name)
+    assert captured({name: 7}) == f"{{'{name}': 7}}"
+
+
+def test_matrix_session_id_in_a_url_path_is_masked(serve: Callable[[Any], Server]) -> None:
+    """A ``;jsessionid=`` path parameter reaches neither url.full of traced_urlopen nor the WSGI span."""
+    server = serve(TracingMiddleware(echo))
+    with capture_spans() as spans:
+        with traced_urlopen(f"{server.url}/cart;jsessionid={SECRET};lang=en?x=1", timeout=10) as resp:
+            assert resp.read().decode() == f"/cart;jsessionid={SECRET};lang=en"  # the request is untouched
+        (wsgi,) = wait_for(spans, "GET /cart;jsessionid=REDACTED;lang=en")
+    assert spans.one("GET").attributes["url.full"] == f"{server.url}/cart;jsessionid=REDACTED;lang=en?x=1"
+    assert wsgi.attributes["url.path"] == "/cart;jsessionid=REDACTED;lang=en"
+    assert SECRET not in json.dumps(autotrace.export_traces())
