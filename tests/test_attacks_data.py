@@ -1,0 +1,53 @@
+"""Exactly-once attacks from an outside review: spans must reach the store once, or be counted dropped."""
+
+from __future__ import annotations
+
+import threading
+
+import autotrace
+from autotrace import span
+
+
+def test_open_trace_survives_two_configures_while_the_first_store_is_busy() -> None:
+    """Spans ending in a trace taken from a store replaced twice while its reader was busy are still stored once."""
+    s1 = autotrace.configure(sample_rate=1.0)
+    root = span("root")
+    root.__enter__()
+    with span("a"):
+        pass
+    first = [s.name for t in s1.take() for s in t]  # the trace stays open: its buffer waits in s1's limbo
+    held, release = threading.Event(), threading.Event()
+
+    def busy_reader() -> None:
+        with s1._lock:  # a reader of s1 still at work while configure() runs twice
+            held.set()
+            release.wait(10)
+
+    reader = threading.Thread(target=busy_reader)
+    reader.start()
+    assert held.wait(10)
+    autotrace.configure(sample_rate=1.0)
+    s3 = autotrace.configure(sample_rate=1.0)
+    release.set()
+    reader.join()
+    with span("b"):
+        pass
+    root.__exit__(None, None, None)
+    later = sorted(s.name for t in s3.take() for s in t)
+    assert first == ["a"]
+    assert later == ["b", "root"]
+    assert s3.stats()["dropped_spans"] == 0
+
+
+def test_replaced_stores_do_not_pile_up() -> None:
+    """Stores replaced by configure() and drained leave the chain: a thousand configure() calls keep it short."""
+    store = autotrace.configure(sample_rate=1.0)
+    for _ in range(1000):
+        with span("x"):
+            pass
+        store = autotrace.configure(sample_rate=1.0)
+    assert store.span_count() == 1000
+    depth, link = 0, store._previous
+    while link is not None:
+        depth, link = depth + 1, link._previous
+    assert depth <= 2
