@@ -34,7 +34,8 @@ Rules, in order, for an argument or result named ``key``:
    is a dataclass with its own ``__repr__``, and ``field(repr=False)`` is never shown.
 4. The text (up to ``capture_max_length`` + 256 characters) goes through
    ``redact_text``: ``key=value``, ``key: value``, ``"key": value``,
-   ``key => value``, ``--key value``, ``--key=value`` and percent-encoded
+   ``key => value``, ``--key value``, ``--key=value``, ``'--key', 'value'`` (an
+   argv list) and percent-encoded
    ``key%3Dvalue`` with secret-looking keys, ``?code=`` in a query, ``Bearer``/
    ``Basic`` credentials, the password of ``scheme://user:password@host``, a
    token-looking user of ``scheme://KEY@host`` (a Sentry DSN), PEM and PGP private key
@@ -225,6 +226,10 @@ _ENCODED_PAIR = re.compile(
 _FLAG = re.compile(
     r"""(?<![\w-])--(?P<name>[A-Za-z][A-Za-z0-9_\-]*)(?:=|[ \t]+)(?P<value>"[^"]*"|'[^']*'|[^\s"'-]\S*)"""
 )
+# A flag and its value as items of a repr'd argv list: "['tool', '--password', 'x']" (a CalledProcessError).
+_LIST_FLAG = re.compile(
+    r"""(?P<q>['"])--(?P<name>[A-Za-z][A-Za-z0-9_\-]*)(?P=q),[ \t]*(?P<value>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")"""
+)
 # A PEM private key block, to its END line or to the end of a cut text.
 # PGP armour says "PRIVATE KEY BLOCK".
 _PEM = re.compile(
@@ -304,6 +309,14 @@ def _mask_named(match: re.Match[str]) -> str:
     return head + REDACTED
 
 
+def _mask_list_flag(match: re.Match[str]) -> str:
+    """The next list item after a secret-looking flag item, masked (its quotes kept)."""
+    if not looks_secret(match.group("name")):
+        return match.group(0)
+    quote = match.group("value")[0]
+    return match.group(0)[: match.start("value") - match.start()] + f"{quote}{REDACTED}{quote}"
+
+
 def redact_text(text: str) -> str:
     """Mask secrets left in free text (see the module docstring, rule 4); the rest is kept as it is."""
     if "PRIVATE KEY" in text:
@@ -314,6 +327,7 @@ def redact_text(text: str) -> str:
     text = _URL_USER_KEY.sub(lambda m: m.group("head") + REDACTED, text)
     if "--" in text:
         text = _FLAG.sub(_mask_named, text)
+        text = _LIST_FLAG.sub(_mask_list_flag, text)
     if "%3" in text:
         text = _ENCODED_PAIR.sub(_mask_named, text)
     text = _mask_pairs(text)  # after the URL rules: "Authorization: Bearer x" is masked whole, scheme word included

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -101,4 +103,23 @@ def test_matrix_session_id_in_a_url_path_is_masked(serve: Callable[[Any], Server
         (wsgi,) = wait_for(spans, "GET /cart;jsessionid=REDACTED;lang=en")
     assert spans.one("GET").attributes["url.full"] == f"{server.url}/cart;jsessionid=REDACTED;lang=en?x=1"
     assert wsgi.attributes["url.path"] == "/cart;jsessionid=REDACTED;lang=en"
+    assert SECRET not in json.dumps(autotrace.export_traces())
+
+
+def test_argv_list_flag_values_are_masked() -> None:
+    """A secret flag's value in an argv list is masked in captures and in a CalledProcessError's message."""
+    argv = [sys.executable, "-c", "raise SystemExit(3)", "--password", SECRET, "--max-tokens", "12"]
+    text = captured(argv)
+    assert SECRET not in text
+    assert text.endswith("'--password', '[REDACTED]', '--max-tokens', '12']")
+
+    @traced(name="run")
+    def run() -> None:
+        subprocess.run(argv, check=True)
+
+    with capture_spans() as spans, pytest.raises(subprocess.CalledProcessError) as raised:
+        run()
+    assert SECRET in str(raised.value)  # the caller's exception is untouched
+    (event,) = spans.one("run").events
+    assert "'--password', '[REDACTED]'" in str(event.attributes["exception.message"])
     assert SECRET not in json.dumps(autotrace.export_traces())
