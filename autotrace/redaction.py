@@ -877,12 +877,38 @@ def _secret_param(name: str) -> bool:
 
 
 def _redact_params(text: str) -> str:
-    """``a=1&key=x`` with the values of secret-looking names replaced by REDACTED."""
+    """``a=1&key=x`` with the values of secret-looking names replaced by REDACTED.
+
+    ``;`` separates parameters too for some servers (``a=1;key=x``): a secret-looking
+    name after one has the rest of its parameter replaced. A value that is itself a
+    percent-encoded URL (``?next=https%3A%2F%2Fh%2F%3Ftoken%3Dx``) has its
+    secret-looking parameters replaced too.
+    """
     out = []
     for item in text.split("&"):
         name, eq, value = item.partition("=")
-        out.append(f"{name}={URL_REDACTED}" if eq and value and _secret_param(name) else item)
+        if eq and value and _secret_param(name):
+            item = f"{name}={URL_REDACTED}"
+        else:
+            if ";" in value:
+                parts = value.split(";")
+                for j in range(1, len(parts)):
+                    inner, inner_eq, inner_value = parts[j].partition("=")
+                    if inner_eq and inner_value and _secret_param(inner):
+                        value = ";".join(parts[:j]) + f";{inner}={URL_REDACTED}"
+                        break
+            if "%3" in value:
+                value = _ENCODED_PAIR.sub(_mask_encoded_param, value)
+            item = name + eq + value
+        out.append(item)
     return "&".join(out)
+
+
+def _mask_encoded_param(match: re.Match[str]) -> str:
+    """A percent-encoded ``name%3Dvalue`` with its value replaced by REDACTED when the name looks secret."""
+    if not _secret_param(match.group("name")):
+        return match.group(0)
+    return match.group(0)[: match.start("value") - match.start()] + URL_REDACTED
 
 
 def redact_url(url: str) -> str:
@@ -891,7 +917,8 @@ def redact_url(url: str) -> str:
     As the OpenTelemetry HTTP conventions ask: ``user:password@`` becomes
     ``REDACTED:REDACTED@``, and the value of every query (or fragment) parameter
     named in their list (AWSAccessKeyId, Signature, sig, X-Goog-Signature), named
-    ``code``, or with a name ``looks_secret`` accepts becomes ``REDACTED``. The
+    ``code``, or with a name ``looks_secret`` accepts becomes ``REDACTED`` (also after a
+    ``;`` separator, and inside a percent-encoded URL given as a value). The
     path goes through ``redact_path``. Everything else is kept as written.
     """
     try:

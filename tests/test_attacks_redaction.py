@@ -123,3 +123,15 @@ def test_argv_list_flag_values_are_masked() -> None:
     (event,) = spans.one("run").events
     assert "'--password', '[REDACTED]'" in str(event.attributes["exception.message"])
     assert SECRET not in json.dumps(autotrace.export_traces())
+
+
+def test_url_full_masks_semicolon_and_nested_url_parameters(serve: Callable[[Any], Server]) -> None:
+    """url.full masks ``;api_key=`` parameters and a token inside a percent-encoded redirect URL."""
+    server = serve(echo)
+    query = f"a=1;api_key={SECRET}&next=https%3A%2F%2Fe.example%2Fcb%3Ftoken%3D{SECRET}%26x%3D1&q=a%3Db"
+    with capture_spans() as spans, traced_urlopen(f"{server.url}/p?{query}", timeout=10) as resp:
+        assert resp.status == 200
+    assert spans.one("GET").attributes["url.full"] == (
+        f"{server.url}/p?a=1;api_key=REDACTED&next=https%3A%2F%2Fe.example%2Fcb%3Ftoken%3DREDACTED%26x%3D1&q=a%3Db"
+    )
+    assert SECRET not in json.dumps(autotrace.export_traces())
