@@ -16,10 +16,11 @@ Rules, in order, for an argument or result named ``key``:
    passphrase, passcode, secret, credential, apikey or privatekey
    (``PGPASSWORD``) or is a credential word + token/key (``apitoken``,
    ``bearertoken``, ``sshkey``). Kept visible: token next to an LLM word
-   (``max_tokens``, ``first_token``, ``token_count``, ``eos_token``); key, pin,
+   (``max_tokens``, ``first_token``, ``token_count``, ``eos_token``,
+   ``token_probs``, ``id_to_token``); session before a size (``session_len``); key, pin,
    sig and pass before another word (``key_len``, ``pin_memory``,
    ``pass_rate``); a last-word key after a lookup word (``cache_key``,
-   ``sort_key``, ``public_key``, ``rng_key``, ``input_key``); pass after a count
+   ``sort_key``, ``public_key``, ``rng_key``, ``input_key``, ``attn_key``); pass after a count
    (``n_pass``).
 2. The configured ``TraceConfig(redact=fn)`` runs as ``fn(key, value)`` and
    returns the value to keep. If it raises, the value is stored as
@@ -124,15 +125,18 @@ _TOKEN_BEFORE = frozenset(
     {
         "max", "min", "num", "total", "next", "first", "last", "new", "prev", "eos", "bos", "pad", "stop",
         "start", "end", "unk", "sep", "cls", "mask", "special", "input", "output", "prompt", "completion",
-        "generated", "sampled",
+        "generated", "sampled", "decoded", "vocab", "draft", "accepted", "to",
     }
 )  # fmt: skip
 _TOKEN_AFTER = frozenset(
     {
         "count", "counts", "id", "ids", "len", "length", "limit", "usage", "type", "index", "budget",
-        "logprob", "logprobs", "str", "text", "position", "pos", "probability", "prob", "score",
+        "logprob", "logprobs", "str", "text", "position", "pos", "probability", "prob", "score", "probs",
+        "logits", "embedding", "embeddings", "embeds", "healing", "to",
     }
 )  # fmt: skip
+# "session" followed by one of these measures a session (session_len, session_count), it is not one.
+_SESSION_AFTER = frozenset({"count", "counts", "len", "length", "timeout", "ttl", "duration", "limit", "index"})
 
 # "pass", "pin", "sig" and "key" are secrets only as the last word of a name: DB_PASS, card_pin, url_sig,
 # stripe_key; pass_rate, pin_memory, sig_level and key_len stay visible.
@@ -147,7 +151,7 @@ _LOOKUP_BEFORE = frozenset(
         "attribute", "config", "metric", "feature", "batch", "input", "output", "prompt", "memory", "text",
         "image", "result", "response", "question", "answer", "context", "doc", "document", "message", "event",
         "name", "id", "node", "item", "record", "state", "dataset", "sample", "join", "bucket", "hot", "short",
-        "next", "prev", "parent", "child", "root", "top", "kv", "sub",
+        "next", "prev", "parent", "child", "root", "top", "kv", "sub", "attn", "attention", "cross",
     }
 )  # fmt: skip
 _NOT_SECRET_BEFORE = {"pass": _COUNT_BEFORE, "key": _LOOKUP_BEFORE}
@@ -188,6 +192,8 @@ def _looks_secret(key: str) -> bool:
                 (i and words[i - 1] in _TOKEN_BEFORE) or (i + 1 < len(words) and words[i + 1] in _TOKEN_AFTER)
             ):
                 continue
+            if word == "session" and i + 1 < len(words) and words[i + 1] in _SESSION_AFTER:
+                continue  # session_len, session_count: sizes, not the session's key
             return True
         if i and (words[i - 1], word) in _SECRET_PAIRS:
             return True

@@ -86,7 +86,9 @@ def test_more_secret_key_names(name: str) -> None:
 @pytest.mark.parametrize(
     "name",
     ["max_tokens", "token_ids", "tokenizer", "keyboard", "monkey", "turkey", "passage", "compass", "bypass",
-     "past_key_values", "key_cache", "num_keys", "keypoints", "pin_memory", "privacy"],
+     "past_key_values", "key_cache", "num_keys", "keypoints", "pin_memory", "privacy", "token_probs",
+     "token_embeddings", "decoded_token", "token_healing", "token_to_id", "id_to_token", "vocab_token",
+     "attn_key", "session_len", "session_count"],
 )  # fmt: skip
 def test_llm_names_stay_visible(name: str) -> None:
     """Inference names that merely contain a secret word are captured as they are."""
@@ -135,3 +137,14 @@ def test_url_full_masks_semicolon_and_nested_url_parameters(serve: Callable[[Any
         f"{server.url}/p?a=1;api_key=REDACTED&next=https%3A%2F%2Fe.example%2Fcb%3Ftoken%3DREDACTED%26x%3D1&q=a%3Db"
     )
     assert SECRET not in json.dumps(autotrace.export_traces())
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["hf_token", "access_token", "id_token", "session_token", "session_id", "session", "token", "auth_token",
+     "session_key", "csrf_token"],
+)  # fmt: skip
+def test_credential_names_next_to_the_llm_exemptions_stay_secret(name: str) -> None:
+    """Widening the LLM exemptions keeps credential names (hf_token, session_id, session...) redacted."""
+    assert looks_secret(name)
+    assert SECRET not in captured({name: SECRET})
