@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import threading
+import weakref
 
 import autotrace
 from autotrace import span
+from autotrace.testing import capture_spans
 
 
 def test_open_trace_survives_two_configures_while_the_first_store_is_busy() -> None:
@@ -51,3 +54,36 @@ def test_replaced_stores_do_not_pile_up() -> None:
     while link is not None:
         depth, link = depth + 1, link._previous
     assert depth <= 2
+
+
+class Tensor:
+    """Stands for a large buffer a failing model call holds in a local variable."""
+
+
+def test_failing_llm_call_frees_its_locals_without_the_cycle_collector() -> None:
+    """A failed ``@llm`` call leaves no reference cycle: its frame's locals go as soon as the exception does."""
+    autotrace.configure(sample_rate=1.0)
+    refs: list[weakref.ref[Tensor]] = []
+
+    @autotrace.llm("chat", model="m")
+    def chat(prompt: str) -> str:
+        buffer = Tensor()
+        refs.append(weakref.ref(buffer))
+        raise MemoryError("out of device memory")
+
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        with capture_spans() as spans:
+            for _ in range(2):
+                try:
+                    chat("hi")
+                except MemoryError:
+                    pass
+                with autotrace.llm("chat", model="m"):
+                    pass
+        assert [r() for r in refs] == [None, None]
+    finally:
+        if enabled:
+            gc.enable()
+    assert [s.attributes.get("error.type") for s in spans if s.attributes.get("error.type")] == ["MemoryError"] * 2
