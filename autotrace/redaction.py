@@ -36,7 +36,8 @@ Rules, in order, for an argument or result named ``key``:
 4. The text (up to ``capture_max_length`` + 256 characters) goes through
    ``redact_text``: ``key=value``, ``key: value``, ``"key": value``,
    ``key => value``, ``--key value``, ``--key=value``, ``'--key', 'value'`` (an
-   argv list) and percent-encoded
+   argv list), ``<key>value</key>``, escaped ``\\"key\\": \\"value\\"`` (JSON in a JSON
+   string) and percent-encoded
    ``key%3Dvalue`` with secret-looking keys, ``?code=`` in a query, ``Bearer``/
    ``Basic`` credentials, the password of ``scheme://user:password@host``, a
    token-looking user of ``scheme://KEY@host`` (a Sentry DSN), PEM and PGP private key
@@ -216,8 +217,9 @@ def _run_together_secret(word: str) -> bool:
 _KEY_CHARS = r"[A-Za-z0-9_.\-]*"
 # key=value, key: value, "key": "value", 'key': 'value' (the key checked with looks_secret).
 # "=>" (Ruby, PHP, Perl) and ":=" too: "api_key => X" masks X, not the ">".
+# The quotes may be escaped: JSON held in a JSON string ({"body": "{\"password\": \"x\"}"}).
 _PAIR = re.compile(
-    r"""(?<![A-Za-z0-9_.\-])["']?(?P<name>[A-Za-z]""" + _KEY_CHARS + r""")["']?\s*(?:=>|:=|==|[=:])\s*"""
+    r"""(?<![A-Za-z0-9_.\-])(?:\\?["'])?(?P<name>[A-Za-z]""" + _KEY_CHARS + r""")(?:\\?["'])?\s*(?:=>|:=|==|[=:])\s*"""
 )
 # Names secret only in a URL query: "?code=" is an OAuth authorization code; "code=" elsewhere is prose.
 _QUERY_SECRETS = frozenset({"code"})
@@ -235,6 +237,10 @@ _FLAG = re.compile(
 # A flag and its value as items of a repr'd argv list: "['tool', '--password', 'x']" (a CalledProcessError).
 _LIST_FLAG = re.compile(
     r"""(?P<q>['"])--(?P<name>[A-Za-z][A-Za-z0-9_\-]*)(?P=q),[ \t]*(?P<value>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")"""
+)
+# An XML element with a secret-looking name: <password>x</password>, <ns:ApiKey>x</ns:ApiKey>.
+_XML_ELEMENT = re.compile(
+    r"<(?P<tag>(?:[A-Za-z_][\w.\-]*:)?(?P<name>[A-Za-z_][\w.\-]*))(?:\s[^<>]*)?>(?P<value>[^<]*)</(?P=tag)\s*>"
 )
 # A PEM private key block, to its END line or to the end of a cut text.
 # PGP armour says "PRIVATE KEY BLOCK".
@@ -291,7 +297,12 @@ def _mask_pairs(text: str) -> str:
         ):
             continue
         quoted = _QUOTED.get(text[start : start + 1])
-        if quoted is not None:
+        if text[start : start + 1] == "\\" and text[start + 1 : start + 2] in ("'", '"'):  # an escaped quote
+            quote = text[start : start + 2]
+            close = text.find(quote, start + 2)
+            end = close + 2 if close >= 0 else len(text)
+            masked = f"{quote}{REDACTED}{quote}"
+        elif quoted is not None:
             end = quoted.match(text, start).end()  # type: ignore[union-attr]
             masked = f"{text[start]}{REDACTED}{text[start]}"
         else:
@@ -323,6 +334,15 @@ def _mask_list_flag(match: re.Match[str]) -> str:
     return match.group(0)[: match.start("value") - match.start()] + f"{quote}{REDACTED}{quote}"
 
 
+def _mask_xml(match: re.Match[str]) -> str:
+    """An XML element's text masked when its name looks secret."""
+    if not match.group("value") or not looks_secret(match.group("name")):
+        return match.group(0)
+    whole = match.group(0)
+    start, end = match.start("value") - match.start(), match.end("value") - match.start()
+    return whole[:start] + REDACTED + whole[end:]
+
+
 def redact_text(text: str) -> str:
     """Mask secrets left in free text (see the module docstring, rule 4); the rest is kept as it is."""
     if "PRIVATE KEY" in text:
@@ -336,6 +356,8 @@ def redact_text(text: str) -> str:
         text = _LIST_FLAG.sub(_mask_list_flag, text)
     if "%3" in text:
         text = _ENCODED_PAIR.sub(_mask_named, text)
+    if "</" in text:
+        text = _XML_ELEMENT.sub(_mask_xml, text)
     text = _mask_pairs(text)  # after the URL rules: "Authorization: Bearer x" is masked whole, scheme word included
     text = _SCHEME.sub(lambda m: f"{m.group('scheme')} {REDACTED}", text)
     text = _SHORT_SCHEME.sub(lambda m: f"{m.group('scheme')} {REDACTED}", text)

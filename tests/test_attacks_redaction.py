@@ -148,3 +148,30 @@ def test_credential_names_next_to_the_llm_exemptions_stay_secret(name: str) -> N
     """Widening the LLM exemptions keeps credential names (hf_token, session_id, session...) redacted."""
     assert looks_secret(name)
     assert SECRET not in captured({name: SECRET})
+
+
+def test_json_inside_a_json_string_is_masked() -> None:
+    """An event whose body is JSON held in a JSON string (escaped quotes) has its secret values masked."""
+    event = json.dumps({"body": json.dumps({"password": SECRET, "max_tokens": 5}), "path": "/login"})
+    text = captured(event)
+    assert SECRET not in text
+    assert text == '{"body": "{\\"password\\": \\"[REDACTED]\\", \\"max_tokens\\": 5}", "path": "/login"}'
+
+    @traced(name="handler")
+    def handler() -> None:
+        raise ValueError(f"rejected event {event}")
+
+    with capture_spans() as spans, pytest.raises(ValueError):
+        handler()
+    (exception,) = spans.one("handler").events
+    assert SECRET not in str(exception.attributes["exception.message"])
+
+
+def test_xml_elements_with_secret_names_are_masked() -> None:
+    """``<password>x</password>`` (a SOAP body, an XML config) keeps its tags and loses its value."""
+    text = captured(
+        f'<login><user>bob</user><ns:ApiKey id="1">{SECRET}</ns:ApiKey><password>{SECRET}</password></login>'
+    )
+    assert text == (
+        '<login><user>bob</user><ns:ApiKey id="1">[REDACTED]</ns:ApiKey><password>[REDACTED]</password></login>'
+    )
