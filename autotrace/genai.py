@@ -183,7 +183,7 @@ class LLMSpan:
         self._last = 0.0
         self._count = 0
         self._first_count = 0
-        self._error: BaseException | None = None
+        self._error: type[BaseException] | None = None  # what failed the call
         self._text: list[str] | None = [] if capture_io else None  # streamed text, bounded (see _item)
 
     @property
@@ -447,7 +447,7 @@ class LLMSpan:
                 if OUTPUT_TOKENS not in s.attributes:
                     s.set_attribute(OUTPUT_TOKENS, self._count)
             if self._error is not None and ERROR_TYPE not in s.attributes:
-                s.set_attribute(ERROR_TYPE, type(self._error).__qualname__)
+                s.set_attribute(ERROR_TYPE, self._error.__qualname__)
             if self._text and "output.value" not in s.attributes:
                 self._write_output("".join(self._text))
             s.set_attributes(openinference_attributes(s.attributes))
@@ -556,7 +556,7 @@ class LLMCall:
         if s is None:
             return
         if exc is not None:
-            rec._error = exc
+            rec._error = type(exc)  # the type only: the exception would hold this frame, a cycle
         rec._finish()
         s.__exit__(exc_type, exc, tb)
 
@@ -644,7 +644,7 @@ class LLMCall:
             try:
                 result = func(*args, **kwargs)
             except BaseException as exc:
-                rec._error = exc
+                rec._error = type(exc)  # the type only: the exception would hold this frame, a cycle
                 rec._finish()
                 raise
             try:
@@ -664,7 +664,7 @@ class LLMCall:
             try:
                 result = await func(*args, **kwargs)
             except BaseException as exc:
-                rec._error = exc
+                rec._error = type(exc)  # the type only: the exception would hold this frame, a cycle
                 rec._finish()
                 raise
             try:
@@ -707,7 +707,7 @@ class LLMCall:
             except GeneratorExit:
                 raise
             except BaseException as exc:
-                rec._error = exc
+                rec._error = type(exc)  # the type only: the exception would hold this frame, a cycle
                 raise
             finally:
                 rec._finish()
@@ -745,7 +745,7 @@ class LLMCall:
                 raise
             except BaseException as exc:
                 if rec is not None:
-                    rec._error = exc
+                    rec._error = type(exc)  # the type only: the exception would hold this frame, a cycle
                 raise
             finally:
                 if rec is not None:
