@@ -62,7 +62,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     text = value.strip()
     if not text:
         return None
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # str.isdigit() also takes '²' and '٣', which float() refuses
         return float(text)
     try:
         when = email.utils.parsedate_to_datetime(text)
@@ -302,7 +302,17 @@ class OTLPHttpExporter:
                     conn.request("POST", self._target, body=body, headers=dict(headers))
                     sent = True
                     response = conn.getresponse()
-                    reply = response.read(_MAX_RESPONSE_BYTES)
+                    try:
+                        reply = response.read(_MAX_RESPONSE_BYTES)
+                    except (OSError, http.client.HTTPException, ValueError):
+                        if not 200 <= response.status < 300:
+                            raise
+                        # The collector said 2xx: it took the batch. A body cut short, garbled or
+                        # drip-fed past the deadline does not undo that; sending again would store it twice.
+                        with self._conn_lock:
+                            watch.done = True
+                        self._release(conn, keep=False)
+                        return response.status, response.headers, b""
                 except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError):
                     self._release(conn, keep=False)
                     if not reused or self._abort.is_set() or watch.expired:
@@ -324,11 +334,13 @@ class OTLPHttpExporter:
                     raise
                 with self._conn_lock:
                     watch.done = True  # from here on the watchdog leaves the connection alone
-                if watch.expired:  # the answer was cut short (or may have been): not to be trusted
+                if watch.expired and not 200 <= response.status < 300:
+                    # The answer was cut short (or may have been): not to be trusted. A 2xx status
+                    # line was read whole, and it alone says the batch was taken.
                     self._release(conn, keep=False)
                     raise TimeoutError
                 # Kept only when the answer was read to its end and the server keeps the connection open.
-                self._release(conn, keep=response.isclosed() and not response.will_close)
+                self._release(conn, keep=response.isclosed() and not response.will_close and not watch.expired)
                 return response.status, response.headers, reply
         except (OSError, http.client.HTTPException) as exc:
             if watch.expired and not self._abort.is_set():
@@ -709,7 +721,18 @@ def _check_headers(source: str, headers: dict[str, str]) -> dict[str, str]:
     for key, value in headers.items():
         if not key or any(c in key for c in ' \t\r\n:"') or any(c in value for c in "\r\n\0"):
             raise ValueError(f"{source} has an invalid HTTP header {key!r}")
+        if not (key + value).isascii() and not _latin1(key + value):
+            # http.client sends header bytes as Latin-1: anything else would fail every export.
+            raise ValueError(f"{source}: header {key!r} has characters HTTP headers cannot carry (not Latin-1)")
     return headers
+
+
+def _latin1(text: str) -> bool:
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _resolve_timeout(timeout: float | None, env: Mapping[str, str]) -> float:

@@ -1,0 +1,241 @@
+"""A hostile collector on a raw loopback socket: answers cut short, garbled or odd, counted exactly."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+
+import autotrace
+from autotrace.export import OTLPHttpExporter
+from autotrace.export.otlp_http import parse_retry_after
+from autotrace.spans import Span
+from autotrace.testing import capture_spans
+
+Reply = bytes | Callable[[socket.socket], None]
+OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+
+
+def spans(count: int) -> list[Span]:
+    """``count`` finished root spans."""
+    with capture_spans() as got:
+        for n in range(count):
+            with autotrace.span(f"s{n}"):
+                pass
+    return list(got)
+
+
+class RawCollector:
+    """Reads whole requests off raw sockets and answers each with the next scripted bytes (then 200)."""
+
+    def __init__(self, *replies: Reply) -> None:
+        self.replies = list(replies)
+        self.bodies = 0  # requests whose whole body was read: what a collector would have stored
+        self.lock = threading.Lock()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1/traces"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        reader = conn.makefile("rb")
+        try:
+            for _ in range(50):  # bounded: no test sends more
+                if not reader.readline():
+                    return
+                length = 0
+                while (line := reader.readline()) not in (b"\r\n", b""):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                reader.read(length)
+                with self.lock:
+                    self.bodies += 1
+                    reply = self.replies.pop(0) if self.replies else OK
+                if callable(reply):
+                    reply(conn)
+                    return
+                conn.sendall(reply)
+        except OSError:
+            pass
+        finally:
+            reader.close()
+            conn.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def collector() -> Iterator[Callable[..., RawCollector]]:
+    """Makes raw collectors and closes them after the test."""
+    made: list[RawCollector] = []
+
+    def make(*replies: Reply) -> RawCollector:
+        made.append(RawCollector(*replies))
+        return made[-1]
+
+    yield make
+    for c in made:
+        c.close()
+
+
+def _send(c: RawCollector, count: int = 3, timeout: float = 10.0) -> tuple[bool, dict[str, int]]:
+    exporter = OTLPHttpExporter(c.url, max_retries=3, backoff_base=0.01, timeout=timeout)
+    try:
+        ok = exporter.export(spans(count))
+        return ok, exporter.stats()
+    finally:
+        exporter.shutdown()
+
+
+def test_a_200_whose_chunked_body_is_garbled_is_not_sent_again(collector: Callable[..., RawCollector]) -> None:
+    """A 2xx status line took the batch even when its chunked body is garbage: exported once, no re-send."""
+    c = collector(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+    ok, stats = _send(c)
+    assert ok is True
+    assert c.bodies == 1
+    assert stats == {"exported": 3, "failed": 0, "rejected": 0, "retried": 0, "requests": 1}
+
+
+def test_a_200_whose_body_is_cut_by_a_reset_is_not_sent_again(collector: Callable[..., RawCollector]) -> None:
+    """A 2xx followed by a connection reset mid-body is a delivery, counted exported, never re-sent."""
+
+    def reset_mid_body(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{}")
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+
+    c = collector(reset_mid_body)
+    ok, stats = _send(c)
+    assert ok is True
+    assert c.bodies == 1
+    assert stats["exported"] == 3 and stats["failed"] == 0 and stats["requests"] == 1
+
+
+def test_a_200_drip_fed_past_the_timeout_counts_as_exported(collector: Callable[..., RawCollector]) -> None:
+    """A 2xx whose body never finishes within the export timeout was still delivered: exported, not failed."""
+    stop = threading.Event()
+
+    def drip(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{")
+        stop.wait(30)  # the rest never comes; the exporter's watchdog ends the request
+
+    c = collector(drip)
+    try:
+        ok, stats = _send(c, timeout=0.5)
+    finally:
+        stop.set()
+    assert ok is True
+    assert c.bodies == 1
+    assert stats == {"exported": 3, "failed": 0, "rejected": 0, "retried": 0, "requests": 1}
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "\u00b9", "\u0663", "1\u00b3"])
+def test_retry_after_with_non_ascii_digits_is_ignored(value: str) -> None:
+    """A Retry-After of superscript or Arabic-Indic digits is not a delay (and never raises)."""
+    assert parse_retry_after(value) is None
+
+
+def test_a_503_with_a_superscript_retry_after_is_retried_not_raised(collector: Callable[..., RawCollector]) -> None:
+    """'Retry-After: \u00b2' (one Latin-1 byte) makes the exporter back off as usual, not raise out of export()."""
+    c = collector(b"HTTP/1.1 503 Busy\r\nRetry-After: \xb2\r\nContent-Length: 0\r\n\r\n")
+    ok, stats = _send(c)
+    assert ok is True
+    assert c.bodies == 2
+    assert stats == {"exported": 3, "failed": 0, "rejected": 0, "retried": 1, "requests": 2}
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "sent", "ok"),
+    [
+        (b"-5", 2, True),  # not delay-seconds: the usual backoff
+        (b"soon", 2, True),
+        (b"1.5", 2, True),
+        (b"Wed, 21 Oct 2015 07:28:00 GMT", 2, True),  # a date in the past: at once
+        (b"99999999999999999999", 1, False),  # past the export timeout: dropped now, counted
+        (b"9" * 5000, 1, False),
+    ],
+)
+def test_odd_retry_after_values_are_bounded_and_counted(
+    collector: Callable[..., RawCollector], retry_after: bytes, sent: int, ok: bool
+) -> None:
+    """Negative, fractional, garbage, past-date and enormous Retry-After values: bounded, every span counted once."""
+    c = collector(b"HTTP/1.1 429 Slow down\r\nRetry-After: " + retry_after + b"\r\nContent-Length: 0\r\n\r\n")
+    result, stats = _send(c)
+    assert result is ok
+    assert c.bodies == sent
+    assert stats["exported"] + stats["failed"] == 3
+    assert stats["exported"] == (3 if ok else 0)
+
+
+@pytest.mark.parametrize("status", [b"301 Moved", b"307 Temporary Redirect", b"413 Too Large", b"400 Bad"])
+def test_redirects_and_refusals_are_dropped_once_and_counted(
+    collector: Callable[..., RawCollector], status: bytes
+) -> None:
+    """3xx (not followed: it could send spans elsewhere) and 4xx answers drop the batch, counted, not retried."""
+    c = collector(b"HTTP/1.1 " + status + b"\r\nLocation: http://127.0.0.1:9/x\r\nContent-Length: 0\r\n\r\n")
+    ok, stats = _send(c)
+    assert ok is False
+    assert c.bodies == 1
+    assert stats == {"exported": 0, "failed": 3, "rejected": 0, "retried": 0, "requests": 1}
+
+
+def test_an_http_1_0_answer_without_length_ends_at_close(collector: Callable[..., RawCollector]) -> None:
+    """An HTTP/1.0 200 with no Content-Length, ended by closing: one delivery, and the next export reconnects."""
+
+    def old_server(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{}")
+
+    c = collector(old_server, old_server)
+    exporter = OTLPHttpExporter(c.url, max_retries=3, backoff_base=0.01, timeout=10)
+    try:
+        assert exporter.export(spans(2)) is True
+        assert exporter.export(spans(2)) is True
+        assert c.bodies == 2
+        assert exporter.stats() == {"exported": 4, "failed": 0, "rejected": 0, "retried": 0, "requests": 2}
+    finally:
+        exporter.shutdown()
+
+
+def test_a_gzip_answer_to_a_success_is_still_a_success(collector: Callable[..., RawCollector]) -> None:
+    """A 200 whose body is gzip (which autotrace never asked for) is a success, counted once."""
+    c = collector(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 3\r\n\r\nabc")
+    ok, stats = _send(c)
+    assert ok is True and c.bodies == 1
+    assert stats["exported"] == 3 and stats["requests"] == 1
+
+
+@pytest.mark.parametrize("headers", [{"api-key": "\u20ac5"}, "api-key=%E2%82%AC5"])
+def test_a_header_value_http_cannot_carry_is_refused_when_configured(headers: dict[str, str] | str) -> None:
+    """A header value outside Latin-1 is a clear ValueError naming the header, not an exception at every export."""
+    with pytest.raises(ValueError, match="api-key"):
+        OTLPHttpExporter("http://127.0.0.1:9/v1/traces", headers=headers)
+
+
+def test_a_header_value_from_the_environment_outside_latin1_is_refused() -> None:
+    """OTEL_EXPORTER_OTLP_HEADERS decoding to a non-Latin-1 value fails at configuration, naming the variable."""
+    with pytest.raises(ValueError, match="OTEL_EXPORTER_OTLP_HEADERS"):
+        OTLPHttpExporter(env={"OTEL_EXPORTER_OTLP_HEADERS": "api-key=%E2%82%AC5"})
+
+
+def test_a_latin1_header_value_is_sent(collector: Callable[..., RawCollector]) -> None:
+    """A Latin-1 header value (obs-text) is still accepted and the export succeeds."""
+    c = collector()
+    exporter = OTLPHttpExporter(c.url, headers={"x-name": "caf\u00e9"}, timeout=10)
+    try:
+        assert exporter.export(spans(1)) is True
+    finally:
+        exporter.shutdown()
