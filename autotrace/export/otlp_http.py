@@ -48,6 +48,9 @@ RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
 """Largest request body sent; bigger batches are split (collectors refuse 20-64 MiB)."""
 _MAX_RESPONSE_BYTES = 1024 * 1024
+# Headers that describe the body: a configured one would be sent beside the exporter's own
+# (http.client matches no spelling), and a stale Content-Length would break the request's framing.
+_FRAMING_HEADERS = frozenset({"content-type", "content-encoding", "content-length", "transfer-encoding"})
 _USER_AGENT = f"autotrace/{__version__}"
 
 
@@ -182,7 +185,14 @@ class OTLPHttpExporter:
     def _send(self, body: bytes, count: int, deadline: float) -> bool:
         """POST one body, retrying what the policy allows before ``deadline``."""
         counts = self._counts
-        headers = {"User-Agent": _USER_AGENT, **self.headers}
+        headers = {"User-Agent": _USER_AGENT}
+        for key, value in self.headers.items():
+            lower = key.lower()
+            if lower == "user-agent":
+                del headers["User-Agent"]  # theirs replaces ours, never sent beside it
+            elif lower in _FRAMING_HEADERS:
+                continue  # the body's own type, encoding and length are the exporter's to say
+            headers[key] = value
         headers["Content-Type"] = self._content_type
         if self.compression == "gzip":
             body = gzip.compress(body, compresslevel=6)
@@ -606,20 +616,36 @@ def _resolve_endpoint(endpoint: str | None, env: Mapping[str, str]) -> str:
         source, url = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", get(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or ""
     elif get(env, "OTEL_EXPORTER_OTLP_ENDPOINT") is not None:
         base = get(env, "OTEL_EXPORTER_OTLP_ENDPOINT") or ""
-        source, url = "OTEL_EXPORTER_OTLP_ENDPOINT", base.rstrip("/") + "/v1/traces"
+        source, url = "OTEL_EXPORTER_OTLP_ENDPOINT", _traces_url(base)
+        given = base  # errors show what was set, not the URL made from it
     else:
         return DEFAULT_ENDPOINT
     if not isinstance(url, str):
         raise ValueError(f"{source} must be a URL string; got {url!r}")
     url = url.strip()
+    if source != "OTEL_EXPORTER_OTLP_ENDPOINT":
+        given = url
     try:
         parts = urllib.parse.urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError as exc:
-        raise ValueError(f"{source} must be an http:// or https:// URL; got {url!r} ({exc})") from None
+        raise ValueError(f"{source} must be an http:// or https:// URL; got {given!r} ({exc})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{source} must be an http:// or https:// URL with a host; got {url!r}")
+        hint = " (the scheme is required: http://host:4318)" if "://" not in given else ""
+        raise ValueError(f"{source} must be an http:// or https:// URL with a host; got {given!r}{hint}")
     return url
+
+
+def _traces_url(base: str) -> str:
+    """The traces URL under a base endpoint: ``v1/traces`` appended to its path, its query kept."""
+    try:
+        parts = urllib.parse.urlsplit(base.strip())
+    except ValueError:
+        return base.rstrip("/") + "/v1/traces"  # refused with the reason by the caller
+    if not parts.scheme or not parts.netloc:
+        return base.rstrip("/") + "/v1/traces"
+    path = parts.path.rstrip("/") + "/v1/traces"
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
 
 
 class _Proxy(NamedTuple):

@@ -14,6 +14,8 @@ from autotrace.export.otlp_http import parse_retry_after
 from autotrace.spans import Span
 from autotrace.testing import capture_spans
 
+from .conftest import Receiver
+
 Reply = bytes | Callable[[socket.socket], None]
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
 
@@ -33,6 +35,8 @@ class RawCollector:
     def __init__(self, *replies: Reply) -> None:
         self.replies = list(replies)
         self.bodies = 0  # requests whose whole body was read: what a collector would have stored
+        self.targets: list[str] = []  # request targets, in order
+        self.heads: list[list[tuple[str, str]]] = []  # each request's header lines as (name, value)
         self.lock = threading.Lock()
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
@@ -55,14 +59,20 @@ class RawCollector:
         reader = conn.makefile("rb")
         try:
             for _ in range(50):  # bounded: no test sends more
-                if not reader.readline():
+                request_line = reader.readline()
+                if not request_line:
                     return
                 length = 0
+                head: list[tuple[str, str]] = []
                 while (line := reader.readline()) not in (b"\r\n", b""):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":", 1)[1])
+                    name, _, value = line.decode("latin-1").partition(":")
+                    head.append((name, value.strip()))
+                    if name.lower() == "content-length":
+                        length = int(value)
                 reader.read(length)
                 with self.lock:
+                    self.targets.append(request_line.split()[1].decode("latin-1"))
+                    self.heads.append(head)
                     self.bodies += 1
                     reply = self.replies.pop(0) if self.replies else OK
                 if callable(reply):
@@ -239,3 +249,67 @@ def test_a_latin1_header_value_is_sent(collector: Callable[..., RawCollector]) -
         assert exporter.export(spans(1)) is True
     finally:
         exporter.shutdown()
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        "content-type=text/plain",
+        "Content-Length=5",
+        "content-encoding=gzip",
+        "transfer-encoding=chunked",
+    ],
+)
+def test_configured_headers_cannot_break_the_body_framing(receiver: Receiver, headers: str) -> None:
+    """OTEL_EXPORTER_OTLP_HEADERS naming Content-Type/-Length/-Encoding or Transfer-Encoding never reach the wire."""
+    exporter = OTLPHttpExporter(
+        env={"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.url, "OTEL_EXPORTER_OTLP_HEADERS": headers}
+    )
+    try:
+        assert exporter.export(spans(3)) is True
+        assert receiver.errors == []
+        assert sorted(receiver.span_names()) == ["s0", "s1", "s2"]
+        sent = {k.lower(): v for k, v in receiver.requests[0]["headers"].items()}
+        assert sent["content-type"] == "application/json"
+        assert "content-encoding" not in sent and "transfer-encoding" not in sent
+    finally:
+        exporter.shutdown()
+
+
+def test_a_configured_user_agent_replaces_the_exporters_own(collector: Callable[..., RawCollector]) -> None:
+    """A 'user-agent' header in any spelling is sent once, the user's, not beside autotrace's."""
+    c = collector()
+    exporter = OTLPHttpExporter(c.url, headers="user-agent=my-app/1.0", timeout=10)
+    try:
+        assert exporter.export(spans(1)) is True
+    finally:
+        exporter.shutdown()
+    agents = [v for k, v in c.heads[0] if k.lower() == "user-agent"]
+    assert agents == ["my-app/1.0"]
+
+
+@pytest.mark.parametrize(
+    ("base", "target"),
+    [
+        ("http://127.0.0.1:{port}?tenant=a", "/v1/traces?tenant=a"),
+        ("http://127.0.0.1:{port}/otlp/?tenant=a", "/otlp/v1/traces?tenant=a"),
+        ("http://127.0.0.1:{port}/otlp#frag", "/otlp/v1/traces"),
+    ],
+)
+def test_a_base_endpoint_with_a_query_gets_v1_traces_on_its_path(
+    collector: Callable[..., RawCollector], base: str, target: str
+) -> None:
+    """OTEL_EXPORTER_OTLP_ENDPOINT with a query: /v1/traces goes on the path, the query is kept, no fragment sent."""
+    c = collector()
+    exporter = OTLPHttpExporter(env={"OTEL_EXPORTER_OTLP_ENDPOINT": base.format(port=c.port)}, timeout=10)
+    try:
+        assert exporter.export(spans(1)) is True
+    finally:
+        exporter.shutdown()
+    assert c.targets == [target]
+
+
+def test_a_base_endpoint_without_a_scheme_is_named_as_given() -> None:
+    """'host:4318' in OTEL_EXPORTER_OTLP_ENDPOINT is refused showing that value and saying the scheme is needed."""
+    with pytest.raises(ValueError, match=r"got 'collector:4318' \(the scheme is required"):
+        OTLPHttpExporter(env={"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318"})
