@@ -48,6 +48,7 @@ RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
 """Largest request body sent; bigger batches are split (collectors refuse 20-64 MiB)."""
 _MAX_RESPONSE_BYTES = 1024 * 1024
+_MAX_INTERIM_ANSWERS = 16
 # Headers that describe the body: a configured one would be sent beside the exporter's own
 # (http.client matches no spelling), and a stale Content-Length would break the request's framing.
 _FRAMING_HEADERS = frozenset({"content-type", "content-encoding", "content-length", "transfer-encoding"})
@@ -469,6 +470,17 @@ class _Response(http.client.HTTPResponse):
     an HTTPException that hides the status it had read: a collector's 200 would look like a
     connection failure, and the batch it stored would be sent again.
     """
+
+    def _read_status(self) -> tuple[str, int, str]:
+        # An interim answer (102 Processing, 103 Early Hints from a CDN in front of the collector)
+        # comes before the final one, which decides; http.client only skips 100 Continue, and
+        # would take the 103 for the answer and drop a batch the collector then took with a 200.
+        for _ in range(_MAX_INTERIM_ANSWERS):
+            version, status, reason = super()._read_status()  # type: ignore[misc]
+            if not 101 < status < 200:
+                return version, status, reason
+            http.client.parse_headers(self.fp)  # its headers, up to the blank line
+        raise http.client.HTTPException(f"more than {_MAX_INTERIM_ANSWERS} interim (1xx) answers")
 
     def begin(self) -> None:
         try:

@@ -313,3 +313,30 @@ def test_a_base_endpoint_without_a_scheme_is_named_as_given() -> None:
     """'host:4318' in OTEL_EXPORTER_OTLP_ENDPOINT is refused showing that value and saying the scheme is needed."""
     with pytest.raises(ValueError, match=r"got 'collector:4318' \(the scheme is required"):
         OTLPHttpExporter(env={"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318"})
+
+
+@pytest.mark.parametrize("interim", [b"103 Early Hints\r\nLink: </v1>; rel=preload", b"102 Processing"])
+def test_an_interim_1xx_answer_before_the_200_is_skipped(
+    collector: Callable[..., RawCollector], interim: bytes
+) -> None:
+    """A 102/103 before the final 200 (a CDN's Early Hints) is not the answer: the batch counts exported, sent once."""
+    c = collector(b"HTTP/1.1 " + interim + b"\r\n\r\n" + OK)
+    exporter = OTLPHttpExporter(c.url, max_retries=3, backoff_base=0.01, timeout=10)
+    try:
+        assert exporter.export(spans(3)) is True
+        assert exporter.export(spans(1)) is True  # the connection is still in step with the collector
+        assert c.bodies == 2
+        assert exporter.stats() == {"exported": 4, "failed": 0, "rejected": 0, "retried": 0, "requests": 2}
+    finally:
+        exporter.shutdown()
+
+
+def test_endless_interim_answers_are_a_bounded_failure(collector: Callable[..., RawCollector]) -> None:
+    """A collector answering only 103s is given up on after a bounded number, counted as failed."""
+    c = collector(b"HTTP/1.1 103 Early Hints\r\n\r\n" * 40)
+    exporter = OTLPHttpExporter(c.url, max_retries=0, timeout=10)
+    try:
+        assert exporter.export(spans(2)) is False
+        assert exporter.stats()["failed"] == 2 and exporter.stats()["exported"] == 0
+    finally:
+        exporter.shutdown()
