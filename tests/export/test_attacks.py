@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import random
 import socket
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
 
 import pytest
 
 import autotrace
+import autotrace.export
 from autotrace.export import OTLPHttpExporter
 from autotrace.export.otlp_http import parse_retry_after
 from autotrace.spans import Span
@@ -340,3 +344,94 @@ def test_endless_interim_answers_are_a_bounded_failure(collector: Callable[..., 
         assert exporter.stats()["failed"] == 2 and exporter.stats()["exported"] == 0
     finally:
         exporter.shutdown()
+
+
+class ChaosCollector(RawCollector):
+    """Answers each request with a seeded random misbehaviour and records which spans it saw and acknowledged.
+
+    "Acknowledged" means a 2xx status line went out: the batch is stored, whatever follows it.
+    """
+
+    ACTIONS = ("ok", "ok", "ok", "503", "429", "garbled200", "early103", "reset", "ok_then_close", "http10", "cut")
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.seen: Counter[str] = Counter()
+        self.acked: Counter[str] = Counter()
+        super().__init__()
+
+    def _serve(self, conn: socket.socket) -> None:
+        reader = conn.makefile("rb")
+        try:
+            for _ in range(1000):  # bounded: far more than one connection carries here
+                if not reader.readline():
+                    return
+                length = 0
+                while (line := reader.readline()) not in (b"\r\n", b""):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                doc = json.loads(reader.read(length))
+                names = [s["name"] for rs in doc["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]]
+                with self.lock:
+                    action = self.rng.choice(self.ACTIONS)
+                    self.seen.update(names)
+                    if action in ("ok", "garbled200", "early103", "ok_then_close", "http10"):
+                        self.acked.update(names)
+                if action == "ok":
+                    conn.sendall(OK)
+                elif action == "503":
+                    conn.sendall(b"HTTP/1.1 503 Busy\r\nRetry-After: 0\r\nContent-Length: 0\r\n\r\n")
+                elif action == "429":
+                    conn.sendall(b"HTTP/1.1 429 Slow\r\nRetry-After: \xb2\r\nContent-Length: 0\r\n\r\n")
+                elif action == "early103":
+                    conn.sendall(b"HTTP/1.1 103 Early Hints\r\n\r\n" + OK)
+                else:
+                    if action == "garbled200":
+                        conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+                    elif action == "ok_then_close":
+                        conn.sendall(OK)
+                    elif action == "http10":
+                        conn.sendall(b"HTTP/1.0 200 OK\r\n\r\n{}")
+                    elif action == "cut":
+                        conn.sendall(b"HTTP/1.1 20")  # no status: the batch may be sent again
+                    else:  # reset after reading the whole body, before any answer
+                        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                    return
+        except (OSError, ValueError):
+            pass
+        finally:
+            reader.close()
+            conn.close()
+
+
+@pytest.mark.parametrize("seed", [3, 5])
+def test_a_flaky_collector_gets_every_span_counted_exactly_once(seed: int) -> None:
+    """Through resets, cut status lines, 103s, garbled 200s and 429/503: exported == acknowledged, none acked twice."""
+    chaos = ChaosCollector(seed)
+    try:
+        exporter = OTLPHttpExporter(chaos.url, timeout=10, backoff_base=0.01, max_retries=3)
+        processor = autotrace.export.BatchSpanProcessor(
+            exporter, max_export_batch_size=20, schedule_delay=0.05, max_queue_size=5000
+        )
+        autotrace.configure(sample_rate=1.0, exporters=[processor])
+
+        def work(k: int) -> None:
+            for n in range(80):
+                with autotrace.span(f"w{k}-{n}"):
+                    pass
+
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(5)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert autotrace.shutdown(60) is True
+        stats, counted = processor.stats(), exporter.stats()
+        assert stats["exported"] + stats["failed"] + stats["dropped"] == 400
+        assert stats["dropped"] == 0
+        assert len(chaos.seen) == 400  # every span reached the collector at least once
+        assert max(chaos.acked.values()) == 1  # no span was stored twice
+        assert counted["exported"] == stats["exported"] == sum(chaos.acked.values())
+        assert counted["failed"] == stats["failed"] == 400 - len(chaos.acked)
+    finally:
+        chaos.close()
