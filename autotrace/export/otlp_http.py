@@ -756,21 +756,22 @@ def _resolve_headers(headers: Mapping[str, str] | str | None, env: Mapping[str, 
 
 
 def _check_headers(source: str, headers: dict[str, str]) -> dict[str, str]:
+    """``headers`` when every name is an HTTP token and every value can go on the wire (RFC 9110 5.1, 5.5)."""
     for key, value in headers.items():
-        if not key or any(c in key for c in ' \t\r\n:"') or any(c in value for c in "\r\n\0"):
-            raise ValueError(f"{source} has an invalid HTTP header {key!r}")
-        if not (key + value).isascii() and not _latin1(key + value):
-            # http.client sends header bytes as Latin-1: anything else would fail every export.
-            raise ValueError(f"{source}: header {key!r} has characters HTTP headers cannot carry (not Latin-1)")
+        if not _HEADER_NAME.fullmatch(key):
+            # http.client would refuse a non-ASCII name at every export; other odd names break collectors.
+            raise ValueError(f"{source} has an invalid HTTP header name {key!r} (letters, digits and !#$%&'*+-.^_`|~)")
+        if _HEADER_VALUE_BAD.search(value):
+            # Control characters (NUL, CR, LF...) or text outside Latin-1 (which http.client cannot send):
+            # collectors answer 400 to the first, the second would fail every export.
+            raise ValueError(
+                f"{source} has an invalid value for HTTP header {key!r} (control characters or text outside Latin-1)"
+            )
     return headers
 
 
-def _latin1(text: str) -> bool:
-    try:
-        text.encode("latin-1")
-    except UnicodeEncodeError:
-        return False
-    return True
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HEADER_VALUE_BAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]|[^\x00-\xff]")
 
 
 def _resolve_timeout(timeout: float | None, env: Mapping[str, str]) -> float:
