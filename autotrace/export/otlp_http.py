@@ -117,6 +117,13 @@ class OTLPHttpExporter:
         netloc = parts.netloc.rpartition("@")[2]
         self._shown = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
         self.headers = _resolve_headers(headers, env)
+        if parts.username is not None and not any(k.lower() == "authorization" for k in self.headers):
+            # user:password@ in the endpoint is Basic authentication, as curl, urllib3 and
+            # OpenTelemetry's own exporter (through requests) send it; dropping it meant a 401 per batch.
+            user = urllib.parse.unquote(parts.username)
+            password = urllib.parse.unquote(parts.password or "")
+            token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+            self.headers = {**self.headers, "Authorization": f"Basic {token}"}
         self.timeout = _resolve_timeout(timeout, env)
         self.compression = _resolve_compression(compression, env)
         self.encoding = _resolve_encoding(encoding, env)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 import socket
@@ -448,3 +449,36 @@ def test_a_flaky_collector_gets_every_span_counted_exactly_once(seed: int) -> No
         assert counted["failed"] == stats["failed"] == 400 - len(chaos.acked)
     finally:
         chaos.close()
+
+
+def test_credentials_in_the_endpoint_are_sent_as_basic_authentication(collector: Callable[..., RawCollector]) -> None:
+    """user:password@ in OTEL_EXPORTER_OTLP_ENDPOINT (percent-decoded) becomes Authorization: Basic, never the Host."""
+    c = collector()
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://us%40er:p%3Ass@127.0.0.1:{c.port}"}
+    exporter = OTLPHttpExporter(env=env, timeout=10)
+    try:
+        assert exporter.export(spans(1)) is True
+        assert "p%3Ass" not in repr(exporter)
+    finally:
+        exporter.shutdown()
+    head = dict(c.heads[0])
+    assert head["Authorization"] == "Basic " + base64.b64encode(b"us@er:p:ss").decode()
+    assert head["Host"] == f"127.0.0.1:{c.port}"
+    assert c.targets == ["/v1/traces"]
+
+
+def test_a_configured_authorization_header_wins_over_endpoint_credentials(
+    collector: Callable[..., RawCollector],
+) -> None:
+    """An Authorization header from OTEL_EXPORTER_OTLP_HEADERS is sent alone, not beside one made from the URL."""
+    c = collector()
+    env = {
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://u:p@127.0.0.1:{c.port}/v1/traces",
+        "OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer%20t0k",
+    }
+    exporter = OTLPHttpExporter(env=env, timeout=10)
+    try:
+        assert exporter.export(spans(1)) is True
+    finally:
+        exporter.shutdown()
+    assert [v for k, v in c.heads[0] if k.lower() == "authorization"] == ["Bearer t0k"]

@@ -21,6 +21,7 @@ from autotrace.export import OTLPHttpExporter
 from autotrace.propagation import extract, inject, parse_traceparent, parse_tracestate
 from autotrace.testing import capture_spans
 from tests.export.conftest import Receiver
+from tests.export.test_attacks import RawCollector
 
 W3C = TraceContextTextMapPropagator()
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -168,3 +169,25 @@ def test_tracestate_mutants_are_judged_as_opentelemetry_judges_them(caplog: pyte
     cases += ["".join(rng.choice("ab0_-*/@=, \tAxyz~") for _ in range(rng.randint(1, 14))) for _ in range(2000)]
     for header in cases:
         assert parse_tracestate(header) == _otel_tracestate(header), header
+
+
+def test_endpoint_credentials_reach_the_collector_as_opentelemetry_sends_them() -> None:
+    """user:password@ in the endpoint gives the same Authorization from autotrace as from OpenTelemetry's exporter."""
+    collector = RawCollector()
+    url = f"http://us%40er:p%3Ass@127.0.0.1:{collector.port}/v1/traces"
+    try:
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=url, timeout=10)))
+        with provider.get_tracer("creds").start_as_current_span("otel"):
+            pass
+        provider.shutdown()
+        exporter = OTLPHttpExporter(url, timeout=10)
+        autotrace.configure(sample_rate=1.0, exporters=[exporter])
+        with autotrace.span("autotrace"):
+            pass
+        assert autotrace.shutdown(10) is True
+    finally:
+        collector.close()
+    sent = [[v for k, v in head if k.lower() == "authorization"] for head in collector.heads]
+    assert len(sent) == 2
+    assert sent[0] == sent[1] == ["Basic dXNAZXI6cDpzcw=="]
