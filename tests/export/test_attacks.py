@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import random
 import socket
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 import autotrace
 import autotrace.export
-from autotrace.export import OTLPHttpExporter
+from autotrace.export import FileExporter, OTLPHttpExporter, read_jsonl
 from autotrace.export.otlp_http import parse_retry_after
 from autotrace.spans import Span
 from autotrace.testing import capture_spans
@@ -482,3 +485,52 @@ def test_a_configured_authorization_header_wins_over_endpoint_credentials(
     finally:
         exporter.shutdown()
     assert [v for k, v in c.heads[0] if k.lower() == "authorization"] == ["Bearer t0k"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # 3.12+: fork() with threads running
+def test_forked_processes_share_a_jsonl_file_without_losing_or_tearing_a_line(tmp_path: Path) -> None:
+    """Four forked children and the parent append 5 KB spans to one file at once: read_jsonl gets each span once."""
+    path = tmp_path / "traces.jsonl"
+    exporter = FileExporter(path)
+    processor = autotrace.export.BatchSpanProcessor(exporter, max_export_batch_size=25, schedule_delay=0.01)
+    autotrace.configure(sample_rate=1.0, exporters=[processor])
+    for n in range(50):
+        with autotrace.span(f"parent-before-{n}", attributes={"pad": "p" * 5000}):
+            pass
+    children = []
+    for k in range(4):
+        pid = os.fork()
+        if pid == 0:
+            status = 1
+            try:
+                for n in range(150):
+                    with autotrace.span(f"child{k}-{n}", attributes={"pad": "c" * 5000}):
+                        pass
+                status = 0 if autotrace.shutdown(20) else 2
+            finally:
+                os._exit(status)
+        children.append(pid)
+    for n in range(50):
+        with autotrace.span(f"parent-after-{n}"):
+            pass
+    deadline = time.monotonic() + 60
+    for pid in children:
+        while True:
+            done, code = os.waitpid(pid, os.WNOHANG)
+            if done:
+                assert os.waitstatus_to_exitcode(code) == 0
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                pytest.fail("a forked child did not finish")
+            time.sleep(0.02)
+    assert autotrace.shutdown(20) is True
+    bad: list[tuple[int, str]] = []
+    docs = read_jsonl(path, bad_lines=bad)
+    names = Counter(
+        s["name"] for d in docs for rs in d["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]
+    )
+    assert bad == []
+    assert len(names) == 100 + 4 * 150 and max(names.values()) == 1
