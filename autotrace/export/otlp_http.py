@@ -317,16 +317,25 @@ class OTLPHttpExporter:
                         conn.connect()
                     if watch.expired:
                         raise TimeoutError
-                    conn.request("POST", self._target, body=body, headers=dict(headers))
-                    sent = True
-                    response = conn.getresponse()
+                    try:
+                        conn.request("POST", self._target, body=body, headers=dict(headers))
+                    except (BrokenPipeError, ConnectionResetError) as exc:
+                        if reused:
+                            raise  # an idle connection's last words (a 408) are not this request's answer
+                        # A collector may answer before reading the whole body (413, 401, 400) and close:
+                        # that answer, not the broken pipe, says what happened (curl reads it too).
+                        sent = True
+                        response = _early_answer(conn, exc)
+                    else:
+                        sent = True
+                        response = conn.getresponse()
                     try:
                         reply = response.read(_MAX_RESPONSE_BYTES)
                     except (OSError, http.client.HTTPException, ValueError):
-                        if not 200 <= response.status < 300:
-                            raise
-                        # The collector said 2xx: it took the batch. A body cut short, garbled or
-                        # drip-fed past the deadline does not undo that; sending again would store it twice.
+                        # The status line was read whole, and it decides. After a 2xx the collector took the
+                        # batch: a body cut short, garbled or drip-fed past the deadline does not undo that,
+                        # and sending again would store it twice. A 4xx stays a 4xx (not a connection error
+                        # to retry); a 503 is retried as a 503.
                         with self._conn_lock:
                             watch.done = True
                         self._release(conn, keep=False)
@@ -448,6 +457,14 @@ class OTLPHttpExporter:
 
     def __repr__(self) -> str:
         return f"OTLPHttpExporter({self._shown!r}, encoding={self.encoding!r}, compression={self.compression!r})"
+
+
+def _early_answer(conn: http.client.HTTPConnection, error: OSError) -> http.client.HTTPResponse:
+    """The answer a collector sent before it stopped reading the request, or the send ``error`` again."""
+    try:
+        return conn.getresponse()
+    except (OSError, http.client.HTTPException):
+        raise error from None
 
 
 class _Watch:

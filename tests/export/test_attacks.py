@@ -534,3 +534,67 @@ def test_forked_processes_share_a_jsonl_file_without_losing_or_tearing_a_line(tm
     )
     assert bad == []
     assert len(names) == 100 + 4 * 150 and max(names.values()) == 1
+
+
+class EarlyAnswerCollector(RawCollector):
+    """Reads only the request head and a few body bytes, answers at once, and resets the connection."""
+
+    def __init__(self, answer: bytes) -> None:
+        self.answer = answer
+        super().__init__()
+
+    def _serve(self, conn: socket.socket) -> None:
+        reader = conn.makefile("rb")
+        try:
+            while reader.readline() not in (b"\r\n", b""):
+                pass
+            reader.read(16)
+            with self.lock:
+                self.bodies += 1
+            conn.sendall(self.answer)
+            conn.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        finally:
+            reader.close()
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            conn.close()
+
+
+def big_spans(count: int) -> list[Span]:
+    """``count`` spans of about 20 KB each: more than the socket buffers take before the collector stops reading."""
+    with capture_spans() as got:
+        for n in range(count):
+            with autotrace.span(f"big{n}", attributes={"pad": "x" * 20_000}):
+                pass
+    return list(got)
+
+
+@pytest.mark.parametrize("status", [b"413 Payload Too Large", b"401 Unauthorized"])
+def test_an_answer_sent_before_the_body_was_read_is_the_answer(status: bytes) -> None:
+    """A 413/401 sent before the collector read the 4 MB body, then a reset: dropped once as that status, no retry."""
+    c = EarlyAnswerCollector(b"HTTP/1.1 " + status + b"\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+    try:
+        exporter = OTLPHttpExporter(c.url, timeout=10, backoff_base=0.01, max_retries=3)
+        try:
+            assert exporter.export(big_spans(200)) is False
+            assert exporter.stats() == {"exported": 0, "failed": 200, "rejected": 0, "retried": 0, "requests": 1}
+            assert c.bodies == 1
+        finally:
+            exporter.shutdown()
+    finally:
+        c.close()
+
+
+def test_a_4xx_whose_body_is_cut_is_still_a_4xx(collector: Callable[..., RawCollector]) -> None:
+    """A 400 whose body is cut by a reset is dropped as a 400 (not retried as a connection failure)."""
+
+    def cut(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 100\r\n\r\n{")
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+
+    c = collector(cut, cut, cut, cut)
+    ok, stats = _send(c)
+    assert ok is False
+    assert c.bodies == 1
+    assert stats == {"exported": 0, "failed": 3, "rejected": 0, "retried": 0, "requests": 1}
