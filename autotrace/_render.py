@@ -11,7 +11,7 @@ masked on the way.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping
+from collections.abc import ItemsView, Iterator, Mapping
 from typing import Any
 
 from ._errors import reraise_foreign, safe_str
@@ -72,6 +72,9 @@ class _Render:
     def _container(self, value: Any, depth: int) -> bool:
         if isinstance(value, Mapping):
             return self.items("{", "}", _mapping_items(value, self.budget), depth, ": ")
+        if isinstance(value, ItemsView):  # headers.items(): a mapping's pairs, its secret keys masked alike
+            pairs = _bounded_items(value, self.budget, "<unreadable mapping>")
+            return self.emit(f"{_type_name(value)}(") and self.items("{", "}", pairs, depth, ": ") and self.emit(")")
         fields = _fields(value, self.budget)
         if fields is not None:
             return self.items(f"{_type_name(value)}(", ")", fields, depth, "=")

@@ -35,7 +35,7 @@ _SECRET_WORDS = frozenset(
         "password", "passwd", "passphrase", "passcode", "pwd", "pw", "secret", "secrets", "token", "apikey",
         "auth", "authorization", "authentication", "credential", "credentials", "creds", "cookie", "cookies",
         "session", "sessionid", "bearer", "jwt", "otp", "totp", "privatekey", "accesskey", "secretkey",
-        "signingkey", "clientsecret", "xsrf", "csrf", "signature", "dsn",
+        "signingkey", "clientsecret", "xsrf", "csrf", "signature", "dsn", "sessid", "jsessionid", "phpsessid",
     }
 )  # fmt: skip
 # Two-word secrets: "api key", "private key", "access key", "mfa code", "conn str"...
@@ -45,6 +45,7 @@ _SECRET_PAIRS = frozenset(
         ("encryption", "key"), ("set", "cookie"), ("session", "id"), ("connection", "string"),
         ("connection", "str"), ("conn", "str"), ("conn", "string"), ("mfa", "code"), ("verification", "code"),
         ("security", "code"), ("pin", "code"), ("recovery", "code"), ("backup", "code"),
+        ("pass", "phrase"), ("code", "verifier"),
     }
 )  # fmt: skip
 # Inside one run-together word (PGPASSWORD, dbpassword, mysecretvalue): these stems are secret anywhere.
@@ -57,6 +58,7 @@ _CREDENTIAL_PREFIXES = frozenset(
         "client", "secret", "private", "master", "admin", "account", "subscription", "ssh", "hmac", "stripe",
         "github", "gh", "gitlab", "slack", "hf", "pg", "db", "personal", "service", "signing", "encryption",
         "license", "functions", "function", "webhook", "security", "sas", "deploy", "jwt", "user", "aws",
+        "priv",
     }
 )  # fmt: skip
 # "token" next to one of these is about LLM tokens, not credentials (max_tokens, token_count, eos_token);
@@ -65,15 +67,18 @@ _TOKEN_BEFORE = frozenset(
     {
         "max", "min", "num", "total", "next", "first", "last", "new", "prev", "eos", "bos", "pad", "stop",
         "start", "end", "unk", "sep", "cls", "mask", "special", "input", "output", "prompt", "completion",
-        "generated", "sampled",
+        "generated", "sampled", "decoded", "vocab", "draft", "accepted", "to",
     }
 )  # fmt: skip
 _TOKEN_AFTER = frozenset(
     {
         "count", "counts", "id", "ids", "len", "length", "limit", "usage", "type", "index", "budget",
-        "logprob", "logprobs", "str", "text", "position", "pos", "probability", "prob", "score",
+        "logprob", "logprobs", "str", "text", "position", "pos", "probability", "prob", "score", "probs",
+        "logits", "embedding", "embeddings", "embeds", "healing", "to",
     }
 )  # fmt: skip
+# "session" followed by one of these measures a session (session_len, session_count), it is not one.
+_SESSION_AFTER = frozenset({"count", "counts", "len", "length", "timeout", "ttl", "duration", "limit", "index"})
 
 # "pass", "pin", "sig" and "key" are secrets only as the last word of a name: DB_PASS, card_pin, url_sig,
 # stripe_key; pass_rate, pin_memory, sig_level and key_len stay visible.
@@ -88,7 +93,7 @@ _LOOKUP_BEFORE = frozenset(
         "attribute", "config", "metric", "feature", "batch", "input", "output", "prompt", "memory", "text",
         "image", "result", "response", "question", "answer", "context", "doc", "document", "message", "event",
         "name", "id", "node", "item", "record", "state", "dataset", "sample", "join", "bucket", "hot", "short",
-        "next", "prev", "parent", "child", "root", "top", "kv", "sub",
+        "next", "prev", "parent", "child", "root", "top", "kv", "sub", "attn", "attention", "cross",
     }
 )  # fmt: skip
 _NOT_SECRET_BEFORE = {"pass": _COUNT_BEFORE, "key": _LOOKUP_BEFORE}
@@ -129,6 +134,8 @@ def _looks_secret(key: str) -> bool:
                 (i and words[i - 1] in _TOKEN_BEFORE) or (i + 1 < len(words) and words[i + 1] in _TOKEN_AFTER)
             ):
                 continue
+            if word == "session" and i + 1 < len(words) and words[i + 1] in _SESSION_AFTER:
+                continue  # session_len, session_count: sizes, not the session's key
             return True
         if i and (words[i - 1], word) in _SECRET_PAIRS:
             return True
@@ -151,8 +158,9 @@ def _run_together_secret(word: str) -> bool:
 _KEY_CHARS = r"[A-Za-z0-9_.\-]*"
 # key=value, key: value, "key": "value", 'key': 'value' (the key checked with looks_secret).
 # "=>" (Ruby, PHP, Perl) and ":=" too: "api_key => X" masks X, not the ">".
+# The quotes may be escaped: JSON held in a JSON string ({"body": "{\"password\": \"x\"}"}).
 _PAIR = re.compile(
-    r"""(?<![A-Za-z0-9_.\-])["']?(?P<name>[A-Za-z]""" + _KEY_CHARS + r""")["']?\s*(?:=>|:=|==|[=:])\s*"""
+    r"""(?<![A-Za-z0-9_.\-])(?:\\?["'])?(?P<name>[A-Za-z]""" + _KEY_CHARS + r""")(?:\\?["'])?\s*(?:=>|:=|==|[=:])\s*"""
 )
 # Names secret only in a URL query: "?code=" is an OAuth authorization code; "code=" elsewhere is prose.
 _QUERY_SECRETS = frozenset({"code"})
@@ -167,9 +175,20 @@ _ENCODED_PAIR = re.compile(
 _FLAG = re.compile(
     r"""(?<![\w-])--(?P<name>[A-Za-z][A-Za-z0-9_\-]*)(?:=|[ \t]+)(?P<value>"[^"]*"|'[^']*'|[^\s"'-]\S*)"""
 )
+# A flag and its value as items of a repr'd argv list: "['tool', '--password', 'x']" (a CalledProcessError).
+_LIST_FLAG = re.compile(
+    r"""(?P<q>['"])--(?P<name>[A-Za-z][A-Za-z0-9_\-]*)(?P=q),[ \t]*(?P<value>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")"""
+)
+# An XML element with a secret-looking name: <password>x</password>, <ns:ApiKey>x</ns:ApiKey>.
+_XML_ELEMENT = re.compile(
+    r"<(?P<tag>(?:[A-Za-z_][\w.\-]*:)?(?P<name>[A-Za-z_][\w.\-]*))(?:\s[^<>]*)?>(?P<value>[^<]*)</(?P=tag)\s*>"
+)
 # A PEM private key block, to its END line or to the end of a cut text.
+# PGP armour says "PRIVATE KEY BLOCK".
 _PEM = re.compile(
-    r"-----BEGIN (?P<kind>[A-Z0-9 ]{0,40})PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]{0,40}PRIVATE KEY-----|\Z)", re.S
+    r"-----BEGIN (?P<kind>[A-Z0-9 ]{0,40})PRIVATE KEY(?P<block> BLOCK)?-----.*?"
+    r"(?:-----END [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----|\Z)",
+    re.S,
 )
 # scheme://KEY@host with no password: a token-looking user (16+ characters, a digit) is a key, as in a Sentry DSN.
 _URL_USER_KEY = re.compile(
@@ -219,7 +238,12 @@ def _mask_pairs(text: str) -> str:
         ):
             continue
         quoted = _QUOTED.get(text[start : start + 1])
-        if quoted is not None:
+        if text[start : start + 1] == "\\" and text[start + 1 : start + 2] in ("'", '"'):  # an escaped quote
+            quote = text[start : start + 2]
+            close = text.find(quote, start + 2)
+            end = close + 2 if close >= 0 else len(text)
+            masked = f"{quote}{REDACTED}{quote}"
+        elif quoted is not None:
             end = quoted.match(text, start).end()  # type: ignore[union-attr]
             masked = f"{text[start]}{REDACTED}{text[start]}"
         else:
@@ -243,16 +267,38 @@ def _mask_named(match: re.Match[str]) -> str:
     return head + REDACTED
 
 
+def _mask_list_flag(match: re.Match[str]) -> str:
+    """The next list item after a secret-looking flag item, masked (its quotes kept)."""
+    if not looks_secret(match.group("name")):
+        return match.group(0)
+    quote = match.group("value")[0]
+    return match.group(0)[: match.start("value") - match.start()] + f"{quote}{REDACTED}{quote}"
+
+
+def _mask_xml(match: re.Match[str]) -> str:
+    """An XML element's text masked when its name looks secret."""
+    if not match.group("value") or not looks_secret(match.group("name")):
+        return match.group(0)
+    whole = match.group(0)
+    start, end = match.start("value") - match.start(), match.end("value") - match.start()
+    return whole[:start] + REDACTED + whole[end:]
+
+
 def redact_text(text: str) -> str:
     """Mask secrets left in free text (see the module docstring, rule 4); the rest is kept as it is."""
-    if "PRIVATE KEY-----" in text:
-        text = _PEM.sub(lambda m: f"-----BEGIN {m.group('kind')}PRIVATE KEY-----{REDACTED}", text)
+    if "PRIVATE KEY" in text:
+        text = _PEM.sub(
+            lambda m: f"-----BEGIN {m.group('kind')}PRIVATE KEY{m.group('block') or ''}-----{REDACTED}", text
+        )
     text = _URL_USERINFO.sub(lambda m: m.group("head") + REDACTED, text)
     text = _URL_USER_KEY.sub(lambda m: m.group("head") + REDACTED, text)
     if "--" in text:
         text = _FLAG.sub(_mask_named, text)
+        text = _LIST_FLAG.sub(_mask_list_flag, text)
     if "%3" in text:
         text = _ENCODED_PAIR.sub(_mask_named, text)
+    if "</" in text:
+        text = _XML_ELEMENT.sub(_mask_xml, text)
     text = _mask_pairs(text)  # after the URL rules: "Authorization: Bearer x" is masked whole, scheme word included
     text = _SCHEME.sub(lambda m: f"{m.group('scheme')} {REDACTED}", text)
     text = _SHORT_SCHEME.sub(lambda m: f"{m.group('scheme')} {REDACTED}", text)
@@ -278,12 +324,38 @@ def _secret_param(name: str) -> bool:
 
 
 def redact_query(text: str) -> str:
-    """``a=1&key=x`` with the values of secret-looking names replaced by REDACTED."""
+    """``a=1&key=x`` with the values of secret-looking names replaced by REDACTED.
+
+    ``;`` separates parameters too for some servers (``a=1;key=x``): a secret-looking
+    name after one has the rest of its parameter replaced. A value that is itself a
+    percent-encoded URL (``?next=https%3A%2F%2Fh%2F%3Ftoken%3Dx``) has its
+    secret-looking parameters replaced too.
+    """
     out = []
     for item in text.split("&"):
         name, eq, value = item.partition("=")
-        out.append(f"{name}={URL_REDACTED}" if eq and value and _secret_param(name) else item)
+        if eq and value and _secret_param(name):
+            item = f"{name}={URL_REDACTED}"
+        else:
+            if ";" in value:
+                parts = value.split(";")
+                for j in range(1, len(parts)):
+                    inner, inner_eq, inner_value = parts[j].partition("=")
+                    if inner_eq and inner_value and _secret_param(inner):
+                        value = ";".join(parts[:j]) + f";{inner}={URL_REDACTED}"
+                        break
+            if "%3" in value:
+                value = _ENCODED_PAIR.sub(_mask_encoded_param, value)
+            item = name + eq + value
+        out.append(item)
     return "&".join(out)
+
+
+def _mask_encoded_param(match: re.Match[str]) -> str:
+    """A percent-encoded ``name%3Dvalue`` with its value replaced by REDACTED when the name looks secret."""
+    if not _secret_param(match.group("name")):
+        return match.group(0)
+    return match.group(0)[: match.start("value") - match.start()] + URL_REDACTED
 
 
 def redact_userinfo(url: str) -> str:
@@ -309,7 +381,8 @@ def redact_url(url: str) -> str:
     As the OpenTelemetry HTTP conventions ask: ``user:password@`` becomes
     ``REDACTED:REDACTED@``, and the value of every query (or fragment) parameter
     named in their list (AWSAccessKeyId, Signature, sig, X-Goog-Signature), named
-    ``code``, or with a name ``looks_secret`` accepts becomes ``REDACTED``. The
+    ``code``, or with a name ``looks_secret`` accepts becomes ``REDACTED`` (also after a
+    ``;`` separator, and inside a percent-encoded URL given as a value). The
     path goes through ``redact_path``. Everything else is kept as written.
     """
     try:
@@ -354,7 +427,8 @@ def redact_path(path: str) -> str:
     letters, digits and ``_-.~=+%:``, with at least one letter and one digit:
     random tokens, and also hex ids and UUIDs), when the segment before it names a
     secret or a one-time link (``/reset-password/<token>``, ``/api-key/<key>``,
-    ``/verify/<code>``, ``/invite/<code>``), or when it holds a well-known key format.
+    ``/verify/<code>``, ``/invite/<code>``), or when it holds a well-known key format;
+    the value of a secret-looking ``;name=value`` parameter (``;jsessionid=``) is replaced too.
     """
     if not path or path == "/":
         return path
@@ -370,7 +444,21 @@ def redact_path(path: str) -> str:
         ):
             segments[i] = URL_REDACTED
             changed = True
+        elif ";" in segment:  # matrix parameters: /cart;jsessionid=<id>
+            masked = _redact_matrix(segment)
+            changed = changed or masked is not segment
+            segments[i] = masked
     return "/".join(segments) if changed else path
+
+
+def _redact_matrix(segment: str) -> str:
+    """A path segment's ``;name=value`` parameters with the values of secret-looking names replaced."""
+    head, *params = segment.split(";")
+    masked = [
+        f"{name}={URL_REDACTED}" if eq and value and _secret_param(name) else f"{name}{eq}{value}"
+        for name, eq, value in (param.partition("=") for param in params)
+    ]
+    return segment if masked == params else ";".join([head, *masked])
 
 
 def redact_exception_attributes(attrs: dict[str, Any]) -> dict[str, Any]:

@@ -67,7 +67,11 @@ _local = threading.local()  # the exception this thread recorded last: the one a
 
 def type_name(exc: BaseException) -> str:
     """The exception's class as ``module.QualName`` (builtins unqualified)."""
-    cls = type(exc)
+    return class_name(type(exc))
+
+
+def class_name(cls: type) -> str:
+    """A class as ``module.QualName`` (builtins unqualified): the rule of exception.type and error.type."""
     qualname = cls.__qualname__
     try:  # a class may carry any object as __module__, even one whose __str__ raises
         module = getattr(cls, "__module__", None)

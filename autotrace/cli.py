@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 __all__ = ["build_parser", "main"]
 
@@ -119,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
         "/health, /ready and the trace viewer at /.",
     )
     _add_common(serve, default_rate=None)
+    # Errors found after parsing (--file, --token-file) show the subcommand's usage, as argparse's own do.
+    serve.set_defaults(usage_error=serve.error)
     serve.add_argument(
         "--file",
         metavar="PATH",
@@ -131,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         "tokens; GET /models), with /traces and the viewer, and send it some traffic.",
     )
     _add_common(demo, default_rate=1.0)
+    demo.set_defaults(usage_error=demo.error)
     demo.add_argument(
         "--traffic",
         type=_int_at_least(0),
@@ -151,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _configure(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     import autotrace
 
+    fail: Callable[[str], NoReturn] = getattr(args, "usage_error", parser.error)
+
     overrides: dict[str, Any] = {}
     if args.sample_rate is not None:
         overrides["sample_rate"] = args.sample_rate
@@ -162,7 +167,7 @@ def _configure(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     try:
         store = autotrace.configure(**overrides)
     except ValueError as exc:
-        parser.error(str(exc))
+        fail(str(exc))
     _read_token(parser, args)
     path = getattr(args, "file", None)
     if path:
@@ -172,22 +177,23 @@ def _configure(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         try:
             loaded = load_jsonl_into(store, path, bad_lines=bad_lines)
         except (OSError, ValueError) as exc:
-            parser.error(f"--file: {exc}")
+            fail(f"--file: {exc}")
         except RecursionError:
-            parser.error(f"--file: {path} nests JSON too deeply to read; it is not a file FileExporter wrote")
+            fail(f"--file: {path} nests JSON too deeply to read; it is not a file FileExporter wrote")
         except (OverflowError, TypeError, KeyError, IndexError, AttributeError) as exc:
             # Valid JSON that is not OTLP/JSON as FileExporter writes it (1e400 as a time, a list
             # where an object goes...): a usage error naming the file, not a traceback.
-            parser.error(f"--file: {path} holds a value autotrace cannot read ({type(exc).__name__}: {exc})"[:500])
+            fail(f"--file: {path} holds a value autotrace cannot read ({type(exc).__name__}: {exc})"[:500])
         skipped = f" (skipped {len(bad_lines)} bad lines, first at line {bad_lines[0][0]})" if bad_lines else ""
         _print(f"autotrace serve: loaded {loaded} spans from {path}{skipped}")
 
 
 def _read_token(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Set ``args.token`` from --token-file; warn that --token shows the token in ``ps``."""
+    fail: Callable[[str], NoReturn] = getattr(args, "usage_error", parser.error)
     path = args.token_file
     if path is not None and args.token is not None:
-        parser.error("give --token or --token-file, not both")
+        fail("give --token or --token-file, not both")
     if args.token is not None:
         print(
             f"autotrace {args.command}: warning: --token is visible to every user of this machine (ps, "
@@ -202,10 +208,10 @@ def _read_token(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         with open(path, encoding="utf-8") as f:
             text = f.read(65536)
     except (OSError, UnicodeDecodeError) as exc:
-        parser.error(f"--token-file: cannot read {path}: {exc}")
+        fail(f"--token-file: cannot read {path}: {exc}")
     token = text.splitlines()[0].strip() if text.strip() else ""
     if not token:
-        parser.error(f"--token-file: {path} is empty; put the token on its first line")
+        fail(f"--token-file: {path} is empty; put the token on its first line")
     args.token = token
 
 
@@ -276,7 +282,8 @@ def _run(command: str, args: argparse.Namespace, stop: threading.Event) -> int:
         _print(f"autotrace {command}: listening on {url}")
         if not token and not server.is_loopback(args.host):
             print(
-                f"autotrace {command}: warning: {args.host} is reachable from other machines and no --token is set",
+                f"autotrace {command}: warning: {args.host} is reachable from other machines and no token is set "
+                "(--token-file PATH or $AUTOTRACE_TOKEN)",
                 file=sys.stderr,
                 flush=True,
             )

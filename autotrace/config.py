@@ -7,6 +7,7 @@ configure time with a ``ValueError`` that names it, never later on the hot path.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 import re
@@ -109,10 +110,7 @@ class TraceConfig:
 
     def replace(self, **changes: Any) -> TraceConfig:
         """A copy with some fields changed (validated again)."""
-        names = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(changes) - names)
-        if unknown:
-            raise ValueError(f"unknown TraceConfig setting(s): {', '.join(unknown)}")
+        _check_setting_names(changes)
         return dataclasses.replace(self, **changes)
 
     @classmethod
@@ -179,8 +177,21 @@ class TraceConfig:
         if exporter_names is not None:
             values["exporters"] = _exporters_from_env(exporter_names, env)
 
+        _check_setting_names(overrides)
         values.update(overrides)
         return cls(**values)
+
+
+def _check_setting_names(changes: Mapping[str, Any]) -> None:
+    """Raise ValueError naming each key that is no TraceConfig field, with the field it may be a typo of."""
+    names = [f.name for f in dataclasses.fields(TraceConfig)]
+    unknown = sorted(set(changes) - set(names))
+    if unknown:
+        hints = [
+            f"{u} (did you mean {close[0]}?)" if (close := difflib.get_close_matches(u, names, 1)) else u
+            for u in unknown
+        ]
+        raise ValueError(f"unknown TraceConfig setting(s): {', '.join(hints)}")
 
 
 def from_env_skipping_bad(environ: Mapping[str, str] | None = None) -> tuple[TraceConfig, list[str]]:

@@ -22,7 +22,7 @@ import random
 import time
 import types
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping
-from typing import Any, TypeVar, overload
+from typing import Any, NoReturn, TypeVar, overload
 
 import wrapt
 
@@ -769,6 +769,38 @@ def _decorate(
     return _Traced(func, wrapper)
 
 
+class _Decorator:
+    """What ``traced("name")`` or ``traced(kind=...)`` returns: applied to a function, it traces it."""
+
+    __slots__ = ("args",)
+
+    def __init__(self, *args: Any) -> None:
+        self.args = args
+
+    def __call__(self, f: F) -> F:
+        return _decorate(f, *self.args)  # type: ignore[no-any-return]
+
+    # `with traced("x"):` is a common first guess: say what to write instead of
+    # "'function' object does not support the context manager protocol".
+    def __enter__(self) -> NoReturn:
+        raise TypeError(_NOT_A_CONTEXT_MANAGER)
+
+    def __exit__(self, *exc: object) -> None:
+        """Never reached: entering raises."""
+
+    async def __aenter__(self) -> NoReturn:
+        raise TypeError(_NOT_A_CONTEXT_MANAGER)
+
+    async def __aexit__(self, *exc: object) -> None:
+        """Never reached: entering raises."""
+
+
+_NOT_A_CONTEXT_MANAGER = (
+    "traced() is a decorator, not a context manager: put @traced(name) on a function, "
+    "or write `with span(name):` around a block"
+)
+
+
 @overload
 def traced(func: F, /) -> F: ...
 
@@ -820,9 +852,5 @@ def traced(
                 raise TypeError("@traced got a name twice (positional and name=)")
             name = func
         SpanKind.coerce(kind)  # fail at decoration time, not at call time
-
-        def decorator(f: F) -> F:
-            return _decorate(f, name, kind, attributes, capture_args, capture_result)  # type: ignore[no-any-return]
-
-        return decorator
+        return _Decorator(name, kind, attributes, capture_args, capture_result)
     return _decorate(func, name, kind, attributes, capture_args, capture_result)

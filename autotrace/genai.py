@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, overload
 
 from ._errors import internal_error
-from ._stacktrace import error_type
+from ._stacktrace import class_name
 from .context import CURRENT, current_span
 from .spans import NonRecordingSpan, Span, SpanKind
 from .tracer import span as _open_span
@@ -184,7 +184,7 @@ class LLMSpan:
         self._last = 0.0
         self._count = 0
         self._first_count = 0
-        self._error: BaseException | None = None
+        self._error: type[BaseException] | None = None  # what failed the call
         self._text: list[str] | None = [] if capture_io else None  # streamed text, bounded (see _item)
 
     @property
@@ -448,7 +448,7 @@ class LLMSpan:
                 if OUTPUT_TOKENS not in s.attributes:
                     s.set_attribute(OUTPUT_TOKENS, self._count)
             if self._error is not None and ERROR_TYPE not in s.attributes:
-                s.set_attribute(ERROR_TYPE, error_type(self._error))
+                s.set_attribute(ERROR_TYPE, class_name(self._error))
             if self._text and "output.value" not in s.attributes:
                 self._write_output("".join(self._text))
             s.set_attributes(openinference_attributes(s.attributes))
@@ -557,7 +557,7 @@ class LLMCall:
         if s is None:
             return
         if exc is not None:
-            rec._error = exc
+            rec._error = type(exc)  # the type only: the exception would hold this frame, a cycle
         rec._finish()
         s.__exit__(exc_type, exc, tb)
 
@@ -645,7 +645,7 @@ class LLMCall:
             try:
                 result = func(*args, **kwargs)
             except BaseException as exc:
-                rec._error = exc
+                rec._error = type(exc)  # the type only: the exception would hold this frame, a cycle
                 rec._finish()
                 raise
             try:
@@ -665,7 +665,7 @@ class LLMCall:
             try:
                 result = await func(*args, **kwargs)
             except BaseException as exc:
-                rec._error = exc
+                rec._error = type(exc)  # the type only: the exception would hold this frame, a cycle
                 rec._finish()
                 raise
             try:
@@ -708,7 +708,7 @@ class LLMCall:
             except GeneratorExit:
                 raise
             except BaseException as exc:
-                rec._error = exc
+                rec._error = type(exc)  # the type only: the exception would hold this frame, a cycle
                 raise
             finally:
                 rec._finish()
@@ -746,7 +746,7 @@ class LLMCall:
                 raise
             except BaseException as exc:
                 if rec is not None:
-                    rec._error = exc
+                    rec._error = type(exc)  # the type only: the exception would hold this frame, a cycle
                 raise
             finally:
                 if rec is not None:

@@ -10,35 +10,40 @@ Rules, in order, for an argument or result named ``key``:
    trailing digits dropped, so ``password1`` and ``api_key2`` count). It is a
    secret when a word is one of password, passwd, passphrase, passcode, pwd,
    pw, secret, token, apikey, auth, authorization, credential(s), creds,
-   cookie, session, bearer, jwt, otp, totp, signature, dsn, csrf/xsrf...; when
+   cookie, session, jsessionid, bearer, jwt, otp, totp, signature, dsn, csrf/xsrf...; when
    two words are api/private/access/secret/signing/encryption + key, mfa/pin/
-   verification/security/recovery + code, or conn/connection + str/string; when
+   verification/security/recovery + code, pass + phrase, code + verifier, or
+   conn/connection + str/string; when
    its LAST word is key, pin, sig or pass (``stripe_key``, ``card_pin``,
    ``DB_PASS``); or when one run-together word holds password, passwd,
    passphrase, passcode, secret, credential, apikey or privatekey
    (``PGPASSWORD``) or is a credential word + token/key (``apitoken``,
    ``bearertoken``, ``sshkey``). Kept visible: token next to an LLM word
-   (``max_tokens``, ``first_token``, ``token_count``, ``eos_token``); key, pin,
+   (``max_tokens``, ``first_token``, ``token_count``, ``eos_token``,
+   ``token_probs``, ``id_to_token``); session before a size (``session_len``); key, pin,
    sig and pass before another word (``key_len``, ``pin_memory``,
    ``pass_rate``); a last-word key after a lookup word (``cache_key``,
-   ``sort_key``, ``public_key``, ``rng_key``, ``input_key``); pass after a count
+   ``sort_key``, ``public_key``, ``rng_key``, ``input_key``, ``attn_key``); pass after a count
    (``n_pass``).
 2. The configured ``TraceConfig(redact=fn)`` runs as ``fn(key, value)`` and
    returns the value to keep. If it raises, the value is stored as
    ``[REDACTED]``: a broken redactor must not leak what it was meant to hide.
 3. bool, int and float are kept as they are; anything else becomes text: a
    str as itself, other values as a repr in which every secret-looking key of
-   a nested mapping, dataclass, named tuple or plain object's attribute (an
-   object whose class keeps ``object.__repr__``) is redacted, and so is the
+   a nested mapping, items view (``headers.items()``), dataclass, named tuple
+   or plain object's attribute (an object whose class keeps
+   ``object.__repr__``) is redacted, and so is the
    value of a ``(key, value)`` pair such as ``("Authorization", "Bearer x")``.
    An object with its own ``__repr__`` is shown by it (then masked as text); so
    is a dataclass with its own ``__repr__``, and ``field(repr=False)`` is never shown.
 4. The text (up to ``capture_max_length`` + 256 characters) goes through
    ``redact_text``: ``key=value``, ``key: value``, ``"key": value``,
-   ``key => value``, ``--key value``, ``--key=value`` and percent-encoded
+   ``key => value``, ``--key value``, ``--key=value``, ``'--key', 'value'`` (an
+   argv list), ``<key>value</key>``, escaped ``\\"key\\": \\"value\\"`` (JSON in a JSON
+   string) and percent-encoded
    ``key%3Dvalue`` with secret-looking keys, ``?code=`` in a query, ``Bearer``/
    ``Basic`` credentials, the password of ``scheme://user:password@host``, a
-   token-looking user of ``scheme://KEY@host`` (a Sentry DSN), PEM private key
+   token-looking user of ``scheme://KEY@host`` (a Sentry DSN), PEM and PGP private key
    blocks and well-known key formats (``sk-``, ``sk_live_``, ``ghp_``,
    ``glpat-``, ``SG.``, ``npm_``, ``xox*-``, ``AKIA``, ``hf_``, JWTs...) are
    masked. Only then is the text cut to ``capture_max_length`` characters (plus

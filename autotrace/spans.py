@@ -12,7 +12,7 @@ import contextvars
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _stacktrace
 from . import attributes as _attributes
@@ -53,6 +53,18 @@ _time_ns = time.time_ns
 _cv_set = CURRENT.set
 _cv_reset = CURRENT.reset
 _Token = contextvars.Token
+
+
+# `@span("x")` over a function is a common first guess (OpenTelemetry's
+# start_as_current_span is both): say what to write instead of "not callable".
+_NOT_A_DECORATOR = (
+    "span() is a context manager, not a decorator: write `with span(name):` around a block, "
+    "or use @traced(name) to trace every call of a function"
+)
+
+
+def _not_a_decorator(self: Any, *args: Any, **kwargs: Any) -> Any:
+    raise TypeError(_NOT_A_DECORATOR)
 
 
 def _nanos(value: Any, where: str) -> int:
@@ -372,6 +384,10 @@ class Span:
             items = list(attributes.items())
         except Exception as exc:
             reraise_foreign(exc)
+            if isinstance(exc, AttributeError) and not hasattr(type(attributes), "items"):
+                # A list of pairs, a set...: name the mistake once (counted) rather than drop them silently.
+                exc = TypeError(f"attributes must be a mapping such as a dict; got {type(attributes).__name__}")
+            _internal_error("set_attributes", exc)
             return
         for key, value in items:
             self.set_attribute(key, value)
@@ -496,6 +512,9 @@ class Span:
             _finish(self)
 
     # -- context manager (span() returns a Span) -------------------------------------
+
+    if not TYPE_CHECKING:  # hidden from type checkers, which report `@span(...)` already
+        __call__ = _not_a_decorator
 
     def __enter__(self) -> Span:
         # The common case inline (a span fresh from span()), the rest in _enter:
@@ -649,6 +668,9 @@ class NonRecordingSpan:
 
     def end(self, end_time: int | None = None) -> None:
         """Ignored."""
+
+    if not TYPE_CHECKING:  # hidden from type checkers, which report `@span(...)` already
+        __call__ = _not_a_decorator
 
     def __enter__(self) -> NonRecordingSpan:
         if self._token is None:

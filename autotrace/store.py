@@ -322,9 +322,31 @@ class TraceStore:
             self._evicted_offset = self._count() - len(self._ring)
 
     def _absorb_previous(self) -> None:
-        other = self._previous
-        if other is None:
-            return
+        """Take in what reached the stores this one replaced, however many ``configure()`` calls back.
+
+        A reader still inside ``take()`` of an older store during two ``configure()`` calls
+        leaves buffers in that store's ring or limbo after its successor was replaced too:
+        the whole chain is drained, not only the last link. A replaced store leaves the
+        chain once it is empty and nothing else refers to it or its ring (no reader and
+        no recording thread can fill it any more), so the chain stays short.
+        """
+        link = self
+        other = link._previous
+        while other is not None:
+            self._drain(other)
+            if (
+                other._ring
+                or other._limbo
+                or sys.getrefcount(other) > _CHAIN_REFS[0]
+                or sys.getrefcount(other._ring) > _CHAIN_REFS[1]
+            ):
+                link = other
+            else:
+                link._previous = other._previous
+            other = link._previous
+
+    def _drain(self, other: TraceStore) -> None:
+        """Move a replaced store's buffers (and, when its readers are idle, its limbo) into this store."""
         ring = other._ring
         # Its buffers come here: its index would keep them (and limbo's) referenced, never let go.
         other._index = {}
@@ -345,6 +367,12 @@ class TraceStore:
                 other._limbo = []
             finally:
                 other._lock.release()
+
+    def _chain_refs(self) -> tuple[int, int]:
+        """The reference counts ``_absorb_previous`` reads for a replaced store that only the chain holds."""
+        other = self._previous
+        assert other is not None
+        return sys.getrefcount(other), sys.getrefcount(other._ring)
 
     @property
     def evicted_traces(self) -> int:
@@ -553,6 +581,15 @@ def _after_fork() -> None:
         store._busy = False
         store._busy_count = 0
 
+
+def _calibrate() -> tuple[int, int]:
+    holder = TraceStore(1)
+    holder._previous = TraceStore(1)
+    return holder._chain_refs()
+
+
+_CHAIN_REFS = _calibrate()
+"""Reference counts of a replaced store, and of its ring, that nothing but the chain of stores holds."""
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork)

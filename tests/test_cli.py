@@ -258,7 +258,10 @@ def test_demo_on_all_interfaces_without_a_token_warns_once(run: type[Running]) -
     assert demo.stop(signal.SIGINT) == 0
     assert demo.proc.stderr is not None
     warnings = [line for line in demo.proc.stderr.read().splitlines() if "reachable from other machines" in line]
-    assert warnings == ["autotrace demo: warning: 0.0.0.0 is reachable from other machines and no --token is set"]
+    assert warnings == [
+        "autotrace demo: warning: 0.0.0.0 is reachable from other machines and no token is set "
+        "(--token-file PATH or $AUTOTRACE_TOKEN)"
+    ]
 
 
 def test_serve_runs_until_sigterm_and_frees_the_port(run: type[Running]) -> None:

@@ -352,3 +352,47 @@ def test_the_sampler_arg_default_is_what_the_code_does() -> None:
         assert TraceConfig.from_env({"OTEL_TRACES_SAMPLER": sampler}).sample_rate == 1.0
     assert TraceConfig.from_env({}).sample_rate == 0.1
     assert TraceConfig.from_env({"OTEL_TRACES_SAMPLER_ARG": "0.25"}).sample_rate == 0.25
+
+
+def test_printed_ready_answers_show_every_key_the_server_sends() -> None:
+    """Every `/ready` answer printed in the README has exactly the keys a real /ready answer has."""
+    import urllib.request
+
+    from autotrace.server import start_in_background
+    from autotrace.store import TraceStore
+
+    with start_in_background(port=0, store=TraceStore()) as server:
+        with urllib.request.urlopen(f"{server.url}/ready", timeout=TIMEOUT) as answer:
+            real = set(json.loads(answer.read()))
+    printed = [
+        (block.line, out)
+        for block in BLOCKS
+        if block.lang == "console"
+        for command, output in session(block)
+        if command.split("#", 1)[0].rstrip().endswith("/ready")
+        for out in output
+    ]
+    assert len(printed) >= 2, "the README prints /ready answers in its serving and demo sessions"
+    for line, out in printed:
+        assert set(json.loads(out)) == real, f"README.md block at line {line}: /ready printed {out}; real keys {real}"
+
+
+def test_package_description_example_runs_and_keeps_genai_names_for_model_calls(tmp_path: Path) -> None:
+    """docs/description.md (the index page): its python example runs, with gen_ai.* names on model calls only."""
+    text = (ROOT / "docs" / "description.md").read_text(encoding="utf-8")
+    examples = re.findall(r"^```python\n(.*?)^```", text, flags=re.S | re.M)
+    assert examples, "the package description shows a python example"
+    for code in examples:
+        if "gen_ai.operation.name" not in code:
+            assert not re.search(r"gen_ai\.[\w.]+", code), f"gen_ai.* on a span that is not a model call:\n{code}"
+        script = tmp_path / "description_example.py"
+        script.write_text(code, encoding="utf-8")
+        done = subprocess.run(
+            [sys.executable, str(script)],
+            cwd=tmp_path,
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+        )
+        assert done.returncode == 0, done.stderr

@@ -15,6 +15,7 @@ retried. Each kind of failure is logged once.
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import gzip
 import http.client
@@ -57,6 +58,10 @@ RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
 """Largest request body sent; bigger batches are split (collectors refuse 20-64 MiB)."""
 _MAX_RESPONSE_BYTES = 1024 * 1024
+_MAX_INTERIM_ANSWERS = 16
+# Headers that describe the body: a configured one would be sent beside the exporter's own
+# (http.client matches no spelling), and a stale Content-Length would break the request's framing.
+_FRAMING_HEADERS = frozenset({"content-type", "content-encoding", "content-length", "transfer-encoding"})
 _USER_AGENT = f"autotrace/{__version__}"
 
 
@@ -67,7 +72,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     text = value.strip()
     if not text:
         return None
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # str.isdigit() also takes '²' and '٣', which float() refuses
         return float(text)
     try:
         when = email.utils.parsedate_to_datetime(text)
@@ -118,6 +123,13 @@ class OTLPHttpExporter(Exporter):
         netloc = parts.netloc.rpartition("@")[2]
         self._shown = redact_userinfo(urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")))
         self.headers = _resolve_headers(headers, env)
+        if parts.username is not None and not any(k.lower() == "authorization" for k in self.headers):
+            # user:password@ in the endpoint is Basic authentication, as curl, urllib3 and
+            # OpenTelemetry's own exporter (through requests) send it; dropping it meant a 401 per batch.
+            user = urllib.parse.unquote(parts.username)
+            password = urllib.parse.unquote(parts.password or "")
+            token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+            self.headers = {**self.headers, "Authorization": f"Basic {token}"}
         self.timeout = _resolve_timeout(timeout, env)
         self.compression = _resolve_compression(compression, env)
         self.encoding = _resolve_encoding(encoding, env)
@@ -187,7 +199,14 @@ class OTLPHttpExporter(Exporter):
     def _send(self, body: bytes, count: int, deadline: float) -> bool:
         """POST one body, retrying what the policy allows before ``deadline``."""
         counts = self._counts
-        headers = {"User-Agent": _USER_AGENT, **self.headers}
+        headers = {"User-Agent": _USER_AGENT}
+        for key, value in self.headers.items():
+            lower = key.lower()
+            if lower == "user-agent":
+                del headers["User-Agent"]  # theirs replaces ours, never sent beside it
+            elif lower in _FRAMING_HEADERS:
+                continue  # the body's own type, encoding and length are the exporter's to say
+            headers[key] = value
         headers["Content-Type"] = self._content_type
         if self.compression == "gzip":
             body = gzip.compress(body, compresslevel=6)
@@ -304,10 +323,29 @@ class OTLPHttpExporter(Exporter):
                         conn.connect()
                     if watch.expired:
                         raise TimeoutError
-                    conn.request("POST", self._target, body=body, headers=dict(headers))
-                    sent = True
-                    response = conn.getresponse()
-                    reply = response.read(_MAX_RESPONSE_BYTES)
+                    try:
+                        conn.request("POST", self._target, body=body, headers=dict(headers))
+                    except (BrokenPipeError, ConnectionResetError) as exc:
+                        if reused:
+                            raise  # an idle connection's last words (a 408) are not this request's answer
+                        # A collector may answer before reading the whole body (413, 401, 400) and close:
+                        # that answer, not the broken pipe, says what happened (curl reads it too).
+                        sent = True
+                        response = _early_answer(conn, exc)
+                    else:
+                        sent = True
+                        response = conn.getresponse()
+                    try:
+                        reply = response.read(_MAX_RESPONSE_BYTES)
+                    except (OSError, http.client.HTTPException, ValueError):
+                        # The status line was read whole, and it decides. After a 2xx the collector took the
+                        # batch: a body cut short, garbled or drip-fed past the deadline does not undo that,
+                        # and sending again would store it twice. A 4xx stays a 4xx (not a connection error
+                        # to retry); a 503 is retried as a 503.
+                        with self._conn_lock:
+                            watch.done = True
+                        self._release(conn, keep=False)
+                        return response.status, response.headers, b""
                 except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError):
                     self._release(conn, keep=False)
                     if not reused or self._abort.is_set() or watch.expired:
@@ -329,11 +367,13 @@ class OTLPHttpExporter(Exporter):
                     raise
                 with self._conn_lock:
                     watch.done = True  # from here on the watchdog leaves the connection alone
-                if watch.expired:  # the answer was cut short (or may have been): not to be trusted
+                if watch.expired and not 200 <= response.status < 300:
+                    # The answer was cut short (or may have been): not to be trusted. A 2xx status
+                    # line was read whole, and it alone says the batch was taken.
                     self._release(conn, keep=False)
                     raise TimeoutError
                 # Kept only when the answer was read to its end and the server keeps the connection open.
-                self._release(conn, keep=response.isclosed() and not response.will_close)
+                self._release(conn, keep=response.isclosed() and not response.will_close and not watch.expired)
                 return response.status, response.headers, reply
         except (OSError, http.client.HTTPException) as exc:
             if watch.expired and not self._abort.is_set():
@@ -426,6 +466,14 @@ class OTLPHttpExporter(Exporter):
         return f"OTLPHttpExporter({self._shown!r}, encoding={self.encoding!r}, compression={self.compression!r})"
 
 
+def _early_answer(conn: http.client.HTTPConnection, error: OSError) -> http.client.HTTPResponse:
+    """The answer a collector sent before it stopped reading the request, or the send ``error`` again."""
+    try:
+        return conn.getresponse()
+    except (OSError, http.client.HTTPException):
+        raise error from None
+
+
 class _Watch:
     """One request's watchdog state: its connection now, and whether its time ran out."""
 
@@ -453,6 +501,17 @@ class _Response(http.client.HTTPResponse):
     an HTTPException that hides the status it had read: a collector's 200 would look like a
     connection failure, and the batch it stored would be sent again.
     """
+
+    def _read_status(self) -> tuple[str, int, str]:
+        # An interim answer (102 Processing, 103 Early Hints from a CDN in front of the collector)
+        # comes before the final one, which decides; http.client only skips 100 Continue, and
+        # would take the 103 for the answer and drop a batch the collector then took with a 200.
+        for _ in range(_MAX_INTERIM_ANSWERS):
+            version, status, reason = super()._read_status()  # type: ignore[misc]
+            if not 101 < status < 200:
+                return version, status, reason
+            http.client.parse_headers(self.fp)  # its headers, up to the blank line
+        raise http.client.HTTPException(f"more than {_MAX_INTERIM_ANSWERS} interim (1xx) answers")
 
     def begin(self) -> None:
         try:

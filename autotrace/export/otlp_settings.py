@@ -11,6 +11,7 @@ import base64
 import ipaddress
 import math
 import os
+import re
 import ssl
 import urllib.parse
 from collections.abc import Mapping
@@ -37,20 +38,38 @@ def _resolve_endpoint(endpoint: str | None, env: Mapping[str, str]) -> str:
         source, url = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", get(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or ""
     elif get(env, "OTEL_EXPORTER_OTLP_ENDPOINT") is not None:
         base = get(env, "OTEL_EXPORTER_OTLP_ENDPOINT") or ""
-        source, url = "OTEL_EXPORTER_OTLP_ENDPOINT", base.rstrip("/") + "/v1/traces"
+        source, url = "OTEL_EXPORTER_OTLP_ENDPOINT", _traces_url(base)
+        given = base  # errors show what was set, not the URL made from it
     else:
         return DEFAULT_ENDPOINT
+    # An error shows the value as it was set, not with the /v1/traces appended to a base URL.
+    given = base if source == "OTEL_EXPORTER_OTLP_ENDPOINT" else url
     if not isinstance(url, str):
         raise ValueError(f"{source} must be a URL string; got {url!r}")
     url = url.strip()
+    if source != "OTEL_EXPORTER_OTLP_ENDPOINT":
+        given = url
     try:
         parts = urllib.parse.urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError as exc:
-        raise ValueError(f"{source} must be an http:// or https:// URL; got {url!r} ({exc})") from None
+        raise ValueError(f"{source} must be an http:// or https:// URL; got {given!r} ({exc})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{source} must be an http:// or https:// URL with a host; got {url!r}")
+        hint = " (the scheme is required: http://host:4318)" if "://" not in given else ""
+        raise ValueError(f"{source} must be an http:// or https:// URL with a host; got {given!r}{hint}")
     return url
+
+
+def _traces_url(base: str) -> str:
+    """The traces URL under a base endpoint: ``v1/traces`` appended to its path, its query kept."""
+    try:
+        parts = urllib.parse.urlsplit(base.strip())
+    except ValueError:
+        return base.rstrip("/") + "/v1/traces"  # refused with the reason by the caller
+    if not parts.scheme or not parts.netloc:
+        return base.rstrip("/") + "/v1/traces"
+    path = parts.path.rstrip("/") + "/v1/traces"
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
 
 
 class _Proxy(NamedTuple):
@@ -149,10 +168,22 @@ def _resolve_headers(headers: Mapping[str, str] | str | None, env: Mapping[str, 
 
 
 def _check_headers(source: str, headers: dict[str, str]) -> dict[str, str]:
+    """``headers`` when every name is an HTTP token and every value can go on the wire (RFC 9110 5.1, 5.5)."""
     for key, value in headers.items():
-        if not key or any(c in key for c in ' \t\r\n:"') or any(c in value for c in "\r\n\0"):
-            raise ValueError(f"{source} has an invalid HTTP header {key!r}")
+        if not _HEADER_NAME.fullmatch(key):
+            # http.client would refuse a non-ASCII name at every export; other odd names break collectors.
+            raise ValueError(f"{source} has an invalid HTTP header name {key!r} (letters, digits and !#$%&'*+-.^_`|~)")
+        if _HEADER_VALUE_BAD.search(value):
+            # Control characters (NUL, CR, LF...) or text outside Latin-1 (which http.client cannot send):
+            # collectors answer 400 to the first, the second would fail every export.
+            raise ValueError(
+                f"{source} has an invalid value for HTTP header {key!r} (control characters or text outside Latin-1)"
+            )
     return headers
+
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HEADER_VALUE_BAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]|[^\x00-\xff]")
 
 
 def _resolve_timeout(timeout: float | None, env: Mapping[str, str]) -> float:
