@@ -27,7 +27,7 @@ PACKAGE = Path(autotrace.__file__).parent
 TIERS: list[list[str]] = [
     ["_version", "_limits", "_env", "_serving"],  # constants, text parsers; the threaded WSGI server (stdlib only)
     ["_model"],  # value types: kinds, status, span context, events, links; ids
-    ["_current", "_errors"],  # the ContextVar; failures counted and logged once
+    ["_current", "_errors", "_secret_names"],  # the ContextVar; failures counted and logged once; secret names
     ["_stacktrace", "_stderr", "_resource", "attributes", "_secrets"],  # exception text, log fallback, resource,
     # attribute values, secret names and text
     ["otlp", "sampling", "_render"],  # spans -> OTLP/JSON; samplers; a bounded, redacting repr
