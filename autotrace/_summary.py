@@ -198,7 +198,7 @@ class SummaryCache:
 class Filters:
     """The filters of GET /traces/summary, parsed."""
 
-    q: str = ""
+    q: str = ""  # lower case; every whitespace-separated word must occur
     attrs: tuple[tuple[str, str], ...] = ()
     min_ns: int | None = None
     max_ns: int | None = None
@@ -216,7 +216,7 @@ class Filters:
             return False
         if self.max_ns is not None and d > self.max_ns:
             return False
-        if self.q and self.q not in t.haystack:
+        if self.q and not all(word in t.haystack for word in self.q.split()):
             return False
         return all(pair in t.pairs for pair in self.attrs)
 
