@@ -327,7 +327,7 @@ def span_stats(traces: Iterable[Sequence[Any]]) -> dict[str, Any]:
         trace_count += 1
         span_count += len(spans)
         selfs = _self_times(spans)
-        for s, own in zip(spans, selfs):
+        for s, own in zip(spans, selfs, strict=True):
             end = s._end if s._end is not None else s._start
             d = max(0, end - s._start)
             row = per_name.get(s._name)

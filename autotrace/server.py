@@ -630,13 +630,14 @@ def install(
         return resource, False
 
     def traces_summary() -> Any:
-        """One small record per stored trace, newest first: ?limit, ?q, ?attr=k=v, ?min/max_duration, ?status, ?service."""
+        """One small record per stored trace, newest first; ?limit and the filters of _summary.parse_filters."""
         query = bottle.request.query
         unknown = sorted(set(query.keys()) - set(_summary.SUMMARY_PARAMS))
         if unknown:
             raise Problem(
                 400,
-                f"unknown query parameter {unknown[0][:40]!r}; /traces/summary takes {', '.join(_summary.SUMMARY_PARAMS)}",
+                f"unknown query parameter {unknown[0][:40]!r}; "
+                f"/traces/summary takes {', '.join(_summary.SUMMARY_PARAMS)}",
             )
         try:
             limit = parse_limit(_single("limit"))
