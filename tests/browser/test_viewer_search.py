@@ -18,6 +18,12 @@ from .test_viewer import _expect, open_viewer, row_names, span_row
 pytestmark = pytest.mark.browser
 
 
+def _durations_ms(ids: dict[str, str]) -> dict[str, float]:
+    """Each trace's root duration in ms as stored (the expectations follow the real timings)."""
+    store = autotrace.get_trace_store()
+    return {name: max(s.duration_ns or 0 for s in store.get_trace(tid) or []) / 1e6 for name, tid in ids.items()}
+
+
 def _shop() -> dict[str, str]:
     """Four traces of distinct names, users, durations and outcomes; returns their ids by name."""
     ids = {}
@@ -41,7 +47,9 @@ def _shop() -> dict[str, str]:
 
 def test_filters_and_sort_through_the_page_and_the_hash(server: Any, page: Any) -> None:
     """key=value, words, duration range, errors only and sort narrow/reorder the list and live in the URL hash."""
-    _shop()
+    ms = _durations_ms(_shop())
+    slow, fast = sorted(("report", "search"), key=lambda n: -ms[n])  # report sleeps longer, almost surely
+    between = f"{(ms[slow] + ms[fast]) / 2:.3f}"
     expect = _expect()
     open_viewer(page, server.url)
     rows = page.locator(".trace-row")
@@ -50,12 +58,12 @@ def test_filters_and_sort_through_the_page_and_the_hash(server: Any, page: Any) 
     expect(rows).to_have_count(2)
     expect(page.locator("#list-count")).to_have_text("2 of 4")
     page.select_option("#sort", "duration")
-    expect(rows.first.locator(".tr-name")).to_have_text("report")
-    assert row_names(page, ".trace-row", ".tr-name") == ["report", "search"]
-    page.fill("#max-dur", "45")
+    expect(rows.first.locator(".tr-name")).to_have_text(slow)
+    assert row_names(page, ".trace-row", ".tr-name") == [slow, fast]
+    page.fill("#max-dur", between)
     expect(rows).to_have_count(1)
-    expect(rows.first.locator(".tr-name")).to_have_text("search")
-    page.wait_for_function("location.hash.includes('max=45')")
+    expect(rows.first.locator(".tr-name")).to_have_text(fast)
+    page.wait_for_function(f"location.hash.includes('max={between}')")
     assert "q=user%3Dbob" in page.url and "sort=duration" in page.url
     page.fill("#max-dur", "")
     page.fill("#filter", "carol")
@@ -65,9 +73,9 @@ def test_filters_and_sort_through_the_page_and_the_hash(server: Any, page: Any) 
     expect(rows).to_have_count(1)
     expect(rows.first.locator(".tr-name")).to_have_text("login")
     # The same state from a shared link, in a fresh load.
-    page.goto(server.url + "/#q=user%3Dbob&sort=spans&min=45")
+    page.goto(server.url + f"/#q=user%3Dbob&sort=spans&min={between}")
     expect(rows).to_have_count(1)
-    expect(rows.first.locator(".tr-name")).to_have_text("report")
+    expect(rows.first.locator(".tr-name")).to_have_text(slow)
     expect(page.locator("#filter")).to_have_value("user=bob")
     expect(page.locator("#sort")).to_have_value("spans")
     page.goto(server.url + "/#q=bob&sort=duration")
@@ -190,15 +198,17 @@ def test_five_thousand_span_trace_waterfall_and_flame(server: Any, page: Any) ->
 def test_stats_tab_page_and_deep_link(server: Any, page: Any) -> None:
     """#tab=stats shows per-name rows, sortable by a header click; a name opens the slowest trace holding it."""
     ids = _shop()
+    ms = _durations_ms(ids)
+    slowest = max(ms, key=lambda n: ms[n])
     expect = _expect()
     open_viewer(page, server.url, "#tab=stats")
     table = page.locator("#stats-table tbody tr")
     expect(table).to_have_count(8)
     expect(page.locator("main")).to_be_hidden()
     page.locator("#stats-table th button[data-col='max']").click()
-    expect(table.first).to_have_attribute("data-name", "report")  # the slowest first
+    expect(table.first).to_have_attribute("data-name", slowest)  # the slowest root first
     page.locator("#stats-table th button[data-col='max']").click()
-    expect(table.last).to_have_attribute("data-name", "report")
+    expect(table.last).to_have_attribute("data-name", slowest)
     expect(page.locator("#stats-table tr[data-name='login'] td").nth(2)).to_have_text("1")
     screenshot(page, "stats")
     page.locator("#stats-table tr[data-name='search.work'] a").click()
