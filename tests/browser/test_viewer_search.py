@@ -348,3 +348,23 @@ def test_dark_mode_and_1024_layout(server: Any, browser: Any) -> None:
         screenshot(page, "dark")
     finally:
         context.close()
+
+
+def test_open_trace_is_fetched_again_only_when_it_changes(server: Any, page: Any) -> None:
+    """Other traces arriving do not refetch the open trace; a span joining it does, and it is redrawn."""
+    with span("grow") as root:
+        pass
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url) if f"/traces/{root.trace_id}" in r.url else None)
+    expect = _expect()
+    open_viewer(page, server.url, f"#trace={root.trace_id}")
+    expect(page.locator("#waterfall .wf-row")).to_have_count(1)
+    with span("other"):
+        pass
+    expect(page.locator(".trace-row")).to_have_count(2)
+    page.wait_for_timeout(3500)  # one more poll period
+    assert len(requests) == 1, requests
+    with span("late-child", parent=root.get_span_context()):
+        pass
+    expect(page.locator("#waterfall .wf-row")).to_have_count(2)
+    assert len(requests) == 2, requests
