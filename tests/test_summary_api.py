@@ -185,3 +185,30 @@ def test_viewer_routes_need_the_token_and_are_not_traced(monkeypatch: pytest.Mon
             assert fetch(handle.url, path, headers={"Authorization": "Bearer t0ken"}).status == 200
             assert fetch(handle.url, path, headers={"Sec-Fetch-Site": "cross-site"}).status == 403
         assert autotrace.trace_count() == 3  # no SERVER span for any of those requests
+
+
+def test_sampling_reason_and_a_growing_trace(server: ServerHandle) -> None:
+    """The root's autotrace.sampling.kept is the record's sampling; a span joining a trace updates its record."""
+    with span("kept", attributes={"autotrace.sampling.kept": "slow", "http.route": "/k"}) as root:
+        pass
+    first = summary(server)["traces"][0]
+    assert first["sampling"] == "slow" and first["attributes"] == {"http.route": "/k"} and first["span_count"] == 1
+    with span("late", parent=root.get_span_context()):
+        pass
+    again = summary(server)["traces"][0]
+    assert again["trace_id"] == root.trace_id and again["span_count"] == 2
+
+
+def test_self_time_counts_overlapping_children_once() -> None:
+    """Self time is the parent's duration minus the union of its children's intervals, clipped to the parent."""
+    from autotrace import _summary
+
+    class S:
+        def __init__(self, sid: int, parent: int | None, start: int, end: int) -> None:
+            self._span_id, self._parent_id, self._start, self._end = sid, parent, start, end
+
+    spans = [S(1, None, 0, 100), S(2, 1, 10, 40), S(3, 1, 30, 60), S(4, 1, 90, 150), S(5, 2, 10, 20)]
+    assert _summary._self_times(spans) == [100 - 50 - 10, 20, 30, 60, 10]
+    assert _summary.percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.0
+    assert _summary.percentile([1.0, 2.0, 3.0, 4.0], 99) == 4.0
+    assert _summary.percentile([5.0], 95) == 5.0
