@@ -31,7 +31,7 @@ from typing import Any
 
 import bottle
 
-from . import _serving
+from . import _serving, _summary
 from ._env import parse_bool
 from ._guard import _COMMON_HEADERS, _JSON, _dumps, _refuse_browser_clear, _set_headers
 from ._guard import LOOPBACK_HOSTS as LOOPBACK_HOSTS
@@ -83,7 +83,8 @@ _INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.S)
 _INLINE_STYLE = re.compile(r"<style>(.*?)</style>", re.S)
 _COMMENT = re.compile(r"<!--.*?-->", re.S)
 # The server's own routes: TracingMiddleware leaves them out (the viewer polls /traces).
-OWN_PATHS = ("/", "/traces", "/health", "/ready")
+OWN_PATHS = ("/", "/traces", "/traces/summary", "/stats", "/health", "/ready")
+_OWN_PREFIX = "/traces/"  # GET /traces/{trace_id}: not traced either
 
 _PLACEHOLDER_PAGE = """<!doctype html>
 <html lang="en">
@@ -216,7 +217,7 @@ def _within(traces: list[list[Any]], max_spans: int) -> int:
     return count
 
 
-def _etag(traces: list[list[Any]], resource: dict[str, Any]) -> str:
+def _etag(traces: list[list[Any]], resource: dict[str, Any], extra: str = "") -> str:
     """An ETag for an answer made of ``traces``: from each trace's id, span count and last span, not the body.
 
     Ended spans do not change, so a trace with the same id, count and last
@@ -225,6 +226,7 @@ def _etag(traces: list[list[Any]], resource: dict[str, Any]) -> str:
     key = (
         tuple((t[0]._trace_id, len(t), t[-1]._span_id) for t in traces if t),
         repr(sorted(resource.items())),
+        extra,
     )
     return f'"{hash(key) & 0xFFFFFFFFFFFFFFFF:016x}-{len(traces)}"'
 
@@ -412,7 +414,83 @@ def install(
         _set_headers(headers)
         return html
 
+    summaries = _summary.SummaryCache()
+
+    def _cached(selected: list[list[Any]], extra: str) -> tuple[dict[str, Any], bool]:
+        """The resource, with the ETag header set; True when the client's If-None-Match names it (a 304)."""
+        resource = resource_attributes()
+        etag = _etag(selected, resource, extra)
+        bottle.response.set_header("ETag", etag)
+        if _etag_matches(bottle.request.environ.get("HTTP_IF_NONE_MATCH", ""), etag):
+            bottle.response.status = 304
+            return resource, True
+        return resource, False
+
+    def traces_summary() -> Any:
+        """One small record per stored trace, newest first; ?limit and the filters of _summary.parse_filters."""
+        query = bottle.request.query
+        unknown = sorted(set(query.keys()) - set(_summary.SUMMARY_PARAMS))
+        if unknown:
+            raise Problem(
+                400,
+                f"unknown query parameter {unknown[0][:40]!r}; "
+                f"/traces/summary takes {', '.join(_summary.SUMMARY_PARAMS)}",
+            )
+        try:
+            limit = parse_limit(_single("limit"))
+            filters = _summary.parse_filters(
+                _single("q"),
+                query.getall("attr"),
+                _single("min_duration"),
+                _single("max_duration"),
+                _single("status"),
+                _single("service"),
+            )
+        except ValueError as exc:
+            raise Problem(400, str(exc))
+        stored = current_store().traces()
+        resource, unchanged = _cached(stored, "summary?" + repr((limit, filters)))
+        if unchanged:
+            return b""
+        made = summaries.summaries(stored, str(resource.get("service.name", "unknown")))
+        chosen, matched = _summary.select(made, filters, limit)
+        bottle.response.content_type = _JSON
+        return _dumps({"traces": [t.record() for t in chosen], "matched": matched, "stored": len(made)})
+
+    def one_trace(trace_id: str) -> Any:
+        """One stored trace as OTLP/JSON; 404 when the store does not hold it."""
+        if bottle.request.query.keys():
+            raise Problem(400, "GET /traces/{trace_id} takes no query parameters")
+        try:
+            wanted = parse_trace_id(trace_id)
+        except ValueError as exc:
+            raise Problem(400, str(exc))
+        spans = current_store().get_trace(str(wanted))
+        if spans is None:
+            raise Problem(404, f"no trace with trace_id {wanted}")
+        resource, unchanged = _cached([spans], "one")
+        if unchanged:
+            return b""
+        if not (encodes.acquire(timeout=encode_wait) if encode_wait > 0 else encodes.acquire(blocking=False)):
+            raise Problem(503, "too many trace answers are being sent already; try again shortly", {"Retry-After": "1"})
+        bottle.response.content_type = _JSON
+        return _Answer([spans], resource, encodes.release)
+
+    def stats() -> Any:
+        """Per span name over the stored traces: count, errors, p50/p95/p99/max and self time in seconds."""
+        if bottle.request.query.keys():
+            raise Problem(400, "GET /stats takes no query parameters")
+        stored = current_store().traces()
+        _, unchanged = _cached(stored, "stats")
+        if unchanged:
+            return b""
+        bottle.response.content_type = _JSON
+        return _dumps(_summary.span_stats(stored))
+
     app.route("/traces", "GET", guard(traces))
+    app.route("/traces/summary", "GET", guard(traces_summary))
+    app.route("/traces/<trace_id>", "GET", guard(one_trace))
+    app.route("/stats", "GET", guard(stats))
     app.route("/traces", "DELETE", guard(delete_traces))
     app.route("/health", "GET", guard(health, public=True))
     app.route("/ready", "GET", guard(ready))
@@ -452,7 +530,8 @@ class _TracedBottle(bottle.Bottle):  # type: ignore[misc]  # bottle has no type 
         could force sampling.
         """
         try:
-            if environ.get("PATH_INFO") in OWN_PATHS:
+            path_info = str(environ.get("PATH_INFO") or "")
+            if path_info in OWN_PATHS or path_info.startswith(_OWN_PREFIX):
                 return False
             # Matched as Bottle will match it: on the path decoded as UTF-8 (Bottle drops bad bytes).
             path = str(environ.get("PATH_INFO") or "/")

@@ -25,7 +25,8 @@ import autotrace
 PACKAGE = Path(autotrace.__file__).parent
 
 TIERS: list[list[str]] = [
-    ["_version", "_limits", "_env", "_serving"],  # constants, text parsers; the threaded WSGI server (stdlib only)
+    ["_version", "_limits", "_env", "_serving", "_summary"],  # constants, text parsers; the threaded WSGI server;
+    # trace summaries and span statistics for /traces/summary and /stats (standard library only)
     ["_model"],  # value types: kinds, status, span context, events, links; ids
     ["_current", "_errors", "_secret_names"],  # the ContextVar; failures counted and logged once; secret names
     ["_stacktrace", "_stderr", "_resource", "attributes", "_secrets"],  # exception text, log fallback, resource,

@@ -12,7 +12,7 @@ from autotrace import span, traced
 SCREENSHOTS = Path(__file__).parent / "screenshots"
 XSS_NAME = "<img src=x onerror=alert(1)>"
 VIEWPORT = {"width": 1280, "height": 760}
-README_SHOTS = frozenset({"list", "waterfall"})
+README_SHOTS = frozenset({"list", "waterfall", "search", "flame", "stats", "compare", "inflight", "llm", "dark"})
 
 
 def screenshot(page: Any, name: str) -> Path:

@@ -267,7 +267,7 @@ def test_unchanged_store_is_a_304_and_the_list_stays(server: Any, page: Any) -> 
     """The viewer polls with If-None-Match: an unchanged store answers 304 and the list is kept as drawn."""
     record_tree()
     statuses: list[int] = []
-    page.on("response", lambda r: statuses.append(r.status) if "/traces?" in r.url else None)
+    page.on("response", lambda r: statuses.append(r.status) if "/traces/summary?" in r.url else None)
     expect = _expect()
     open_viewer(page, server.url)
     rows = page.locator(".trace-row")
