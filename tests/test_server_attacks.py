@@ -1,0 +1,90 @@
+"""An outside attacker against the /traces server: other spellings of its routes, loopback binds, client caps."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import autotrace
+from autotrace.server import start_in_background
+
+from .server_helpers import record_trace, settle
+
+
+def _raw(port: int, request: bytes, host: str = "127.0.0.1") -> bytes:
+    """Send raw request bytes and read the whole answer (the server closes after one request)."""
+    with socket.create_connection((host, port), timeout=30) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+def _stored_trace_ids() -> set[str]:
+    return {s.trace_id for trace in autotrace.get_trace_store().traces() for s in trace}
+
+
+@pytest.fixture
+def no_env_token(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No AUTOTRACE_TOKEN from the environment running the tests."""
+    monkeypatch.delenv("AUTOTRACE_TOKEN", raising=False)
+    yield
+
+
+# -- other spellings of the server's own routes start no span ---------------------------------
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        b"?x",  # an empty path: Bottle routes it to the page at /
+        b"/%FF",  # not UTF-8: Bottle drops the byte and routes /, the guard answers 404
+        b"/health%FF",
+        b"/ready%C0",
+        b"/traces%FF",
+    ],
+)
+@pytest.mark.usefixtures("no_env_token")
+def test_other_spellings_of_the_own_routes_cannot_evict_traces_without_the_token(target: bytes) -> None:
+    """A stranger without the token cannot record spans (and evict real traces) through `GET ?x` or `/%FF`."""
+    autotrace.configure(autotrace.TraceConfig(sample_rate=1.0, max_traces=3))
+    real = {record_trace(f"real{i}", children=0)[0] for i in range(3)}
+    with start_in_background(port=0, token="s3cret") as handle:
+        for i in range(4):
+            parent = f"00-{i + 1:032x}-b7ad6b7169203331-01"  # a sampled caller: would force recording
+            answer = _raw(
+                handle.port,
+                b"GET " + target + b" HTTP/1.1\r\nHost: 127.0.0.1\r\ntraceparent: " + parent.encode() + b"\r\n\r\n",
+            )
+            assert b"traceparent" not in answer.partition(b"\r\n\r\n")[0].lower()
+        settle(handle)
+    assert _stored_trace_ids() == real
+    assert autotrace.get_trace_store().stats()["evicted_traces"] == 0
+
+
+# -- serve --file: one hostile line does not refuse the whole file ----------------------------
+
+_GOOD_LINE = (
+    '{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"%032x","spanId":"b7ad6b7169203331",'
+    '"name":"good","startTimeUnixNano":"1","endTimeUnixNano":"2"}]}]}]}\n'
+)
+
+
+def test_a_line_with_a_5000_digit_number_is_skipped_and_the_rest_is_served(tmp_path: Path) -> None:
+    """`serve --file` skips and counts a line whose number json cannot convert, and loads the good lines."""
+    from autotrace import cli
+    from autotrace.export import read_jsonl
+
+    path = tmp_path / "spans.jsonl"
+    path.write_text(_GOOD_LINE % 1 + '{"resourceSpans":[' + "9" * 5000 + "]}\n" + _GOOD_LINE % 2)
+    bad: list[tuple[int, str]] = []
+    assert len(read_jsonl(path, bad_lines=bad)) == 2
+    assert [n for n, _ in bad] == [2]
+    parser = cli.build_parser()
+    cli._configure(parser, parser.parse_args(["serve", "--port", "0", "--file", str(path)]))
+    assert {s.name for trace in autotrace.get_trace_store().traces() for s in trace} == {"good"}
+    assert autotrace.get_trace_store().stats()["spans"] == 2
