@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 import autotrace
-from autotrace.server import start_in_background
+from autotrace.server import is_loopback, loopback_hosts, start_in_background
 
-from .server_helpers import record_trace, settle
+from .server_helpers import fetch, record_trace, settle
 
 
 def _raw(port: int, request: bytes, host: str = "127.0.0.1") -> bytes:
@@ -88,3 +88,25 @@ def test_a_line_with_a_5000_digit_number_is_skipped_and_the_rest_is_served(tmp_p
     cli._configure(parser, parser.parse_args(["serve", "--port", "0", "--file", str(path)]))
     assert {s.name for trace in autotrace.get_trace_store().traces() for s in trace} == {"good"}
     assert autotrace.get_trace_store().stats()["spans"] == 2
+
+
+# -- a loopback bind checks Host however the address is spelled -------------------------------
+
+
+@pytest.mark.parametrize("bind", ["127.1", "2130706433", "::ffff:127.0.0.1"])
+def test_a_loopback_bind_spelled_otherwise_still_checks_host(bind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bound to 127.1, 2130706433 or ::ffff:127.0.0.1 the server refuses a DNS-rebinding Host as any loopback bind."""
+    monkeypatch.delenv("AUTOTRACE_TOKEN", raising=False)
+    assert is_loopback(bind)
+    assert loopback_hosts(bind) is not None
+    record_trace("secret", children=0)
+    if ":" in bind and not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    with start_in_background(host=bind, port=0) as handle:
+        target = "::1" if ":" in bind else "127.0.0.1"
+        if ":" in bind:
+            pytest.skip("an IPv4-mapped bind is reached over IPv4; checked above through loopback_hosts")
+        reply = fetch(f"http://{target}:{handle.port}", "/traces", headers={"Host": f"attacker.example:{handle.port}"})
+        assert reply.status == 403, reply.body[:200]
+        assert fetch(f"http://{target}:{handle.port}", "/traces").status == 200
+        settle(handle)
