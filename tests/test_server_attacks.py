@@ -110,3 +110,32 @@ def test_a_loopback_bind_spelled_otherwise_still_checks_host(bind: str, monkeypa
         assert reply.status == 403, reply.body[:200]
         assert fetch(f"http://{target}:{handle.port}", "/traces").status == 200
         settle(handle)
+
+
+# -- one local program cannot take every slot by using several loopback addresses -------------
+
+
+def test_several_loopback_source_addresses_count_as_one_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Connections from 127.0.0.2 and 127.0.0.3 share one per-client cap, so they cannot hold every slot."""
+    monkeypatch.delenv("AUTOTRACE_TOKEN", raising=False)
+    held: list[socket.socket] = []
+    with start_in_background(port=0, max_connections=4) as handle:  # at most 2 per client
+        try:
+            answers = []
+            for source in ("127.0.0.2", "127.0.0.2", "127.0.0.3", "127.0.0.3"):
+                sock = socket.socket()
+                sock.settimeout(30)
+                sock.bind((source, 0))
+                sock.connect(("127.0.0.1", handle.port))
+                sock.sendall(b"GET /traces HTTP/1.1\r\n")  # a request left half-sent
+                held.append(sock)
+            for sock in held[2:]:
+                answer = b""
+                while chunk := sock.recv(4096):  # the server closes after its 503
+                    answer += chunk
+                answers.append(answer)
+            assert all(b"503" in a and b"your address" in a for a in answers), answers
+        finally:
+            for sock in held:
+                sock.close()
+        settle(handle)
