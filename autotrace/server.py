@@ -219,8 +219,23 @@ def loopback_hosts(bind_host: str) -> frozenset[str] | None:
     try:
         names.add(str(ipaddress.ip_address(name.partition("%")[0])))
     except ValueError:
-        pass
+        names.update(str(address) for address in _resolved(name))  # 127.1, or this machine's own name
     return LOOPBACK_HOSTS | frozenset(names)
+
+
+def _resolved(name: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The addresses ``name`` stands for when bound (``127.1``, ``0x7f.1``, a name in /etc/hosts); [] if none."""
+    try:
+        infos = socket.getaddrinfo(name, None, 0, socket.SOCK_STREAM)
+    except (OSError, UnicodeError, ValueError):
+        return []
+    out = []
+    for info in infos:
+        try:
+            out.append(ipaddress.ip_address(str(info[4][0]).partition("%")[0]))
+        except ValueError:
+            return []
+    return out
 
 
 class Guard:
@@ -736,13 +751,19 @@ class _TracedBottle(bottle.Bottle):  # type: ignore[misc]  # bottle has no type 
             path_info = str(environ.get("PATH_INFO") or "")
             if path_info in OWN_PATHS or path_info.startswith(_OWN_PREFIX):
                 return False
-            # Matched as Bottle will match it: on the path decoded as UTF-8 (Bottle drops bad bytes).
+            # Matched as Bottle will match it: on the path decoded as UTF-8, an empty path as "/".
             path = str(environ.get("PATH_INFO") or "/")
             try:
-                path = path.encode("latin-1").decode("utf-8", "ignore")
+                path = path.encode("latin-1").decode("utf-8")
             except UnicodeEncodeError:  # a server that handed over decoded text, against PEP 3333
                 pass
+            except UnicodeDecodeError:
+                # Bottle would route it with the bad bytes dropped (/%FF as /); the guarded
+                # routes answer it 404. Untraced either way: it names no route as sent.
+                return False
             route, _ = self.router.match({"PATH_INFO": path, "REQUEST_METHOD": environ.get("REQUEST_METHOD", "GET")})
+            if route.rule in OWN_PATHS:
+                return False  # another spelling of the server's own routes ("GET ?x" is "/")
             guard = getattr(route.callback, "autotrace_guard", None)
             if guard is not None:
                 guard[0].check_environ(environ, token=not guard[1])
@@ -798,9 +819,12 @@ def is_loopback(host: str) -> bool:
     if name == "localhost":
         return True
     try:
-        return ipaddress.ip_address(name.partition("%")[0]).is_loopback
+        addresses = [ipaddress.ip_address(name.partition("%")[0])]
     except ValueError:
-        return False
+        # Spelled otherwise (127.1, 2130706433, this machine's name): what bind() will resolve it to.
+        addresses = _resolved(name)
+    mapped = [a.ipv4_mapped if isinstance(a, ipaddress.IPv6Address) and a.ipv4_mapped else a for a in addresses]
+    return bool(mapped) and all(a.is_loopback for a in mapped)
 
 
 # -- running in the background --------------------------------------------------------------
@@ -913,6 +937,26 @@ _LATE = _answer(
 )
 
 
+def _client_key(client_address: Any) -> str:
+    """The client a connection counts against: one for all of loopback, an IPv6 /64, else the address.
+
+    One local program can connect from 127.0.0.2, 127.0.0.3... and one IPv6 host
+    holds a whole /64: counted by address, either would take every slot.
+    """
+    host = str(client_address[0]) if isinstance(client_address, tuple) and client_address else ""
+    try:
+        address = ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address.is_loopback:
+        return "loopback"
+    if isinstance(address, ipaddress.IPv6Address):
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
 class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
     """One daemon thread per connection, so a slow client cannot hold up the others.
 
@@ -949,7 +993,7 @@ class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
         self._watchdog.start()
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        client = str(client_address[0]) if isinstance(client_address, tuple) and client_address else ""
+        client = _client_key(client_address)
         with self._count_lock:
             crowded = self._per_client.get(client, 0) >= self.max_per_client
             admitted = not crowded and self._slots.acquire(blocking=False)
@@ -970,7 +1014,7 @@ class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._release_slot(request, str(client_address[0]) if isinstance(client_address, tuple) else "")
+            self._release_slot(request, _client_key(client_address))
 
     def _release_slot(self, request: Any, client: str) -> None:
         with self._count_lock:
