@@ -12,6 +12,7 @@ import hmac
 import ipaddress
 import json
 import os
+import socket
 import urllib.parse
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -104,8 +105,23 @@ def loopback_hosts(bind_host: str) -> frozenset[str] | None:
     try:
         names.add(str(ipaddress.ip_address(name.partition("%")[0])))
     except ValueError:
-        pass
+        names.update(str(address) for address in _resolved(name))  # 127.1, or this machine's own name
     return LOOPBACK_HOSTS | frozenset(names)
+
+
+def _resolved(name: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The addresses ``name`` stands for when bound (``127.1``, ``0x7f.1``, a name in /etc/hosts); [] if none."""
+    try:
+        infos = socket.getaddrinfo(name, None, 0, socket.SOCK_STREAM)
+    except (OSError, UnicodeError, ValueError):
+        return []
+    out = []
+    for info in infos:
+        try:
+            out.append(ipaddress.ip_address(str(info[4][0]).partition("%")[0]))
+        except ValueError:
+            return []
+    return out
 
 
 class Guard:
@@ -237,6 +253,9 @@ def is_loopback(host: str) -> bool:
     if name == "localhost":
         return True
     try:
-        return ipaddress.ip_address(name.partition("%")[0]).is_loopback
+        addresses = [ipaddress.ip_address(name.partition("%")[0])]
     except ValueError:
-        return False
+        # Spelled otherwise (127.1, 2130706433, this machine's name): what bind() will resolve it to.
+        addresses = _resolved(name)
+    mapped = [a.ipv4_mapped if isinstance(a, ipaddress.IPv6Address) and a.ipv4_mapped else a for a in addresses]
+    return bool(mapped) and all(a.is_loopback for a in mapped)

@@ -7,6 +7,7 @@ Standard library only (``wsgiref``, ``socketserver``): it serves any WSGI app.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 import socketserver
@@ -138,6 +139,26 @@ _LATE = _answer(
 )
 
 
+def _client_key(client_address: Any) -> str:
+    """The client a connection counts against: one for all of loopback, an IPv6 /64, else the address.
+
+    One local program can connect from 127.0.0.2, 127.0.0.3... and one IPv6 host
+    holds a whole /64: counted by address, either would take every slot.
+    """
+    host = str(client_address[0]) if isinstance(client_address, tuple) and client_address else ""
+    try:
+        address = ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address.is_loopback:
+        return "loopback"
+    if isinstance(address, ipaddress.IPv6Address):
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
 class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
     """One daemon thread per connection, so a slow client cannot hold up the others.
 
@@ -174,7 +195,7 @@ class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
         self._watchdog.start()
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        client = str(client_address[0]) if isinstance(client_address, tuple) and client_address else ""
+        client = _client_key(client_address)
         with self._count_lock:
             crowded = self._per_client.get(client, 0) >= self.max_per_client
             admitted = not crowded and self._slots.acquire(blocking=False)
@@ -195,7 +216,7 @@ class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._release_slot(request, str(client_address[0]) if isinstance(client_address, tuple) else "")
+            self._release_slot(request, _client_key(client_address))
 
     def _release_slot(self, request: Any, client: str) -> None:
         with self._count_lock:

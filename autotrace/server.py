@@ -533,13 +533,19 @@ class _TracedBottle(bottle.Bottle):  # type: ignore[misc]  # bottle has no type 
             path_info = str(environ.get("PATH_INFO") or "")
             if path_info in OWN_PATHS or path_info.startswith(_OWN_PREFIX):
                 return False
-            # Matched as Bottle will match it: on the path decoded as UTF-8 (Bottle drops bad bytes).
+            # Matched as Bottle will match it: on the path decoded as UTF-8, an empty path as "/".
             path = str(environ.get("PATH_INFO") or "/")
             try:
-                path = path.encode("latin-1").decode("utf-8", "ignore")
+                path = path.encode("latin-1").decode("utf-8")
             except UnicodeEncodeError:  # a server that handed over decoded text, against PEP 3333
                 pass
+            except UnicodeDecodeError:
+                # Bottle would route it with the bad bytes dropped (/%FF as /); the guarded
+                # routes answer it 404. Untraced either way: it names no route as sent.
+                return False
             route, _ = self.router.match({"PATH_INFO": path, "REQUEST_METHOD": environ.get("REQUEST_METHOD", "GET")})
+            if route.rule in OWN_PATHS:
+                return False  # another spelling of the server's own routes ("GET ?x" is "/")
             guard = getattr(route.callback, "autotrace_guard", None)
             if guard is not None:
                 guard[0].check_environ(environ, token=not guard[1])

@@ -7,13 +7,14 @@ import json
 import socket
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import autotrace
-from autotrace.server import create_app, loopback_hosts, start_in_background
+from autotrace.server import create_app, is_loopback, loopback_hosts, start_in_background
 from autotrace.wsgi import MAX_HEADER, MAX_PATH, TracingMiddleware
 from tests.otlp_check import validate
 
@@ -68,9 +69,6 @@ def _consume(body: Iterable[bytes]) -> bytes:
         return b"".join(body)
     finally:
         getattr(body, "close", lambda: None)()
-
-
-# -- item 7: requests that are not served are not traced -------------------------------------
 
 
 def test_unknown_paths_and_refused_requests_cannot_evict_real_traces(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -130,9 +128,6 @@ def test_recorded_path_and_user_agent_are_bounded() -> None:
     assert len(span.name) <= MAX_PATH + 10
     for key in ("user_agent.original", "server.address", "http.request.method_original"):
         assert len(span.attributes[key]) == MAX_HEADER, key
-
-
-# -- item 8: GET /traces is streamed, capped, tagged cheaply, and encoded two at a time -----------
 
 
 def _traces_of(n: int, spans_each: int) -> list[str]:
@@ -216,9 +211,6 @@ def test_the_etag_follows_the_store_not_a_hash_of_the_body() -> None:
     assert len({tag1, tag2, tag3, _etag_of(app)}) == 4
 
 
-# -- item 10: the Host allow-list for every loopback bind -----------------------------------------
-
-
 def test_any_loopback_bind_answers_only_loopback_names_and_itself() -> None:
     """Bound to 127.0.0.2 the Host allow-list is on: foreign names are 403, loopback names and 127.0.0.2 pass."""
     assert loopback_hosts("127.0.0.2") == frozenset({"localhost", "127.0.0.1", "::1", "127.0.0.2"})
@@ -249,9 +241,6 @@ def test_http11_without_a_host_or_with_a_spaced_host_is_refused() -> None:
             assert b"Host" in answer
         assert _raw(handle.port, b"GET /traces HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.0 200")
     assert autotrace.trace_count() == 1
-
-
-# -- item 11: GET ?clear=true is for collectors, not browsers -------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -299,17 +288,11 @@ def test_collectors_and_the_viewer_origin_still_clear() -> None:
     assert autotrace.trace_count() == 0
 
 
-# -- issue 11 item 14: the sample rate where people look ------------------------------------------
-
-
 def test_ready_shows_the_sample_rate() -> None:
     """/ready says the configured sample rate, so an empty store can be explained."""
     autotrace.configure(autotrace.TraceConfig(sample_rate=0.25))
     with start_in_background(port=0) as handle:
         assert fetch(handle.url, "/ready").json()["sample_rate"] == 0.25
-
-
-# -- item 9: one client cannot take the server away -----------------------------------------------
 
 
 def _trickle(port: int, head: bytes, then: bytes) -> bytes:
@@ -364,7 +347,7 @@ def test_a_trickled_request_is_closed_with_408_at_the_request_deadline(head: byt
 
 
 def test_one_client_address_cannot_hold_every_slot() -> None:
-    """Past max_connections_per_client one address gets 503; another address is still served."""
+    """Past max_connections_per_client one client gets 503 (all of loopback is one client); slots come back."""
     with start_in_background("0.0.0.0", 0, max_connections=8, max_connections_per_client=2) as handle:
         idle = [socket.create_connection(("127.0.0.1", handle.port), timeout=30) for _ in range(2)]
         try:
@@ -381,10 +364,14 @@ def test_one_client_address_cannot_hold_every_slot() -> None:
                 answer = b""
                 while chunk := s.recv(65536):
                     answer += chunk
-            assert answer.startswith(b"HTTP/1.0 200"), answer[:200]
+            # Every loopback address is one client (one program can use them all): still crowded.
+            assert answer.startswith(b"HTTP/1.1 503"), answer[:200]
         finally:
             for sock in idle:
                 sock.close()
+        while handle.connections:
+            time.sleep(0.01)
+        assert fetch(url, "/ready").status == 200  # the slots come back
 
 
 def test_health_is_answered_at_the_cap_and_other_paths_get_503() -> None:
@@ -477,3 +464,119 @@ def test_clients_that_hang_up_mid_answer_give_their_slot_back() -> None:
             settle(handle)
         reply = fetch(handle.url, "/traces")
     assert reply.status == 200 and len(spans_of(reply.json())) == 10_000
+
+
+def _raw(port: int, request: bytes, host: str = "127.0.0.1") -> bytes:
+    """Send raw request bytes and read the whole answer (the server closes after one request)."""
+    with socket.create_connection((host, port), timeout=30) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+def _stored_trace_ids() -> set[str]:
+    return {s.trace_id for trace in autotrace.get_trace_store().traces() for s in trace}
+
+
+@pytest.fixture
+def no_env_token(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No AUTOTRACE_TOKEN from the environment running the tests."""
+    monkeypatch.delenv("AUTOTRACE_TOKEN", raising=False)
+    yield
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        b"?x",  # an empty path: Bottle routes it to the page at /
+        b"/%FF",  # not UTF-8: Bottle drops the byte and routes /, the guard answers 404
+        b"/health%FF",
+        b"/ready%C0",
+        b"/traces%FF",
+    ],
+)
+@pytest.mark.usefixtures("no_env_token")
+def test_other_spellings_of_the_own_routes_cannot_evict_traces_without_the_token(target: bytes) -> None:
+    """A stranger without the token cannot record spans (and evict real traces) through `GET ?x` or `/%FF`."""
+    autotrace.configure(autotrace.TraceConfig(sample_rate=1.0, max_traces=3))
+    real = {record_trace(f"real{i}", children=0)[0] for i in range(3)}
+    with start_in_background(port=0, token="s3cret") as handle:
+        for i in range(4):
+            parent = f"00-{i + 1:032x}-b7ad6b7169203331-01"  # a sampled caller: would force recording
+            answer = _raw(
+                handle.port,
+                b"GET " + target + b" HTTP/1.1\r\nHost: 127.0.0.1\r\ntraceparent: " + parent.encode() + b"\r\n\r\n",
+            )
+            assert b"traceparent" not in answer.partition(b"\r\n\r\n")[0].lower()
+        settle(handle)
+    assert _stored_trace_ids() == real
+    assert autotrace.get_trace_store().stats()["evicted_traces"] == 0
+
+
+_GOOD_LINE = (
+    '{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"%032x","spanId":"b7ad6b7169203331",'
+    '"name":"good","startTimeUnixNano":"1","endTimeUnixNano":"2"}]}]}]}\n'
+)
+
+
+def test_a_line_with_a_5000_digit_number_is_skipped_and_the_rest_is_served(tmp_path: Path) -> None:
+    """`serve --file` skips and counts a line whose number json cannot convert, and loads the good lines."""
+    from autotrace import cli
+    from autotrace.export import read_jsonl
+
+    path = tmp_path / "spans.jsonl"
+    path.write_text(_GOOD_LINE % 1 + '{"resourceSpans":[' + "9" * 5000 + "]}\n" + _GOOD_LINE % 2)
+    bad: list[tuple[int, str]] = []
+    assert len(read_jsonl(path, bad_lines=bad)) == 2
+    assert [n for n, _ in bad] == [2]
+    parser = cli.build_parser()
+    cli._configure(parser, parser.parse_args(["serve", "--port", "0", "--file", str(path)]))
+    assert {s.name for trace in autotrace.get_trace_store().traces() for s in trace} == {"good"}
+    assert autotrace.get_trace_store().stats()["spans"] == 2
+
+
+@pytest.mark.parametrize("bind", ["127.1", "2130706433", "::ffff:127.0.0.1"])
+def test_a_loopback_bind_spelled_otherwise_still_checks_host(bind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bound to 127.1, 2130706433 or ::ffff:127.0.0.1 the server refuses a DNS-rebinding Host as any loopback bind."""
+    monkeypatch.delenv("AUTOTRACE_TOKEN", raising=False)
+    assert is_loopback(bind)
+    assert loopback_hosts(bind) is not None
+    record_trace("secret", children=0)
+    if ":" in bind and not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    with start_in_background(host=bind, port=0) as handle:
+        target = "::1" if ":" in bind else "127.0.0.1"
+        if ":" in bind:
+            pytest.skip("an IPv4-mapped bind is reached over IPv4; checked above through loopback_hosts")
+        reply = fetch(f"http://{target}:{handle.port}", "/traces", headers={"Host": f"attacker.example:{handle.port}"})
+        assert reply.status == 403, reply.body[:200]
+        assert fetch(f"http://{target}:{handle.port}", "/traces").status == 200
+        settle(handle)
+
+
+def test_several_loopback_source_addresses_count_as_one_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Connections from 127.0.0.2 and 127.0.0.3 share one per-client cap, so they cannot hold every slot."""
+    monkeypatch.delenv("AUTOTRACE_TOKEN", raising=False)
+    held: list[socket.socket] = []
+    with start_in_background(port=0, max_connections=4) as handle:  # at most 2 per client
+        try:
+            answers = []
+            for source in ("127.0.0.2", "127.0.0.2", "127.0.0.3", "127.0.0.3"):
+                sock = socket.socket()
+                sock.settimeout(30)
+                sock.bind((source, 0))
+                sock.connect(("127.0.0.1", handle.port))
+                sock.sendall(b"GET /traces HTTP/1.1\r\n")  # a request left half-sent
+                held.append(sock)
+            for sock in held[2:]:
+                answer = b""
+                while chunk := sock.recv(4096):  # the server closes after its 503
+                    answer += chunk
+                answers.append(answer)
+            assert all(b"503" in a and b"your address" in a for a in answers), answers
+        finally:
+            for sock in held:
+                sock.close()
+        settle(handle)

@@ -201,6 +201,9 @@ def _requests(
                 problem = "not UTF-8"
             except json.JSONDecodeError as exc:
                 problem = f"not JSON ({exc.msg})"
+            except ValueError:
+                # An integer of more than sys.get_int_max_str_digits() (4,300) digits: one bad line.
+                problem = "a number too long to read"
             except RecursionError:
                 problem = "nested too deeply"
             else:
