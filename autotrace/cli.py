@@ -115,14 +115,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser(
         "serve",
         help="serve /traces, /health, /ready and the viewer",
-        description="Serve this process's trace store: GET /traces (OTLP/JSON), DELETE /traces, "
-        "/health, /ready and the trace viewer at /.",
+        description="Serve a trace store: GET /traces (OTLP/JSON), DELETE /traces, /health, /ready, "
+        "the trace viewer at /, and POST /v1/traces, an OTLP/HTTP receiver that other processes' "
+        "exporters (OTEL_EXPORTER_OTLP_ENDPOINT=http://HOST:PORT) send their spans to.",
     )
     _add_common(serve, default_rate=None)
     serve.add_argument(
         "--file",
         metavar="PATH",
-        help="load a JSON Lines file written by FileExporter (one OTLP/JSON request per line) and serve it",
+        action="append",
+        help="load a JSON Lines file written by FileExporter (one OTLP/JSON request per line) and serve it; "
+        "repeat for several files (one per worker or rank): their traces go into one store, joined by trace id",
     )
     demo = sub.add_parser(
         "demo",
@@ -164,8 +167,7 @@ def _configure(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     except ValueError as exc:
         parser.error(str(exc))
     _read_token(parser, args)
-    path = getattr(args, "file", None)
-    if path:
+    for path in getattr(args, "file", None) or ():
         from .export import load_jsonl_into
 
         bad_lines: list[tuple[int, str]] = []
@@ -283,6 +285,7 @@ def _run(command: str, args: argparse.Namespace, stop: threading.Event) -> int:
         _print(
             f"  viewer    {url}/",
             f"  traces    curl{auth} '{url}/traces?limit=1'",
+            f"  receiver  OTEL_EXPORTER_OTLP_ENDPOINT={url} (POST {url}/v1/traces, OTLP/HTTP)",
         )
         if command == "demo":
             _print(
