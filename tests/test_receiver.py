@@ -432,3 +432,50 @@ def test_forked_child_resource_has_its_own_pid() -> None:
     os.close(r)
     attrs = resource_attributes()
     assert {"process.executable.name", "process.runtime.name", "host.name"} <= set(attrs)
+
+
+def test_serve_merges_several_files_into_one_store(tmp_path: Any) -> None:
+    """`autotrace serve --file A --file B`: one store; a trace whose spans are in both files is one trace."""
+    from autotrace.export import FileExporter
+
+    root = Span("rank0.step")
+    child = Span("rank1.step", trace_id=root.trace_id, parent_span_id=root.span_id)
+    alone = Span("rank1.other")
+    for s in (root, child, alone):
+        s.end()
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    FileExporter(a).export([root])
+    FileExporter(b).export([child, alone])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "autotrace", "serve", "--port", "0", "--file", str(a), "--file", str(b)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith(("AUTOTRACE_", "OTEL_"))},
+    )
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(3)]
+        assert "loaded 1 spans" in lines[0] and "loaded 2 spans" in lines[1]
+        url = lines[2].split("listening on ")[1].strip()
+        doc = fetch(url, "/traces").json()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    traces: dict[str, set[str]] = {}
+    for s in spans_of(doc):
+        traces.setdefault(s["traceId"], set()).add(s["name"])
+    assert traces == {root.trace_id: {"rank0.step", "rank1.step"}, alone.trace_id: {"rank1.other"}}
+
+
+def test_receiver_benchmark_smoke() -> None:
+    """benchmarks/receiver.py --smoke runs and reports both encodings."""
+    out = subprocess.run(
+        [sys.executable, "benchmarks/receiver.py", "--smoke", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    figures = json.loads(out.stdout)
+    assert figures["protobuf"]["spans_per_s"] > 0 and figures["json"]["spans_per_s"] > 0
