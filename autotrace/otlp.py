@@ -261,8 +261,12 @@ def group_by_origin(spans: Iterable[Span]) -> list[tuple[Origin | None, list[Spa
             else:
                 group[1].append(s)
     out: list[tuple[Origin | None, list[Span]]] = [(None, local)] if local else []
-    out.extend(sorted(groups.values(), key=lambda g: g[0].key[0]))
+    out.extend(sorted(groups.values(), key=_resource_key))
     return out
+
+
+def _resource_key(group: tuple[Origin, list[Span]]) -> str:
+    return group[0].key[0]
 
 
 def _resource_spans(
