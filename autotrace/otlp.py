@@ -261,7 +261,8 @@ def group_by_origin(spans: Iterable[Span]) -> list[tuple[Origin | None, list[Spa
             else:
                 group[1].append(s)
     out: list[tuple[Origin | None, list[Span]]] = [(None, local)] if local else []
-    out.extend(sorted(groups.values(), key=_resource_key))
+    ordered: list[tuple[Origin, list[Span]]] = sorted(groups.values(), key=_resource_key)
+    out.extend(ordered)
     return out
 
 
