@@ -142,6 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="send N requests to /generate after starting, so traces show at once (default: 0)",
     )
     demo.add_argument(
+        "--workers",
+        type=_int_at_least(0),
+        default=0,
+        metavar="N",
+        help="start N worker processes that each send --traffic requests (default 5) and export their spans "
+        "to this server's POST /v1/traces, as many workers exporting to one autotrace serve do (default: 0)",
+    )
+    demo.add_argument(
         "--delay",
         type=_delay,
         default=0.002,
@@ -298,6 +306,13 @@ def _run(command: str, args: argparse.Namespace, stop: threading.Event) -> int:
 
                 sent = send_traffic(url, args.traffic, token=token, stop=stop)
                 _print(f"autotrace demo: sent {sent} of {args.traffic} requests to /generate")
+            if args.workers:
+                from .demo import start_workers
+
+                each = args.traffic or 5
+                procs = start_workers(url, args.workers, each, token)
+                failed = sum(proc.wait() != 0 for proc in procs)
+                _print(f"autotrace demo: {args.workers} worker processes sent {each} requests each ({failed} failed)")
         _print("Press Ctrl-C to stop.")
         while not stop.wait(0.5):
             pass

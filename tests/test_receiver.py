@@ -479,3 +479,32 @@ def test_receiver_benchmark_smoke() -> None:
     )
     figures = json.loads(out.stdout)
     assert figures["protobuf"]["spans_per_s"] > 0 and figures["json"]["spans_per_s"] > 0
+
+
+def test_demo_workers_export_to_the_demo_server() -> None:
+    """`autotrace demo --workers 2`: two worker processes' CLIENT spans arrive, each under its own pid."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "autotrace", "demo", "--port", "0", "--workers", "2", "--traffic", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith(("AUTOTRACE_", "OTEL_"))},
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().split("listening on ")[1].strip()
+        for line in proc.stdout:
+            if "worker processes sent" in line:
+                assert "(0 failed)" in line
+                break
+        doc = fetch(url, "/traces").json()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    workers: dict[Any, int] = {}
+    for rs in doc["resourceSpans"]:
+        attrs = {a["key"]: a["value"] for a in rs["resource"]["attributes"]}
+        if attrs["service.name"] == {"stringValue": "autotrace-demo-worker"}:
+            count = sum(len(ss["spans"]) for ss in rs["scopeSpans"])
+            workers[attrs["process.pid"]["intValue"]] = count
+    assert len(workers) == 2 and all(n == 2 for n in workers.values())
