@@ -93,7 +93,7 @@ def stats() -> dict[str, int]:
         return dict(_counts)
 
 
-def _count(**changes: int) -> None:
+def _tally(**changes: int) -> None:
     with _lock:
         for key, value in changes.items():
             _counts[key] += value
@@ -128,9 +128,9 @@ def receive(
             if enabled:
                 gc.enable()
     except ReceiveError as exc:
-        _count(requests=1, refused_requests=1)
+        _tally(requests=1, refused_requests=1)
         return exc.status, "application/json", _error_body(exc.status, exc.message)
-    _count(requests=1, accepted_spans=len(decoded.spans), rejected_spans=decoded.rejected)
+    _tally(requests=1, accepted_spans=len(decoded.spans), rejected_spans=decoded.rejected)
     if protobuf:
         pb = _proto()
         answer = pb.ExportTraceServiceResponse()
@@ -296,9 +296,10 @@ def decode_resource_spans(rs: Any, out: Decoded, require_name: bool = True) -> N
             out.reject(count, f"scope: {_reason(exc)}")
             continue
         keep = out.spans.append
+        trace_ids: dict[str, int] = {}
         for item in spans:
             try:
-                keep(decode_span(item, where, require_name))
+                keep(decode_span(item, where, require_name, trace_ids))
             except (ValueError, TypeError, AttributeError, KeyError, OverflowError) as exc:
                 out.reject(1, _reason(exc))
 
@@ -331,8 +332,10 @@ def _uint(value: Any, what: str) -> int:
     """A 32- or 64-bit unsigned integer sent as a number or a decimal string (both are OTLP/JSON)."""
     if value is None:
         return 0
-    if value.__class__ is int:
-        number: int = value
+    if value.__class__ is str and value.isdigit() and value.isascii() and len(value) <= 20:
+        number: int = int(value)
+    elif value.__class__ is int:
+        number = value
     elif (isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 20) or (
         isinstance(value, float) and value.is_integer()
     ):
@@ -346,21 +349,23 @@ def _uint(value: Any, what: str) -> int:
 
 def _id(value: Any, size: int, what: str) -> int:
     """A trace or span id: hex as OTLP/JSON sends it (base64, protobuf's JSON mapping, is accepted too)."""
-    if not isinstance(value, str) or not value:
+    if value.__class__ is not str or not value:
         raise ValueError(f"{what} is missing" if not value else f"{what} must be a string")
+    raw = b""
     if len(value) == size * 2:
+        # bytes.fromhex, not int(value, 16): that would also take "-", "+", "0x" and "_" (a negative id).
         try:
-            number = int(value, 16)
+            raw = bytes.fromhex(value)
         except ValueError:
             raise ValueError(f"{what} is not hex: {value[:40]!r}") from None
     else:
         try:
             raw = base64.b64decode(value, validate=True)
         except (binascii.Error, ValueError):
-            raw = b""
-        if len(raw) != size:
-            raise ValueError(f"{what} must be {size * 2} hex characters; got {value[:80]!r}")
-        number = int.from_bytes(raw, "big")
+            pass
+    if len(raw) != size:
+        raise ValueError(f"{what} must be {size * 2} hex characters; got {value[:80]!r}")
+    number = int.from_bytes(raw, "big")
     if number == 0:
         raise ValueError(f"{what} is all zeros")
     return number
@@ -431,9 +436,16 @@ def _attributes(items: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for kv in items:
         key = kv["key"]
-        if not isinstance(key, str):
+        if key.__class__ is not str:
             raise ValueError(f"an attribute key must be a string; got {type(key).__name__}")
-        value = _value(kv.get("value") or {})
+        av = kv.get("value")
+        # The common case first: a string value, checked inline (no call).
+        if av.__class__ is dict and len(av) == 1:
+            text = av.get("stringValue")
+            if text.__class__ is str:
+                out[key] = text
+                continue
+        value = _value(av or {})
         if value is not None:
             out[key] = value
     return out
@@ -475,61 +487,111 @@ def _get(item: Mapping[str, Any], camel: str, snake: str) -> Any:
     return item.get(snake) if value is None else value
 
 
-def decode_span(item: Any, where: Origin | None = None, require_name: bool = True) -> Span:
+# The proto field names protobuf's JSON mapping also allows, as lowerCamelCase.
+_CAMEL = {
+    "trace_id": "traceId",
+    "span_id": "spanId",
+    "parent_span_id": "parentSpanId",
+    "trace_state": "traceState",
+    "start_time_unix_nano": "startTimeUnixNano",
+    "end_time_unix_nano": "endTimeUnixNano",
+    "time_unix_nano": "timeUnixNano",
+    "dropped_attributes_count": "droppedAttributesCount",
+    "dropped_events_count": "droppedEventsCount",
+    "dropped_links_count": "droppedLinksCount",
+}
+
+
+def _camel(item: dict[str, Any]) -> dict[str, Any]:
+    """A span, event or link sent with proto field names, as lowerCamelCase (camelCase wins when both are there)."""
+    out = {_CAMEL.get(key, key): value for key, value in item.items() if key not in _CAMEL}
+    for key, value in item.items():
+        if key in _CAMEL:
+            out.setdefault(_CAMEL[key], value)
+    for key in ("events", "links"):
+        nested = out.get(key)
+        if isinstance(nested, list):
+            out[key] = [_camel(x) if isinstance(x, dict) else x for x in nested]
+    return out
+
+
+def _count(value: Any, what: str) -> int:
+    return 0 if value is None else _uint(value, what)
+
+
+def decode_span(
+    item: Any, where: Origin | None = None, require_name: bool = True, trace_ids: dict[str, int] | None = None
+) -> Span:
     """One OTLP/JSON Span as a finished ``Span`` (with ``where`` as its origin); ValueError naming what is wrong.
 
-    ``require_name=False`` takes an empty name (autotrace's own files may hold one).
+    ``require_name=False`` takes an empty name (autotrace's own files may hold one). ``trace_ids``
+    remembers the trace ids already read in this request (a batch holds few traces).
     """
-    if not isinstance(item, dict):
+    if item.__class__ is not dict:
         raise ValueError(f"a span must be an object; got {type(item).__name__}")
-    name = item.get("name")
-    if not isinstance(name, str) or (require_name and not name):
+    if "traceId" not in item and "trace_id" in item:
+        item = _camel(item)
+    get = item.get
+    name = get("name")
+    if name.__class__ is not str or (require_name and not name):
         if name is None and not require_name:
             name = ""
         else:
             raise ValueError("a span needs a name" if not name else "the span name must be a string")
-    trace_id = _id(_get(item, "traceId", "trace_id"), 16, "traceId")
-    span_id = _id(_get(item, "spanId", "span_id"), 8, "spanId")
-    parent = _get(item, "parentSpanId", "parent_span_id")
-    flags = _uint(item.get("flags"), "flags")
-    trace_state = _str(_get(item, "traceState", "trace_state"), "traceState")
-    start = _uint(_get(item, "startTimeUnixNano", "start_time_unix_nano"), "startTimeUnixNano")
-    end = _uint(_get(item, "endTimeUnixNano", "end_time_unix_nano"), "endTimeUnixNano")
-    events = [
-        SpanEvent(
-            _str(ev.get("name"), "event name"),
-            _attributes(ev.get("attributes")),
-            _uint(_get(ev, "timeUnixNano", "time_unix_nano"), "event timeUnixNano"),
-            _uint(_get(ev, "droppedAttributesCount", "dropped_attributes_count"), "droppedAttributesCount"),
-        )
-        for ev in item.get("events") or ()
-    ]
+    text = get("traceId")
+    trace_id = None if trace_ids is None else trace_ids.get(text)
+    if trace_id is None:
+        trace_id = _id(text, 16, "traceId")
+        if trace_ids is not None:
+            trace_ids[text] = trace_id
+    span_id = _id(get("spanId"), 8, "spanId")
+    parent = get("parentSpanId")
+    flags = _count(get("flags"), "flags")
+    trace_state = get("traceState") or ""
+    if trace_state.__class__ is not str:
+        raise ValueError("traceState must be a string")
+    start = _count(get("startTimeUnixNano"), "startTimeUnixNano")
+    end = _count(get("endTimeUnixNano"), "endTimeUnixNano")
+    raw_events = get("events")
+    events = (
+        [
+            SpanEvent(
+                _str(ev.get("name"), "event name"),
+                _attributes(ev.get("attributes")),
+                _count(ev.get("timeUnixNano"), "event timeUnixNano"),
+                _count(ev.get("droppedAttributesCount"), "droppedAttributesCount"),
+            )
+            for ev in raw_events
+        ]
+        if raw_events
+        else []
+    )
     links = []
-    for lk in item.get("links") or ():
-        lflags = _uint(lk.get("flags"), "link flags")
+    for lk in get("links") or ():
+        lflags = _count(lk.get("flags"), "link flags")
         context = SpanContext(
-            _id(_get(lk, "traceId", "trace_id"), 16, "link traceId"),
-            _id(_get(lk, "spanId", "span_id"), 8, "link spanId"),
+            _id(lk.get("traceId"), 16, "link traceId"),
+            _id(lk.get("spanId"), 8, "link spanId"),
             bool(lflags & 0x1),
             bool(lflags & 0x200),
-            _str(_get(lk, "traceState", "trace_state"), "link traceState"),
+            _str(lk.get("traceState"), "link traceState"),
             bool(lflags & 0x02),
         )
         links.append(
             Link(
                 context,
                 _attributes(lk.get("attributes")),
-                _uint(_get(lk, "droppedAttributesCount", "dropped_attributes_count"), "droppedAttributesCount"),
+                _count(lk.get("droppedAttributesCount"), "droppedAttributesCount"),
             )
         )
     dropped = [
-        _uint(_get(item, "droppedAttributesCount", "dropped_attributes_count"), "droppedAttributesCount"),
-        _uint(_get(item, "droppedEventsCount", "dropped_events_count"), "droppedEventsCount"),
-        _uint(_get(item, "droppedLinksCount", "dropped_links_count"), "droppedLinksCount"),
+        _count(get("droppedAttributesCount"), "droppedAttributesCount"),
+        _count(get("droppedEventsCount"), "droppedEventsCount"),
+        _count(get("droppedLinksCount"), "droppedLinksCount"),
     ]
     return build_span(
         name,
-        _kind(item.get("kind")),
+        _kind(get("kind")),
         trace_id,
         span_id,
         _id(parent, 8, "parentSpanId") if parent else None,
@@ -537,11 +599,11 @@ def decode_span(item: Any, where: Origin | None = None, require_name: bool = Tru
         trace_state,
         start,
         end,
-        _attributes(item.get("attributes")),
+        _attributes(get("attributes")),
         events,
         links,
         dropped,
-        _status(item.get("status")),
+        _status(get("status")),
         where,
     )
 

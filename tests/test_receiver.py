@@ -204,6 +204,8 @@ def test_invalid_spans_are_rejected_alone(served: tuple[ServerHandle, TraceStore
     bad = [
         {"traceId": "abc", "spanId": "0000000000000001", "name": "short trace id"},
         {"traceId": "0" * 32, "spanId": "0000000000000001", "name": "zero trace id"},
+        {"traceId": "-" + "1" * 31, "spanId": "0000000000000001", "name": "negative trace id"},
+        {"traceId": "1" * 32, "spanId": "0x" + "1" * 14, "name": "0x span id"},
         {"traceId": "1" * 32, "spanId": "1" * 18, "name": "long span id"},
         {"traceId": "1" * 32, "spanId": "1" * 16},
         {"traceId": "1" * 32, "spanId": "1" * 16, "name": 5},
