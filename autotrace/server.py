@@ -595,9 +595,11 @@ def install(
         return _dumps({"status": "ok"})
 
     def ready() -> bytes:
-        """Readiness, with the store's counters."""
+        """Readiness, with the store's counters and the OTLP receiver's (``received``)."""
         bottle.response.content_type = _JSON
-        return _dumps({"status": "ready", **current_store().stats(), "sample_rate": _sample_rate()})
+        return _dumps(
+            {"status": "ready", **current_store().stats(), "sample_rate": _sample_rate(), "received": _receiver.stats()}
+        )
 
     def page() -> str:
         """The trace viewer (a placeholder page when viewer.html is not installed)."""
