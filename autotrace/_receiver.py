@@ -214,18 +214,8 @@ def _proto() -> Any:
 
 
 def store_spans(store: TraceStore, spans: Iterable[Span]) -> None:
-    """File received spans by trace: one look-up per trace, not per span; limits and drops as for local spans."""
-    by_trace: dict[int, list[Span]] = {}
-    for s in spans:
-        group = by_trace.get(s._trace_id)
-        if group is None:
-            by_trace[s._trace_id] = [s]
-        else:
-            group.append(s)
-    for trace_id, group in by_trace.items():
-        buf = store._open(trace_id)
-        for s in group:
-            store._put(buf, s)
+    """File received spans by trace, with the store's limits, eviction and drop counts as for local spans."""
+    store.add_many(spans)
 
 
 # -- OTLP/JSON ----------------------------------------------------------------------------------
