@@ -514,3 +514,57 @@ def test_demo_workers_export_to_the_demo_server() -> None:
             count = sum(len(ss["spans"]) for ss in rs["scopeSpans"])
             workers[attrs["process.pid"]["intValue"]] = count
     assert len(workers) == 2 and all(n == 2 for n in workers.values())
+
+
+def test_lenient_json_forms_are_accepted(served: tuple[ServerHandle, TraceStore]) -> None:
+    """Proto field names, enum names, numbers for 64-bit integers and base64 ids all decode as OTLP/JSON."""
+    handle, store = served
+    doc = {
+        "resource_spans": [
+            {
+                "resource": {"attributes": [{"key": "service.name", "value": {"string_value": "snake"}}]},
+                "scope_spans": [
+                    {
+                        "scope": {"name": "s"},
+                        "spans": [
+                            {
+                                "trace_id": base64.b64encode(bytes(range(1, 17))).decode(),
+                                "span_id": "0102030405060708",
+                                "name": "lenient",
+                                "kind": "SPAN_KIND_CLIENT",
+                                "start_time_unix_nano": 5,
+                                "end_time_unix_nano": "9",
+                                "attributes": [{"key": "n", "value": {"int_value": 3}}],
+                                "events": [{"name": "e", "time_unix_nano": 6}],
+                                "status": {"code": "STATUS_CODE_ERROR", "message": "m"},
+                            }
+                        ],
+                    }
+                ],
+            }
+        ]
+    }
+    reply = _post(handle.url, json.dumps(doc).encode(), "application/json; charset=utf-8")
+    assert reply.status == 200 and reply.json() == {}
+    [span] = spans_of(fetch(handle.url, "/traces").json())
+    assert span["traceId"] == bytes(range(1, 17)).hex() and span["kind"] == 3
+    assert (span["startTimeUnixNano"], span["endTimeUnixNano"]) == ("5", "9")
+    assert span["attributes"] == [{"key": "n", "value": {"intValue": "3"}}]
+    assert span["events"][0]["timeUnixNano"] == "6" and span["status"] == {"code": 2, "message": "m"}
+    assert store.stats()["spans"] == 1
+
+
+def test_a_body_without_content_length_is_411(served: tuple[ServerHandle, TraceStore]) -> None:
+    """A chunked body, or none with no Content-Length, is refused with 411 and a JSON error."""
+    import http.client
+
+    handle, _ = served
+    conn = http.client.HTTPConnection("127.0.0.1", handle.port, timeout=30)
+    conn.putrequest("POST", "/v1/traces")
+    conn.putheader("Content-Type", "application/json")
+    conn.putheader("Transfer-Encoding", "chunked")
+    conn.endheaders()
+    conn.send(b"2\r\n{}\r\n0\r\n\r\n")
+    resp = conn.getresponse()
+    assert resp.status == 411 and "Content-Length" in json.loads(resp.read())["error"]
+    conn.close()
