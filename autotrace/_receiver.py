@@ -435,6 +435,10 @@ def _attributes(items: Any) -> dict[str, Any]:
             if text.__class__ is str:
                 out[key] = text
                 continue
+            text = av.get("intValue")
+            if text.__class__ is str and text.isdigit() and text.isascii() and len(text) < 19:
+                out[key] = int(text)  # fewer than 19 digits: inside the 64-bit range
+                continue
         value = _value(av or {})
         if value is not None:
             out[key] = value
@@ -509,6 +513,13 @@ def _count(value: Any, what: str) -> int:
     return 0 if value is None else _uint(value, what)
 
 
+def _time(value: Any, what: str) -> int:
+    """A time in unix nanoseconds: the decimal string OTLP/JSON sends, read at once; anything else as _uint."""
+    if value.__class__ is str and len(value) == 19 and value.isdigit() and value.isascii():
+        return int(value)
+    return 0 if value is None else _uint(value, what)
+
+
 def decode_span(
     item: Any, where: Origin | None = None, require_name: bool = True, trace_ids: dict[str, int] | None = None
 ) -> Span:
@@ -540,8 +551,8 @@ def decode_span(
     trace_state = get("traceState") or ""
     if trace_state.__class__ is not str:
         raise ValueError("traceState must be a string")
-    start = _count(get("startTimeUnixNano"), "startTimeUnixNano")
-    end = _count(get("endTimeUnixNano"), "endTimeUnixNano")
+    start = _time(get("startTimeUnixNano"), "startTimeUnixNano")
+    end = _time(get("endTimeUnixNano"), "endTimeUnixNano")
     raw_events = get("events")
     events = (
         [
