@@ -568,3 +568,15 @@ def test_a_body_without_content_length_is_411(served: tuple[ServerHandle, TraceS
     resp = conn.getresponse()
     assert resp.status == 411 and "Content-Length" in json.loads(resp.read())["error"]
     conn.close()
+
+
+def test_span_context_pickles_and_continues_the_trace() -> None:
+    """A pickled SpanContext (trace state and flags included) unpickles equal and parents a span in its trace."""
+    import pickle
+
+    context = SpanContext(0x1234, 0x5678, True, True, "vendor=abc", True)
+    back = pickle.loads(pickle.dumps(context, protocol=pickle.HIGHEST_PROTOCOL))
+    assert back == context and back.trace_state == "vendor=abc" and back.trace_flags == 0x03
+    with autotrace.span("continued", parent=back) as s:
+        pass
+    assert s.trace_id == context.trace_id_hex and s.parent_span_id == context.span_id_hex
