@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MAX_RECEIVE_BYTES",
+    "MAX_VALUE_DEPTH",
     "Decoded",
     "ReceiveError",
     "decode_json",
@@ -45,6 +46,9 @@ __all__ = [
 DEFAULT_MAX_RECEIVE_BYTES = 8 * 1024 * 1024
 """The largest request body POST /v1/traces takes, before and after gzip (413 past it)."""
 
+MAX_VALUE_DEPTH = 16
+"""How deep array and kvlist attribute values may nest: deeper ones could not be encoded back (a span is rejected)."""
+
 _DRAIN_LIMIT = 64 * 1024 * 1024  # a refused body up to this size is read off the socket so the 413 arrives
 _PROTO_EXTRA = "autotrace-inference[proto]"
 _MAX_REASONS = 5  # distinct rejection reasons named in one partialSuccess message
@@ -52,6 +56,10 @@ _MAX_REASONS = 5  # distinct rejection reasons named in one partialSuccess messa
 _KINDS = {m.value: m for m in SpanKind}
 _KIND_NAMES = {f"SPAN_KIND_{m.name}": m for m in SpanKind}
 _STATUS_NAMES = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
+
+# What a malformed span raises while it is rebuilt: rejected alone, never a 500.
+# RecursionError: values nested as deep as the JSON parser allows, deeper than the decoder's stack.
+_BAD_SPAN = (ValueError, TypeError, AttributeError, KeyError, OverflowError, RecursionError)
 
 _lock = threading.Lock()
 _counts = {"requests": 0, "accepted_spans": 0, "rejected_spans": 0, "refused_requests": 0}
@@ -272,7 +280,7 @@ def decode_resource_spans(rs: Any, out: Decoded, require_name: bool = True) -> N
         attrs = _attributes(_field(res, "attributes", "attributes", list))
         dropped = _uint(_get(res, "droppedAttributesCount", "dropped_attributes_count"), "droppedAttributesCount")
         scope_spans = _field(rs, "scopeSpans", "scope_spans", list)
-    except (ValueError, TypeError, AttributeError, KeyError, OverflowError) as exc:
+    except _BAD_SPAN as exc:
         out.reject(_count_spans(rs), f"resource: {_reason(exc)}")
         return
     for ss in scope_spans:
@@ -281,7 +289,7 @@ def decode_resource_spans(rs: Any, out: Decoded, require_name: bool = True) -> N
                 raise ValueError(f"a scopeSpans entry must be an object; got {type(ss).__name__}")
             spans = _field(ss, "spans", "spans", list)
             where = _scope_origin(attrs, dropped, _field(ss, "scope", "scope", dict))
-        except (ValueError, TypeError, AttributeError, KeyError, OverflowError) as exc:
+        except _BAD_SPAN as exc:
             count = len(ss.get("spans") or ()) if isinstance(ss, dict) and isinstance(ss.get("spans"), list) else 0
             out.reject(count, f"scope: {_reason(exc)}")
             continue
@@ -290,7 +298,7 @@ def decode_resource_spans(rs: Any, out: Decoded, require_name: bool = True) -> N
         for item in spans:
             try:
                 keep(decode_span(item, where, require_name, trace_ids))
-            except (ValueError, TypeError, AttributeError, KeyError, OverflowError) as exc:
+            except _BAD_SPAN as exc:
                 out.reject(1, _reason(exc))
 
 
@@ -369,7 +377,7 @@ def _double(value: Any) -> float:
     raise ValueError(f"doubleValue must be a number; got {str(value)[:40]!r}")
 
 
-def _value(av: Any) -> Any:
+def _value(av: Any, depth: int = 0) -> Any:
     """An OTLP/JSON AnyValue as a Python value (None for an empty one)."""
     if not isinstance(av, dict):
         raise ValueError(f"an attribute value must be an object; got {type(av).__name__}")
@@ -401,12 +409,16 @@ def _value(av: Any) -> Any:
             values = _field(value, "values", "values", list) if isinstance(value, dict) else None
             if values is None:
                 raise ValueError("arrayValue must be an object holding 'values'")
-            return [_value(v) for v in values]
+            if depth >= MAX_VALUE_DEPTH:
+                raise ValueError(f"an attribute value is nested deeper than {MAX_VALUE_DEPTH} levels")
+            return [_value(v, depth + 1) for v in values]
         if key == "kvlistValue" or key == "kvlist_value":
             values = _field(value, "values", "values", list) if isinstance(value, dict) else None
             if values is None:
                 raise ValueError("kvlistValue must be an object holding 'values'")
-            return _attributes(values)
+            if depth >= MAX_VALUE_DEPTH:
+                raise ValueError(f"an attribute value is nested deeper than {MAX_VALUE_DEPTH} levels")
+            return _attributes(values, depth + 1)
         if key == "bytesValue" or key == "bytes_value":
             if not isinstance(value, str):
                 raise ValueError("bytesValue must be a base64 string")
@@ -417,7 +429,7 @@ def _value(av: Any) -> Any:
     return None  # an empty AnyValue (or only unknown fields, which receivers ignore)
 
 
-def _attributes(items: Any) -> dict[str, Any]:
+def _attributes(items: Any, depth: int = 0) -> dict[str, Any]:
     """OTLP/JSON KeyValues as a dict; an empty value leaves its key out."""
     if not items:
         return {}
@@ -439,7 +451,7 @@ def _attributes(items: Any) -> dict[str, Any]:
             if text.__class__ is str and text.isdigit() and text.isascii() and len(text) < 19:
                 out[key] = int(text)  # fewer than 19 digits: inside the 64-bit range
                 continue
-        value = _value(av or {})
+        value = _value(av or {}, depth)
         if value is not None:
             out[key] = value
     return out
@@ -707,7 +719,7 @@ def _pb_id(raw: bytes, size: int, what: str) -> int:
     return number
 
 
-def _pb_value(av: Any) -> Any:
+def _pb_value(av: Any, depth: int = 0) -> Any:
     which = av.WhichOneof("value")
     if which == "string_value":
         return av.string_value
@@ -718,18 +730,22 @@ def _pb_value(av: Any) -> Any:
     if which == "bool_value":
         return av.bool_value
     if which == "array_value":
-        return [_pb_value(v) for v in av.array_value.values]
+        if depth >= MAX_VALUE_DEPTH:
+            raise ValueError(f"an attribute value is nested deeper than {MAX_VALUE_DEPTH} levels")
+        return [_pb_value(v, depth + 1) for v in av.array_value.values]
     if which == "kvlist_value":
-        return _pb_attributes(av.kvlist_value.values)
+        if depth >= MAX_VALUE_DEPTH:
+            raise ValueError(f"an attribute value is nested deeper than {MAX_VALUE_DEPTH} levels")
+        return _pb_attributes(av.kvlist_value.values, depth + 1)
     if which == "bytes_value":
         return bytes(av.bytes_value)
     return None
 
 
-def _pb_attributes(items: Any) -> dict[str, Any]:
+def _pb_attributes(items: Any, depth: int = 0) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for kv in items:
-        value = _pb_value(kv.value)
+        value = _pb_value(kv.value, depth)
         if value is not None:
             out[kv.key] = value
     return out

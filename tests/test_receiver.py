@@ -580,3 +580,27 @@ def test_span_context_pickles_and_continues_the_trace() -> None:
     with autotrace.span("continued", parent=back) as s:
         pass
     assert s.trace_id == context.trace_id_hex and s.parent_span_id == context.span_id_hex
+
+
+def test_deeply_nested_values_are_rejected_and_traces_stay_readable(served: tuple[ServerHandle, TraceStore]) -> None:
+    """Attribute values nested past MAX_VALUE_DEPTH (JSON or protobuf) reject their span; /traces stays a 200."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    handle, store = served
+    depth = 320  # written as text: deeper than json.dumps itself would go
+    value = '{"arrayValue":{"values":[' * depth + '{"stringValue":"x"}' + "]}}" * depth
+    deep = '{"traceId":"' + "1" * 32 + '","spanId":"' + "1" * 16 + '","name":"deep","attributes":[{"key":"k","value":'
+    body = '{"resourceSpans":[{"scopeSpans":[{"spans":[' + deep + value + "}]}," + json.dumps(_good(5)) + "]}]}]}"
+    reply = _post(handle.url, body.encode())
+    assert reply.status == 200 and reply.json()["partialSuccess"]["rejectedSpans"] == "1"
+    request = ExportTraceServiceRequest()
+    span = (
+        request.resource_spans.add().scope_spans.add().spans.add(trace_id=b"\x07" * 16, span_id=b"\x07" * 8, name="d")
+    )
+    any_value = span.attributes.add(key="k").value
+    for _ in range(20):
+        any_value = any_value.array_value.values.add()
+    any_value.string_value = "x"
+    assert _post(handle.url, request.SerializeToString(), PB).status == 200
+    assert [s["name"] for s in spans_of(fetch(handle.url, "/traces").json())] == ["ok5"]
+    assert store.stats()["spans"] == 1
