@@ -13,8 +13,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import autotrace
+from autotrace import _receiver
 from autotrace.export import OTLPHttpExporter
 from autotrace.otlp import encode_span
 from autotrace.server import ServerHandle, start_in_background
@@ -604,3 +607,49 @@ def test_deeply_nested_values_are_rejected_and_traces_stay_readable(served: tupl
     assert _post(handle.url, request.SerializeToString(), PB).status == 200
     assert [s["name"] for s in spans_of(fetch(handle.url, "/traces").json())] == ["ok5"]
     assert store.stats()["spans"] == 1
+
+
+_VALUES = st.one_of(
+    st.text(max_size=20),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=False, allow_infinity=True),
+    st.lists(st.integers(min_value=-(2**63), max_value=2**63 - 1), max_size=4),
+    st.lists(st.text(max_size=5), max_size=4),
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    name=st.text(min_size=1, max_size=30),
+    attributes=st.dictionaries(st.text(min_size=1, max_size=10), _VALUES, max_size=6),
+    kind=st.sampled_from(["internal", "server", "client", "producer", "consumer"]),
+    error=st.one_of(st.none(), st.text(min_size=1, max_size=10)),
+    remote=st.booleans(),
+    trace_state=st.sampled_from(["", "vendor=abc", "a=1,b=2"]),
+)
+def test_any_span_survives_protobuf_and_json_receiving(
+    name: str, attributes: dict[str, object], kind: str, error: str | None, remote: bool, trace_state: str
+) -> None:
+    """encode -> protobuf (the exporter's encoder) or JSON -> receiver decode -> encode gives the same span."""
+    from autotrace.export.otlp_http import _Protobuf
+
+    span = Span(name, attributes=attributes, kind=kind, start_time_unix_nano=10**18, end_time_unix_nano=10**18 + 5)
+    span.add_event("ev", attributes)
+    span.add_link(SpanContext(0xABC, 0xDEF, True, remote, trace_state, remote), {"k": "v"})
+    span._remote_parent = remote
+    span._trace_state = trace_state
+    if error is not None:
+        span.set_status("error", error)
+    original = encode_span(span)
+    doc = {
+        "resourceSpans": [
+            {"resource": {"attributes": []}, "scopeSpans": [{"scope": {"name": "s"}, "spans": [original]}]}
+        ]
+    }
+    pb = _receiver.decode_protobuf(_Protobuf().request(doc).SerializeToString())
+    js = _receiver.decode_json(json.dumps(doc).encode())
+    for decoded in (pb, js):
+        assert decoded.rejected == 0
+        (rebuilt,) = decoded.spans
+        assert encode_span(rebuilt) == original
