@@ -127,6 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="load a JSON Lines file written by FileExporter (one OTLP/JSON request per line) and serve it; "
         "repeat for several files (one per worker or rank): their traces go into one store, joined by trace id",
     )
+    serve.add_argument(
+        "--max-receive-bytes",
+        type=_int_at_least(1),
+        default=None,
+        metavar="BYTES",
+        help="the largest body POST /v1/traces takes, before and after gzip (default: 8 MiB)",
+    )
     demo = sub.add_parser(
         "demo",
         help="a small traced inference server with /generate, /models, /traces and the viewer",
@@ -266,7 +273,13 @@ def _run(command: str, args: argparse.Namespace, stop: threading.Event) -> int:
             app = create_demo_app(token=args.token, allowed_hosts=hosts, delay=args.delay)
         else:
             # serve has no routes of its own to trace: leave the store (maybe a --file) as loaded.
-            app = server.create_app(token=args.token, allowed_hosts=hosts, trace_requests=False)
+            limit = args.max_receive_bytes
+            app = server.create_app(
+                token=args.token,
+                allowed_hosts=hosts,
+                trace_requests=False,
+                **({} if limit is None else {"max_receive_bytes": limit}),
+            )
         handle = server.start_in_background(args.host, args.port, app=app, access_log=args.access_log)
     except OSError as exc:
         # A usage problem like a bad argument: one line naming the address, status 2, no traceback.

@@ -620,6 +620,8 @@ def install(
         status, content_type, body = _receiver.receive(current_store(), environ, max_receive_bytes)
         answer = bottle.HTTPResponse(body, status)
         answer.content_type = content_type
+        for name, value in _COMMON_HEADERS.items():
+            answer.set_header(name, value)
         return answer
 
     app.route("/v1/traces", "POST", guard(receive_traces))

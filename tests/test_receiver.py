@@ -653,3 +653,23 @@ def test_any_span_survives_protobuf_and_json_receiving(
         assert decoded.rejected == 0
         (rebuilt,) = decoded.spans
         assert encode_span(rebuilt) == original
+
+
+def test_serve_takes_a_receive_limit() -> None:
+    """`autotrace serve --max-receive-bytes N` answers 413 past N bytes and takes smaller bodies."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "autotrace", "serve", "--port", "0", "--max-receive-bytes", "1000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith(("AUTOTRACE_", "OTEL_"))},
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().split("listening on ")[1].strip()
+        assert _post(url, b" " * 1001).status == 413
+        small = _post(url, _doc([_good(0)]))
+        assert small.status == 200 and small.headers["x-content-type-options"] == "nosniff"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
