@@ -68,8 +68,9 @@ def _hand_spans() -> list[Span]:
     return [child, root, other]
 
 
-def test_sdk_protobuf_export_round_trips(served: tuple[ServerHandle, TraceStore]) -> None:
-    """The OpenTelemetry SDK's OTLP/HTTP protobuf exporter: /traces gives back every field it sent."""
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_sdk_protobuf_export_round_trips(served: tuple[ServerHandle, TraceStore], gzipped: bool) -> None:
+    """The OpenTelemetry SDK's OTLP/HTTP protobuf exporter (gzip or not): /traces gives back every field it sent."""
     from google.protobuf.json_format import MessageToDict
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -84,7 +85,11 @@ def test_sdk_protobuf_export_round_trips(served: tuple[ServerHandle, TraceStore]
     handle, _ = served
     memory = InMemorySpanExporter()
     provider = TracerProvider(resource=Resource.create({"service.name": "engine", "process.pid": 4242}))
-    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=handle.url + "/v1/traces")))
+    from opentelemetry.exporter.otlp.proto.http import Compression
+
+    compression = Compression.Gzip if gzipped else Compression.NoCompression
+    exporter = OTLPSpanExporter(endpoint=handle.url + "/v1/traces", compression=compression)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
     provider.add_span_processor(SimpleSpanProcessor(memory))
     tracer = provider.get_tracer("engine.scope", "2.1")
     attrs = {"s": "x", "i": 7, "f": 1.5, "b": True, "li": [1, 2], "ls": ["a", "b"], "lf": [0.5], "lb": [False]}
