@@ -11,6 +11,7 @@ import difflib
 import math
 import os
 import re
+import socket
 import sys
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
@@ -22,6 +23,17 @@ __all__ = ["TraceConfig"]
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off", ""}
+
+
+def process_attributes() -> dict[str, Any]:
+    """This process's semantic-convention resource attributes: pid, executable, runtime, host name."""
+    return {
+        "process.pid": os.getpid(),
+        "process.executable.name": os.path.basename(sys.executable or "python"),
+        "process.runtime.name": sys.implementation.name,
+        "process.runtime.version": ".".join(str(part) for part in sys.version_info[:3]),
+        "host.name": socket.gethostname(),
+    }
 
 
 def _default_service_name() -> str:
@@ -119,6 +131,10 @@ class TraceConfig:
         attrs["telemetry.sdk.name"] = "autotrace"
         attrs["telemetry.sdk.language"] = "python"
         attrs["telemetry.sdk.version"] = __version__
+        # Which process a span came from (semantic conventions), so that workers sending to one
+        # server stay apart; configured values win. process.pid is refreshed in a forked child.
+        for key, value in process_attributes().items():
+            attrs.setdefault(key, value)
         return attrs
 
     def replace(self, **changes: Any) -> TraceConfig:

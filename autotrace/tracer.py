@@ -164,6 +164,10 @@ def _after_fork_in_child() -> None:
     _FAST_LIMIT_LOCK = threading.Lock()
     _S.lock = threading.RLock()
     _S.worker_flush = None  # a pool worker is told apart again in this process (see _finish)
+    # The resource names the process: a forked worker's spans must carry its own pid, not its parent's.
+    resource = _S.resource
+    if resource and resource.get("process.pid") == os.getppid():
+        _S.resource = {**resource, "process.pid": os.getpid()}
     # The store's own hook (store.py, registered first) has just freed its lock:
     # the hot path may append inline again.
     _S._update_fast_limit()
