@@ -27,10 +27,10 @@ from . import tracer as _tracer
 from ._limits import LIMITS
 from ._urls import bounded, redact_path, redact_query
 from .attributes import clean, safe_str
-from .context import CURRENT
-from .propagation import TRACEPARENT, extract, format_traceparent
+from .context import CURRENT, unsampled_context
+from .propagation import TRACEPARENT, extract
 from .redaction import redact_text
-from .spans import NonRecordingSpan, Span, SpanKind, StatusCode
+from .spans import NonRecordingSpan, Span, SpanKind, StatusCode, _UnsampledRoot
 from .tracer import internal_error
 
 __all__ = ["TracingMiddleware"]
@@ -104,7 +104,29 @@ class TracingMiddleware:
             raise
         finally:
             CURRENT.reset(token)
-            request.finish()
+            try:
+                s = request.span
+                # The common end inline (one call less per request): a status below 500, nothing
+                # streamed, no disconnect, limits that allow setting straight into the span's dict.
+                code = request.status
+                attrs = s._attrs if s.__class__ is Span else None  # type: ignore[union-attr]
+                if (
+                    attrs is not None
+                    and code is not None
+                    and code < 500
+                    and not request.streaming
+                    and not request.disconnected
+                    and not request.websocket
+                    and attrs.__class__ is dict
+                    and len(attrs) < LIMITS.max_attributes
+                    and s._end is None  # type: ignore[union-attr]
+                ):
+                    attrs["http.response.status_code"] = code
+                    s.end()
+                else:
+                    request.finish()
+            except Exception as exc:
+                internal_error("asgi middleware (end)", exc)
 
 
 class _Request:
@@ -144,7 +166,31 @@ class _Request:
         self.complete = False
         self.disconnected = False
         self.root_path = scope.get("root_path") or ""
-        method, base, carrier = _scan(scope, websocket)
+        # One pass over the headers, inline (this runs per request); only these four are
+        # looked at, whatever else a client sends. The carrier list is made only when needed.
+        carrier: list[tuple[bytes, bytes]] | None = None
+        host = agent = b""
+        for key, value in scope.get("headers") or ():
+            if key == b"host":
+                host = value
+            elif key == b"user-agent":
+                agent = value
+            elif key == b"traceparent" or key == b"tracestate":
+                if carrier is None:
+                    carrier = []
+                carrier.append((key, value))
+        raw_method = "WEBSOCKET" if websocket else scope.get("method")
+        scheme = scope.get("scheme")
+        version = scope.get("http_version")
+        server = None if host else scope.get("server")  # no Host header: the server's socket address
+        bases_key = (raw_method, host, agent, scheme, version, server)
+        known = _BASES.get(bases_key)
+        if known is None:
+            known = _base_attributes(raw_method, host, agent, scheme, version, server, websocket)
+            if len(_BASES) >= _MAX_BASES:
+                _BASES.clear()  # a flood of distinct clients only costs building them again
+            _BASES[bases_key] = known
+        method, base = known
         self.method = method
         name = middleware.name
         self.fixed_name = name is not None
@@ -159,7 +205,18 @@ class _Request:
         # Sampling first: an unsampled request (90% at the default rate) builds no attributes.
         started = _tracer.start(span_name, SpanKind.SERVER, _tracer._NO_ATTRS, parent)
         if started.__class__ is Span:
-            attrs = _attributes(scope, base)
+            # The request's own attributes on a copy of the shared ones (inline: this runs per request).
+            attrs = base.copy()
+            path = scope.get("path") or "/"
+            # "/" has nothing to redact or cut: the common case skips the calls.
+            attrs["url.path"] = path if path == "/" else redact_path(str(path))  # no token of the path reaches the span
+            query = scope.get("query_string")
+            if query:
+                attrs["url.query"] = _query(query)
+            client = scope.get("client")
+            if client:
+                address = client[0]
+                attrs["client.address"] = address if address.__class__ is str else str(address)
             if LIMITS.max_attribute_length is not None or len(attrs) > LIMITS.max_attributes:
                 attrs = clean(attrs, LIMITS)[0]  # limits configured below what is built here: apply them
             # The values are already str and int: the span takes the dict as its own, saving a
@@ -219,10 +276,32 @@ class _Request:
         status = message.get("status")
         if isinstance(status, int):
             self.status = status
-        self._route()
+        matched = self.scope.get("route")
+        if matched is not None:
+            known = _ROUTES.get(id(matched))
+            s = self.span
+            # The common case inline: the route seen before, a recording span, limits that allow it.
+            if (
+                known is not None
+                and known[0] is matched
+                and s.__class__ is Span
+                and not self.fixed_name
+                and known[1] == (self.scope.get("root_path") or "")
+                and known[2] == self.root_path
+                and (name := known[4].get(self.method)) is not None
+                and s._attrs.__class__ is dict  # type: ignore[union-attr]
+                and len(s._attrs) < LIMITS.max_attributes  # type: ignore[union-attr]
+                and LIMITS.max_attribute_length is None
+            ):
+                s._attrs["http.route"] = known[3]  # type: ignore[union-attr]
+                s._name = name  # type: ignore[union-attr]
+            else:
+                self._route()
         if not self.middleware.propagate_response:
             return message
-        headers = list(message.get("headers") or ())
+        headers = message.get("headers") or ()
+        if headers.__class__ is not list and headers.__class__ is not tuple:
+            headers = list(headers)  # any other iterable is read once, here
         for key, _ in headers:
             if len(key) == 11 and key.lower() == _TRACEPARENT_BYTES:
                 return message  # the app set its own
@@ -230,14 +309,13 @@ class _Request:
         if s.__class__ is Span:  # sampled: the ids as they are, no SpanContext built
             value = b"00-%032x-%016x-01" % (s._trace_id, s._span_id)  # type: ignore[union-attr]
         else:
-            ctx = s.get_span_context()
+            # An unsampled new trace: its ids straight from its seed (no property, no import per call).
+            ctx = unsampled_context(s._seed) if s.__class__ is _UnsampledRoot else s.get_span_context()  # type: ignore[union-attr]
             if not ctx.is_valid:
                 return message
-            value = format_traceparent(ctx).encode()
-        headers.append((_TRACEPARENT_BYTES, value))
-        message = dict(message)  # the app's message is not changed
-        message["headers"] = headers
-        return message
+            value = b"00-%032x-%016x-%02x" % (ctx.trace_id, ctx.span_id, ctx.trace_flags)  # format_traceparent's
+        # A new message and a new list: the app's are not changed.
+        return {**message, "headers": [*headers, (_TRACEPARENT_BYTES, value)]}
 
     def _went_away(self) -> None:
         if self.disconnected:
@@ -254,22 +332,25 @@ class _Request:
         root = scope.get("root_path") or ""
         # By id: route objects need not be hashable; the entry keeps the object, so its id stays its own.
         known = _ROUTES.get(id(matched))
-        route: str | None
-        if known is not None and known[0] is matched and known[1] == root and known[2] == self.root_path:
-            route = known[3]
-        else:
+        if known is None or known[0] is not matched or known[1] != root or known[2] != self.root_path:
             route = _route_template(matched, root, self.root_path)
             if route is None:
                 return
             if len(_ROUTES) >= _MAX_ROUTES:
                 _ROUTES.clear()  # routes are few; a flood of distinct ones only costs re-computing
-            _ROUTES[id(matched)] = (matched, root, self.root_path, route)
+            known = _ROUTES[id(matched)] = (matched, root, self.root_path, route, {})
         span = self.span
         if span.__class__ is not Span:
             return  # not recording: nothing to name
+        route = known[3]
         _set(span, "http.route", route)  # type: ignore[arg-type]
         if not self.fixed_name:
-            span._name = f"{self.method} {route}"  # type: ignore[union-attr]  # a str: update_name's check done
+            # The span name for each method, made once per route (methods are few: _OTHER stands for the rest).
+            names = known[4]
+            name = names.get(self.method)
+            if name is None:
+                name = names[self.method] = f"{self.method} {route}"
+            span._name = name  # type: ignore[union-attr]  # a str: update_name's check done
 
     def _fail(self, exc: BaseException) -> None:
         try:
@@ -293,7 +374,11 @@ class _Request:
                 self._route()  # no response started (an exception before it): the route may still be known
             code = self.status
             if code is not None and not self.websocket:
-                _set(s, "http.response.status_code", code)  # type: ignore[arg-type]
+                attrs = s._attrs  # type: ignore[union-attr]
+                if attrs.__class__ is dict and len(attrs) < LIMITS.max_attributes:  # _set, inline
+                    attrs["http.response.status_code"] = code
+                else:
+                    _set(s, "http.response.status_code", code)  # type: ignore[arg-type]
                 if code >= 500 and s.status.code != StatusCode.ERROR:  # an exception's description is kept
                     if "error.type" not in s.attributes:
                         s.set_attribute("error.type", str(code))
@@ -326,8 +411,9 @@ def _set(span: Span, key: str, value: str | int) -> None:
         span.set_attribute(key, value)
 
 
-# id(route object) -> (route object, root_path now, root_path at the start, route template).
-_ROUTES: dict[int, tuple[Any, Any, str, str]] = {}
+# id(route object) -> (route object, root_path now, root_path at the start, route template,
+# {method: span name}).
+_ROUTES: dict[int, tuple[Any, Any, str, str, dict[str, str]]] = {}
 _MAX_ROUTES = 4096
 
 
@@ -348,44 +434,11 @@ _BASES: dict[tuple[Any, ...], tuple[str, dict[str, Any]]] = {}
 _MAX_BASES = 512
 
 
-def _scan(scope: Scope, websocket: bool) -> tuple[str, dict[str, Any], list[tuple[bytes, bytes]]]:
-    """(method for the span name, the attributes shared with the client's other requests, trace-context headers)."""
-    carrier: list[tuple[bytes, bytes]] = []
-    host = agent = b""
-    # One pass over the headers; only these four are looked at, whatever else a client sends.
-    for key, value in scope.get("headers") or ():
-        if key == b"traceparent" or key == b"tracestate":
-            carrier.append((key, value))
-        elif key == b"host":
-            host = value
-        elif key == b"user-agent":
-            agent = value
-    raw_method = "WEBSOCKET" if websocket else scope.get("method")
-    scheme = scope.get("scheme")
-    version = scope.get("http_version")
-    server = None if host else scope.get("server")  # no Host header: the server's socket address
-    key = (raw_method, host, agent, scheme, version, server)
-    known = _BASES.get(key)
-    if known is None:
-        known = _base_attributes(raw_method, host, agent, scheme, version, server, websocket)
-        if len(_BASES) >= _MAX_BASES:
-            _BASES.clear()  # a flood of distinct clients only costs building them again
-        _BASES[key] = known
-    return known[0], known[1], carrier
-
-
-def _attributes(scope: Scope, base: dict[str, Any]) -> dict[str, Any]:
-    """The HTTP server attributes known before the app runs: the shared ones and this request's own."""
-    attrs = base.copy()
-    path = scope.get("path") or "/"
-    attrs["url.path"] = redact_path(str(path))  # no token of the path reaches the span
-    query = scope.get("query_string")
-    if query:
-        attrs["url.query"] = redact_query(bounded(bytes(query).decode("latin-1")))
-    client = scope.get("client")
-    if client:
-        attrs["client.address"] = str(client[0])
-    return attrs
+def _query(query: Any) -> str:
+    """``url.query`` from the raw query string: bounded, sensitive values replaced."""
+    text = bounded(bytes(query).decode("latin-1"))
+    # Without "=" no parameter has a value: nothing for redact_query to replace.
+    return redact_query(text) if "=" in text else text
 
 
 def _base_attributes(

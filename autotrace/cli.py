@@ -115,8 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser(
         "serve",
         help="serve /traces, /health, /ready and the viewer",
-        description="Serve this process's trace store: GET /traces (OTLP/JSON), DELETE /traces, "
-        "/health, /ready and the trace viewer at /.",
+        description="Serve a trace store: GET /traces (OTLP/JSON), DELETE /traces, /health, /ready, "
+        "the trace viewer at /, and POST /v1/traces, an OTLP/HTTP receiver that other processes' "
+        "exporters (OTEL_EXPORTER_OTLP_ENDPOINT=http://HOST:PORT) send their spans to.",
     )
     _add_common(serve, default_rate=None)
     # Errors found after parsing (--file, --token-file) show the subcommand's usage, as argparse's own do.
@@ -124,7 +125,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--file",
         metavar="PATH",
-        help="load a JSON Lines file written by FileExporter (one OTLP/JSON request per line) and serve it",
+        action="append",
+        help="load a JSON Lines file written by FileExporter (one OTLP/JSON request per line) and serve it; "
+        "repeat for several files (one per worker or rank): their traces go into one store, joined by trace id",
+    )
+    serve.add_argument(
+        "--max-receive-bytes",
+        type=_int_at_least(1),
+        default=None,
+        metavar="BYTES",
+        help="the largest body POST /v1/traces takes, before and after gzip (default: 8 MiB)",
     )
     demo = sub.add_parser(
         "demo",
@@ -140,6 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         metavar="N",
         help="send N requests to /generate after starting, so traces show at once (default: 0)",
+    )
+    demo.add_argument(
+        "--workers",
+        type=_int_at_least(0),
+        default=0,
+        metavar="N",
+        help="start N worker processes that each send --traffic requests (default 5) and export their spans "
+        "to this server's POST /v1/traces, as many workers exporting to one autotrace serve do (default: 0)",
     )
     demo.add_argument(
         "--delay",
@@ -169,8 +187,7 @@ def _configure(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     except ValueError as exc:
         fail(str(exc))
     _read_token(parser, args)
-    path = getattr(args, "file", None)
-    if path:
+    for path in getattr(args, "file", None) or ():
         from .export import load_jsonl_into
 
         bad_lines: list[tuple[int, str]] = []
@@ -262,7 +279,13 @@ def _run(command: str, args: argparse.Namespace, stop: threading.Event) -> int:
             app = create_demo_app(token=args.token, allowed_hosts=hosts, delay=args.delay)
         else:
             # serve has no routes of its own to trace: leave the store (maybe a --file) as loaded.
-            app = server.create_app(token=args.token, allowed_hosts=hosts, trace_requests=False)
+            limit = args.max_receive_bytes
+            app = server.create_app(
+                token=args.token,
+                allowed_hosts=hosts,
+                trace_requests=False,
+                **({} if limit is None else {"max_receive_bytes": limit}),
+            )
         handle = server.start_in_background(args.host, args.port, app=app, access_log=args.access_log)
     except OSError as exc:
         # A usage problem like a bad argument: one line naming the address, status 2, no traceback.
@@ -290,6 +313,7 @@ def _run(command: str, args: argparse.Namespace, stop: threading.Event) -> int:
         _print(
             f"  viewer    {url}/",
             f"  traces    curl{auth} '{url}/traces?limit=1'",
+            f"  receiver  OTEL_EXPORTER_OTLP_ENDPOINT={url} (POST {url}/v1/traces, OTLP/HTTP)",
         )
         if command == "demo":
             _print(
@@ -302,6 +326,13 @@ def _run(command: str, args: argparse.Namespace, stop: threading.Event) -> int:
 
                 sent = send_traffic(url, args.traffic, token=token, stop=stop)
                 _print(f"autotrace demo: sent {sent} of {args.traffic} requests to /generate")
+            if args.workers:
+                from .demo import start_workers
+
+                each = args.traffic or 5
+                procs = start_workers(url, args.workers, each, token)
+                failed = sum(proc.wait() != 0 for proc in procs)
+                _print(f"autotrace demo: {args.workers} worker processes sent {each} requests each ({failed} failed)")
         _print("Press Ctrl-C to stop.")
         while not stop.wait(0.5):
             pass

@@ -20,6 +20,7 @@ from ._env import parse_bool as _parse_bool
 from ._env import parse_float as _parse_float
 from ._env import parse_int as _parse_int
 from ._env import parse_kv_list as _parse_kv_list
+from ._resource import process_attributes as process_attributes  # its old home
 from .sampling import ParentBased, Sampler, TraceIdRatioBased, sampler_from_name
 
 __all__ = ["TraceConfig"]

@@ -20,7 +20,8 @@ from typing import Any, ParamSpec, TypeAlias, TypeVar, Union
 
 from ._current import CURRENT as _CURRENT
 from ._current import current_span_context
-from ._model import INVALID_SPAN_CONTEXT, SpanContext, unsampled_context
+from ._model import INVALID_SPAN_CONTEXT, SpanContext
+from ._model import unsampled_context as unsampled_context  # its old home
 from .spans import NonRecordingSpan, Span
 
 __all__ = [

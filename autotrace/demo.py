@@ -28,7 +28,7 @@ from .decorators import traced
 from .propagation import traced_urlopen
 from .server import Guard, Problem, _TracedBottle, install
 from .store import TraceStore
-from .tracer import span
+from .tracer import shutdown, span
 
 __all__ = ["MODEL", "create_demo_app", "generate_tokens", "send_traffic"]
 
@@ -252,3 +252,47 @@ def send_traffic(
         except (OSError, urllib.error.URLError):
             continue
     return ok
+
+
+def start_workers(url: str, workers: int, count: int, token: str | None = None) -> list[Any]:
+    """Start ``workers`` processes that each send ``count`` requests to ``url`` and export their spans there.
+
+    Each is ``python -m autotrace.demo URL COUNT`` with the OTLP exporter pointed at the
+    demo's own ``POST /v1/traces``, so the viewer shows every worker's CLIENT spans in
+    the same traces as the server's. The token travels in the environment, not argv.
+    """
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env.update(
+        {
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": url,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_SERVICE_NAME": "autotrace-demo-worker",
+            "AUTOTRACE_SAMPLE_RATE": "1",
+        }
+    )
+    if token:
+        env["AUTOTRACE_TOKEN"] = token
+        env["OTEL_EXPORTER_OTLP_HEADERS"] = f"Authorization=Bearer%20{token}"
+    return [
+        subprocess.Popen([sys.executable, "-m", "autotrace.demo", url, str(count)], env=env) for _ in range(workers)
+    ]
+
+
+def _worker(argv: list[str]) -> int:
+    """A demo worker process (see start_workers): send traffic, then export every span before leaving."""
+    import os
+
+    sent = send_traffic(argv[0], int(argv[1]), token=os.environ.get("AUTOTRACE_TOKEN") or None)
+    shutdown(10.0)
+    return 0 if sent == int(argv[1]) else 1
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(_worker(sys.argv[1:]))

@@ -8,9 +8,10 @@ strings, attributes as ``AnyValue``. See opentelemetry-proto's
 from __future__ import annotations
 
 import base64
+import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._limits import LIMITS
@@ -20,7 +21,18 @@ from ._version import __version__
 if TYPE_CHECKING:
     from .spans import Span
 
-__all__ = ["any_value", "encode_span", "encode_spans", "encode_traces", "key_values"]
+__all__ = [
+    "Origin",
+    "any_value",
+    "encode_span",
+    "encode_spans",
+    "encode_traces",
+    "group_by_origin",
+    "key_values",
+    "origin",
+    "span_origin",
+    "stream_traces",
+]
 
 SCOPE = {"name": "autotrace", "version": __version__}
 
@@ -180,21 +192,115 @@ def _drop_zero(obj: dict[str, Any], key: str, value: int) -> dict[str, Any]:
     return obj
 
 
+class Origin:
+    """The resource and instrumentation scope of spans received from another process or service.
+
+    Received spans keep theirs (``Span._extra.origin``); a span without one
+    belongs to this process's resource and autotrace's scope. Origins with
+    the same content are shared (see ``origin``), so encoding groups spans by
+    ``key`` into one ``resourceSpans`` / ``scopeSpans`` entry each.
+    """
+
+    __slots__ = ("key", "resource", "resource_json", "scope_json")
+
+    def __init__(self, resource: dict[str, Any], resource_json: dict[str, Any], scope_json: dict[str, Any]) -> None:
+        self.resource = resource  # the resource attributes as Python values
+        self.resource_json = resource_json  # OTLP/JSON Resource, as received (re-encoded)
+        self.scope_json = scope_json  # OTLP/JSON InstrumentationScope
+        self.key = (
+            json.dumps(resource_json, sort_keys=True, separators=(",", ":")),
+            json.dumps(scope_json, sort_keys=True, separators=(",", ":")),
+        )
+
+    def __repr__(self) -> str:
+        return f"Origin({self.resource.get('service.name')!r}, {self.scope_json.get('name')!r})"
+
+
+_ORIGINS: dict[tuple[str, str], Origin] = {}
+_MAX_ORIGINS = 4096  # distinct resource/scope pairs remembered for sharing; past it, a fresh table
+
+
+def origin(resource: Mapping[str, Any], scope_json: Mapping[str, Any], dropped: int = 0) -> Origin:
+    """The shared Origin of a resource (attributes) and a scope (OTLP/JSON), made once per distinct pair."""
+    resource_json: dict[str, Any] = {"attributes": key_values(resource)}
+    if dropped:
+        resource_json["droppedAttributesCount"] = dropped
+    made = Origin(dict(resource), resource_json, dict(scope_json))
+    found = _ORIGINS.get(made.key)
+    if found is not None:
+        return found
+    if len(_ORIGINS) >= _MAX_ORIGINS:
+        _ORIGINS.clear()
+    _ORIGINS[made.key] = made
+    return made
+
+
+def span_origin(span: Span) -> Origin | None:
+    """The Origin a span was received with, None for a span of this process."""
+    extra = span._extra
+    return None if extra is None else extra.origin
+
+
+def group_by_origin(spans: Iterable[Span]) -> list[tuple[Origin | None, list[Span]]]:
+    """Spans grouped by their origin (None: this process's first), each group in the spans' order.
+
+    Groups with the same resource sit next to each other, so that one
+    ``resourceSpans`` entry can hold all their scopes.
+    """
+    local: list[Span] = []
+    groups: dict[tuple[str, str], tuple[Origin, list[Span]]] = {}
+    for s in spans:
+        extra = s._extra
+        found = None if extra is None else extra.origin
+        if found is None:
+            local.append(s)
+        else:
+            group = groups.get(found.key)
+            if group is None:
+                groups[found.key] = (found, [s])
+            else:
+                group[1].append(s)
+    out: list[tuple[Origin | None, list[Span]]] = [(None, local)] if local else []
+    ordered: list[tuple[Origin, list[Span]]] = sorted(groups.values(), key=_resource_key)
+    out.extend(ordered)
+    return out
+
+
+def _resource_key(group: tuple[Origin, list[Span]]) -> str:
+    return group[0].key[0]
+
+
+def _resource_spans(
+    groups: list[tuple[Origin | None, list[Span]]], resource: Mapping[str, Any]
+) -> list[tuple[dict[str, Any], list[tuple[dict[str, Any], list[Span]]]]]:
+    """(OTLP/JSON resource, [(OTLP/JSON scope, spans)]) for each distinct resource among ``groups``."""
+    out: list[tuple[dict[str, Any], list[tuple[dict[str, Any], list[Span]]]]] = []
+    last_key: str | None = None
+    for found, spans in groups:
+        if found is None:
+            out.append(({"attributes": key_values(resource)}, [(dict(SCOPE), spans)]))
+            last_key = None
+            continue
+        if found.key[0] != last_key:
+            out.append((found.resource_json, []))
+            last_key = found.key[0]
+        out[-1][1].append((found.scope_json, spans))
+    return out
+
+
 def encode_spans(spans: Iterable[Span], resource: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Spans of one resource and scope as an ``ExportTraceServiceRequest``."""
+    """Spans as an ``ExportTraceServiceRequest``: this process's under ``resource``, received ones under their own."""
     if resource is None:
         from ._resource import current as resource_attributes
 
         resource = resource_attributes()
-    encoded = [encode_span(s) for s in spans]
-    if not encoded:
-        return {"resourceSpans": []}
     return {
         "resourceSpans": [
             {
-                "resource": {"attributes": key_values(resource)},
-                "scopeSpans": [{"scope": dict(SCOPE), "spans": encoded}],
+                "resource": res,
+                "scopeSpans": [{"scope": scope, "spans": [encode_span(s) for s in group]} for scope, group in scopes],
             }
+            for res, scopes in _resource_spans(group_by_origin(spans), resource)
         ]
     }
 
@@ -202,3 +308,27 @@ def encode_spans(spans: Iterable[Span], resource: Mapping[str, Any] | None = Non
 def encode_traces(traces: Iterable[Iterable[Span]], resource: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Whole traces (lists of spans) as one ``ExportTraceServiceRequest``."""
     return encode_spans((s for trace in traces for s in trace), resource)
+
+
+def stream_traces(
+    traces: Iterable[Iterable[Span]],
+    resource: Mapping[str, Any],
+    dumps: Callable[[Any], bytes],
+    chunk: int = 256,
+) -> Iterator[bytes]:
+    """``encode_traces`` as JSON bytes, piece by piece (``chunk`` spans at a time), for a streamed answer."""
+    groups = _resource_spans(group_by_origin(s for trace in traces for s in trace), resource)
+    if not groups:
+        yield b'{"resourceSpans":[]}'
+        return
+    yield b'{"resourceSpans":['
+    for r, (res, scopes) in enumerate(groups):
+        yield (b"," if r else b"") + b'{"resource":' + dumps(res) + b',"scopeSpans":['
+        for c, (scope, spans) in enumerate(scopes):
+            yield (b"," if c else b"") + b'{"scope":' + dumps(scope) + b',"spans":['
+            for i in range(0, len(spans), chunk):
+                piece = b",".join([dumps(encode_span(s)) for s in spans[i : i + chunk]])
+                yield piece if not i else b"," + piece
+            yield b"]}"
+        yield b"]}"
+    yield b"]}"

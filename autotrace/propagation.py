@@ -13,10 +13,11 @@ libraries imported only when used); this module is their public home.
 
 from __future__ import annotations
 
+import os
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -27,7 +28,7 @@ from ._outgoing import trace_requests as trace_requests
 from ._stacktrace import error_type
 from ._w3c import TRACEPARENT as TRACEPARENT
 from ._w3c import TRACESTATE as TRACESTATE
-from ._w3c import Contextish
+from ._w3c import Contextish, _resolve
 from ._w3c import extract as extract
 from ._w3c import format_traceparent as format_traceparent
 from ._w3c import inject as inject
@@ -39,21 +40,73 @@ from .spans import NonRecordingSpan, Span, SpanContext, SpanKind, StatusCode
 from .tracer import internal_error, span
 
 __all__ = [
+    "ENV_TRACEPARENT",
+    "ENV_TRACESTATE",
     "TRACEPARENT",
     "TRACESTATE",
     "TracedAdapter",
     "async_httpx_transport",
     "attach",
     "extract",
+    "extract_env",
     "format_traceparent",
     "httpx_transport",
     "inject",
+    "inject_env",
     "inject_request",
     "parse_traceparent",
     "parse_tracestate",
     "trace_requests",
     "traced_urlopen",
 ]
+
+
+ENV_TRACEPARENT = "TRACEPARENT"
+"""The environment variable carrying ``traceparent`` to a child process (OpenTelemetry's env carrier)."""
+ENV_TRACESTATE = "TRACESTATE"
+"""The environment variable carrying ``tracestate`` beside ``TRACEPARENT``."""
+
+
+def inject_env(env: Mapping[str, str] | None = None, context: Contextish = None) -> dict[str, str]:
+    """A copy of ``env`` (default ``os.environ``) with ``TRACEPARENT`` (and ``TRACESTATE``) for a child process.
+
+    Ready for ``subprocess.run(..., env=inject_env())``: the child continues
+    the current trace (or ``context``'s) with ``extract_env()``. Stale values
+    inherited from this process's own parent are replaced, or removed when
+    there is no span to continue. ``env`` itself is not changed. Never raises.
+    """
+    out = dict(os.environ if env is None else env)
+    try:
+        out.pop(ENV_TRACEPARENT, None)
+        out.pop(ENV_TRACESTATE, None)
+        ctx = _resolve(context)
+        if ctx is not None and ctx.is_valid:
+            out[ENV_TRACEPARENT] = format_traceparent(ctx)
+            if ctx.trace_state:
+                out[ENV_TRACESTATE] = ctx.trace_state
+    except Exception as exc:
+        internal_error("propagation.inject_env", exc)
+    return out
+
+
+def extract_env(env: Mapping[str, str] | None = None) -> SpanContext | None:
+    """The parent process's span context from ``TRACEPARENT``/``TRACESTATE`` in ``env`` (default ``os.environ``).
+
+    None when absent or invalid, as ``extract``. Never raises.
+    """
+    try:
+        source = os.environ if env is None else env
+        parent = source.get(ENV_TRACEPARENT)
+        if not isinstance(parent, str):
+            return None
+        headers = {TRACEPARENT: parent}
+        state = source.get(ENV_TRACESTATE)
+        if isinstance(state, str):
+            headers[TRACESTATE] = state
+        return extract(headers)
+    except Exception as exc:
+        internal_error("propagation.extract_env", exc)
+        return None
 
 
 @contextmanager

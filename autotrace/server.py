@@ -26,12 +26,13 @@ import os
 import re
 import sys
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import bottle
 
-from . import _serving, _summary
+from . import _receiver, _serving, _summary
 from ._env import parse_bool
 from ._guard import _COMMON_HEADERS, _JSON, _dumps, _refuse_browser_clear, _set_headers
 from ._guard import LOOPBACK_HOSTS as LOOPBACK_HOSTS
@@ -46,7 +47,7 @@ from ._serving import DEFAULT_MAX_CONNECTIONS as DEFAULT_MAX_CONNECTIONS
 from ._serving import DEFAULT_REQUEST_TIMEOUT as DEFAULT_REQUEST_TIMEOUT
 from ._serving import ServerHandle as ServerHandle
 from ._serving import WSGIApp as WSGIApp
-from .otlp import SCOPE, encode_span, key_values
+from .otlp import stream_traces
 from .store import TraceStore
 from .tracer import get_config, get_trace_store, internal_error, resource_attributes
 from .wsgi import TracingMiddleware
@@ -83,7 +84,7 @@ _INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.S)
 _INLINE_STYLE = re.compile(r"<style>(.*?)</style>", re.S)
 _COMMENT = re.compile(r"<!--.*?-->", re.S)
 # The server's own routes: TracingMiddleware leaves them out (the viewer polls /traces).
-OWN_PATHS = ("/", "/traces", "/traces/summary", "/stats", "/health", "/ready")
+OWN_PATHS = ("/", "/traces", "/traces/summary", "/stats", "/health", "/ready", "/v1/traces")
 _OWN_PREFIX = "/traces/"  # GET /traces/{trace_id}: not traced either
 
 _PLACEHOLDER_PAGE = """<!doctype html>
@@ -250,21 +251,8 @@ class _Answer:
         return self._pieces()
 
     def _pieces(self) -> Iterator[bytes]:
-        traces = [t for t in self._traces if t]
-        if not traces:
-            yield b'{"resourceSpans":[]}'
-            return
-        head = {"resource": {"attributes": key_values(self._resource)}, "scopeSpans": [{"scope": dict(SCOPE)}]}
-        text = _dumps({"resourceSpans": [head]})
-        # The document with its last "}]}]}" cut off and the spans list opened in its place.
-        yield text[: -len(b"}]}]}")] + b',"spans":['
-        first = True
-        for trace in traces:
-            for i in range(0, len(trace), _CHUNK_SPANS):
-                piece = b",".join([_dumps(encode_span(span)) for span in trace[i : i + _CHUNK_SPANS]])
-                yield piece if first else b"," + piece
-                first = False
-        yield b"]}]}]}"
+        # Received spans keep their own resource and scope (otlp.Origin): one resourceSpans entry each.
+        yield from stream_traces([t for t in self._traces if t], self._resource, _dumps, _CHUNK_SPANS)
 
     def close(self) -> None:
         """Give back the encode slot (once)."""
@@ -295,12 +283,16 @@ def install(
     max_answer_spans: int = DEFAULT_MAX_ANSWER_SPANS,
     max_concurrent_encodes: int = DEFAULT_MAX_CONCURRENT_ENCODES,
     encode_wait: float = DEFAULT_ENCODE_WAIT,
+    max_receive_bytes: int = _receiver.DEFAULT_MAX_RECEIVE_BYTES,
 ) -> bottle.Bottle:
-    """Add /traces, /health, /ready, the viewer at / and JSON error pages to a Bottle app; returns it.
+    """Add /traces, /health, /ready, POST /v1/traces, the viewer at / and JSON error pages to a Bottle app.
 
     ``create_app()`` is this on a fresh app. Pass ``guard`` (a ``Guard``) instead
     of ``token`` to protect routes of your own with the same token.
+    ``max_receive_bytes`` bounds an OTLP request body, before and after gzip.
+    Returns the app.
     """
+    _positive("max_receive_bytes", max_receive_bytes)
     _positive("max_answer_spans", max_answer_spans)
     _positive("max_concurrent_encodes", max_concurrent_encodes)
     if isinstance(encode_wait, bool) or not isinstance(encode_wait, (int, float)) or not 0 <= encode_wait < 1e6:
@@ -403,9 +395,11 @@ def install(
         return _dumps({"status": "ok"})
 
     def ready() -> bytes:
-        """Readiness, with the store's counters."""
+        """Readiness, with the store's counters and the OTLP receiver's (``received``)."""
         bottle.response.content_type = _JSON
-        return _dumps({"status": "ready", **current_store().stats(), "sample_rate": _sample_rate()})
+        return _dumps(
+            {"status": "ready", **current_store().stats(), "sample_rate": _sample_rate(), "received": _receiver.stats()}
+        )
 
     def page() -> str:
         """The trace viewer (a placeholder page when viewer.html is not installed)."""
@@ -487,6 +481,23 @@ def install(
         bottle.response.content_type = _JSON
         return _dumps(_summary.span_stats(stored))
 
+    def receive_traces() -> bottle.HTTPResponse:
+        """The OTLP/HTTP trace receiver: an ExportTraceServiceRequest (JSON or protobuf, gzip or not) into the store."""
+        environ = bottle.request.environ
+        origin = environ.get("HTTP_ORIGIN")
+        if (
+            origin is not None
+            and urllib.parse.urlsplit(origin.strip()).netloc.lower() != (environ.get("HTTP_HOST") or "").strip().lower()
+        ):
+            raise Problem(403, "spans from a web page of another site are refused")
+        status, content_type, body = _receiver.receive(current_store(), environ, max_receive_bytes)
+        answer = bottle.HTTPResponse(body, status)
+        answer.content_type = content_type
+        for name, value in _COMMON_HEADERS.items():
+            answer.set_header(name, value)
+        return answer
+
+    app.route("/v1/traces", "POST", guard(receive_traces))
     app.route("/traces", "GET", guard(traces))
     app.route("/traces/summary", "GET", guard(traces_summary))
     app.route("/traces/<trace_id>", "GET", guard(one_trace))
@@ -566,6 +577,7 @@ def create_app(
     max_answer_spans: int = DEFAULT_MAX_ANSWER_SPANS,
     max_concurrent_encodes: int = DEFAULT_MAX_CONCURRENT_ENCODES,
     encode_wait: float = DEFAULT_ENCODE_WAIT,
+    max_receive_bytes: int = _receiver.DEFAULT_MAX_RECEIVE_BYTES,
 ) -> bottle.Bottle:
     """A Bottle (WSGI) app serving ``store`` (the global store by default) at /traces.
 
@@ -582,6 +594,9 @@ def create_app(
     ``?clear=true`` or a smaller ``?limit`` pages through them), and at most
     ``max_concurrent_encodes`` answers are sent at once (one more waits up to
     ``encode_wait`` seconds for its turn, then is a 503 with Retry-After).
+    ``POST /v1/traces`` is an OTLP/HTTP trace receiver: other processes'
+    exporters send their spans there, into the same store (bodies up to
+    ``max_receive_bytes``, before and after gzip).
     """
     app = _TracedBottle(trace_requests=trace_requests, catchall=True)
     return install(
@@ -592,6 +607,7 @@ def create_app(
         max_answer_spans=max_answer_spans,
         max_concurrent_encodes=max_concurrent_encodes,
         encode_wait=encode_wait,
+        max_receive_bytes=max_receive_bytes,
     )
 
 

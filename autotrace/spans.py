@@ -120,13 +120,15 @@ def _status_description(exc: BaseException, message: str | None = None) -> str:
 class _Extra:
     """The parts of a span most spans never use (kept out of Span's own slots)."""
 
-    __slots__ = ("dropped", "events", "links", "remote_parent")
+    __slots__ = ("dropped", "events", "links", "origin", "remote_parent")
 
     def __init__(self) -> None:
         self.dropped: list[int] | None = None
         self.events: list[SpanEvent] | None = None
         self.links: list[Link] | None = None
         self.remote_parent = False  # the parent came from another process (OTLP span flags)
+        # The resource and scope of a span received from elsewhere (an otlp.Origin); None: this process's.
+        self.origin: Any = None
 
 
 class Span:

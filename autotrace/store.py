@@ -296,9 +296,18 @@ class TraceStore:
         self._put(self._open(span._trace_id), span)
 
     def add_many(self, spans: Iterable[Span]) -> None:
-        """Store several finished spans."""
+        """Store several finished spans (a received batch, a loaded file): one look-up per trace, not per span."""
+        by_trace: dict[int, list[Span]] = {}
         for span in spans:
-            self._put(self._open(span._trace_id), span)
+            group = by_trace.get(span._trace_id)
+            if group is None:
+                by_trace[span._trace_id] = [span]
+            else:
+                group.append(span)
+        for trace_id, group in by_trace.items():
+            buf = self._open(trace_id)
+            for span in group:
+                self._put(buf, span)
 
     def _adopt(self, other: TraceStore) -> None:
         """Take over another store's traces (newest win) so that traces still open keep filling them.

@@ -634,3 +634,43 @@ def test_configured_attribute_limits_apply_to_the_server_span() -> None:
     (s,) = server_spans()
     assert len(s.attributes) <= 3
     assert all(len(v) <= 10 for v in s.attributes.values() if isinstance(v, str))
+
+
+def test_one_route_served_for_several_methods_names_each_span_after_its_own_method() -> None:
+    """Span names cached per route stay per method; app headers of any iterable kept; a query without '=' kept."""
+
+    class Matched:
+        path = "/items/{item_id}"
+
+    matched = Matched()
+    sent: list[dict[str, Any]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        scope["route"] = matched  # what Starlette's router does once it has matched
+        headers = ((b"content-type", b"text/plain"),) if scope["method"] == "GET" else iter([(b"x-a", b"1")])
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request"}
+
+    middleware = TracingMiddleware(app)
+    for method, query in (("GET", b"flag&x"), ("POST", b"a=1&token=abc"), ("GET", b""), ("BREW", b"")):
+        scope = {"type": "http", "method": method, "path": "/items/7", "query_string": query, "headers": []}
+        asyncio.run(middleware(scope, receive, send))
+    names = [s.name for s in server_spans()]
+    assert names == ["GET /items/{item_id}", "POST /items/{item_id}", "GET /items/{item_id}", "_OTHER /items/{item_id}"]
+    spans = server_spans()
+    assert spans[0].attributes["url.query"] == "flag&x"
+    assert spans[1].attributes["url.query"] == "a=1&token=REDACTED"
+    assert all(s.attributes["http.route"] == "/items/{item_id}" for s in spans)
+    starts = [m for m in sent if m["type"] == "http.response.start"]
+    assert [[k for k, _ in m["headers"]] for m in starts] == [
+        [b"content-type", b"traceparent"],
+        [b"x-a", b"traceparent"],
+        [b"content-type", b"traceparent"],
+        [b"x-a", b"traceparent"],
+    ]

@@ -36,7 +36,12 @@ TIERS: list[list[str]] = [
     ["_state"],  # what the hot path reads; finish(span); flush()
     ["redaction"],  # what capture keeps, secrets hidden
     ["spans"],  # Span, NonRecordingSpan
-    ["context", "_w3c", "_urls"],  # current_span, use_span, threads; W3C headers; URLs as spans record them
+    [
+        "context",
+        "_w3c",
+        "_urls",
+        "_receiver",
+    ],  # current_span, use_span, threads; W3C headers; URLs as spans record them
     ["export._base"],  # the exporter base class
     ["export.console", "export.files", "export.otlp_settings", "export._protobuf"],
     ["export.otlp_http"],  # transport

@@ -6,17 +6,15 @@ collector line by line, or loaded with ``load_jsonl_into`` and served by ``/trac
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
 import os
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._errors import internal_error
-from .._model import _UNSET_STATUS, Link, SpanContext, SpanEvent, SpanKind, Status, StatusCode, continued_trace_id
+from .._receiver import decode_document, store_spans
 from .._resource import current as resource_attributes
 from ..otlp import encode_spans
 from ..spans import Span
@@ -178,7 +176,7 @@ def load_jsonl_into(
             skipped.append((number, str(exc)))
     skipped.sort()
     _report(name, skipped, bad_lines)
-    store.add_many(spans)
+    store_spans(store, spans)
     return len(spans)
 
 
@@ -236,139 +234,13 @@ def _report(name: str, skipped: list[tuple[int, str]], bad_lines: list[tuple[int
 
 
 def decode_spans(doc: Mapping[str, Any]) -> list[Span]:
-    """The spans of one OTLP/JSON request, rebuilt as finished ``Span`` objects.
+    """The spans of one OTLP/JSON request, rebuilt as finished ``Span`` objects; ValueError for a bad span.
 
-    Encoding a rebuilt span gives back the span object it was read from.
+    Each keeps the resource and scope it was written with, so encoding a rebuilt
+    span gives back the span object it was read from. The decoder is the one
+    ``POST /v1/traces`` uses.
     """
-    out: list[Span] = []
-    for rs in _list(doc, "resourceSpans"):
-        for ss in _list(rs, "scopeSpans"):
-            for item in _list(ss, "spans"):
-                out.append(_decode_span(item))
-    return out
-
-
-def _list(obj: Any, key: str) -> list[Any]:
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"expected an object holding {key!r}; got {type(obj).__name__}")
-    value = obj.get(key) or []
-    if not isinstance(value, list):
-        raise ValueError(f"{key!r} must be a list")
-    return value
-
-
-def _id(value: Any, size: int, what: str) -> int:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{what} is missing")
-    if len(value) == size * 2:
-        try:
-            number = int(value, 16)
-        except ValueError:
-            raise ValueError(f"{what} is not hex: {value!r}") from None
-    else:  # the standard protobuf JSON mapping uses base64
-        try:
-            raw = base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
-            raw = b""
-        if len(raw) != size:
-            raise ValueError(f"{what} must be {size * 2} hex characters; got {value!r}")
-        number = int.from_bytes(raw, "big")
-    if number == 0:
-        raise ValueError(f"{what} is all zeros")
-    return number
-
-
-def _value(any_value: Mapping[str, Any]) -> Any:
-    if "stringValue" in any_value:
-        return str(any_value["stringValue"])
-    if "boolValue" in any_value:
-        return bool(any_value["boolValue"])
-    if "intValue" in any_value:
-        return int(any_value["intValue"])
-    if "doubleValue" in any_value:
-        number = any_value["doubleValue"]
-        return float(number) if not isinstance(number, str) else float(number.replace("Infinity", "inf"))
-    if "arrayValue" in any_value:
-        return [_value(v) for v in (any_value["arrayValue"] or {}).get("values", [])]
-    if "kvlistValue" in any_value:
-        return _attributes((any_value["kvlistValue"] or {}).get("values", []))
-    if "bytesValue" in any_value:
-        return base64.b64decode(any_value["bytesValue"])
-    return None
-
-
-def _attributes(items: Iterable[Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for kv in items or ():
-        value = _value(kv.get("value") or {})
-        if value is not None:
-            out[str(kv["key"])] = value
-    return out
-
-
-def _decode_span(item: Any) -> Span:
-    if not isinstance(item, Mapping):
-        raise ValueError(f"a span must be an object; got {type(item).__name__}")
-    try:
-        # Built slot by slot, like the tracer does, so nothing is re-validated,
-        # truncated or re-timed: the span comes back exactly as it was written.
-        s = object.__new__(Span)
-        s._name = str(item.get("name", ""))
-        try:
-            s._kind = SpanKind(int(item.get("kind") or 1))
-        except ValueError:
-            s._kind = SpanKind.INTERNAL
-        s._trace_id = _id(item.get("traceId"), 16, "traceId")
-        s._span_id = _id(item.get("spanId"), 8, "spanId")
-        parent = item.get("parentSpanId")
-        s._parent_id = _id(parent, 8, "parentSpanId") if parent else None
-        s._extra = None  # before the folded fields below are set (see Span.__slots__)
-        # Span flags (otlp.py): random trace id (0x02), parent remote (0x200);
-        # a line written without them reads as a trace started here.
-        flags = int(item.get("flags") or 0)
-        random = not flags & 0x100 or bool(flags & 0x02)
-        s._trace_id = continued_trace_id(s._trace_id, str(item.get("traceState") or ""), random)
-        s._remote_parent = bool(flags & 0x200)
-        s._start = int(item.get("startTimeUnixNano") or 0)
-        s._end = max(int(item.get("endTimeUnixNano") or 0), s._start)
-        s._attrs = _attributes(item.get("attributes") or [])
-        s._token = None
-        s._trace = None  # finished: filed by trace id when loaded into a store
-        dropped = [int(item.get(k) or 0) for k in ("droppedAttributesCount", "droppedEventsCount", "droppedLinksCount")]
-        s._dropped = dropped if any(dropped) else None
-        events = [
-            SpanEvent(
-                str(ev.get("name", "")),
-                _attributes(ev.get("attributes") or []),
-                int(ev.get("timeUnixNano") or 0),
-                int(ev.get("droppedAttributesCount") or 0),
-            )
-            for ev in item.get("events") or []
-        ]
-        s._events = events or None
-        links = []
-        for lk in item.get("links") or []:
-            flags = int(lk.get("flags") or 0)
-            context = SpanContext(
-                _id(lk.get("traceId"), 16, "link traceId"),
-                _id(lk.get("spanId"), 8, "link spanId"),
-                bool(flags & 0x1),
-                bool(flags & 0x200),
-                str(lk.get("traceState") or ""),
-                bool(flags & 0x02),
-            )
-            links.append(
-                Link(context, _attributes(lk.get("attributes") or []), int(lk.get("droppedAttributesCount") or 0))
-            )
-        s._links = links or None
-        status = item.get("status") or {}
-        code = int(status.get("code") or 0)
-        if code in (1, 2):
-            s._status = Status(
-                StatusCode(code), str(status["message"]) if code == 2 and status.get("message") else None
-            )
-        else:
-            s._status = _UNSET_STATUS
-    except (TypeError, KeyError, AttributeError) as exc:
-        raise ValueError(f"malformed span ({exc!r})") from None
-    return s
+    decoded = decode_document(doc, require_name=False)
+    if decoded.rejected:
+        raise ValueError(decoded.message())
+    return decoded.spans

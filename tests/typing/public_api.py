@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 
 import autotrace
+import autotrace.propagation
 from autotrace import InferenceSpanBuilder, Span, SpanKind, StatusCode, TraceConfig, span, traced
 
 
@@ -66,6 +67,10 @@ def main() -> None:
     print(tokens, done)
     doc: dict[str, object] = autotrace.export_traces(limit=5)
     n: int = autotrace.trace_count() + autotrace.clear_traces() + store.trace_count()
+    env: dict[str, str] = autotrace.propagation.inject_env()
+    parent: autotrace.SpanContext | None = autotrace.propagation.extract_env(env)
+    with span("child", parent=parent):
+        pass
     print(words, text, vec, current, stored, built, doc, n, list(stream("a b")))
 
 
