@@ -56,12 +56,18 @@ def _middle(i: int) -> int:
             return -1
 
 
-def _under_deadlines(work: Callable[[int], object], seconds: float) -> dict[str, int]:
+def _under_deadlines(work: Callable[[int], object], seconds: float) -> dict[str, Any]:
     """Run ``work`` under many short SIGALRM deadlines; count the deadlines that reached this frame."""
-    counts = {"fired": 0, "caught": 0, "lost": 0, "leaked": 0}
+    counts: dict[str, Any] = {"fired": 0, "caught": 0, "lost": 0, "leaked": 0, "where_lost": []}
+    interrupted: list[str] = []
 
     def on_alarm(signum: int, frame: Any) -> None:
         counts["fired"] += 1
+        # Where the deadline landed (innermost frames first): named in the failure message if it is lost.
+        interrupted[:] = []
+        while frame is not None and len(interrupted) < 6:
+            interrupted.append(f"{frame.f_code.co_filename.rsplit('/', 1)[-1]}:{frame.f_lineno} {frame.f_code.co_name}")
+            frame = frame.f_back
         raise TimeoutError("deadline")
 
     signal.signal(signal.SIGALRM, on_alarm)
@@ -77,6 +83,8 @@ def _under_deadlines(work: Callable[[int], object], seconds: float) -> dict[str,
                 work(i)
                 i += 1
             counts["lost"] += 1  # the handler ran but its exception never got here
+            if len(counts["where_lost"]) < 5:
+                counts["where_lost"].append(" < ".join(interrupted))
         except TimeoutError:
             counts["caught"] += 1
         signal.setitimer(signal.ITIMER_REAL, 0)
