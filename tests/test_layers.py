@@ -36,12 +36,10 @@ TIERS: list[list[str]] = [
     ["_state"],  # what the hot path reads; finish(span); flush()
     ["redaction"],  # what capture keeps, secrets hidden
     ["spans"],  # Span, NonRecordingSpan
-    [
-        "context",
-        "_w3c",
-        "_urls",
-        "_receiver",
-    ],  # current_span, use_span, threads; W3C headers; URLs as spans record them
+    ["context", "_w3c", "_urls", "_decoded"],  # current_span, use_span, threads; W3C headers; URLs as spans
+    # record them; what both OTLP decoders share (ReceiveError, Decoded, build_span)
+    ["_decode_json", "_decode_protobuf"],  # OTLP/JSON and protobuf requests decoded into spans
+    ["_receiver"],  # POST /v1/traces: the HTTP side, counters
     ["export._base"],  # the exporter base class
     ["export.console", "export.files", "export.otlp_settings", "export._protobuf"],
     ["export.otlp_http"],  # transport
