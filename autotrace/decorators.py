@@ -152,7 +152,11 @@ def _sync_function(
             s._trace = buf
             s._start = _time_ns()
         elif s.__class__ is not Span:  # a new unsampled trace's seed: current while it runs
-            token = _cv_set(s)
+            try:
+                token = _cv_set(s)
+            except BaseException:  # a signal handler raised before the token was kept
+                _cv_set(parent)
+                raise
             try:
                 return func(*args, **kwargs)
             finally:

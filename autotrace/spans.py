@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import _stacktrace
+from . import _secrets, _stacktrace
 from . import attributes as _attributes
 from ._current import CURRENT
 from ._errors import internal_error as _internal_error
@@ -111,9 +111,7 @@ def _is_cancellation(exc: BaseException) -> bool:
 
 def _status_description(exc: BaseException, message: str | None = None) -> str:
     if message is None:
-        from .redaction import redact_text  # lazily: its patterns cost ~5 ms to import
-
-        message = redact_text(_stacktrace.message(exc))
+        message = _secrets.redact_text(_stacktrace.message(exc))
     return f"{type(exc).__qualname__}: {message}"
 
 
@@ -448,9 +446,7 @@ class Span:
         if self._end is not None:
             return
         attrs = _exception_attributes(exception, escaped)
-        from .redaction import redact_exception_attributes  # lazily: its patterns cost ~5 ms to import
-
-        redact_exception_attributes(attrs)  # messages often hold a URL with a key, or a connection string
+        _secrets.redact_exception_attributes(attrs)  # messages often hold a URL with a key, or a connection string
         if attributes:
             attrs.update(attributes)
         self.add_event("exception", attrs, timestamp)
@@ -490,10 +486,10 @@ class Span:
             return
         message = None
         if self._end is None:
-            from .redaction import redact_exception_attributes  # lazily: its patterns cost ~5 ms to import
-
+            # _secrets is imported with this module, not lazily here: importlib swallows an OSError
+            # (a signal handler's TimeoutError) raised while it looks for a module on disk.
             attrs = _exception_attributes(exc, escaped)
-            redact_exception_attributes(attrs)  # messages often hold a URL with a key
+            _secrets.redact_exception_attributes(attrs)  # messages often hold a URL with a key
             message = attrs["exception.message"]  # str(exc) once for the event and the status
             self.add_event("exception", attrs)
         if self._status.code != StatusCode.OK:
