@@ -28,6 +28,7 @@ import wrapt
 
 from . import attributes as _attributes
 from ._errors import internal_error
+from ._limits import LIMITS
 from ._state import _S
 from ._state import finish as _finish
 from .attributes import SharedAttrs
@@ -50,6 +51,7 @@ _getrandbits = random.getrandbits
 _MASK64 = (1 << 64) - 1
 _time_ns = time.time_ns
 _perf_counter = time.perf_counter
+_copy_context = contextvars.copy_context
 
 
 def _fail(s: Span, exc: BaseException) -> None:
@@ -375,110 +377,116 @@ _MAX_GAP = "autotrace.stream.max_gap_s"
 _CLOSED = "autotrace.stream.closed_early"
 
 
-class _StreamStats:
-    """The span of a traced stream and when it started; writes the stream's figures on it.
-
-    The per-item figures (count, last item time, longest gap) live in locals of
-    the driving generator: a method call per item was a third of its cost.
-    """
-
-    __slots__ = ("span", "start")
-
-    def __init__(self, span: Span) -> None:
-        self.span = span
-        self.start = _perf_counter()
-
-    def first(self, now: float) -> None:
-        """The first item came: time to first chunk."""
-        try:
-            self.span.set_attribute(_TTFT, now - self.start)
-        except Exception as exc:
-            internal_error("stream statistics", exc)
-
-    def finish(self, closed_early: bool, count: int, max_gap: float) -> None:
-        s = self.span
-        try:
+def _end_stream(s: Span, closed_early: bool, started: float, first: float, count: int, max_gap: float) -> None:
+    """Write a finished stream's figures on its span, then end it; never raises (but a signal's exception)."""
+    try:
+        attrs = s._attrs
+        if s._end is None and type(attrs) is SharedAttrs and len(attrs) + 4 <= LIMITS.max_attributes:
+            # The usual case, the decorator's attributes not yet copied: one new
+            # dict with the figures (finite floats, an int, True: nothing for
+            # set_attribute to coerce or refuse), not a set_attribute() each.
+            own = dict(attrs)
+            if count:
+                own[_TTFT] = first - started
+            own[_ITEMS] = count
+            if count > 1:
+                own[_MAX_GAP] = max_gap
+            if closed_early:
+                own[_CLOSED] = True
+            s._attrs = own
+        else:
+            if count:
+                s.set_attribute(_TTFT, first - started)
             s.set_attribute(_ITEMS, count)
             if count > 1:
                 s.set_attribute(_MAX_GAP, max_gap)
             if closed_early:
                 s.set_attribute(_CLOSED, True)
-        except Exception as exc:
-            internal_error("stream statistics", exc)  # raises a signal handler's exception again
-        finally:
-            s.end()
+    except Exception as exc:
+        internal_error("stream statistics", exc)  # raises a signal handler's exception again
+    finally:
+        _close(s)
 
 
 def _gen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture: _Capture | None) -> Callable[..., Any]:
     def drive(
-        gen: Generator[Any, Any, Any], parent: Any, instance: Any, args: Any, kwargs: Any
+        gen: Generator[Any, Any, Any], ctx: contextvars.Context, instance: Any, args: Any, kwargs: Any
     ) -> Generator[Any, Any, Any]:
-        # The span starts at the first resume, as a child of the context the
-        # generator was created in. Around every resume the generator's context
-        # (its span, or a span its body left open across a yield) is swapped in
-        # and out again, so while suspended the consumer sees its own span.
+        # The user's generator runs in a Context of its own (`ctx`), copied where
+        # it was created: its span is current there at every resume, and so is
+        # a span its body leaves open across a yield, while the consumer's
+        # context never holds either. Context.run() switches contexts in C,
+        # with no ContextVar write per item: a set() and reset() around each
+        # resume was two thirds of an item's cost. The span starts at the first
+        # resume, as a child of what was current where the generator was made.
+        run = ctx.run
+        parent = run(_cv_get)
         s = start(name, kind, attrs, parent)
-        target: Any = parent if s is None else s
-        stats = None
-        if s.__class__ is Span:
-            stats = _StreamStats(s)  # type: ignore[arg-type]
-            if capture is not None:
-                capture.arguments(s, instance, args, kwargs)  # type: ignore[arg-type]
-        send: Any = None
-        thrown: BaseException | None = None
+        if s is not None:
+            run(_cv_set, s)
+        span = s if s.__class__ is Span else None
+        if span is not None and capture is not None:
+            capture.arguments(span, instance, args, kwargs)  # type: ignore[arg-type]
+        # The stream's figures, kept for every stream (sampled or not) in locals:
+        # a perf_counter() per item is all the timing costs.
+        count = 0
+        started = first = last = _perf_counter()
+        max_gap = 0.0
         closed_early = False
-        count, last, max_gap = 0, 0.0, 0.0
+        send = gen.send
+        thrown: Any = None
         try:
+            try:
+                item = run(send, None)
+            except StopIteration as stop:
+                return stop.value
+            first = last = _perf_counter()
+            count = 1
             while True:
-                token = _cv_set(target)
                 try:
-                    if thrown is None:
-                        item = gen.send(send)
-                    else:
-                        exc, thrown = thrown, None
-                        item = gen.throw(exc)
+                    value = yield item
+                except GeneratorExit:
+                    closed_early = True
+                    run(gen.close)
+                    raise
+                except BaseException as exc:  # thrown in by the consumer: passed on below, outside this handler
+                    thrown = exc
+                else:
+                    try:
+                        item = run(send, value)
+                    except StopIteration as stop:
+                        return stop.value
+                    now = _perf_counter()
+                    if now - last > max_gap:
+                        max_gap = now - last
+                    last = now
+                    count += 1
+                    continue
+                try:
+                    item = run(gen.throw, thrown)
                 except StopIteration as stop:
                     return stop.value
                 finally:
-                    # What is current inside when it pauses (a span the body left
-                    # open across the yield) is current again at the next resume.
-                    target = _cv_get()
-                    _cv_reset(token)
-                if stats is not None:
-                    now = _perf_counter()
-                    if count:
-                        if now - last > max_gap:
-                            max_gap = now - last
-                    else:
-                        stats.first(now)
-                    last = now
-                    count += 1
-                try:
-                    send = yield item
-                except GeneratorExit:
-                    closed_early = True
-                    token = _cv_set(target)
-                    try:
-                        gen.close()
-                    finally:
-                        _cv_reset(token)
-                    raise
-                except BaseException as exc:  # thrown in by the consumer: pass it on
-                    thrown = exc
-                    send = None
+                    thrown = None  # not kept: no frame <-> traceback cycle
+                now = _perf_counter()
+                if now - last > max_gap:
+                    max_gap = now - last
+                last = now
+                count += 1
         except GeneratorExit:
             raise
         except BaseException as exc:
-            if stats is not None:
+            if span is not None:
+                # A cancelled consumer ends the stream early: closed early, status UNSET (see Span._fail).
                 closed_early = _is_cancellation(exc)
-                _fail(stats.span, exc)
+                _fail(span, exc)
             raise
         finally:
-            if stats is not None:
-                stats.finish(closed_early, count, max_gap)
+            if span is not None:
+                _end_stream(span, closed_early, started, first, count, max_gap)
 
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return drive(wrapped(*args, **kwargs), _cv_get(), instance, args, kwargs)
+        return drive(wrapped(*args, **kwargs), _copy_context(), instance, args, kwargs)
 
     return wrapper
 
@@ -487,30 +495,39 @@ def _asyncgen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture:
     async def drive(
         agen: AsyncGenerator[Any, Any], parent: Any, instance: Any, args: Any, kwargs: Any
     ) -> AsyncGenerator[Any, Any]:
+        # An async generator's body runs in the awaiting task, whose context is
+        # the consumer's: its span is set around every resume and reset before
+        # the item goes out. (Running it in a Context of its own, as the sync
+        # driver does, would take a Python step per await inside the body:
+        # measured, dearer than the set and reset.)
         s = start(name, kind, attrs, parent)
         target: Any = parent if s is None else s
-        stats = None
-        if s.__class__ is Span:
-            stats = _StreamStats(s)  # type: ignore[arg-type]
-            if capture is not None:
-                capture.arguments(s, instance, args, kwargs)  # type: ignore[arg-type]
-        send: Any = None
-        thrown: BaseException | None = None
+        span = s if s.__class__ is Span else None
+        if span is not None and capture is not None:
+            capture.arguments(span, instance, args, kwargs)  # type: ignore[arg-type]
+        count = 0
+        started = first = last = _perf_counter()
+        max_gap = 0.0
         closed_early = False
-        count, last, max_gap = 0, 0.0, 0.0
+        asend = agen.asend
+        value: Any = None
+        thrown: Any = None
         try:
             while True:
                 token = _cv_set(target)
                 try:
                     if thrown is None:
-                        item = await agen.asend(send)
+                        item = await asend(value)
                     else:
-                        exc, thrown = thrown, None
-                        item = await agen.athrow(exc)
+                        try:
+                            item = await agen.athrow(thrown)
+                        finally:
+                            thrown = None  # not kept: no frame <-> traceback cycle
                 except StopAsyncIteration:
                     return
                 finally:
-                    # As in the sync generator, the body's own context carries on,
+                    # What is current inside when it pauses (a span the body left
+                    # open across the yield) is current again at the next resume,
                     # unless this resume ran in another Context (driven by hand; see _reset_elsewhere).
                     inside = _cv_get()
                     try:
@@ -518,17 +535,16 @@ def _asyncgen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture:
                         target = inside
                     except ValueError:
                         _reset_elsewhere(token, target)
-                if stats is not None:
-                    now = _perf_counter()
-                    if count:
-                        if now - last > max_gap:
-                            max_gap = now - last
-                    else:
-                        stats.first(now)
-                    last = now
-                    count += 1
+                now = _perf_counter()
+                if count:
+                    if now - last > max_gap:
+                        max_gap = now - last
+                else:
+                    first = now
+                last = now
+                count += 1
                 try:
-                    send = yield item
+                    value = yield item
                 except GeneratorExit:
                     closed_early = True
                     token = _cv_set(target)
@@ -540,22 +556,22 @@ def _asyncgen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture:
                         except ValueError:
                             _reset_elsewhere(token, target)
                     raise
-                except BaseException as exc:
+                except BaseException as exc:  # thrown in by the consumer: passed on at the next resume
                     thrown = exc
-                    send = None
+                    value = None
         except GeneratorExit:
             raise
         except BaseException as exc:
-            if stats is not None:
+            if span is not None:
                 # A cancelled consumer ends the stream early (asyncio.run() cancels
                 # the aclose() of a stream left by `break`, throwing CancelledError in
                 # at the yield): closed early, status left UNSET (see Span._fail).
                 closed_early = _is_cancellation(exc)
-                _fail(stats.span, exc)
+                _fail(span, exc)
             raise
         finally:
-            if stats is not None:
-                stats.finish(closed_early, count, max_gap)
+            if span is not None:
+                _end_stream(span, closed_early, started, first, count, max_gap)
 
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         return drive(wrapped(*args, **kwargs), _cv_get(), instance, args, kwargs)
@@ -739,8 +755,6 @@ def _decorate(
         target = target.func
     name = _attributes.clean_name(name)  # at most max_name_length, cut once here, not per call
     static: dict[str, Any] = {}
-    from ._limits import LIMITS
-
     for key, value in _identity(target).items():
         _attributes.put(static, key, value, LIMITS)
     if attributes is not None:
