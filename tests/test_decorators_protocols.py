@@ -148,9 +148,14 @@ def test_traced_methods_pickle_as_bound_methods_do() -> None:
 def test_traced_callables_copy_and_deepcopy_to_themselves() -> None:
     """copy.copy and copy.deepcopy of traced callables return them; holders deep-copy around them."""
     m = Model()
-    for fn in (square, asquare, count_to, acount_to, add, Model.predict, m.apredict, Model.aload):
+    for fn in (square, asquare, count_to, acount_to, add, Model.predict, Model.apredict):
         assert copy.copy(fn) is fn
         assert copy.deepcopy(fn) is fn
+    # Traced sync and async functions are plain functions: their bound methods
+    # copy as any bound method does (the same function, bound to the same object).
+    for bound in (m.predict, m.apredict, Model.load, Model.aload):
+        assert copy.copy(bound) == bound
+    assert asyncio.run(copy.deepcopy(m.apredict)(1)) == 10
     holder = Holder()
     clone = copy.deepcopy(holder)
     assert clone.fn is square and clone.afn is asquare and clone.gen is count_to
