@@ -19,6 +19,7 @@ import functools
 import inspect
 import os
 import random
+import sys
 import time
 import types
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping
@@ -294,6 +295,7 @@ def _sync_capture_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capt
 # below costs 1.5x as much). It builds the span inline, as the sync wrapper
 # does (see _sync_function for why each step is as it is). Every name it uses
 # starts with `_at_`: a function with a parameter named so takes the wrapt path.
+# A change to the inline span of _sync_function.call belongs here too.
 _ASYNC_SOURCE = """\
 def _at_make(_at_func, _at_name, _at_kind, _at_attrs):
     async def _at_call({params}):
@@ -313,7 +315,7 @@ def _at_make(_at_func, _at_name, _at_kind, _at_attrs):
                 try:
                     _at_S.ring.append(_at_buf)
                 finally:
-                    next(_at_S.pushes)
+                    _at_next(_at_S.pushes)
         elif _at_parent.__class__ is _at_Span and _at_parent._trace is not None:
             _at_tid = _at_parent._trace_id
             _at_pid = _at_parent._span_id
@@ -339,7 +341,7 @@ def _at_make(_at_func, _at_name, _at_kind, _at_attrs):
         elif _at_s.__class__ is not _at_Span:
             try:
                 _at_token = _at_cv_set(_at_s)
-            except BaseException:
+            except _at_BaseException:
                 _at_cv_set(_at_parent)
                 raise
             try:
@@ -347,27 +349,27 @@ def _at_make(_at_func, _at_name, _at_kind, _at_attrs):
             finally:
                 try:
                     _at_cv_reset(_at_token)
-                except ValueError:
+                except _at_ValueError:
                     _at_reset_elsewhere(_at_token, _at_s)
         try:
             _at_token = _at_cv_set(_at_s)
-        except BaseException:
+        except _at_BaseException:
             _at_cv_set(_at_parent)
             raise
         try:
             return await _at_func({forward})
-        except BaseException as _at_exc:
+        except _at_BaseException as _at_exc:
             _at_fail(_at_s, _at_exc)
             raise
         finally:
             try:
                 _at_cv_reset(_at_token)
-            except ValueError:
+            except _at_ValueError:
                 _at_reset_elsewhere(_at_token, _at_s)
             if _at_s._end is None:
                 _at_s._end = _at_time_ns()
-                if _at_buf is not None and len(_at_buf) <= _at_S.fast_limit:
-                    if type(_at_s._attrs) is dict:
+                if _at_buf is not None and _at_len(_at_buf) <= _at_S.fast_limit:
+                    if _at_type(_at_s._attrs) is _at_dict:
                         _at_s._attrs = _at_freeze(_at_s._attrs)
                     _at_s._trace = None
                     _at_buf.append(_at_s)
@@ -377,37 +379,36 @@ def _at_make(_at_func, _at_name, _at_kind, _at_attrs):
     return _at_call
 """
 
-_MAKERS: dict[tuple[str, str], Callable[..., Any]] = {}  # one compiled maker per parameter shape
-_MAKERS_LIMIT = 1024
-
-
+@functools.lru_cache(maxsize=1024)  # one compiled maker per parameter shape
 def _async_maker(params: str, forward: str) -> Callable[..., Any]:
     """The compiled factory of a traced `async def` for one parameter shape."""
-    key = (params, forward)
-    make = _MAKERS.get(key)
-    if make is None:
-        namespace: dict[str, Any] = {
-            "_at_cv_get": _cv_get,
-            "_at_cv_set": _cv_set,
-            "_at_cv_reset": _cv_reset,
-            "_at_getrandbits": _getrandbits,
-            "_at_MASK64": _MASK64,
-            "_at_S": _S,
-            "_at_start": start,
-            "_at_Span": Span,
-            "_at_new": _new,
-            "_at_UNSET_STATUS": _UNSET_STATUS,
-            "_at_time_ns": _time_ns,
-            "_at_reset_elsewhere": _reset_elsewhere,
-            "_at_fail": _fail,
-            "_at_freeze": _freeze,
-            "_at_finish": _finish,
-        }
-        source = _ASYNC_SOURCE.format(params=params, forward=forward)
-        exec(compile(source, "<autotrace @traced>", "exec"), namespace)  # our own source; parameter names checked
-        make = namespace["_at_make"]
-        if len(_MAKERS) < _MAKERS_LIMIT:
-            _MAKERS[key] = make
+    # Builtins too go in under names of ours: a parameter may be called `type` or `len`.
+    namespace: dict[str, Any] = {
+        "_at_cv_get": _cv_get,
+        "_at_cv_set": _cv_set,
+        "_at_cv_reset": _cv_reset,
+        "_at_getrandbits": _getrandbits,
+        "_at_MASK64": _MASK64,
+        "_at_S": _S,
+        "_at_start": start,
+        "_at_Span": Span,
+        "_at_new": _new,
+        "_at_UNSET_STATUS": _UNSET_STATUS,
+        "_at_time_ns": _time_ns,
+        "_at_reset_elsewhere": _reset_elsewhere,
+        "_at_fail": _fail,
+        "_at_freeze": _freeze,
+        "_at_finish": _finish,
+        "_at_next": next,
+        "_at_len": len,
+        "_at_type": type,
+        "_at_dict": dict,
+        "_at_BaseException": BaseException,
+        "_at_ValueError": ValueError,
+    }
+    source = _ASYNC_SOURCE.format(params=params, forward=forward)
+    exec(compile(source, "<autotrace @traced>", "exec"), namespace)  # our own source; parameter names checked
+    make: Callable[..., Any] = namespace["_at_make"]
     return make
 
 
@@ -449,7 +450,11 @@ def _async_function(func: types.FunctionType, name: str, kind: SpanKind, attrs: 
     # Its defaults are the function's own objects (none is written in the source).
     call.__defaults__ = func.__defaults__
     call.__kwdefaults__ = func.__kwdefaults__
-    call.__code__ = call.__code__.replace(co_name=code.co_name)  # tracebacks say whose wrapper it is
+    # Tracebacks and profiles name the wrapper's frame after the function.
+    if sys.version_info >= (3, 11):
+        call.__code__ = call.__code__.replace(co_name=code.co_name, co_qualname=code.co_qualname)
+    else:  # pragma: no cover - Python 3.10
+        call.__code__ = call.__code__.replace(co_name=code.co_name)
     return functools.update_wrapper(call, func)
 
 

@@ -459,6 +459,23 @@ def test_a_traced_coroutine_function_takes_its_arguments_exactly_as_the_function
         assert str(got.value) == str(plain.value)
 
 
+def test_a_coroutine_function_whose_parameters_shadow_builtins_is_traced_in_full() -> None:
+    """Parameters named type, len, next, dict, ValueError, BaseException: the wrapper still records every span."""
+
+    async def shadow(type: Any, len: Any, next: Any, dict: Any, ValueError: Any, BaseException: Any) -> int:
+        return 6
+
+    traced_shadow = traced(shadow)
+    with capture_spans() as spans:  # a processor: the span is filed through finish()
+        assert asyncio.run(traced_shadow(1, 2, 3, 4, 5, 6)) == 6
+    assert spans.names() == [shadow.__qualname__]
+    autotrace.clear_traces()
+    with span("root"):  # no processor: filed inline, with the builtins the wrapper uses
+        for _ in range(3):
+            assert asyncio.run(traced_shadow(*"abcdef")) == 6
+    assert [s.name for trace in autotrace.get_trace_store().traces() for s in trace].count(shadow.__qualname__) == 3
+
+
 def test_a_coroutine_function_with_a_parameter_named_like_our_own_names_is_traced_too() -> None:
     """A parameter name the generated wrapper uses for itself sends the function the generic way: still traced."""
 
