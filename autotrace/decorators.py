@@ -379,6 +379,7 @@ def _at_make(_at_func, _at_name, _at_kind, _at_attrs):
     return _at_call
 """
 
+
 @functools.lru_cache(maxsize=1024)  # one compiled maker per parameter shape
 def _async_maker(params: str, forward: str) -> Callable[..., Any]:
     """The compiled factory of a traced `async def` for one parameter shape."""
