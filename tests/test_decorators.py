@@ -700,3 +700,37 @@ def test_stream_figures_respect_the_attribute_limit_and_the_body_own_writes() ->
     s = spans.one(plain.__qualname__)
     assert list(s.attributes)[3:] == ["autotrace.stream.time_to_first_item_s"]
     assert s.dropped_attributes_count == 1  # autotrace.stream.items
+
+
+def test_an_exception_thrown_into_an_async_generator_reaches_its_body() -> None:
+    """athrow(): handled by the body it yields on (counted); not handled, the same object leaves, span ERROR."""
+    original = KeyError("stop")
+
+    @traced
+    async def tolerant() -> AsyncIterator[str]:
+        try:
+            yield "ok"
+        except KeyError:
+            yield "recovered"
+
+    @traced
+    async def strict() -> AsyncIterator[str]:
+        yield "ok"
+
+    async def main() -> None:
+        g = tolerant()
+        assert await g.__anext__() == "ok"
+        assert await g.athrow(KeyError("x")) == "recovered"
+        with pytest.raises(StopAsyncIteration):
+            await g.__anext__()
+        h = strict()
+        assert await h.__anext__() == "ok"
+        with pytest.raises(KeyError) as info:
+            await h.athrow(original)
+        assert info.value is original
+
+    with capture_spans() as spans:
+        asyncio.run(main())
+    assert spans.one(tolerant.__qualname__).attributes["autotrace.stream.items"] == 2
+    s = spans.one(strict.__qualname__)
+    assert s.status.code is StatusCode.ERROR and s.attributes["autotrace.stream.items"] == 1
