@@ -19,6 +19,7 @@ import functools
 import inspect
 import os
 import random
+import sys
 import time
 import types
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping
@@ -28,6 +29,7 @@ import wrapt
 
 from . import attributes as _attributes
 from ._errors import internal_error
+from ._limits import LIMITS
 from ._state import _S
 from ._state import finish as _finish
 from .attributes import SharedAttrs
@@ -50,6 +52,7 @@ _getrandbits = random.getrandbits
 _MASK64 = (1 << 64) - 1
 _time_ns = time.time_ns
 _perf_counter = time.perf_counter
+_copy_context = contextvars.copy_context
 
 
 def _fail(s: Span, exc: BaseException) -> None:
@@ -281,6 +284,181 @@ def _sync_capture_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capt
 # -- async ---------------------------------------------------------------------------------
 
 
+# A plain coroutine function is traced by a plain `async def` with the very same
+# parameters, generated once per decorated function (as dataclasses and
+# namedtuple generate theirs): calling it binds the arguments, so a bad one
+# raises TypeError at call time as without the decorator, and nothing else runs
+# until it is awaited; the user's coroutine is made then, inside it. It is a
+# plain function: Python binds it as a method, pickles it by reference and
+# copies it as itself, inspect sees a coroutine function, and a call costs no
+# proxy, no holder object and no second coroutine (measured: the wrapt path
+# below costs 1.5x as much). It builds the span inline, as the sync wrapper
+# does (see _sync_function for why each step is as it is). Every name it uses
+# starts with `_at_`: a function with a parameter named so takes the wrapt path.
+# A change to the inline span of _sync_function.call belongs here too.
+_ASYNC_SOURCE = """\
+def _at_make(_at_func, _at_name, _at_kind, _at_attrs):
+    async def _at_call({params}):
+        _at_parent = _at_cv_get()
+        _at_s = None
+        _at_buf = None
+        if _at_parent is None:
+            _at_tid = _at_getrandbits(128) or 1
+            _at_lo = _at_tid & _at_MASK64
+            if _at_lo >= _at_S.bound:
+                _at_s = _at_lo
+            elif _at_S.custom:
+                _at_s = _at_start(_at_name, _at_kind, _at_attrs, None)
+            else:
+                _at_pid = None
+                _at_buf = [_at_tid]
+                try:
+                    _at_S.ring.append(_at_buf)
+                finally:
+                    _at_next(_at_S.pushes)
+        elif _at_parent.__class__ is _at_Span and _at_parent._trace is not None:
+            _at_tid = _at_parent._trace_id
+            _at_pid = _at_parent._span_id
+            _at_buf = _at_parent._trace
+        else:
+            _at_s = _at_start(_at_name, _at_kind, _at_attrs, _at_parent)
+            if _at_s is None:
+                return await _at_func({forward})
+        if _at_buf is not None:
+            _at_s = _at_new(_at_Span)
+            _at_s._name = _at_name
+            _at_s._kind = _at_kind
+            _at_s._trace_id = _at_tid
+            _at_s._span_id = _at_getrandbits(64) or 1
+            _at_s._parent_id = _at_pid
+            _at_s._attrs = _at_attrs
+            _at_s._extra = None
+            _at_s._status = _at_UNSET_STATUS
+            _at_s._token = None
+            _at_s._end = None
+            _at_s._trace = _at_buf
+            _at_s._start = _at_time_ns()
+        elif _at_s.__class__ is not _at_Span:
+            try:
+                _at_token = _at_cv_set(_at_s)
+            except _at_BaseException:
+                _at_cv_set(_at_parent)
+                raise
+            try:
+                return await _at_func({forward})
+            finally:
+                try:
+                    _at_cv_reset(_at_token)
+                except _at_ValueError:
+                    _at_reset_elsewhere(_at_token, _at_s)
+        try:
+            _at_token = _at_cv_set(_at_s)
+        except _at_BaseException:
+            _at_cv_set(_at_parent)
+            raise
+        try:
+            return await _at_func({forward})
+        except _at_BaseException as _at_exc:
+            _at_fail(_at_s, _at_exc)
+            raise
+        finally:
+            try:
+                _at_cv_reset(_at_token)
+            except _at_ValueError:
+                _at_reset_elsewhere(_at_token, _at_s)
+            if _at_s._end is None:
+                _at_s._end = _at_time_ns()
+                if _at_buf is not None and _at_len(_at_buf) <= _at_S.fast_limit:
+                    if _at_type(_at_s._attrs) is _at_dict:
+                        _at_s._attrs = _at_freeze(_at_s._attrs)
+                    _at_s._trace = None
+                    _at_buf.append(_at_s)
+                else:
+                    _at_finish(_at_s)
+
+    return _at_call
+"""
+
+
+@functools.lru_cache(maxsize=1024)  # one compiled maker per parameter shape
+def _async_maker(params: str, forward: str) -> Callable[..., Any]:
+    """The compiled factory of a traced `async def` for one parameter shape."""
+    # Builtins too go in under names of ours: a parameter may be called `type` or `len`.
+    namespace: dict[str, Any] = {
+        "_at_cv_get": _cv_get,
+        "_at_cv_set": _cv_set,
+        "_at_cv_reset": _cv_reset,
+        "_at_getrandbits": _getrandbits,
+        "_at_MASK64": _MASK64,
+        "_at_S": _S,
+        "_at_start": start,
+        "_at_Span": Span,
+        "_at_new": _new,
+        "_at_UNSET_STATUS": _UNSET_STATUS,
+        "_at_time_ns": _time_ns,
+        "_at_reset_elsewhere": _reset_elsewhere,
+        "_at_fail": _fail,
+        "_at_freeze": _freeze,
+        "_at_finish": _finish,
+        "_at_next": next,
+        "_at_len": len,
+        "_at_type": type,
+        "_at_dict": dict,
+        "_at_BaseException": BaseException,
+        "_at_ValueError": ValueError,
+    }
+    source = _ASYNC_SOURCE.format(params=params, forward=forward)
+    exec(compile(source, "<autotrace @traced>", "exec"), namespace)  # our own source; parameter names checked
+    make: Callable[..., Any] = namespace["_at_make"]
+    return make
+
+
+def _async_function(func: types.FunctionType, name: str, kind: SpanKind, attrs: dict[str, Any]) -> Any:
+    """A plain ``async def`` tracing each call of the plain coroutine function ``func``, or None.
+
+    None when its parameters cannot be copied safely (a name of ours among them):
+    the caller takes the wrapt path then.
+    """
+    code = func.__code__
+    if not code.co_flags & inspect.CO_COROUTINE:
+        return None
+    names = code.co_varnames
+    npos, nposonly, nkw = code.co_argcount, code.co_posonlyargcount, code.co_kwonlyargcount
+    at = npos + nkw
+    star = names[at] if code.co_flags & inspect.CO_VARARGS else None
+    at += star is not None
+    starstar = names[at] if code.co_flags & inspect.CO_VARKEYWORDS else None
+    used = [*names[: npos + nkw], star or "", starstar or ""]
+    if any(not n.isidentifier() or n.startswith("_at_") for n in used if n):
+        return None
+    params: list[str] = list(names[:nposonly])
+    if nposonly:
+        params.append("/")
+    params.extend(names[nposonly:npos])
+    forward: list[str] = list(names[:npos])
+    if star is not None:
+        params.append(f"*{star}")
+        forward.append(f"*{star}")
+    elif nkw:
+        params.append("*")
+    for kw in names[npos : npos + nkw]:
+        params.append(kw)
+        forward.append(f"{kw}={kw}")
+    if starstar is not None:
+        params.append(f"**{starstar}")
+        forward.append(f"**{starstar}")
+    call = _async_maker(", ".join(params), ", ".join(forward))(func, name, kind, attrs)
+    # Its defaults are the function's own objects (none is written in the source).
+    call.__defaults__ = func.__defaults__
+    call.__kwdefaults__ = func.__kwdefaults__
+    # Tracebacks and profiles name the wrapper's frame after the function.
+    if sys.version_info >= (3, 11):
+        call.__code__ = call.__code__.replace(co_name=code.co_name, co_qualname=code.co_qualname)
+    else:  # pragma: no cover - Python 3.10
+        call.__code__ = call.__code__.replace(co_name=code.co_name)
+    return functools.update_wrapper(call, func)
+
+
 class _Pending:
     """The user's coroutine, held until the traced coroutine first runs.
 
@@ -375,110 +553,116 @@ _MAX_GAP = "autotrace.stream.max_gap_s"
 _CLOSED = "autotrace.stream.closed_early"
 
 
-class _StreamStats:
-    """The span of a traced stream and when it started; writes the stream's figures on it.
-
-    The per-item figures (count, last item time, longest gap) live in locals of
-    the driving generator: a method call per item was a third of its cost.
-    """
-
-    __slots__ = ("span", "start")
-
-    def __init__(self, span: Span) -> None:
-        self.span = span
-        self.start = _perf_counter()
-
-    def first(self, now: float) -> None:
-        """The first item came: time to first chunk."""
-        try:
-            self.span.set_attribute(_TTFT, now - self.start)
-        except Exception as exc:
-            internal_error("stream statistics", exc)
-
-    def finish(self, closed_early: bool, count: int, max_gap: float) -> None:
-        s = self.span
-        try:
+def _end_stream(s: Span, closed_early: bool, started: float, first: float, count: int, max_gap: float) -> None:
+    """Write a finished stream's figures on its span, then end it; never raises (but a signal's exception)."""
+    try:
+        attrs = s._attrs
+        if s._end is None and type(attrs) is SharedAttrs and len(attrs) + 4 <= LIMITS.max_attributes:
+            # The usual case, the decorator's attributes not yet copied: one new
+            # dict with the figures (finite floats, an int, True: nothing for
+            # set_attribute to coerce or refuse), not a set_attribute() each.
+            own = dict(attrs)
+            if count:
+                own[_TTFT] = first - started
+            own[_ITEMS] = count
+            if count > 1:
+                own[_MAX_GAP] = max_gap
+            if closed_early:
+                own[_CLOSED] = True
+            s._attrs = own
+        else:
+            if count:
+                s.set_attribute(_TTFT, first - started)
             s.set_attribute(_ITEMS, count)
             if count > 1:
                 s.set_attribute(_MAX_GAP, max_gap)
             if closed_early:
                 s.set_attribute(_CLOSED, True)
-        except Exception as exc:
-            internal_error("stream statistics", exc)  # raises a signal handler's exception again
-        finally:
-            s.end()
+    except Exception as exc:
+        internal_error("stream statistics", exc)  # raises a signal handler's exception again
+    finally:
+        _close(s)
 
 
 def _gen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture: _Capture | None) -> Callable[..., Any]:
     def drive(
-        gen: Generator[Any, Any, Any], parent: Any, instance: Any, args: Any, kwargs: Any
+        gen: Generator[Any, Any, Any], ctx: contextvars.Context, instance: Any, args: Any, kwargs: Any
     ) -> Generator[Any, Any, Any]:
-        # The span starts at the first resume, as a child of the context the
-        # generator was created in. Around every resume the generator's context
-        # (its span, or a span its body left open across a yield) is swapped in
-        # and out again, so while suspended the consumer sees its own span.
+        # The user's generator runs in a Context of its own (`ctx`), copied where
+        # it was created: its span is current there at every resume, and so is
+        # a span its body leaves open across a yield, while the consumer's
+        # context never holds either. Context.run() switches contexts in C,
+        # with no ContextVar write per item: a set() and reset() around each
+        # resume was two thirds of an item's cost. The span starts at the first
+        # resume, as a child of what was current where the generator was made.
+        run = ctx.run
+        parent = run(_cv_get)
         s = start(name, kind, attrs, parent)
-        target: Any = parent if s is None else s
-        stats = None
-        if s.__class__ is Span:
-            stats = _StreamStats(s)  # type: ignore[arg-type]
-            if capture is not None:
-                capture.arguments(s, instance, args, kwargs)  # type: ignore[arg-type]
-        send: Any = None
-        thrown: BaseException | None = None
+        if s is not None:
+            run(_cv_set, s)
+        span = s if s.__class__ is Span else None
+        if span is not None and capture is not None:
+            capture.arguments(span, instance, args, kwargs)  # type: ignore[arg-type]
+        # The stream's figures, kept for every stream (sampled or not) in locals:
+        # a perf_counter() per item is all the timing costs.
+        count = 0
+        started = first = last = _perf_counter()
+        max_gap = 0.0
         closed_early = False
-        count, last, max_gap = 0, 0.0, 0.0
+        send = gen.send
+        thrown: Any = None
         try:
+            try:
+                item = run(send, None)
+            except StopIteration as stop:
+                return stop.value
+            first = last = _perf_counter()
+            count = 1
             while True:
-                token = _cv_set(target)
                 try:
-                    if thrown is None:
-                        item = gen.send(send)
-                    else:
-                        exc, thrown = thrown, None
-                        item = gen.throw(exc)
+                    value = yield item
+                except GeneratorExit:
+                    closed_early = True
+                    run(gen.close)
+                    raise
+                except BaseException as exc:  # thrown in by the consumer: passed on below, outside this handler
+                    thrown = exc
+                else:
+                    try:
+                        item = run(send, value)
+                    except StopIteration as stop:
+                        return stop.value
+                    now = _perf_counter()
+                    if now - last > max_gap:
+                        max_gap = now - last
+                    last = now
+                    count += 1
+                    continue
+                try:
+                    item = run(gen.throw, thrown)
                 except StopIteration as stop:
                     return stop.value
                 finally:
-                    # What is current inside when it pauses (a span the body left
-                    # open across the yield) is current again at the next resume.
-                    target = _cv_get()
-                    _cv_reset(token)
-                if stats is not None:
-                    now = _perf_counter()
-                    if count:
-                        if now - last > max_gap:
-                            max_gap = now - last
-                    else:
-                        stats.first(now)
-                    last = now
-                    count += 1
-                try:
-                    send = yield item
-                except GeneratorExit:
-                    closed_early = True
-                    token = _cv_set(target)
-                    try:
-                        gen.close()
-                    finally:
-                        _cv_reset(token)
-                    raise
-                except BaseException as exc:  # thrown in by the consumer: pass it on
-                    thrown = exc
-                    send = None
+                    thrown = None  # not kept: no frame <-> traceback cycle
+                now = _perf_counter()
+                if now - last > max_gap:
+                    max_gap = now - last
+                last = now
+                count += 1
         except GeneratorExit:
             raise
         except BaseException as exc:
-            if stats is not None:
+            if span is not None:
+                # A cancelled consumer ends the stream early: closed early, status UNSET (see Span._fail).
                 closed_early = _is_cancellation(exc)
-                _fail(stats.span, exc)
+                _fail(span, exc)
             raise
         finally:
-            if stats is not None:
-                stats.finish(closed_early, count, max_gap)
+            if span is not None:
+                _end_stream(span, closed_early, started, first, count, max_gap)
 
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return drive(wrapped(*args, **kwargs), _cv_get(), instance, args, kwargs)
+        return drive(wrapped(*args, **kwargs), _copy_context(), instance, args, kwargs)
 
     return wrapper
 
@@ -487,30 +671,39 @@ def _asyncgen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture:
     async def drive(
         agen: AsyncGenerator[Any, Any], parent: Any, instance: Any, args: Any, kwargs: Any
     ) -> AsyncGenerator[Any, Any]:
+        # An async generator's body runs in the awaiting task, whose context is
+        # the consumer's: its span is set around every resume and reset before
+        # the item goes out. (Running it in a Context of its own, as the sync
+        # driver does, would take a Python step per await inside the body:
+        # measured, dearer than the set and reset.)
         s = start(name, kind, attrs, parent)
         target: Any = parent if s is None else s
-        stats = None
-        if s.__class__ is Span:
-            stats = _StreamStats(s)  # type: ignore[arg-type]
-            if capture is not None:
-                capture.arguments(s, instance, args, kwargs)  # type: ignore[arg-type]
-        send: Any = None
-        thrown: BaseException | None = None
+        span = s if s.__class__ is Span else None
+        if span is not None and capture is not None:
+            capture.arguments(span, instance, args, kwargs)  # type: ignore[arg-type]
+        count = 0
+        started = first = last = _perf_counter()
+        max_gap = 0.0
         closed_early = False
-        count, last, max_gap = 0, 0.0, 0.0
+        asend = agen.asend
+        value: Any = None
+        thrown: Any = None
         try:
             while True:
                 token = _cv_set(target)
                 try:
                     if thrown is None:
-                        item = await agen.asend(send)
+                        item = await asend(value)
                     else:
-                        exc, thrown = thrown, None
-                        item = await agen.athrow(exc)
+                        try:
+                            item = await agen.athrow(thrown)
+                        finally:
+                            thrown = None  # not kept: no frame <-> traceback cycle
                 except StopAsyncIteration:
                     return
                 finally:
-                    # As in the sync generator, the body's own context carries on,
+                    # What is current inside when it pauses (a span the body left
+                    # open across the yield) is current again at the next resume,
                     # unless this resume ran in another Context (driven by hand; see _reset_elsewhere).
                     inside = _cv_get()
                     try:
@@ -518,17 +711,16 @@ def _asyncgen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture:
                         target = inside
                     except ValueError:
                         _reset_elsewhere(token, target)
-                if stats is not None:
-                    now = _perf_counter()
-                    if count:
-                        if now - last > max_gap:
-                            max_gap = now - last
-                    else:
-                        stats.first(now)
-                    last = now
-                    count += 1
+                now = _perf_counter()
+                if count:
+                    if now - last > max_gap:
+                        max_gap = now - last
+                else:
+                    first = now
+                last = now
+                count += 1
                 try:
-                    send = yield item
+                    value = yield item
                 except GeneratorExit:
                     closed_early = True
                     token = _cv_set(target)
@@ -540,22 +732,22 @@ def _asyncgen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture:
                         except ValueError:
                             _reset_elsewhere(token, target)
                     raise
-                except BaseException as exc:
+                except BaseException as exc:  # thrown in by the consumer: passed on at the next resume
                     thrown = exc
-                    send = None
+                    value = None
         except GeneratorExit:
             raise
         except BaseException as exc:
-            if stats is not None:
+            if span is not None:
                 # A cancelled consumer ends the stream early (asyncio.run() cancels
                 # the aclose() of a stream left by `break`, throwing CancelledError in
                 # at the yield): closed early, status left UNSET (see Span._fail).
                 closed_early = _is_cancellation(exc)
-                _fail(stats.span, exc)
+                _fail(span, exc)
             raise
         finally:
-            if stats is not None:
-                stats.finish(closed_early, count, max_gap)
+            if span is not None:
+                _end_stream(span, closed_early, started, first, count, max_gap)
 
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         return drive(wrapped(*args, **kwargs), _cv_get(), instance, args, kwargs)
@@ -739,8 +931,6 @@ def _decorate(
         target = target.func
     name = _attributes.clean_name(name)  # at most max_name_length, cut once here, not per call
     static: dict[str, Any] = {}
-    from ._limits import LIMITS
-
     for key, value in _identity(target).items():
         _attributes.put(static, key, value, LIMITS)
     if attributes is not None:
@@ -757,6 +947,10 @@ def _decorate(
     if inspect.isasyncgenfunction(target):
         wrapper = _asyncgen_wrapper(name, span_kind, static, capture)
     elif inspect.iscoroutinefunction(target):
+        if plain and capture is None:
+            call = _async_function(inner, name, span_kind, static)
+            if call is not None:
+                return call if binder is None else binder(call)
         wrapper = _async_wrapper(target, name, span_kind, static, capture)
     elif inspect.isgeneratorfunction(target):
         wrapper = _gen_wrapper(name, span_kind, static, capture)

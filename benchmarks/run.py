@@ -129,6 +129,17 @@ def traced_gen() -> Any:
     yield from range(GEN_ITEMS)
 
 
+async def bare_agen() -> Any:
+    for i in range(GEN_ITEMS):
+        yield i
+
+
+@traced
+async def traced_agen() -> Any:
+    for i in range(GEN_ITEMS):
+        yield i
+
+
 @dataclass
 class Case:
     """One measured thing: ``run(loops)`` returns seconds for ``loops`` repetitions."""
@@ -194,6 +205,20 @@ def async_timer(fn: Callable[[], Any]) -> Callable[[int], float]:
         t0 = perf()
         for _ in range(loops):
             await fn()
+        return perf() - t0
+
+    return gc_off(lambda loops: _LOOP.run_until_complete(main(loops)))
+
+
+def agen_timer(fn: Callable[[], Any]) -> Callable[[int], float]:
+    """Consume ``fn()`` with ``async for``, ``loops`` times, inside one already running event loop."""
+
+    async def main(loops: int) -> float:
+        perf = CLOCK
+        t0 = perf()
+        for _ in range(loops):
+            async for _ in fn():
+                pass
         return perf() - t0
 
     return gc_off(lambda loops: _LOOP.run_until_complete(main(loops)))
@@ -337,11 +362,29 @@ def autotrace_cases() -> list[Case]:
         Case("root10", "root + 10 children, sampled", timer("traced_root()", ns), per="trace", setup=sampled),
         Case("bare_async", "bare async call", async_timer(bare_async)),
         Case("async_sampled", "async @traced, sampled", async_timer(traced_async), setup=sampled),
+        Case("async_unsampled", "async @traced, unsampled", async_timer(traced_async), setup=unsampled),
         Case("bare_gen", "bare generator", timer("for _ in bare_gen(): pass", ns), per="item", units=GEN_ITEMS),
         Case(
             "gen_sampled",
             "traced generator, sampled",
             timer("for _ in traced_gen(): pass", ns),
+            per="item",
+            units=GEN_ITEMS,
+            setup=sampled,
+        ),
+        Case(
+            "gen_unsampled",
+            "traced generator, unsampled",
+            timer("for _ in traced_gen(): pass", ns),
+            per="item",
+            units=GEN_ITEMS,
+            setup=unsampled,
+        ),
+        Case("bare_agen", "bare async generator", agen_timer(bare_agen), per="item", units=GEN_ITEMS),
+        Case(
+            "agen_sampled",
+            "traced async generator, sampled",
+            agen_timer(traced_agen),
             per="item",
             units=GEN_ITEMS,
             setup=sampled,
@@ -392,6 +435,11 @@ def otel_cases() -> OTel:
         with tracer.start_as_current_span("otel_gen"):
             yield from range(GEN_ITEMS)
 
+    async def otel_agen() -> Any:
+        with tracer.start_as_current_span("otel_agen"):
+            for i in range(GEN_ITEMS):
+                yield i
+
     ns = {"otel_call": otel_call, "otel_call_off": otel_call_off, "tracer": tracer, "tracer_off": tracer_off}
     ns.update(otel_root=otel_root, otel_gen=otel_gen)
     clear = exporter.clear  # the in-memory exporter keeps every span: empty it after each visit
@@ -415,6 +463,14 @@ def otel_cases() -> OTel:
             "otel_gen",
             "OTel generator in start_as_current_span",
             timer("for _ in otel_gen(): pass", ns),
+            per="item",
+            units=GEN_ITEMS,
+            teardown=clear,
+        ),
+        Case(
+            "otel_agen",
+            "OTel async generator in start_as_current_span",
+            agen_timer(otel_agen),
             per="item",
             units=GEN_ITEMS,
             teardown=clear,
@@ -621,8 +677,12 @@ ROWS = [
     ("root10", "otel_root10"),
     ("bare_async", None),
     ("async_sampled", "otel_async"),
+    ("async_unsampled", None),
     ("bare_gen", None),
     ("gen_sampled", "otel_gen"),
+    ("gen_unsampled", None),
+    ("bare_agen", None),
+    ("agen_sampled", "otel_agen"),
 ]
 
 
@@ -704,6 +764,17 @@ def report(results: dict[str, Any]) -> tuple[str, list[tuple[str, bool, str]]]:
         bar("@traced sampled ≤ 1/10 of OTel sampled decorator", r >= 10, f"1/{r:.1f}")
         r = med["otel_with_sampled"] / med["span_sampled"]
         bar("with span() sampled ≤ 1/12 of OTel start_as_current_span block", r >= 12, f"1/{r:.1f}")
+    r = med["async_sampled"] / wrapt_ns
+    bar("async @traced sampled ≤ 2x wrapt pass-through", r <= 2, f"{r:.2f}x")
+    if "otel_async" in med:
+        r = med["otel_async"] / med["async_sampled"]
+        bar("async @traced sampled ≤ 1/10 of OTel async decorator", r >= 10, f"1/{r:.1f}")
+        r = med["gen_sampled"] / med["otel_gen"]
+        bar(
+            "traced generator sampled ≤ OTel generator in start_as_current_span, per item",
+            r <= 1,
+            f"{r:.2f}x ({fmt_ns(med['gen_sampled'])} vs {fmt_ns(med['otel_gen'])})",
+        )
     # Judged on traces of 10 spans, as the bar has been set; one-span traces (one span carries
     # its trace's whole bookkeeping) are printed beside it, not judged, so nothing is hidden.
     for key, what in (("traced_traces", "@traced, 3 attributes"), ("traces", "span() + 3 set_attribute")):

@@ -31,6 +31,11 @@ AUTOTRACE_CASES = [
     "async_sampled",
     "bare_gen",
     "gen_sampled",
+    # issue 20: streams and async, sampled and not
+    "async_unsampled",
+    "gen_unsampled",
+    "bare_agen",
+    "agen_sampled",
 ]
 # the same cases with opentelemetry-sdk, when it is installed
 OTEL_CASES = [
@@ -41,6 +46,7 @@ OTEL_CASES = [
     "otel_root10",
     "otel_async",
     "otel_gen",
+    "otel_agen",
 ]
 MEMORY = ["traced_traces_of_10", "traced_traces_of_1", "traces_of_10", "traces_of_1"]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import threading
 import traceback
@@ -589,3 +590,147 @@ def test_a_generator_resumed_from_another_thread_keeps_its_nesting() -> None:
     gspan, inner = spans.one(gen.__qualname__), spans.one("inner")
     assert spans.one("late").parent_span_id == inner.span_id
     assert spans.one("after").parent_span_id == gspan.span_id
+
+
+_REQUEST = contextvars.ContextVar("request", default="none")
+
+
+def test_a_generator_body_keeps_its_own_context_variables() -> None:
+    """The body runs in a copy of its creator's context: what it sets stays inside, across yields, unseen outside."""
+    seen = []
+
+    @traced
+    def gen() -> Iterator[int]:
+        seen.append(_REQUEST.get())
+        _REQUEST.set("inside")
+        yield 1
+        seen.append(_REQUEST.get())
+        yield 2
+
+    _REQUEST.set("created")
+    try:
+        g = gen()
+        _REQUEST.set("consumer")
+        assert next(g) == 1
+        assert _REQUEST.get() == "consumer"  # the body's write stayed in its own context
+        assert next(g) == 2
+        assert _REQUEST.get() == "consumer"
+    finally:
+        _REQUEST.set("none")
+    assert seen == ["created", "inside"]
+
+
+def test_a_generator_in_an_unsampled_trace_keeps_that_trace_inside_and_the_consumer_context_outside() -> None:
+    """Unsampled: every resume sees the trace it was created in; the consumer's context is untouched."""
+    autotrace.configure(autotrace.TraceConfig(sample_rate=0.0))
+
+    @traced
+    def ids() -> Iterator[str]:
+        for _ in range(3):
+            with span("child"):
+                yield autotrace.current_span().trace_id
+
+    with span("root") as root:
+        got = []
+        for trace_id in ids():
+            got.append(trace_id)
+            assert autotrace.current_span() is root
+    assert got == [root.trace_id] * 3 and not root.is_sampled
+    assert autotrace.trace_count() == 0
+
+
+def test_thrown_in_items_are_counted_and_gaps_measured() -> None:
+    """An exception thrown in that the body handles by yielding again counts as an item; figures are written."""
+
+    @traced
+    def tolerant() -> Iterator[str]:
+        while True:
+            try:
+                yield "ok"
+            except KeyError:
+                yield "recovered"
+                return
+
+    with capture_spans() as spans:
+        g = tolerant()
+        assert next(g) == "ok"
+        assert g.throw(KeyError("x")) == "recovered"
+        assert list(g) == []
+    attrs = spans.one(tolerant.__qualname__).attributes
+    assert attrs["autotrace.stream.items"] == 2
+    assert attrs["autotrace.stream.max_gap_s"] >= 0
+    assert "autotrace.stream.closed_early" not in attrs
+
+
+def test_a_generator_resuming_itself_raises_as_an_untraced_one_does() -> None:
+    """next(g) from inside g's own body is Python's 'generator already executing' ValueError, traced or not."""
+
+    def body(me: list[Iterator[int]]) -> Iterator[int]:
+        yield next(me[0])
+
+    for fn in (body, traced(body)):
+        me: list[Iterator[int]] = []
+        me.append(fn(me))
+        with pytest.raises(ValueError, match="already executing"):
+            next(me[0])
+
+
+def test_stream_figures_respect_the_attribute_limit_and_the_body_own_writes() -> None:
+    """The figures go through the attribute limit (dropped and counted past it) and join attributes the body set."""
+
+    @traced
+    def writes() -> Iterator[int]:
+        autotrace.current_span().set_attribute("mine", 1)
+        yield 1
+        yield 2
+
+    @traced
+    def plain() -> Iterator[int]:
+        yield 1
+
+    with capture_spans() as spans:
+        assert list(writes()) == [1, 2]
+    attrs = spans.one(writes.__qualname__).attributes
+    assert attrs["mine"] == 1 and attrs["autotrace.stream.items"] == 2
+    assert attrs["autotrace.stream.time_to_first_item_s"] >= 0 and attrs["autotrace.stream.max_gap_s"] >= 0
+
+    autotrace.configure(autotrace.TraceConfig(sample_rate=1.0, max_attributes=4))  # code.* takes 3
+    with capture_spans() as spans:
+        assert list(plain()) == [1]
+    s = spans.one(plain.__qualname__)
+    assert list(s.attributes)[3:] == ["autotrace.stream.time_to_first_item_s"]
+    assert s.dropped_attributes_count == 1  # autotrace.stream.items
+
+
+def test_an_exception_thrown_into_an_async_generator_reaches_its_body() -> None:
+    """athrow(): handled by the body it yields on (counted); not handled, the same object leaves, span ERROR."""
+    original = KeyError("stop")
+
+    @traced
+    async def tolerant() -> AsyncIterator[str]:
+        try:
+            yield "ok"
+        except KeyError:
+            yield "recovered"
+
+    @traced
+    async def strict() -> AsyncIterator[str]:
+        yield "ok"
+
+    async def main() -> None:
+        g = tolerant()
+        assert await g.__anext__() == "ok"
+        assert await g.athrow(KeyError("x")) == "recovered"
+        with pytest.raises(StopAsyncIteration):
+            await g.__anext__()
+        h = strict()
+        assert await h.__anext__() == "ok"
+        with pytest.raises(KeyError) as info:
+            await h.athrow(original)
+        assert info.value is original
+
+    with capture_spans() as spans:
+        asyncio.run(main())
+    assert spans.one(tolerant.__qualname__).attributes["autotrace.stream.items"] == 2
+    s = spans.one(strict.__qualname__)
+    assert s.status.code is StatusCode.ERROR and s.attributes["autotrace.stream.items"] == 1

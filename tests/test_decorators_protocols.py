@@ -7,8 +7,10 @@ import contextvars
 import copy
 import functools
 import gc
+import inspect
 import multiprocessing
 import pickle
+import traceback
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -148,9 +150,14 @@ def test_traced_methods_pickle_as_bound_methods_do() -> None:
 def test_traced_callables_copy_and_deepcopy_to_themselves() -> None:
     """copy.copy and copy.deepcopy of traced callables return them; holders deep-copy around them."""
     m = Model()
-    for fn in (square, asquare, count_to, acount_to, add, Model.predict, m.apredict, Model.aload):
+    for fn in (square, asquare, count_to, acount_to, add, Model.predict, Model.apredict):
         assert copy.copy(fn) is fn
         assert copy.deepcopy(fn) is fn
+    # Traced sync and async functions are plain functions: their bound methods
+    # copy as any bound method does (the same function, bound to the same object).
+    for bound in (m.predict, m.apredict, Model.load, Model.aload):
+        assert copy.copy(bound) == bound
+    assert asyncio.run(copy.deepcopy(m.apredict)(1)) == 10
     holder = Holder()
     clone = copy.deepcopy(holder)
     assert clone.fn is square and clone.afn is asquare and clone.gen is count_to
@@ -422,6 +429,99 @@ def test_an_async_generator_left_by_break_under_asyncio_run_ends_closed_early() 
     assert s.attributes["autotrace.stream.closed_early"] is True
     assert s.attributes["autotrace.stream.items"] == 1
     assert s.status.code is StatusCode.UNSET
+
+
+async def _every_shape(a: Any, /, b: Any, c: Any = [], *args: Any, d: Any, e: Any = 2, **kw: Any) -> Any:  # noqa: B006
+    """Every kind of parameter, returned as received."""
+    return (a, b, c, args, d, e, kw)
+
+
+def test_a_traced_coroutine_function_takes_its_arguments_exactly_as_the_function_does() -> None:
+    """Positional-only, defaults (the same objects), *args, keyword-only, **kwargs: same binding, same errors."""
+    traced_shape = traced(_every_shape)
+    assert inspect.iscoroutinefunction(traced_shape)
+    assert inspect.signature(traced_shape) == inspect.signature(_every_shape)
+    good: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
+        ((1, 2), {"d": 3}),
+        ((1, 2, 3, 4, 5), {"d": 6, "e": 7, "zz": 8}),
+        ((1,), {"b": 2, "d": 3, "a": "into **kw"}),
+    ]
+    with capture_spans() as spans:
+        for args, kwargs in good:
+            assert asyncio.run(traced_shape(*args, **kwargs)) == asyncio.run(_every_shape(*args, **kwargs))
+    assert len(spans) == 3
+    assert asyncio.run(traced_shape(1, 2, d=3))[2] is _every_shape.__defaults__[0]  # type: ignore[index]
+    for args, kwargs in [((), {}), ((1, 2), {}), ((1, 2), {"b": 3, "d": 4})]:
+        with pytest.raises(TypeError) as plain:
+            _every_shape(*args, **kwargs)
+        with pytest.raises(TypeError) as got:  # at call time: nothing is awaited here
+            traced_shape(*args, **kwargs)
+        assert str(got.value) == str(plain.value)
+
+
+def test_a_coroutine_function_whose_parameters_shadow_builtins_is_traced_in_full() -> None:
+    """Parameters named type, len, next, dict, ValueError, BaseException: the wrapper still records every span."""
+
+    async def shadow(type: Any, len: Any, next: Any, dict: Any, ValueError: Any, BaseException: Any) -> int:
+        return 6
+
+    traced_shadow = traced(shadow)
+    with capture_spans() as spans:  # a processor: the span is filed through finish()
+        assert asyncio.run(traced_shadow(1, 2, 3, 4, 5, 6)) == 6
+    assert spans.names() == [shadow.__qualname__]
+    autotrace.clear_traces()
+    with span("root"):  # no processor: filed inline, with the builtins the wrapper uses
+        for _ in range(3):
+            assert asyncio.run(traced_shadow(*"abcdef")) == 6
+    assert [s.name for trace in autotrace.get_trace_store().traces() for s in trace].count(shadow.__qualname__) == 3
+
+
+def test_a_coroutine_function_with_a_parameter_named_like_our_own_names_is_traced_too() -> None:
+    """A parameter name the generated wrapper uses for itself sends the function the generic way: still traced."""
+
+    async def clash(_at_s: int, *, _at_token: int = 1) -> int:
+        return _at_s + _at_token
+
+    traced_clash = traced(clash)
+    with capture_spans() as spans:
+        assert asyncio.run(traced_clash(2)) == 3
+    assert spans.names() == [clash.__qualname__]
+    with pytest.raises(TypeError):
+        traced_clash()
+
+
+def test_a_traced_coroutine_in_an_unsampled_trace_leaves_the_context_as_it_found_it() -> None:
+    """Unsampled, as a new trace or below an unsampled parent: the body sees one trace, the caller its own context."""
+    autotrace.configure(autotrace.TraceConfig(sample_rate=0.0))
+
+    @traced
+    async def trace_of() -> str:
+        await asyncio.sleep(0)
+        return autotrace.current_span().trace_id
+
+    async def main() -> None:
+        assert await trace_of() != "0" * 32  # a new, unsampled trace of its own
+        assert CURRENT.get() is None
+        with span("root") as root:
+            assert await trace_of() == root.trace_id
+            assert autotrace.current_span() is root
+
+    asyncio.run(main())
+    assert autotrace.trace_count() == 0
+
+
+def test_the_traced_coroutine_frame_is_named_after_the_function() -> None:
+    """A traceback through a traced coroutine shows the wrapper's frame under the function's name, then the body."""
+
+    @traced
+    async def explode() -> None:
+        raise ValueError("x")
+
+    with pytest.raises(ValueError) as info:
+        asyncio.run(explode())
+    frames = traceback.extract_tb(info.value.__traceback__)
+    assert [f.name for f in frames[-2:]] == ["explode", "explode"]
+    assert frames[-2].filename == "<autotrace @traced>"
 
 
 # -- 17. classes and partials --------------------------------------------------------------------

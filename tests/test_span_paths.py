@@ -1,7 +1,7 @@
 """Every way a span is made sets every slot of Span: the canonical builder and its inline copies agree.
 
-``tracer._new_span`` is the canonical builder; ``span()`` and the sync
-``@traced`` wrapper inline its slot stores for speed, and ``Span.__init__``,
+``tracer._new_span`` is the canonical builder; ``span()``, the sync
+``@traced`` wrapper and the generated async one inline its slot stores for speed, and ``Span.__init__``,
 the JSON Lines reader and the LLM helpers build spans their own way. A slot
 left unset raises AttributeError on first read, so each path is checked here.
 """
@@ -65,6 +65,11 @@ async def async_fn() -> int:
     return 2
 
 
+@traced(capture_args=True)
+async def async_capture(x: int) -> int:
+    return x
+
+
 @traced
 def gen_fn() -> Iterator[int]:
     yield 1
@@ -80,6 +85,10 @@ class Model:
     def method(self) -> int:
         return 3
 
+    @traced
+    async def amethod(self) -> int:
+        return 4
+
 
 def _run_async_gen() -> None:
     async def consume() -> None:
@@ -93,7 +102,9 @@ PATHS: dict[str, tuple[Callable[[], None], str]] = {
     "@traced sync (root: inline)": (lambda: sync_fn() and None, "sync_fn"),
     "@traced sync with capture": (lambda: sync_capture(4) and None, "sync_capture"),
     "@traced method (wrapt)": (lambda: Model().method() and None, "Model.method"),
-    "@traced async": (lambda: asyncio.run(async_fn()) and None, "async_fn"),
+    "@traced async (generated, inline)": (lambda: asyncio.run(async_fn()) and None, "async_fn"),
+    "@traced async method": (lambda: asyncio.run(Model().amethod()) and None, "Model.amethod"),
+    "@traced async with capture (wrapt)": (lambda: asyncio.run(async_capture(5)) and None, "async_capture"),
     "@traced generator": (lambda: list(gen_fn()) and None, "gen_fn"),
     "@traced async generator": (_run_async_gen, "agen_fn"),
 }
