@@ -124,7 +124,8 @@ def _sync_function(
                 s = start(name, kind, attrs, None)
             else:
                 pid = None
-                buf = [tid]  # opened inline as TraceStore._new_trace does
+                buf = [tid, None]  # opened inline as TraceStore._new_trace does (room for one span)
+                buf.pop()
                 try:  # counted even when a signal handler raises just after the append
                     _S.ring.append(buf)
                 finally:

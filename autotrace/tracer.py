@@ -200,7 +200,10 @@ def span(
             if lo >= _S.bound:
                 return _UnsampledRoot(lo)
             pid = None
-            buf = [tid]  # the new trace's store buffer, opened inline as TraceStore._new_trace does
+            # The new trace's store buffer, opened inline as TraceStore._new_trace does
+            # (room for one span: see store.py).
+            buf = [tid, None]
+            buf.pop()
             try:  # counted even when a signal handler raises just after the append
                 _S.ring.append(buf)
             finally:
