@@ -31,9 +31,9 @@ from ._errors import internal_error
 from ._state import _S
 from ._state import finish as _finish
 from .attributes import SharedAttrs
-from .attributes import freeze as _freeze
+from .attributes import pack as _pack
 from .context import CURRENT
-from .spans import _UNSET_STATUS, Span, SpanKind, _is_cancellation
+from .spans import Span, SpanKind, _is_cancellation
 from .tracer import start
 
 __all__ = ["traced"]
@@ -74,8 +74,8 @@ def _reset_elsewhere(token: contextvars.Token[Any], value: Any) -> None:
 
 def _close(s: Any) -> None:
     """End and file a span unless user code already ended it inside the call."""
-    if s._end is None:
-        s._end = _time_ns()
+    if s._t1 is None:  # (the end, see Span.__slots__)
+        s._t1 = _time_ns()
         _finish(s)
 
 
@@ -132,7 +132,7 @@ def _sync_function(
                     next(_S.pushes)
         elif parent.__class__ is Span and parent._trace is not None:
             tid = parent._trace_id
-            pid = parent._span_id
+            pid = parent._sid or parent._span_id  # (the property when it is being packed by its end in another thread)
             buf = parent._trace
         else:
             s = start(name, kind, attrs, parent)
@@ -143,15 +143,14 @@ def _sync_function(
             s._name = name
             s._kind = kind
             s._trace_id = tid
-            s._span_id = _getrandbits(64) or 1
+            s._sid = _getrandbits(64) or 1
             s._parent_id = pid
-            s._attrs = attrs
+            s._attr_data = attrs
             s._extra = None
-            s._status = _UNSET_STATUS
             s._token = None
-            s._end = None
+            s._t1 = None
             s._trace = buf
-            s._start = _time_ns()
+            s._t0 = _time_ns()
         elif s.__class__ is not Span:  # a new unsampled trace's seed: current while it runs
             try:
                 token = _cv_set(s)
@@ -174,12 +173,12 @@ def _sync_function(
             raise
         finally:
             _cv_reset(token)
-            if s._end is None:  # not ended by hand inside the call
-                s._end = _time_ns()
+            if s._t1 is None:  # not ended by hand inside the call (_t1: the end, see Span.__slots__)
+                s._t1 = _time_ns()
                 # tracer._finish inline for the common case (a call saved).
                 if buf is not None and len(buf) <= _S.fast_limit:
-                    if type(s._attrs) is dict:  # attributes of its own: pack them (see FrozenAttrs)
-                        s._attrs = _freeze(s._attrs)
+                    if type(s._attr_data) is dict:  # attributes of its own: pack them (see attributes.pack)
+                        _pack(s)
                     s._trace = None  # no span <-> buffer cycle (see Span.__exit__)
                     buf.append(s)
                 else:
