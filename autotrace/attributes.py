@@ -349,13 +349,7 @@ def pack(span: Any) -> None:
     # the others end without it. Written first, cleared after: a reader of
     # _span_id or _start sees the packed int whenever the plain one is gone.
     sid, start, end = span._sid, span._t0, span._t1
-    if (
-        sid.__class__ is int
-        and start.__class__ is int
-        and end.__class__ is int
-        and 0 < sid <= _MASK64
-        and 0 <= start <= end <= _MASK64
-    ):
+    if 0 < sid <= _MASK64 and 0 <= start <= end <= _MASK64:  # ints (made so where they are set)
         span._t1 = (sid << 128) | (start << 64) | end
         span._t0 = None
         span._sid = None

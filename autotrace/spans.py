@@ -471,7 +471,7 @@ class Span:
             return
         attrs = self._attr_data
         if type(attrs) is not dict:  # shared with its decorator (or packed by a racing end): copy on first write
-            attrs = self._attr_data = dict(self._attrs)
+            attrs = self._attr_data = dict(attrs if attrs.__class__ is not tuple else self._attrs)
         if not _attributes.put(attrs, key, value, LIMITS):
             self._drop(0)
 
