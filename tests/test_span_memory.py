@@ -162,3 +162,15 @@ def test_a_packed_span_entered_again_is_unchanged() -> None:
     with s:
         assert autotrace.current_span() is s
     assert s.to_dict() == before
+
+
+def test_a_packed_span_pickles_and_copies() -> None:
+    """A finished, packed span survives pickle, copy and deepcopy with every value the same."""
+    import copy
+    import pickle
+
+    with span("x") as s:
+        s.set_attribute("a", 1)
+        s.set_attribute("b", [1, 2])
+    for clone in (pickle.loads(pickle.dumps(s)), copy.copy(s), copy.deepcopy(s)):
+        assert clone.to_dict() == s.to_dict() and clone.attributes == s.attributes
