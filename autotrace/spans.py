@@ -303,8 +303,14 @@ class Span:
 
     @_status.setter
     def _status(self, value: Status) -> None:
-        if value is not _UNSET_STATUS or self._extra is not None:
-            self._extra_for_write().status = value
+        if value is _UNSET_STATUS:
+            try:
+                if self._extra is None:
+                    return  # what a span without an extra part reads already
+            except AttributeError:  # a span being built slot by slot, _extra not stored yet
+                self._extra = None
+                return
+        self._extra_for_write().status = value
 
     @property
     def _events(self) -> list[SpanEvent] | None:

@@ -174,3 +174,25 @@ def test_a_packed_span_pickles_and_copies() -> None:
         s.set_attribute("b", [1, 2])
     for clone in (pickle.loads(pickle.dumps(s)), copy.copy(s), copy.deepcopy(s)):
         assert clone.to_dict() == s.to_dict() and clone.attributes == s.attributes
+
+
+def test_a_span_built_slot_by_slot_by_the_old_names_is_whole() -> None:
+    """Code that builds a span with object.__new__ and the old field names (as builders did) gets a complete span."""
+    from autotrace._model import _UNSET_STATUS
+    from autotrace.spans import Span
+
+    s: Any = object.__new__(Span)
+    s._status = _UNSET_STATUS  # before _extra, as an old inline copy may order it
+    s._name = "built"
+    s._kind = autotrace.SpanKind.INTERNAL
+    s._trace_id = 7
+    s._span_id = 9
+    s._parent_id = None
+    s._attrs = {"a": 1}
+    s._token = None
+    s._trace = None
+    s._start = 100
+    s._end = 200
+    assert s.status.code is autotrace.StatusCode.UNSET and s._extra is None
+    assert (s.span_id, s.start_time_unix_nano, s.end_time_unix_nano) == ("0000000000000009", 100, 200)
+    assert s.attributes == {"a": 1} and s.to_dict()["spanId"] == "0000000000000009"
