@@ -72,12 +72,12 @@ def build_span(
     # a span sent without them reads as a trace with a random id.
     random = not flags & 0x100 or bool(flags & 0x02)
     s._trace_id = continued_trace_id(trace_id, trace_state, random)
-    s._span_id = span_id
+    s._sid = span_id
     s._parent_id = parent_id
     s._extra = None  # before the folded fields below are set (see Span.__slots__)
-    s._start = start
-    s._end = end if end >= start else start
-    s._attrs = attributes
+    s._t0 = start
+    s._t1 = end if end >= start else start
+    s._attr_data = attributes
     s._token = None
     s._trace = None
     s._status = status

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ._current import CURRENT, current_span_context
 from ._errors import COUNTS, internal_error, is_foreign
-from .attributes import freeze
+from .attributes import pack
 from .store import TraceStore
 
 if TYPE_CHECKING:
@@ -172,8 +172,8 @@ if hasattr(os, "register_at_fork"):
 def finish(span: Span) -> None:
     """Hand a finished sampled span to the store and processors; never raises."""
     try:
-        if type(span._attrs) is dict:  # attributes of its own: pack them (see FrozenAttrs)
-            span._attrs = freeze(span._attrs)
+        if type(span._attr_data) is dict:  # attributes of its own: pack them (see attributes.pack)
+            pack(span)
         # The span's trace buffer was found when the trace's local root started
         # (see store.py): filing the span is one atomic list.append, no lock.
         buf = span._trace

@@ -33,9 +33,9 @@ from ._limits import LIMITS
 from ._state import _S
 from ._state import finish as _finish
 from .attributes import SharedAttrs
-from .attributes import freeze as _freeze
+from .attributes import pack as _pack
 from .context import CURRENT
-from .spans import _UNSET_STATUS, Span, SpanKind, _is_cancellation
+from .spans import Span, SpanKind, _is_cancellation
 from .tracer import start
 
 __all__ = ["traced"]
@@ -77,8 +77,8 @@ def _reset_elsewhere(token: contextvars.Token[Any], value: Any) -> None:
 
 def _close(s: Any) -> None:
     """End and file a span unless user code already ended it inside the call."""
-    if s._end is None:
-        s._end = _time_ns()
+    if s._t1 is None:  # (the end, see Span.__slots__)
+        s._t1 = _time_ns()
         _finish(s)
 
 
@@ -127,14 +127,15 @@ def _sync_function(
                 s = start(name, kind, attrs, None)
             else:
                 pid = None
-                buf = [tid]  # opened inline as TraceStore._new_trace does
+                buf = [tid, None]  # opened inline as TraceStore._new_trace does (room for one span)
+                buf.pop()
                 try:  # counted even when a signal handler raises just after the append
                     _S.ring.append(buf)
                 finally:
                     next(_S.pushes)
         elif parent.__class__ is Span and parent._trace is not None:
             tid = parent._trace_id
-            pid = parent._span_id
+            pid = parent._sid or parent._span_id  # (the property when it is being packed by its end in another thread)
             buf = parent._trace
         else:
             s = start(name, kind, attrs, parent)
@@ -145,15 +146,14 @@ def _sync_function(
             s._name = name
             s._kind = kind
             s._trace_id = tid
-            s._span_id = _getrandbits(64) or 1
+            s._sid = _getrandbits(64) or 1
             s._parent_id = pid
-            s._attrs = attrs
+            s._attr_data = attrs
             s._extra = None
-            s._status = _UNSET_STATUS
             s._token = None
-            s._end = None
+            s._t1 = None
             s._trace = buf
-            s._start = _time_ns()
+            s._t0 = _time_ns()
         elif s.__class__ is not Span:  # a new unsampled trace's seed: current while it runs
             try:
                 token = _cv_set(s)
@@ -176,12 +176,12 @@ def _sync_function(
             raise
         finally:
             _cv_reset(token)
-            if s._end is None:  # not ended by hand inside the call
-                s._end = _time_ns()
+            if s._t1 is None:  # not ended by hand inside the call (_t1: the end, see Span.__slots__)
+                s._t1 = _time_ns()
                 # tracer._finish inline for the common case (a call saved).
                 if buf is not None and len(buf) <= _S.fast_limit:
-                    if type(s._attrs) is dict:  # attributes of its own: pack them (see FrozenAttrs)
-                        s._attrs = _freeze(s._attrs)
+                    if type(s._attr_data) is dict:  # attributes of its own: pack them (see attributes.pack)
+                        _pack(s)
                     s._trace = None  # no span <-> buffer cycle (see Span.__exit__)
                     buf.append(s)
                 else:
@@ -311,14 +311,15 @@ def _at_make(_at_func, _at_name, _at_kind, _at_attrs):
                 _at_s = _at_start(_at_name, _at_kind, _at_attrs, None)
             else:
                 _at_pid = None
-                _at_buf = [_at_tid]
+                _at_buf = [_at_tid, None]
+                _at_buf.pop()
                 try:
                     _at_S.ring.append(_at_buf)
                 finally:
                     _at_next(_at_S.pushes)
         elif _at_parent.__class__ is _at_Span and _at_parent._trace is not None:
             _at_tid = _at_parent._trace_id
-            _at_pid = _at_parent._span_id
+            _at_pid = _at_parent._sid or _at_parent._span_id
             _at_buf = _at_parent._trace
         else:
             _at_s = _at_start(_at_name, _at_kind, _at_attrs, _at_parent)
@@ -329,15 +330,14 @@ def _at_make(_at_func, _at_name, _at_kind, _at_attrs):
             _at_s._name = _at_name
             _at_s._kind = _at_kind
             _at_s._trace_id = _at_tid
-            _at_s._span_id = _at_getrandbits(64) or 1
+            _at_s._sid = _at_getrandbits(64) or 1
             _at_s._parent_id = _at_pid
-            _at_s._attrs = _at_attrs
+            _at_s._attr_data = _at_attrs
             _at_s._extra = None
-            _at_s._status = _at_UNSET_STATUS
             _at_s._token = None
-            _at_s._end = None
+            _at_s._t1 = None
             _at_s._trace = _at_buf
-            _at_s._start = _at_time_ns()
+            _at_s._t0 = _at_time_ns()
         elif _at_s.__class__ is not _at_Span:
             try:
                 _at_token = _at_cv_set(_at_s)
@@ -366,11 +366,11 @@ def _at_make(_at_func, _at_name, _at_kind, _at_attrs):
                 _at_cv_reset(_at_token)
             except _at_ValueError:
                 _at_reset_elsewhere(_at_token, _at_s)
-            if _at_s._end is None:
-                _at_s._end = _at_time_ns()
+            if _at_s._t1 is None:
+                _at_s._t1 = _at_time_ns()
                 if _at_buf is not None and _at_len(_at_buf) <= _at_S.fast_limit:
-                    if _at_type(_at_s._attrs) is _at_dict:
-                        _at_s._attrs = _at_freeze(_at_s._attrs)
+                    if _at_type(_at_s._attr_data) is _at_dict:
+                        _at_pack(_at_s)
                     _at_s._trace = None
                     _at_buf.append(_at_s)
                 else:
@@ -394,11 +394,10 @@ def _async_maker(params: str, forward: str) -> Callable[..., Any]:
         "_at_start": start,
         "_at_Span": Span,
         "_at_new": _new,
-        "_at_UNSET_STATUS": _UNSET_STATUS,
         "_at_time_ns": _time_ns,
         "_at_reset_elsewhere": _reset_elsewhere,
         "_at_fail": _fail,
-        "_at_freeze": _freeze,
+        "_at_pack": _pack,
         "_at_finish": _finish,
         "_at_next": next,
         "_at_len": len,

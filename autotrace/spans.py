@@ -35,7 +35,8 @@ from ._model import parse_id as _parse_id
 from ._model import trace_state_of as trace_state_of
 from ._state import _S, hand_built_sampled
 from ._state import finish as _finish
-from .attributes import freeze as _freeze
+from .attributes import FrozenAttrs
+from .attributes import pack as _pack
 
 __all__ = [
     "INVALID_SPAN_CONTEXT",
@@ -50,6 +51,7 @@ __all__ = [
 ]
 
 _time_ns = time.time_ns
+_MASK64 = (1 << 64) - 1
 _cv_set = CURRENT.set
 _cv_reset = CURRENT.reset
 _Token = contextvars.Token
@@ -118,9 +120,10 @@ def _status_description(exc: BaseException, message: str | None = None) -> str:
 class _Extra:
     """The parts of a span most spans never use (kept out of Span's own slots)."""
 
-    __slots__ = ("dropped", "events", "links", "origin", "remote_parent")
+    __slots__ = ("dropped", "events", "links", "origin", "remote_parent", "status")
 
     def __init__(self) -> None:
+        self.status: Status = _UNSET_STATUS  # set by set_status() and failures: most spans never are
         self.dropped: list[int] | None = None
         self.events: list[SpanEvent] | None = None
         self.links: list[Link] | None = None
@@ -139,38 +142,52 @@ class Span:
     """
 
     # Slots keep a span small (the store holds many) and attribute access fast.
-    # `_attrs` may be a dict shared with the decorator that made the span, or
+    # `_attr_data` may be a dict shared with the decorator that made the span, or
     # the one shared empty dict of span() (a SharedAttrs); it is copied on the
     # first write. `_trace` is the store buffer of the span's trace (store.py):
     # a finished span appends itself there.
-    # The rarely used parts (events, links, dropped counts, a remote parent) live
-    # in one `_extra` object, None for most spans: four slots fewer on every span.
+    # The rarely used parts (events, links, dropped counts, a remote parent, a
+    # status other than UNSET) live in one `_extra` object, None for most spans:
+    # five slots fewer on every span.
     # A trace state travels on `_trace_id` itself (see _TraceId).
-    # A span's own attribute dict is packed into a FrozenAttrs when it ends.
+    # A span's own attribute dict is packed when it ends (attributes.pack): up
+    # to three values go in `_attr0`..`_attr2` and `_attr_data` keeps the keys
+    # tuple (shared by every span that set the same keys); more go in a
+    # FrozenAttrs. A 3-item dict is 184 bytes, a FrozenAttrs of 3 values 80;
+    # three slots are 24, set only when used. `_attrs` reads any of these as a mapping.
+    # The span id, start and end are `_sid`, `_t0` and `_t1` (read them as
+    # `_span_id`, `_start`, `_end`). The same pack folds the three 64-bit ints
+    # (36 bytes each) into one, in `_t1` (52 bytes), and sets `_sid` and `_t0`
+    # to None: packed <=> `_t0 is None`. `_t1 is None` still says "open".
     __slots__ = (
-        "_attrs",
-        "_end",
+        "_attr0",
+        "_attr1",
+        "_attr2",
+        "_attr_data",
         "_extra",
         "_kind",
         "_name",
         "_parent_id",
-        "_span_id",
-        "_start",
-        "_status",
+        "_sid",
+        "_t0",
+        "_t1",
         "_token",
         "_trace",
         "_trace_id",
     )
 
-    _attrs: Any  # a dict (own), a SharedAttrs (shared until written) or a FrozenAttrs (ended)
-    _end: int | None
+    # A dict (own), a SharedAttrs (shared until written), a FrozenAttrs or a keys tuple (packed, ended).
+    _attr_data: Any
+    _attr0: Any
+    _attr1: Any
+    _attr2: Any
     _extra: _Extra | None
     _kind: SpanKind
     _name: str
     _parent_id: int | None
-    _span_id: int
-    _start: int
-    _status: Status
+    _sid: int | None  # the span id; None once packed into _t1
+    _t0: int | None  # the start; None once packed into _t1
+    _t1: int | None  # the end (None while open), or span id, start and end packed
     _token: Any
     _trace: list[Any] | None
     _trace_id: int
@@ -191,13 +208,12 @@ class Span:
         self._name = _attributes.clean_name(name)
         self._kind = SpanKind.coerce(kind)
         self._trace_id = _parse_id(trace_id, 128, "trace_id") if trace_id is not None else new_trace_id()
-        self._span_id = _parse_id(span_id, 64, "span_id") if span_id is not None else new_span_id()
+        self._sid = _parse_id(span_id, 64, "span_id") if span_id is not None else new_span_id()
         self._parent_id = _parse_id(parent_span_id, 64, "parent_span_id") if parent_span_id is not None else None
-        self._start = int(start_time_unix_nano) if start_time_unix_nano is not None else _time_ns()
-        self._end = None
-        self._attrs = {}
+        self._t0 = int(start_time_unix_nano) if start_time_unix_nano is not None else _time_ns()
+        self._t1 = None
+        self._attr_data = {}
         self._extra = None
-        self._status = _UNSET_STATUS
         self._token = DETACHED  # stored by record_span(), not by end()
         self._trace = None  # the store files it by trace id when it is recorded
         if attributes:
@@ -206,9 +222,95 @@ class Span:
             for link in links:
                 self.add_link(link)
         if end_time_unix_nano is not None:
-            self._end = max(int(end_time_unix_nano), self._start)
+            self._t1 = max(int(end_time_unix_nano), self._t0)
 
     # -- the folded fields (see __slots__), readable and writable by name -------------
+
+    @property
+    def _attrs(self) -> Any:
+        """The attributes as a mapping: a dict, a SharedAttrs or a FrozenAttrs (made here for packed ones)."""
+        data = self._attr_data
+        if data.__class__ is tuple:  # packed in place (attributes.pack): the keys; the values in slots
+            n = len(data)
+            if n == 3:
+                return FrozenAttrs((data, self._attr0, self._attr1, self._attr2))
+            if n == 2:
+                return FrozenAttrs((data, self._attr0, self._attr1))
+            if n == 1:
+                return FrozenAttrs((data, self._attr0))
+            return FrozenAttrs((data,))
+        return data
+
+    @_attrs.setter
+    def _attrs(self, value: Any) -> None:
+        self._attr_data = value
+
+    @property
+    def _span_id(self) -> int:
+        sid = self._sid
+        if sid is not None:
+            return sid
+        packed: int = self._t1  # type: ignore[assignment]  # packed: never None
+        return packed >> 128
+
+    @_span_id.setter
+    def _span_id(self, value: int) -> None:
+        self._unpack()
+        self._sid = value
+
+    @property
+    def _start(self) -> int:
+        start = self._t0
+        if start is not None:
+            return start
+        packed: int = self._t1  # type: ignore[assignment]  # packed: never None
+        return (packed >> 64) & _MASK64
+
+    @_start.setter
+    def _start(self, value: int) -> None:
+        self._unpack()
+        self._t0 = value
+
+    @property
+    def _end(self) -> int | None:
+        end = self._t1
+        if end is None or end <= _MASK64:
+            return end
+        # Above 64 bits: packed, unless an end given by hand was that large (then _t0 is set).
+        return end & _MASK64 if self._t0 is None else end
+
+    @_end.setter
+    def _end(self, value: int | None) -> None:
+        self._unpack()
+        self._t1 = value
+
+    def _unpack(self) -> None:
+        """Undo the packing of span id, start and end (before one of them is written)."""
+        try:
+            if self._t0 is not None:
+                return
+        except AttributeError:  # a span being built slot by slot: nothing packed yet
+            return
+        packed: int = self._t1  # type: ignore[assignment]  # packed: never None
+        self._sid = packed >> 128
+        self._t0 = (packed >> 64) & _MASK64
+        self._t1 = packed & _MASK64
+
+    @property
+    def _status(self) -> Status:
+        extra = self._extra
+        return _UNSET_STATUS if extra is None else extra.status
+
+    @_status.setter
+    def _status(self, value: Status) -> None:
+        if value is _UNSET_STATUS:
+            try:
+                if self._extra is None:
+                    return  # what a span without an extra part reads already
+            except AttributeError:  # a span being built slot by slot, _extra not stored yet
+                self._extra = None
+                return
+        self._extra_for_write().status = value
 
     @property
     def _events(self) -> list[SpanEvent] | None:
@@ -294,7 +396,7 @@ class Span:
     @property
     def is_recording(self) -> bool:
         """True until the span ends; writes are kept only while recording."""
-        return self._end is None
+        return self._t1 is None
 
     @property
     def is_sampled(self) -> bool:
@@ -371,11 +473,12 @@ class Span:
 
     def set_attribute(self, key: str, value: Any) -> None:
         """Set one attribute; values are coerced to OpenTelemetry types, never raised on."""
-        if self._end is not None:
+        if self._t1 is not None:
             return
-        if type(self._attrs) is not dict:  # shared with its decorator: copy on first write
-            self._attrs = dict(self._attrs)
-        if not _attributes.put(self._attrs, key, value, LIMITS):
+        attrs = self._attr_data
+        if type(attrs) is not dict:  # shared with its decorator (or packed by a racing end): copy on first write
+            attrs = self._attr_data = dict(attrs if attrs.__class__ is not tuple else self._attrs)
+        if not _attributes.put(attrs, key, value, LIMITS):
             self._drop(0)
 
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
@@ -399,7 +502,7 @@ class Span:
         timestamp: int | None = None,
     ) -> None:
         """Add a timestamped event (time in unix nanoseconds; now by default)."""
-        if self._end is not None:
+        if self._t1 is not None:
             return
         events = self._events
         if events is None:
@@ -415,7 +518,7 @@ class Span:
         self, link: Link | SpanContext | Span | NonRecordingSpan, attributes: Mapping[str, Any] | None = None
     ) -> None:
         """Link this span to another span context."""
-        if self._end is not None:
+        if self._t1 is not None:
             return
         try:
             lk = _as_link(link)
@@ -443,7 +546,7 @@ class Span:
         escaped: bool | None = None,
     ) -> None:
         """Add an ``exception`` event with type, message and stacktrace."""
-        if self._end is not None:
+        if self._t1 is not None:
             return
         attrs = _exception_attributes(exception, escaped)
         _secrets.redact_exception_attributes(attrs)  # messages often hold a URL with a key, or a connection string
@@ -453,7 +556,7 @@ class Span:
 
     def set_status(self, status: Status | StatusCode | str, description: str | None = None) -> None:
         """Set the status; a description is kept only with ERROR, and OK is final."""
-        if self._end is not None:
+        if self._t1 is not None:
             return
         if isinstance(status, Status):
             code, description = status.code, status.description
@@ -485,7 +588,7 @@ class Span:
             self.add_event("cancelled", {"exception.message": text} if text else None)
             return
         message = None
-        if self._end is None:
+        if self._t1 is None:
             # _secrets is imported with this module, not lazily here: importlib swallows an OSError
             # (a signal handler's TimeoutError) raised while it looks for a module on disk.
             attrs = _exception_attributes(exc, escaped)
@@ -497,15 +600,16 @@ class Span:
 
     def update_name(self, name: str) -> None:
         """Rename the span."""
-        if self._end is None:
+        if self._t1 is None:
             self._name = _attributes.clean_name(name)
 
     def end(self, end_time: int | None = None) -> None:
         """End the span (idempotent) and hand it to the store and exporters."""
-        if self._end is not None:
+        if self._t1 is not None:
             return
         end = _time_ns() if end_time is None else _nanos(end_time, "end(end_time=)")
-        self._end = end if end >= self._start else self._start
+        start: int = self._t0  # type: ignore[assignment]  # open: not packed
+        self._t1 = end if end >= start else start
         if not isinstance(self._token, _Detached):
             _finish(self)
 
@@ -542,13 +646,14 @@ class Span:
                 _exit(self, None)
                 reraise_foreign(error)
                 return
-            if self._end is None:
+            if self._t1 is None:
                 end = _time_ns()
-                self._end = end if end >= self._start else self._start
+                start: int = self._t0  # type: ignore[assignment]  # open: not packed
+                self._t1 = end if end >= start else start
                 # tracer._finish inline for the common case (a call saved):
                 # room in the trace's buffer and no processors to tell.
-                if type(self._attrs) is dict:  # its own attributes: pack them
-                    self._attrs = _freeze(self._attrs)
+                if type(self._attr_data) is dict:  # its own attributes: pack them
+                    _pack(self)
                 buf = self._trace
                 if buf is not None and len(buf) <= _S.fast_limit:
                     # Drop the span's link to the buffer that now holds it:
@@ -805,8 +910,9 @@ def record_hand_built(s: Span) -> bool:
     if not hand_built_sampled(s):
         return False
     s._token = None
-    if s._end is None:
+    if s._t1 is None:
         end = _time_ns()
-        s._end = end if end >= s._start else s._start
+        start: int = s._t0  # type: ignore[assignment]  # open: not packed
+        s._t1 = end if end >= start else start
     _finish(s)
     return True

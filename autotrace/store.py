@@ -31,6 +31,10 @@ How spans reach it (this runs once per recorded span, so each step is one C call
 
 The first element of a buffer is its trace id (not a span): one slot that lets
 an empty buffer (a trace whose spans are all still open) say whose it is.
+A buffer is made as ``[trace_id, None]`` and popped back to ``[trace_id]``:
+a list keeps the room it had, so the first span's append fits in it. Made as
+``[trace_id]``, the append would grow it to room for 8 (48 bytes more), and
+most traces of a simple service hold one span.
 """
 
 from __future__ import annotations
@@ -146,7 +150,8 @@ class TraceStore:
 
     def _new_trace(self, trace_id: int) -> list[Any]:
         """Open the buffer of a new trace (span() and the sync @traced wrapper inline these three steps)."""
-        buf: list[Any] = [trace_id]
+        buf: list[Any] = [trace_id, None]
+        buf.pop()  # room for one span (see "The first element of a buffer" above)
         try:  # counted even when a signal handler raises just after the append
             self._ring.append(buf)
         finally:
@@ -174,7 +179,8 @@ class TraceStore:
             # its parent ended joins it, so the trace stays one entry and is evicted whole.
             self._index[trace_id] = (found, self._count())
             return found
-        buf = [trace_id]
+        buf = [trace_id, None]
+        buf.pop()  # room for one span
         try:  # counted even when a signal handler raises just after the append
             self._ring.append(buf)
         finally:

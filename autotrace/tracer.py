@@ -20,7 +20,7 @@ from . import attributes as _attributes
 from ._errors import errors as errors
 from ._errors import internal_error as internal_error
 from ._errors import logger as logger
-from ._model import _UNSET_STATUS, Link, SpanContext, SpanKind, _Detached, continued_trace_id
+from ._model import Link, SpanContext, SpanKind, _Detached, continued_trace_id
 from ._state import _S, ask
 from ._state import WORKER_FLUSH_TIMEOUT as WORKER_FLUSH_TIMEOUT
 from ._state import SpanProcessor as SpanProcessor
@@ -74,16 +74,15 @@ def _new_span(
     s._name = name
     s._kind = kind
     s._trace_id = trace_id
-    s._span_id = _getrandbits(64) or 1
+    s._sid = _getrandbits(64) or 1
     s._parent_id = parent_id
     # Shared with the caller until written: marked by its type (SharedAttrs), copied on first write.
-    s._attrs = attrs if type(attrs) is not dict else SharedAttrs(attrs)
+    s._attr_data = attrs if type(attrs) is not dict else SharedAttrs(attrs)
     s._extra = None
-    s._status = _UNSET_STATUS
     s._token = None
-    s._end = None
+    s._t1 = None
     s._trace = _S.store._open(trace_id) if trace is None else trace
-    s._start = _time_ns()
+    s._t0 = _time_ns()
     return s
 
 
@@ -192,7 +191,7 @@ def span(
         # shared empty dict (copied on its first write): no dict per span.
         if cur.__class__ is Span and cur._trace is not None:
             tid = cur._trace_id
-            pid = cur._span_id
+            pid = cur._sid or cur._span_id  # (the property when it is being packed by its end in another thread)
             buf = cur._trace
         elif cur is None and not _S.custom:
             tid = _getrandbits(128) or 1  # the low 64 bits decide sampling, as in start()
@@ -200,7 +199,10 @@ def span(
             if lo >= _S.bound:
                 return _UnsampledRoot(lo)
             pid = None
-            buf = [tid]  # the new trace's store buffer, opened inline as TraceStore._new_trace does
+            # The new trace's store buffer, opened inline as TraceStore._new_trace does
+            # (room for one span: see store.py).
+            buf = [tid, None]
+            buf.pop()
             try:  # counted even when a signal handler raises just after the append
                 _S.ring.append(buf)
             finally:
@@ -214,15 +216,14 @@ def span(
         s._name = name
         s._kind = kind
         s._trace_id = tid
-        s._span_id = _getrandbits(64) or 1
+        s._sid = _getrandbits(64) or 1
         s._parent_id = pid
-        s._attrs = _NO_ATTRS
+        s._attr_data = _NO_ATTRS
         s._extra = None
-        s._status = _UNSET_STATUS
         s._token = None
-        s._end = None
+        s._t1 = None
         s._trace = buf
-        s._start = _time_ns()
+        s._t0 = _time_ns()
         if attributes or links:
             return _with_extras(s, attributes, links)
         return s

@@ -23,15 +23,23 @@ from autotrace.testing import capture_spans
 
 from .conftest import all_spans
 
+# Set only when a span packs that many attributes of its own (see Span.__slots__).
+INLINE_VALUE_SLOTS = {"_attr0", "_attr1", "_attr2"}
+
 
 def assert_every_slot_set(s: Span, how: str) -> None:
     """Each of Span's slots is set and holds a value of the kind the rest of the code reads."""
     values = {}
     for slot in Span.__slots__:
+        if slot in INLINE_VALUE_SLOTS:
+            continue
         try:
             values[slot] = getattr(s, slot)
         except AttributeError:  # pragma: no cover - the failure this test exists for
             pytest.fail(f"{how}: slot {slot} is not set")
+    # The folded and packed fields, read by their names as the rest of the code reads them.
+    for name in ("_span_id", "_start", "_end", "_attrs", "_status"):
+        values[name] = getattr(s, name)
     assert type(values["_name"]) is str and values["_name"], how
     assert type(values["_kind"]) is SpanKind, how
     assert isinstance(values["_trace_id"], int) and 0 < values["_trace_id"] < 1 << 128, how
@@ -41,6 +49,7 @@ def assert_every_slot_set(s: Span, how: str) -> None:
     assert isinstance(values["_status"], Status), how
     assert type(values["_start"]) is int and values["_start"] > 0, how
     assert type(values["_end"]) is int and values["_end"] >= values["_start"], how  # every span here has ended
+    assert (values["_sid"] is None) == (values["_t0"] is None), how  # packed together or not at all
     assert values["_trace"] is None, how  # filed: no reference to its trace buffer is kept
     assert values["_extra"] is None or type(values["_extra"]).__name__ == "_Extra", how
     s.to_dict()  # every property the encoder reads works
@@ -213,7 +222,7 @@ def test_a_span_missing_a_slot_is_caught() -> None:
     """The check itself fails for a span with a slot left unset (as a forgotten store in an inline copy would)."""
     s: Any = object.__new__(Span)
     for slot in Span.__slots__:
-        if slot != "_extra":
+        if slot != "_extra" and slot not in INLINE_VALUE_SLOTS:
             object.__setattr__(s, slot, None)
     with pytest.raises(pytest.fail.Exception, match="slot _extra is not set"):
         assert_every_slot_set(s, "broken")
