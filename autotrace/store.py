@@ -46,6 +46,8 @@ from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from ._tail import stats as _tail_stats
+
 if TYPE_CHECKING:
     from .spans import Span
 
@@ -564,6 +566,7 @@ class TraceStore:
                 "max_traces": self.max_traces,
                 "evicted_traces": self.evicted_traces,
                 "dropped_spans": self.dropped_spans,
+                **_tail_stats(),  # tail sampling's decisions (process-wide; see _tail.stats)
             }
 
     def __repr__(self) -> str:

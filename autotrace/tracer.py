@@ -22,6 +22,7 @@ from ._errors import internal_error as internal_error
 from ._errors import logger as logger
 from ._model import _UNSET_STATUS, Link, SpanContext, SpanKind, _Detached, continued_trace_id
 from ._state import _S, ask
+from ._tail import TailSampling
 from ._state import WORKER_FLUSH_TIMEOUT as WORKER_FLUSH_TIMEOUT
 from ._state import SpanProcessor as SpanProcessor
 from ._state import add_processor as add_processor
@@ -52,6 +53,7 @@ _MASK64 = (1 << 64) - 1
 # The attribute dict of every span() span until its first write (a SharedAttrs):
 # never written to, because Span.set_attribute copies a dict it does not own.
 _NO_ATTRS: dict[str, Any] = SharedAttrs()
+_PROVISIONAL: list[Any] = []  # the placeholder buffer of a provisional root, replaced by TailSampling.root
 
 
 def _new_span(
@@ -106,8 +108,17 @@ def start(
         if lo >= _S.bound:
             return lo
         custom = _S.custom
-        if custom is not None and not ask(custom, trace_id, None, name):
-            return lo
+        if custom is not None:
+            if custom.__class__ is TailSampling:  # tail sampling sends every root here (provider._update_bound)
+                sampled = lo < custom.bound and (custom.sampler is None or ask(custom.sampler, trace_id, None, name))
+            else:
+                sampled = ask(custom, trace_id, None, name)
+            if not sampled:
+                tail = _S.tail
+                if tail is None:
+                    return lo
+                # Recorded provisionally: kept at its end if it fails or runs slow (_tail.py).
+                return tail.root(_new_span(name, kind, attrs, trace_id, None, _PROVISIONAL), False)
         return _new_span(name, kind, attrs, trace_id, None, _S._store._new_trace(trace_id))
     if parent.__class__ is Span:
         p: Span = parent  # type: ignore[assignment]
@@ -130,6 +141,13 @@ def start(
     if not ctx.is_valid:
         return start(name, kind, attrs, None)
     if not _parent_sampled(ctx, name):
+        tail = _S.tail
+        if tail is not None and tail.keep_errors and ctx.is_remote and _S.enabled:
+            # The caller decided not to sample; the local part is kept only if it fails (_tail.py).
+            tid = continued_trace_id(ctx.trace_id, ctx.trace_state, ctx.random)
+            s = tail.root(_new_span(name, kind, attrs, tid, ctx.span_id, _PROVISIONAL), True)
+            s._remote_parent = True
+            return s
         return _unsampled_child(ctx)
     # The trace's W3C state (tracestate, random flag) rides on the trace id
     # object, down to every span below this one (spans._TraceId).
