@@ -184,7 +184,10 @@ def finish(span: Span) -> None:
         if buf is None:  # a hand-built span: filed by its trace id
             _S._store.add(span)
         elif buf.__class__ is _Provisional:  # a trace the head sample left out (tail sampling, _tail.py)
-            for kept in buf.sampling.end(span, buf, _S._store):
+            tail = buf.sampling
+            # The local root (decided here) or another span of the trace.
+            filed = tail.decide(span, buf, _S._store) if span._parent_id == buf.parent else tail.end(span, buf, _S._store)
+            for kept in filed:
                 if _S._processors:
                     _process(kept, _S._processors)
             return

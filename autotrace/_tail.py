@@ -28,6 +28,7 @@ spans let go at once), counted and logged once. One trace holds at most
 
 from __future__ import annotations
 
+import itertools
 import logging
 import sys
 import threading
@@ -47,7 +48,7 @@ _logger = logging.getLogger("autotrace")
 KEPT_ATTRIBUTE = "autotrace.sampling.kept"
 DEFAULT_MAX_PROVISIONAL_SPANS = 100_000  # ~100 concurrent requests of ~1,000 spans
 
-# States of a provisional trace.
+# States of a provisional trace: open, then decided (or evicted at the cap while open).
 OPEN, KEPT, DISCARDED, EVICTED = 0, 1, 2, 3
 _FULL = sys.maxsize  # what len() of a provisional buffer answers: never filed inline
 _ERROR = StatusCode.ERROR
@@ -55,57 +56,77 @@ _list_len = list.__len__
 
 
 class _Counts:
-    """Process-wide counts of tail sampling decisions (read through ``stats()``)."""
+    """Process-wide counts of tail sampling decisions (read through ``stats()``).
 
-    __slots__ = ("discarded", "dropped_spans", "evicted", "kept_error", "kept_slow", "open_spans", "warned")
+    The decisions are counted with ``itertools.count`` (one atomic C call, no
+    lock: a lock taken per root would cost more than the rest of the decision).
+    """
+
+    __slots__ = ("discarded", "dropped_spans", "evicted", "kept_error", "kept_slow", "open_spans", "opened", "warned")
 
     def __init__(self) -> None:
-        self.kept_error = 0
-        self.kept_slow = 0
-        self.discarded = 0
-        self.evicted = 0  # discarded while open, to stay within max_provisional_spans
-        self.dropped_spans = 0  # spans of a discarded trace that ended after the decision, or past a trace's limit
-        self.open_spans = 0  # spans held now in open provisional traces (each root counts one)
+        self.kept_error = itertools.count()
+        self.kept_slow = itertools.count()
+        self.discarded = itertools.count()
+        self.evicted = itertools.count()  # discarded while open, to stay within max_provisional_spans
+        self.dropped_spans = itertools.count()  # spans of a trace decided already, or past a trace's limit
+        self.opened = itertools.count(1)  # provisional traces started (the held count is recounted every RECOUNT)
+        self.open_spans = 0  # spans held now in open provisional traces (each root counts one; see _recount)
         self.warned = False
 
 
+def _value(counter: itertools.count[int]) -> int:
+    # itertools.count shows its next value in its repr; reading it must not advance it.
+    return int(repr(counter)[6:-1])
+
+
 COUNTS = _Counts()
-_OPEN: dict[_Provisional, None] = {}  # open provisional traces, oldest first
-_LOCK = threading.Lock()  # the counts, _OPEN, and a kept buffer changing hands
+_OPEN: dict[_Provisional, bool] = {}  # open provisional traces, oldest first
+_LOCK = threading.Lock()  # eviction, and a span of a trace being kept (never taken for a discarded root)
+RECOUNT = 1024  # provisional traces started between two exact counts of the spans held
 
 
 def stats() -> dict[str, int]:
     """Tail sampling counters: traces kept by reason, discarded, evicted at the cap; what is held now."""
     c = COUNTS
     return {
-        "tail_kept_error_traces": c.kept_error,
-        "tail_kept_slow_traces": c.kept_slow,
-        "tail_discarded_traces": c.discarded,
-        "tail_evicted_traces": c.evicted,
-        "tail_dropped_spans": c.dropped_spans,
+        "tail_kept_error_traces": _value(c.kept_error),
+        "tail_kept_slow_traces": _value(c.kept_slow),
+        "tail_discarded_traces": _value(c.discarded),
+        "tail_evicted_traces": _value(c.evicted),
+        "tail_dropped_spans": _value(c.dropped_spans),
         "tail_open_traces": len(_OPEN),
-        "tail_open_spans": c.open_spans,
+        "tail_open_spans": _recount(),
     }
 
 
 def reset() -> None:
-    """Zero the counters (tests); open provisional traces stay open."""
+    """Zero the decision counters (tests); open provisional traces stay open."""
+    global COUNTS
+    fresh = _Counts()
+    fresh.open_spans = COUNTS.open_spans
+    fresh.warned = COUNTS.warned
+    COUNTS = fresh
+
+
+def _recount() -> int:
+    """The spans held in open provisional traces, counted exactly (the running count drifts between threads)."""
     with _LOCK:
-        c = COUNTS
-        c.kept_error = c.kept_slow = c.discarded = c.evicted = c.dropped_spans = 0
+        held = sum(_list_len(buf) for buf in list(_OPEN))
+        COUNTS.open_spans = held
+        return held
 
 
 class _Provisional(list):  # type: ignore[type-arg]
     """The buffer of one provisional trace: ``[trace_id, span, ...]`` as a store buffer, plus its state."""
 
-    __slots__ = ("error", "kept", "remote", "root", "sampling", "state")
+    __slots__ = ("error", "kept", "parent", "sampling", "state")
     __hash__ = object.__hash__  # a key of _OPEN, by identity
     __eq__ = object.__eq__  # type: ignore[assignment]
 
-    error: bool
-    kept: list[Any] | None
-    remote: bool
-    root: Any
+    error: bool  # a span dropped past the trace's limit had failed (set only then)
+    kept: list[Any]  # the store buffer of a kept trace (set only then)
+    parent: int | None  # the local root's parent span id: None, or a remote caller's
     sampling: TailSampling
     state: int
 
@@ -130,9 +151,9 @@ def _failed(s: Span) -> bool:
 
 
 class TailSampling:
-    """The tail sampling rule in force: what keeps a trace, and the head decision it overrides."""
+    """The tail sampling rule in force: what keeps a trace, and the head rule it catches the leftovers of."""
 
-    __slots__ = ("bound", "keep_errors", "max_spans", "per_trace", "sampler", "slow_ns")
+    __slots__ = ("bound", "keep_errors", "max_spans", "per_trace", "slow_ns")
 
     def __init__(
         self, keep_errors: bool, keep_slower_than: float | None, max_spans: int, per_trace: int = 10_000
@@ -141,127 +162,135 @@ class TailSampling:
         self.slow_ns = None if keep_slower_than is None else int(keep_slower_than * 1e9)
         self.max_spans = max_spans
         self.per_trace = per_trace
-        self.bound = 1 << 64  # the head rule: a root is sampled when its low 64 bits are below this ...
-        self.sampler: Any = None  # ... and this sampler (a custom one) says so
+        # The head rule, when it is a ratio (provider._update_bound): a root is
+        # sampled when its trace id's low 64 bits are below this.
+        self.bound = 1 << 64
 
     def should_sample(self, trace_id: int, parent: Any, name: str) -> bool:
         """The head decision (what the trace's traceparent says)."""
-        if (trace_id & 0xFFFFFFFFFFFFFFFF) >= self.bound:
-            return False
-        sampler = self.sampler
-        return sampler is None or bool(sampler.should_sample(trace_id, parent, name))
+        return (trace_id & 0xFFFFFFFFFFFFFFFF) < self.bound
 
     def __repr__(self) -> str:
         rate = self.bound / float(1 << 64)
         return f"TailSampling(head rate {rate:.4g}, keep_errors={self.keep_errors}, slow_ns={self.slow_ns})"
 
-    def root(self, span: Span, remote: bool) -> Span:
-        """Make ``span`` (just built, not started elsewhere) the local root of a new provisional trace."""
-        buf = _Provisional((span._trace_id,))
+    def open(self, trace_id: int, parent: int | None = None) -> _Provisional:
+        """The buffer of a new provisional trace; ``parent`` is a remote caller's span id, if any."""
+        buf = _Provisional((trace_id,))
         buf.sampling = self
-        buf.root = span
         buf.state = OPEN
-        buf.error = False
-        buf.remote = remote
-        buf.kept = None
-        span._trace = buf
-        with _LOCK:
-            _OPEN[buf] = None
-            c = COUNTS
-            c.open_spans += 1
-            if c.open_spans > self.max_spans:
-                self._evict()
+        buf.parent = parent
+        _OPEN[buf] = True
+        c = COUNTS
+        held = c.open_spans = c.open_spans + 1
+        if held > self.max_spans or not next(c.opened) % RECOUNT:
+            self._trim()
+        return buf
+
+    def root(self, span: Span, parent: int | None = None) -> Span:
+        """Make ``span`` (just built, not yet current) the local root of a new provisional trace."""
+        span._trace = self.open(span._trace_id, parent)
         return span
 
-    def _evict(self) -> None:
-        """Discard the oldest open provisional traces until the spans held are within the cap (under _LOCK)."""
+    def _trim(self) -> None:
+        """Count the spans held exactly; past the cap, discard the oldest open traces (logged once)."""
+        held = _recount()
+        if held <= self.max_spans:
+            return
         c = COUNTS
-        while c.open_spans > self.max_spans and _OPEN:
-            oldest = next(iter(_OPEN))
-            del _OPEN[oldest]
-            c.open_spans -= _list_len(oldest)  # its spans, and one for its open root
-            oldest.state = EVICTED
-            del oldest[1:]
-            c.evicted += 1
-            if not c.warned:
-                c.warned = True
-                _logger.warning(
-                    "autotrace: open provisional traces (tail sampling) reached max_provisional_spans=%d spans; "
-                    "the oldest are discarded and counted in stats()['tail_evicted_traces']",
-                    self.max_spans,
-                )
+        with _LOCK:
+            while held > self.max_spans and _OPEN:
+                try:
+                    oldest = next(iter(_OPEN))
+                except (StopIteration, RuntimeError):  # emptied or changed meanwhile by another thread
+                    break
+                if _OPEN.pop(oldest, None) is None:  # its root ended meanwhile: decided there
+                    continue
+                held -= _list_len(oldest)  # its spans, and one for its open root
+                oldest.state = EVICTED
+                del oldest[1:]
+                next(c.evicted)
+            c.open_spans = held
+        if not c.warned:
+            c.warned = True
+            _logger.warning(
+                "autotrace: open provisional traces (tail sampling) reached max_provisional_spans=%d spans; "
+                "the oldest are discarded and counted in stats()['tail_evicted_traces']",
+                self.max_spans,
+            )
 
     # -- a span of a provisional trace ends (from _state.finish) ----------------------------
 
     def end(self, span: Span, buf: _Provisional, store: TraceStore) -> list[Span]:
         """File a finished span of a provisional trace; the spans that the processors must now receive."""
-        if span is buf.root:
-            return self._decide(span, buf, store)
-        state = buf.state
-        if state == OPEN:
-            with _LOCK:
+        if span._parent_id == buf.parent:  # the local root: decide
+            return self.decide(span, buf, store)
+        if buf.state == OPEN:
+            with _LOCK:  # not while the trace is being kept (see _keep)
                 if buf.state == OPEN:
                     if _list_len(buf) > self.per_trace:
-                        COUNTS.dropped_spans += 1
-                        if self.keep_errors and _failed(span):
+                        next(COUNTS.dropped_spans)
+                        if _failed(span):
                             buf.error = True
                         return []
                     list.append(buf, span)
                     COUNTS.open_spans += 1
-                    if COUNTS.open_spans > self.max_spans:
-                        self._evict()
-                    return []
-                state = buf.state
-        if state == KEPT:
+                    if COUNTS.open_spans <= self.max_spans:
+                        return []
+            self._trim()
+            return []
+        if buf.state == KEPT:
             # A span ending after its trace was kept (a task outliving the root): filed with it.
             kept = buf.kept
-            assert kept is not None
             span._trace = None
             store._put(kept, span)
             return [span]
-        with _LOCK:
-            COUNTS.dropped_spans += 1  # its trace was discarded already
+        next(COUNTS.dropped_spans)  # its trace was discarded already
         return []
 
-    def _decide(self, root: Span, buf: _Provisional, store: TraceStore) -> list[Span]:
+    def decide(self, root: Span, buf: _Provisional, store: TraceStore) -> list[Span]:
         """The local root ended: keep the trace (into ``store``, returned for the processors) or let it go."""
-        with _LOCK:
-            if buf.state != OPEN:  # evicted at the cap (counted then)
-                buf.root = None
-                return []
-            del _OPEN[buf]
-            c = COUNTS
-            c.open_spans -= _list_len(buf)
-            reason = None
-            if self.keep_errors and (buf.error or _failed(root) or any(_failed(s) for s in buf[1:])):
+        if _OPEN.pop(buf, None) is None:  # evicted at the cap (counted then)
+            return []
+        n = _list_len(buf)
+        COUNTS.open_spans -= n
+        reason = None
+        if self.keep_errors:
+            if _failed(root) or getattr(buf, "error", False):
                 reason = "error"
-            elif self.slow_ns is not None and not buf.remote and (root._end or 0) - root._start > self.slow_ns:
-                reason = "slow"
-            buf.root = None  # no root <-> buffer cycle
-            if reason is None:
-                buf.state = DISCARDED
+            elif n > 1:
+                for s in buf[1:n]:
+                    if s._status.code is _ERROR or (s._extra is not None and _failed(s)):
+                        reason = "error"
+                        break
+        if reason is None and self.slow_ns is not None and buf.parent is None and root._end - root._start > self.slow_ns:  # type: ignore[operator]
+            reason = "slow"
+        if reason is None:
+            buf.state = DISCARDED
+            if n > 1:
                 del buf[1:]
-                c.discarded += 1
-                return []
+            next(COUNTS.discarded)
+            return []
+        return self._keep(root, buf, store, reason)
+
+    def _keep(self, root: Span, buf: _Provisional, store: TraceStore, reason: str) -> list[Span]:
+        """File a kept trace in ``store`` as one buffer, as a sampled trace's; the spans for the processors."""
+        _mark(root, reason)
+        kept: list[Any] = [buf[0]]
+        with _LOCK:  # a span of the trace ending in another thread now waits, then joins the kept buffer
             spans: list[Span] = buf[1:]
             del buf[1:]
-            _mark(root, reason)
-            spans.append(root)
-            # One store buffer, as a sampled trace's: later spans of the trace join it.
-            kept: list[Any] = [buf[0]]
-            try:  # counted even when a signal handler raises just after the append
-                store._ring.append(kept)
-            finally:
-                store._pushes()
             buf.kept = kept
             buf.state = KEPT
-            if reason == "error":
-                c.kept_error += 1
-            else:
-                c.kept_slow += 1
+        spans.append(root)
+        try:  # counted even when a signal handler raises just after the append
+            store._ring.append(kept)
+        finally:
+            store._pushes()
         for s in spans:
             s._trace = None  # no buffer <-> span cycle once filed (see Span.__exit__)
             store._put(kept, s)
+        next(COUNTS.kept_error if reason == "error" else COUNTS.kept_slow)
         return spans
 
 

@@ -29,6 +29,7 @@ import wrapt
 from . import attributes as _attributes
 from ._errors import internal_error
 from ._state import _S
+from ._tail import TailSampling
 from ._state import finish as _finish
 from .attributes import SharedAttrs
 from .attributes import freeze as _freeze
@@ -120,15 +121,20 @@ def _sync_function(
                     return func(*args, **kwargs)
                 finally:
                     _cv_reset(token)
-            if _S.custom:
+            custom = _S.custom
+            if custom and custom.__class__ is not TailSampling:
                 s = start(name, kind, attrs, None)
             else:
                 pid = None
-                buf = [tid]  # opened inline as TraceStore._new_trace does
-                try:  # counted even when a signal handler raises just after the append
-                    _S.ring.append(buf)
-                finally:
-                    next(_S.pushes)
+                if custom and lo >= custom.bound:
+                    # Tail sampling: left out by the head rule, recorded provisionally (_tail.py).
+                    buf = custom.open(tid)
+                else:
+                    buf = [tid]  # opened inline as TraceStore._new_trace does
+                    try:  # counted even when a signal handler raises just after the append
+                        _S.ring.append(buf)
+                    finally:
+                        next(_S.pushes)
         elif parent.__class__ is Span and parent._trace is not None:
             tid = parent._trace_id
             pid = parent._span_id

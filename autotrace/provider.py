@@ -99,7 +99,6 @@ def _update_bound() -> None:
         # Tail sampling: every root goes through tracer.start(), which records
         # those the head rule leaves out provisionally (_tail.py).
         _S.tail.bound = bound
-        _S.tail.sampler = None
         _S.bound = _TWO64
         _S.custom = _S.tail
     else:

@@ -109,16 +109,14 @@ def start(
             return lo
         custom = _S.custom
         if custom is not None:
-            if custom.__class__ is TailSampling:  # tail sampling sends every root here (provider._update_bound)
-                sampled = lo < custom.bound and (custom.sampler is None or ask(custom.sampler, trace_id, None, name))
-            else:
-                sampled = ask(custom, trace_id, None, name)
+            # Tail sampling with a ratio head rule sends every root here (provider._update_bound).
+            sampled = lo < custom.bound if custom.__class__ is TailSampling else ask(custom, trace_id, None, name)
             if not sampled:
                 tail = _S.tail
                 if tail is None:
                     return lo
                 # Recorded provisionally: kept at its end if it fails or runs slow (_tail.py).
-                return tail.root(_new_span(name, kind, attrs, trace_id, None, _PROVISIONAL), False)
+                return tail.root(_new_span(name, kind, attrs, trace_id, None, _PROVISIONAL))
         return _new_span(name, kind, attrs, trace_id, None, _S._store._new_trace(trace_id))
     if parent.__class__ is Span:
         p: Span = parent  # type: ignore[assignment]
@@ -145,7 +143,7 @@ def start(
         if tail is not None and tail.keep_errors and ctx.is_remote and _S.enabled:
             # The caller decided not to sample; the local part is kept only if it fails (_tail.py).
             tid = continued_trace_id(ctx.trace_id, ctx.trace_state, ctx.random)
-            s = tail.root(_new_span(name, kind, attrs, tid, ctx.span_id, _PROVISIONAL), True)
+            s = tail.root(_new_span(name, kind, attrs, tid, ctx.span_id, _PROVISIONAL), ctx.span_id)
             s._remote_parent = True
             return s
         return _unsampled_child(ctx)
