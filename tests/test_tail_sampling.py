@@ -524,3 +524,72 @@ def test_bad_settings_in_code_raise_naming_them(setting: str, value: Any) -> Non
     """configure() refuses a bad keep_errors or keep_slower_than with a ValueError naming it."""
     with pytest.raises(ValueError, match=setting):
         autotrace.configure(**{setting: value})
+
+
+# -- the middlewares ----------------------------------------------------------------------------
+
+
+def wait_decided(total: int, timeout: float = 30.0) -> dict[str, int]:
+    """The counts once ``total`` traces were decided (a server ends its span after answering)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        c = counts()
+        if c["tail_kept_error_traces"] + c["tail_kept_slow_traces"] + c["tail_discarded_traces"] >= total:
+            return c
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{total} decisions expected within {timeout}s; got {c}")
+        time.sleep(0.01)
+
+
+def test_wsgi_middleware_keeps_failed_requests_only() -> None:
+    """Behind the WSGI middleware on a real server: a 500 is kept whole, a 200 discarded, a caller's 00 honoured."""
+    from autotrace.wsgi import TracingMiddleware
+    from tests.test_wsgi import Server, bottle_app
+
+    store = tail()
+    server = Server(TracingMiddleware(bottle_app()))
+    try:
+        assert server.get("/items/x")[0] == 200
+        assert server.get("/boom")[0] == 500
+        status, headers, _ = server.get("/items/y", {"traceparent": f"00-{REMOTE_TRACE}-{REMOTE_PARENT}-00"})
+        assert status == 200 and flags(headers["traceparent"]) & 1 == 0
+        c = wait_decided(3)
+    finally:
+        server.stop()
+    assert (c["tail_kept_error_traces"], c["tail_discarded_traces"]) == (1, 2)
+    [trace] = store.traces()
+    [root] = [s for s in trace if s.parent_span_id is None]
+    assert root.name == "GET /boom" and root.attributes[KEPT] == "error"
+
+
+def test_asgi_middleware_keeps_failed_and_slow_requests() -> None:
+    """Behind the ASGI middleware under uvicorn: a 500 and a slow answer are kept, a quick 200 is not."""
+    import httpx
+
+    from autotrace.asgi import TracingMiddleware
+    from tests.asgi_helpers import Uvicorn
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        path = scope["path"]
+        with span("handler"):
+            if path == "/slow":
+                await asyncio.sleep(0.25)
+        code = 500 if path == "/fail" else 200
+        await send({"type": "http.response.start", "status": code, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"done"})
+
+    store = tail()
+    with Uvicorn(TracingMiddleware(app)) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        assert client.get("/ok").status_code == 200
+        assert client.get("/fail").status_code == 500
+        assert client.get("/slow").status_code == 200
+        c = wait_decided(3)
+    assert (c["tail_kept_error_traces"], c["tail_kept_slow_traces"], c["tail_discarded_traces"]) == (1, 1, 1)
+    reasons = {}
+    for trace in store.traces():
+        assert {s.name for s in trace} >= {"handler"}
+        root = next(s for s in trace if s.parent_span_id is None)
+        reasons[root.attributes["url.path"]] = root.attributes[KEPT]
+    assert reasons == {"/fail": "error", "/slow": "slow"}
