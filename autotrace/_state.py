@@ -24,8 +24,8 @@ from .store import TraceStore
 
 if TYPE_CHECKING:
     from ._model import SpanContext
-    from .config import TraceConfig
     from ._tail import TailSampling
+    from .config import TraceConfig
     from .sampling import Sampler
     from .spans import Span
 
@@ -186,7 +186,9 @@ def finish(span: Span) -> None:
         elif buf.__class__ is _Provisional:  # a trace the head sample left out (tail sampling, _tail.py)
             tail = buf.sampling
             # The local root (decided here) or another span of the trace.
-            filed = tail.decide(span, buf, _S._store) if span._parent_id == buf.parent else tail.end(span, buf, _S._store)
+            filed = (
+                tail.decide(span, buf, _S._store) if span._parent_id == buf.parent else tail.end(span, buf, _S._store)
+            )
             for kept in filed:
                 if _S._processors:
                     _process(kept, _S._processors)

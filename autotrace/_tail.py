@@ -121,7 +121,7 @@ class _Provisional(list):  # type: ignore[type-arg]
     """The buffer of one provisional trace: ``[trace_id, span, ...]`` as a store buffer, plus its state."""
 
     __slots__ = ("error", "kept", "parent", "sampling", "state")
-    __hash__ = object.__hash__  # a key of _OPEN, by identity
+    __hash__ = object.__hash__  # type: ignore[assignment]  # a key of _OPEN, by identity
     __eq__ = object.__eq__  # type: ignore[assignment]
 
     error: bool  # a span dropped past the trace's limit had failed (set only then)
@@ -263,7 +263,9 @@ class TailSampling:
                     if s._status.code is _ERROR or (s._extra is not None and _failed(s)):
                         reason = "error"
                         break
-        if reason is None and self.slow_ns is not None and buf.parent is None and root._end - root._start > self.slow_ns:  # type: ignore[operator]
+        slow = self.slow_ns
+        # Not for a remote caller's trace: it decided not to sample; only a failure overrides that.
+        if reason is None and slow is not None and buf.parent is None and (root._end or 0) - root._start > slow:
             reason = "slow"
         if reason is None:
             buf.state = DISCARDED

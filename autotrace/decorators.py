@@ -29,8 +29,8 @@ import wrapt
 from . import attributes as _attributes
 from ._errors import internal_error
 from ._state import _S
-from ._tail import TailSampling
 from ._state import finish as _finish
+from ._tail import TailSampling
 from .attributes import SharedAttrs
 from .attributes import freeze as _freeze
 from .context import CURRENT
@@ -126,9 +126,9 @@ def _sync_function(
                 s = start(name, kind, attrs, None)
             else:
                 pid = None
-                if custom and lo >= custom.bound:
+                if custom and lo >= custom.bound:  # type: ignore[union-attr]
                     # Tail sampling: left out by the head rule, recorded provisionally (_tail.py).
-                    buf = custom.open(tid)
+                    buf = custom.open(tid)  # type: ignore[union-attr]
                 else:
                     buf = [tid]  # opened inline as TraceStore._new_trace does
                     try:  # counted even when a signal handler raises just after the append

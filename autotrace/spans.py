@@ -34,8 +34,8 @@ from ._model import new_trace_id as new_trace_id
 from ._model import parse_id as _parse_id
 from ._model import trace_state_of as trace_state_of
 from ._state import _S, hand_built_sampled
-from ._tail import _Provisional
 from ._state import finish as _finish
+from ._tail import _Provisional
 from .attributes import freeze as _freeze
 
 __all__ = [

@@ -22,7 +22,6 @@ from ._errors import internal_error as internal_error
 from ._errors import logger as logger
 from ._model import _UNSET_STATUS, Link, SpanContext, SpanKind, _Detached, continued_trace_id
 from ._state import _S, ask
-from ._tail import TailSampling
 from ._state import WORKER_FLUSH_TIMEOUT as WORKER_FLUSH_TIMEOUT
 from ._state import SpanProcessor as SpanProcessor
 from ._state import add_processor as add_processor
@@ -31,6 +30,7 @@ from ._state import get_config as get_config
 from ._state import get_trace_store as get_trace_store
 from ._state import hand_built_sampled as _hand_built_sampled
 from ._state import remove_processor as remove_processor
+from ._tail import TailSampling
 from .attributes import SharedAttrs
 from .context import CURRENT
 from .provider import apply_config as apply_config

@@ -112,7 +112,7 @@ def test_fast_successful_traces_leave_nothing_at_rate_zero() -> None:
 def test_traces_whose_deepest_child_raises_are_kept_whole() -> None:
     """20 traces whose deepest span raises: all stored, every span with its parent, the root saying why."""
     store = tail()
-    for i in range(20):
+    for _ in range(20):
         run(fail=True)
         run()  # a successful one between them is still discarded
     traces = store.traces()
@@ -453,7 +453,7 @@ def test_threads_and_tasks_with_mixed_outcomes_give_exact_counts() -> None:
 
 
 def test_ten_thousand_open_provisional_traces_stay_within_the_cap(caplog: pytest.LogCaptureFixture) -> None:
-    """10,000 open provisional traces: the spans held stay within max_provisional_spans, the oldest discarded and counted."""
+    """10,000 open provisional traces: the spans held stay within the cap, the oldest discarded and counted."""
     assert TraceConfig().max_provisional_spans == 100_000
     store = tail(max_provisional_spans=5_000)
     roots = []
@@ -518,7 +518,12 @@ def test_settings_from_the_environment() -> None:
 
 @pytest.mark.parametrize(
     ("setting", "value"),
-    [("keep_errors", "yes"), ("keep_slower_than", -0.1), ("keep_slower_than", float("inf")), ("keep_slower_than", True)],
+    [
+        ("keep_errors", "yes"),
+        ("keep_slower_than", -0.1),
+        ("keep_slower_than", float("inf")),
+        ("keep_slower_than", True),
+    ],
 )
 def test_bad_settings_in_code_raise_naming_them(setting: str, value: Any) -> None:
     """configure() refuses a bad keep_errors or keep_slower_than with a ValueError naming it."""
