@@ -81,7 +81,7 @@ def _value(counter: itertools.count[int]) -> int:
 
 
 COUNTS = _Counts()
-_OPEN: dict[_Provisional, bool] = {}  # open provisional traces, oldest first
+_OPEN: dict[int, _Provisional] = {}  # open provisional traces by id(), oldest first (an int hashes fastest)
 _LOCK = threading.Lock()  # eviction, and a span of a trace being kept (never taken for a discarded root)
 RECOUNT = 1024  # provisional traces started between two exact counts of the spans held
 
@@ -90,13 +90,13 @@ def stats() -> dict[str, int]:
     """Tail sampling counters: traces kept by reason, discarded, evicted at the cap; what is held now."""
     c = COUNTS
     return {
-        "tail_kept_error_traces": _value(c.kept_error),
-        "tail_kept_slow_traces": _value(c.kept_slow),
-        "tail_discarded_traces": _value(c.discarded),
-        "tail_evicted_traces": _value(c.evicted),
-        "tail_dropped_spans": _value(c.dropped_spans),
-        "tail_open_traces": len(_OPEN),
-        "tail_open_spans": _recount(),
+        "kept_error": _value(c.kept_error),
+        "kept_slow": _value(c.kept_slow),
+        "discarded": _value(c.discarded),
+        "evicted": _value(c.evicted),
+        "dropped_spans": _value(c.dropped_spans),
+        "open_traces": len(_OPEN),
+        "open_spans": _recount(),
     }
 
 
@@ -112,7 +112,7 @@ def reset() -> None:
 def _recount() -> int:
     """The spans held in open provisional traces, counted exactly (the running count drifts between threads)."""
     with _LOCK:
-        held = sum(_list_len(buf) for buf in list(_OPEN))
+        held = sum(_list_len(buf) for buf in list(_OPEN.values()))
         COUNTS.open_spans = held
         return held
 
@@ -120,12 +120,11 @@ def _recount() -> int:
 class _Provisional(list):  # type: ignore[type-arg]
     """The buffer of one provisional trace: ``[trace_id, span, ...]`` as a store buffer, plus its state."""
 
-    __slots__ = ("error", "kept", "parent", "sampling", "state")
-    __hash__ = object.__hash__  # type: ignore[assignment]  # a key of _OPEN, by identity
-    __eq__ = object.__eq__  # type: ignore[assignment]
+    __slots__ = ("error", "kept", "listed", "parent", "sampling", "state")
 
-    error: bool  # a span dropped past the trace's limit had failed (set only then)
+    error: bool  # a span dropped past the trace's limit had failed
     kept: list[Any]  # the store buffer of a kept trace (set only then)
+    listed: bool  # in _OPEN: it holds finished spans, counted against max_provisional_spans
     parent: int | None  # the local root's parent span id: None, or a remote caller's
     sampling: TailSampling
     state: int
@@ -180,11 +179,9 @@ class TailSampling:
         buf.sampling = self
         buf.state = OPEN
         buf.parent = parent
-        _OPEN[buf] = True
-        c = COUNTS
-        held = c.open_spans = c.open_spans + 1
-        if held > self.max_spans or not next(c.opened) % RECOUNT:
-            self._trim()
+        buf.error = False
+        # Listed in _OPEN (and counted) once it holds a span: a root that ends alone costs no more.
+        buf.listed = False
         return buf
 
     def root(self, span: Span, parent: int | None = None) -> Span:
@@ -201,10 +198,10 @@ class TailSampling:
         with _LOCK:
             while held > self.max_spans and _OPEN:
                 try:
-                    oldest = next(iter(_OPEN))
+                    oldest = next(iter(_OPEN.values()))
                 except (StopIteration, RuntimeError):  # emptied or changed meanwhile by another thread
                     break
-                if _OPEN.pop(oldest, None) is None:  # its root ended meanwhile: decided there
+                if _OPEN.pop(id(oldest), None) is None:  # its root ended meanwhile: decided there
                     continue
                 held -= _list_len(oldest)  # its spans, and one for its open root
                 oldest.state = EVICTED
@@ -215,7 +212,7 @@ class TailSampling:
             c.warned = True
             _logger.warning(
                 "autotrace: open provisional traces (tail sampling) reached max_provisional_spans=%d spans; "
-                "the oldest are discarded and counted in stats()['tail_evicted_traces']",
+                "the oldest are discarded and counted in stats()['tail_sampling']['evicted']",
                 self.max_spans,
             )
 
@@ -226,19 +223,30 @@ class TailSampling:
         if span._parent_id == buf.parent:  # the local root: decide
             return self.decide(span, buf, store)
         if buf.state == OPEN:
-            with _LOCK:  # not while the trace is being kept (see _keep)
-                if buf.state == OPEN:
-                    if _list_len(buf) > self.per_trace:
-                        next(COUNTS.dropped_spans)
-                        if _failed(span):
-                            buf.error = True
-                        return []
-                    list.append(buf, span)
-                    COUNTS.open_spans += 1
-                    if COUNTS.open_spans <= self.max_spans:
-                        return []
-            self._trim()
-            return []
+            if _list_len(buf) > self.per_trace:
+                next(COUNTS.dropped_spans)
+                if _failed(span):
+                    buf.error = True
+                return []
+            list.append(buf, span)  # atomic: no lock (see _keep for a decision meanwhile)
+            c = COUNTS
+            held = c.open_spans = c.open_spans + 1
+            if not buf.listed:  # its first finished span: the trace now holds memory
+                buf.listed = True
+                _OPEN[id(buf)] = buf
+                held = c.open_spans = c.open_spans + 1  # its root, held by the running code meanwhile
+                if not next(c.opened) % RECOUNT:
+                    held = self.max_spans + 1  # recount now and then: the running count drifts between threads
+            if buf.state == OPEN:
+                if held > self.max_spans:
+                    self._trim()
+                return []
+            # Decided between the two reads of the state: the keeper may not have taken it.
+            with _LOCK:
+                try:
+                    buf.remove(span)
+                except ValueError:  # taken with the rest of the kept trace
+                    return []
         if buf.state == KEPT:
             # A span ending after its trace was kept (a task outliving the root): filed with it.
             kept = buf.kept
@@ -250,13 +258,14 @@ class TailSampling:
 
     def decide(self, root: Span, buf: _Provisional, store: TraceStore) -> list[Span]:
         """The local root ended: keep the trace (into ``store``, returned for the processors) or let it go."""
-        if _OPEN.pop(buf, None) is None:  # evicted at the cap (counted then)
-            return []
+        if buf.state != OPEN or (buf.listed and _OPEN.pop(id(buf), None) is None):
+            return []  # evicted at the cap (counted then)
         n = _list_len(buf)
-        COUNTS.open_spans -= n
+        if buf.listed:
+            COUNTS.open_spans -= n
         reason = None
         if self.keep_errors:
-            if _failed(root) or getattr(buf, "error", False):
+            if root._status.code is _ERROR or buf.error or (root._extra is not None and _failed(root)):
                 reason = "error"
             elif n > 1:
                 for s in buf[1:n]:
@@ -269,7 +278,7 @@ class TailSampling:
             reason = "slow"
         if reason is None:
             buf.state = DISCARDED
-            if n > 1:
+            if _list_len(buf) > 1:
                 del buf[1:]
             next(COUNTS.discarded)
             return []
@@ -279,11 +288,12 @@ class TailSampling:
         """File a kept trace in ``store`` as one buffer, as a sampled trace's; the spans for the processors."""
         _mark(root, reason)
         kept: list[Any] = [buf[0]]
-        with _LOCK:  # a span of the trace ending in another thread now waits, then joins the kept buffer
-            spans: list[Span] = buf[1:]
-            del buf[1:]
+        with _LOCK:  # see end(): a span appended meanwhile is taken here or finds itself left and is filed late
             buf.kept = kept
             buf.state = KEPT
+            n = _list_len(buf)
+            spans: list[Span] = buf[1:n]
+            del buf[1:n]
         spans.append(root)
         try:  # counted even when a signal handler raises just after the append
             store._ring.append(kept)

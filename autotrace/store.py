@@ -556,8 +556,8 @@ class TraceStore:
             if enabled:
                 gc.enable()
 
-    def stats(self) -> dict[str, int]:
-        """Counters: traces, spans, evicted traces and dropped spans."""
+    def stats(self) -> dict[str, Any]:
+        """Counters: traces, spans, evicted traces, dropped spans, and tail sampling's (a dict)."""
         with self._lock:
             groups = self._groups()
             return {
@@ -566,7 +566,7 @@ class TraceStore:
                 "max_traces": self.max_traces,
                 "evicted_traces": self.evicted_traces,
                 "dropped_spans": self.dropped_spans,
-                **_tail_stats(),  # tail sampling's decisions (process-wide; see _tail.stats)
+                "tail_sampling": _tail_stats(),  # its decisions, process-wide (see _tail.stats)
             }
 
     def __repr__(self) -> str:

@@ -45,7 +45,8 @@ def tail(rate: float = 0.0, **overrides: Any) -> TraceStore:
 
 def counts() -> dict[str, int]:
     """The tail sampling counters, as the store's stats show them."""
-    return {k: v for k, v in autotrace.get_trace_store().stats().items() if k.startswith("tail_")}
+    found: dict[str, int] = autotrace.get_trace_store().stats()["tail_sampling"]
+    return found
 
 
 # -- the workload ------------------------------------------------------------------------
@@ -104,9 +105,9 @@ def test_fast_successful_traces_leave_nothing_at_rate_zero() -> None:
         run()
     assert store.trace_count() == 0
     c = counts()
-    assert c["tail_discarded_traces"] == 1000
-    assert c["tail_kept_error_traces"] == c["tail_kept_slow_traces"] == 0
-    assert c["tail_open_traces"] == c["tail_open_spans"] == 0
+    assert c["discarded"] == 1000
+    assert c["kept_error"] == c["kept_slow"] == 0
+    assert c["open_traces"] == c["open_spans"] == 0
 
 
 def test_traces_whose_deepest_child_raises_are_kept_whole() -> None:
@@ -123,7 +124,7 @@ def test_traces_whose_deepest_child_raises_are_kept_whole() -> None:
         assert root.status.code == StatusCode.ERROR
         assert [s.name for s in trace if KEPT in s.attributes] == ["request"]
     c = counts()
-    assert (c["tail_kept_error_traces"], c["tail_kept_slow_traces"], c["tail_discarded_traces"]) == (20, 0, 20)
+    assert (c["kept_error"], c["kept_slow"], c["discarded"]) == (20, 0, 20)
 
 
 def test_slow_traces_are_kept_whole() -> None:
@@ -137,7 +138,7 @@ def test_slow_traces_are_kept_whole() -> None:
         root = assert_whole(trace)
         assert root.attributes[KEPT] == "slow"
         assert root.duration_ns is not None and root.duration_ns > 50_000_000
-    assert counts()["tail_kept_slow_traces"] == 10
+    assert counts()["kept_slow"] == 10
 
 
 def test_an_exception_event_alone_keeps_the_trace() -> None:
@@ -240,7 +241,7 @@ def test_capture_spans_sees_every_span_and_nothing_is_provisional() -> None:
         run()
     assert sorted(spans.names()) == ["block", "leaf", "middle", "request"]
     assert all(s.is_sampled for s in spans)
-    assert counts()["tail_discarded_traces"] == 0
+    assert counts()["discarded"] == 0
 
 
 # -- propagation ------------------------------------------------------------------------------
@@ -350,7 +351,7 @@ def test_every_kind_of_traced_callable_is_kept_on_failure() -> None:
     traces = store.traces()
     assert len(traces) == 4
     assert sorted(len(t) for t in traces) == [2, 2, 2, 2]
-    assert counts()["tail_discarded_traces"] == 4
+    assert counts()["discarded"] == 4
 
 
 def test_a_generator_finished_in_another_thread() -> None:
@@ -408,7 +409,7 @@ def test_tasks_outliving_their_root() -> None:
     asyncio.run(main(False))
     assert store.trace_count() == 1
     c = counts()
-    assert (c["tail_kept_error_traces"], c["tail_discarded_traces"], c["tail_dropped_spans"]) == (1, 1, 1)
+    assert (c["kept_error"], c["discarded"], c["dropped_spans"]) == (1, 1, 1)
 
 
 def test_threads_and_tasks_with_mixed_outcomes_give_exact_counts() -> None:
@@ -442,11 +443,11 @@ def test_threads_and_tasks_with_mixed_outcomes_give_exact_counts() -> None:
     task_errors = sum(i % 10 == 3 for i in range(200))
     task_slow = sum(i % 25 == 0 and i % 10 != 3 for i in range(200))
     c = counts()
-    assert c["tail_kept_error_traces"] == failing + task_errors
-    assert c["tail_kept_slow_traces"] == task_slow
-    assert c["tail_discarded_traces"] == 8 * per_thread + 200 - failing - task_errors - task_slow
+    assert c["kept_error"] == failing + task_errors
+    assert c["kept_slow"] == task_slow
+    assert c["discarded"] == 8 * per_thread + 200 - failing - task_errors - task_slow
     assert store.trace_count() == failing + task_errors + task_slow
-    assert c["tail_open_traces"] == 0
+    assert c["open_traces"] == 0
 
 
 # -- bounded memory ---------------------------------------------------------------------------------
@@ -461,20 +462,20 @@ def test_ten_thousand_open_provisional_traces_stay_within_the_cap(caplog: pytest
         root = span("open root")
         span("child", parent=root).end()  # a finished span held provisionally
         roots.append(root)
-        assert counts()["tail_open_spans"] <= 5_000 or len(roots) % 1000  # checked now and then (costly)
+        assert counts()["open_spans"] <= 5_000 or len(roots) % 1000  # checked now and then (costly)
     c = counts()
-    assert c["tail_open_spans"] <= 5_000
-    assert c["tail_evicted_traces"] > 0
-    assert c["tail_open_traces"] + c["tail_evicted_traces"] == 10_000
+    assert c["open_spans"] <= 5_000
+    assert c["evicted"] > 0
+    assert c["open_traces"] + c["evicted"] == 10_000
     assert sum("max_provisional_spans" in r.message for r in caplog.records) == 1
-    still_open = c["tail_open_traces"]
+    still_open = c["open_traces"]
     for root in roots:
         root.set_status(StatusCode.ERROR, "too late for the evicted ones")
         root.end()
     c = counts()
-    assert c["tail_kept_error_traces"] == still_open  # only those still held can be kept
+    assert c["kept_error"] == still_open  # only those still held can be kept
     assert store.trace_count() == still_open
-    assert (c["tail_open_traces"], c["tail_open_spans"]) == (0, 0)
+    assert (c["open_traces"], c["open_spans"]) == (0, 0)
 
 
 def test_one_provisional_trace_holds_at_most_max_spans_per_trace() -> None:
@@ -489,7 +490,7 @@ def test_one_provisional_trace_holds_at_most_max_spans_per_trace() -> None:
     [trace] = store.traces()
     assert len(trace) <= 11
     assert next(s for s in trace if s.name == "root").attributes[KEPT] == "error"
-    assert counts()["tail_dropped_spans"] >= 10
+    assert counts()["dropped_spans"] >= 10
 
 
 # -- configuration --------------------------------------------------------------------------------
@@ -539,7 +540,7 @@ def wait_decided(total: int, timeout: float = 30.0) -> dict[str, int]:
     deadline = time.monotonic() + timeout
     while True:
         c = counts()
-        if c["tail_kept_error_traces"] + c["tail_kept_slow_traces"] + c["tail_discarded_traces"] >= total:
+        if c["kept_error"] + c["kept_slow"] + c["discarded"] >= total:
             return c
         if time.monotonic() > deadline:
             raise AssertionError(f"{total} decisions expected within {timeout}s; got {c}")
@@ -561,7 +562,7 @@ def test_wsgi_middleware_keeps_failed_requests_only() -> None:
         c = wait_decided(3)
     finally:
         server.stop()
-    assert (c["tail_kept_error_traces"], c["tail_discarded_traces"]) == (1, 2)
+    assert (c["kept_error"], c["discarded"]) == (1, 2)
     [trace] = store.traces()
     [root] = [s for s in trace if s.parent_span_id is None]
     assert root.name == "GET /boom" and root.attributes[KEPT] == "error"
@@ -591,7 +592,7 @@ def test_asgi_middleware_keeps_failed_and_slow_requests() -> None:
         assert client.get("/fail").status_code == 500
         assert client.get("/slow").status_code == 200
         c = wait_decided(3)
-    assert (c["tail_kept_error_traces"], c["tail_kept_slow_traces"], c["tail_discarded_traces"]) == (1, 1, 1)
+    assert (c["kept_error"], c["kept_slow"], c["discarded"]) == (1, 1, 1)
     reasons = {}
     for trace in store.traces():
         assert {s.name for s in trace} >= {"handler"}
