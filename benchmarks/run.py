@@ -76,7 +76,7 @@ def configure(sample_rate: float, max_traces: int = 1000, **settings: Any) -> No
 
 # Tail sampling on (both options), with a threshold no benchmark call reaches: every
 # trace the head rule leaves out is recorded provisionally, then discarded.
-TAIL = {"keep_errors": True, "keep_slower_than": 60.0}
+TAIL: dict[str, Any] = {"keep_errors": True, "keep_slower_than": 60.0}
 DECISION_BATCH = 1000  # provisional traces built (untimed) per timed batch of decisions
 
 
