@@ -122,7 +122,7 @@ class _Provisional(list):  # type: ignore[type-arg]
 
     __slots__ = ("error", "kept", "listed", "parent", "sampling", "state")
 
-    error: bool  # a span dropped past the trace's limit had failed
+    error: bool  # a span of the trace ended failed (set as it ended, filed or dropped past the limit)
     kept: list[Any]  # the store buffer of a kept trace (set only then)
     listed: bool  # in _OPEN: it holds finished spans, counted against max_provisional_spans
     parent: int | None  # the local root's parent span id: None, or a remote caller's
@@ -228,6 +228,8 @@ class TailSampling:
                 if _failed(span):
                     buf.error = True
                 return []
+            if span._status.code is _ERROR or (span._extra is not None and _failed(span)):
+                buf.error = True  # noted as it ends: the decision at the root reads one flag
             list.append(buf, span)  # atomic: no lock (see _keep for a decision meanwhile)
             c = COUNTS
             held = c.open_spans = c.open_spans + 1
@@ -265,13 +267,8 @@ class TailSampling:
             COUNTS.open_spans -= n
         reason = None
         if self.keep_errors:
-            if root._status.code is _ERROR or buf.error or (root._extra is not None and _failed(root)):
+            if buf.error or root._status.code is _ERROR or (root._extra is not None and _failed(root)):
                 reason = "error"
-            elif n > 1:
-                for s in buf[1:n]:
-                    if s._status.code is _ERROR or (s._extra is not None and _failed(s)):
-                        reason = "error"
-                        break
         slow = self.slow_ns
         # Not for a remote caller's trace: it decided not to sample; only a failure overrides that.
         if reason is None and slow is not None and buf.parent is None and (root._end or 0) - root._start > slow:
