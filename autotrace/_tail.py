@@ -101,12 +101,14 @@ def stats() -> dict[str, int]:
 
 
 def reset() -> None:
-    """Zero the decision counters (tests); open provisional traces stay open."""
+    """Zero the counters and forget every open provisional trace (tests): their roots then decide nothing."""
     global COUNTS
-    fresh = _Counts()
-    fresh.open_spans = COUNTS.open_spans
-    fresh.warned = COUNTS.warned
-    COUNTS = fresh
+    with _LOCK:
+        for buf in list(_OPEN.values()):
+            buf.state = EVICTED
+            del buf[1:]
+        _OPEN.clear()
+        COUNTS = _Counts()
 
 
 def _recount() -> int:
@@ -132,11 +134,6 @@ class _Provisional(list):  # type: ignore[type-arg]
     def __len__(self) -> int:
         # "Full": span() and @traced then file through _state.finish, which hands the span here.
         return _FULL
-
-
-def is_provisional(buf: object) -> bool:
-    """Whether a span's ``_trace`` is a provisional trace's buffer (its trace was not head-sampled)."""
-    return buf.__class__ is _Provisional
 
 
 def _failed(s: Span) -> bool:
@@ -275,7 +272,8 @@ class TailSampling:
             reason = "slow"
         if reason is None:
             buf.state = DISCARDED
-            if _list_len(buf) > 1:
+            if buf.listed:  # listed by a span of the trace ending in another thread just now: not left behind
+                _OPEN.pop(id(buf), None)
                 del buf[1:]
             next(COUNTS.discarded)
             return []
@@ -286,6 +284,7 @@ class TailSampling:
         _mark(root, reason)
         kept: list[Any] = [buf[0]]
         with _LOCK:  # see end(): a span appended meanwhile is taken here or finds itself left and is filed late
+            _OPEN.pop(id(buf), None)  # listed by a span ending in another thread just now: not left behind
             buf.kept = kept
             buf.state = KEPT
             n = _list_len(buf)
