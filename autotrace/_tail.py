@@ -263,9 +263,10 @@ class TailSampling:
         if buf.listed:
             COUNTS.open_spans -= n
         reason = None
-        if self.keep_errors:
-            if buf.error or root._status.code is _ERROR or (root._extra is not None and _failed(root)):
-                reason = "error"
+        if self.keep_errors and (
+            buf.error or root._status.code is _ERROR or (root._extra is not None and _failed(root))
+        ):
+            reason = "error"
         slow = self.slow_ns
         # Not for a remote caller's trace: it decided not to sample; only a failure overrides that.
         if reason is None and slow is not None and buf.parent is None and (root._end or 0) - root._start > slow:
