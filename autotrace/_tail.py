@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import sys
 import threading
 from typing import TYPE_CHECKING, Any
@@ -84,6 +85,16 @@ COUNTS = _Counts()
 _OPEN: dict[int, _Provisional] = {}  # open provisional traces by id(), oldest first (an int hashes fastest)
 _LOCK = threading.Lock()  # eviction, and a span of a trace being kept (never taken for a discarded root)
 RECOUNT = 1024  # provisional traces started between two exact counts of the spans held
+
+
+def _after_fork_in_child() -> None:
+    """A new lock in a forked child: a thread of the parent may have held it (a decision, an eviction)."""
+    global _LOCK
+    _LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def stats() -> dict[str, int]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -599,3 +601,32 @@ def test_asgi_middleware_keeps_failed_and_slow_requests() -> None:
         root = next(s for s in trace if s.parent_span_id is None)
         reasons[root.attributes["url.path"]] = root.attributes[KEPT]
     assert reasons == {"/fail": "error", "/slow": "slow"}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_keeps_traces_while_the_parent_held_the_lock() -> None:
+    """Forked while another thread held tail sampling's lock: the child still keeps a failing trace."""
+    tail()
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with _tail._LOCK:
+            held.set()
+            release.wait(30)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    held.wait(30)
+    pid = os.fork()
+    if pid == 0:  # the child: exit status 0 only if the failing trace was kept
+        signal.alarm(20)  # a deadlock here ends the child (killed by SIGALRM) instead of hanging the test
+        code = 1
+        try:
+            run(fail=True)
+            code = 0 if autotrace.get_trace_store().trace_count() == 1 else 2
+        finally:
+            os._exit(code)
+    release.set()
+    t.join()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
