@@ -18,11 +18,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ._current import CURRENT, current_span_context
 from ._errors import COUNTS, internal_error, is_foreign
+from ._tail import _Provisional
 from .attributes import pack
 from .store import TraceStore
 
 if TYPE_CHECKING:
     from ._model import SpanContext
+    from ._tail import TailSampling
     from .config import TraceConfig
     from .sampling import Sampler
     from .spans import Span
@@ -89,6 +91,7 @@ class _State:
         "ring",
         "sampler",
         "span_limit",
+        "tail",
         "worker_flush",
     )
 
@@ -96,6 +99,7 @@ class _State:
         self.bound = 0  # roots are sampled when trace_id & (2**64-1) < bound
         self.custom: Sampler | None = None  # a sampler with no root_bound, asked per root
         self.sampler: Sampler | None = None
+        self.tail: TailSampling | None = None  # tail sampling (keep_errors, keep_slower_than), when on
         self.enabled = True
         self.force = 0  # >0 while capture_spans() is active: sample everything
         self._processors: tuple[Any, ...] = ()
@@ -179,28 +183,43 @@ def finish(span: Span) -> None:
         buf = span._trace
         if buf is None:  # a hand-built span: filed by its trace id
             _S._store.add(span)
+        elif buf.__class__ is _Provisional:  # a trace the head sample left out (tail sampling, _tail.py)
+            tail = buf.sampling
+            # The local root (decided here) or another span of the trace.
+            filed = (
+                tail.decide(span, buf, _S._store) if span._parent_id == buf.parent else tail.end(span, buf, _S._store)
+            )
+            for kept in filed:
+                if _S._processors:
+                    _process(kept, _S._processors)
+            return
         else:
             span._trace = None  # no span <-> buffer reference cycle (see Span.__exit__)
             _S._store._put(buf, span)  # the slot, not the property: this runs per span
         procs = _S._processors  # the slot, not the property: this runs per span
         if procs:
-            foreign = None
-            for proc in procs:
-                try:
-                    proc.on_end(span)
-                except Exception as exc:
-                    if foreign is None and is_foreign(exc):
-                        foreign = exc  # raised once every processor has the span
-                    else:
-                        internal_error(f"span processor {type(proc).__name__}.on_end", exc)
-            if foreign is not None:
-                raise foreign
-            # In a pool worker, the end of a task's outermost local span: nothing
-            # current, or only a remote parent (propagation.attach()).
-            if _S.worker_flush is not False and _cv_get().__class__ is not span.__class__:  # no Span current here
-                _flush_in_pool_worker()
+            _process(span, procs)
     except Exception as exc:  # the store itself broke: drop the span, keep the host alive
         internal_error("trace store", exc)
+
+
+def _process(span: Span, procs: tuple[Any, ...]) -> None:
+    """Hand a filed span to the processors (a signal handler's exception goes on once all have it)."""
+    foreign = None
+    for proc in procs:
+        try:
+            proc.on_end(span)
+        except Exception as exc:
+            if foreign is None and is_foreign(exc):
+                foreign = exc  # raised once every processor has the span
+            else:
+                internal_error(f"span processor {type(proc).__name__}.on_end", exc)
+    if foreign is not None:
+        raise foreign
+    # In a pool worker, the end of a task's outermost local span: nothing
+    # current, or only a remote parent (propagation.attach()).
+    if _S.worker_flush is not False and _cv_get().__class__ is not span.__class__:  # no Span current here
+        _flush_in_pool_worker()
 
 
 WORKER_FLUSH_TIMEOUT = 5.0

@@ -66,6 +66,12 @@ class TraceConfig:
     """Bytes of captured values kept per span, all arguments and the result together; past it they are cut."""
     redact: Callable[[str, Any], Any] | None = None
     """Called as ``redact(key, value)`` on captured arguments and results; returns the value to keep."""
+    keep_errors: bool = False
+    """Tail sampling: also keep every trace the head sample left out in which a span failed."""
+    keep_slower_than: float | None = None
+    """Tail sampling: also keep every trace left out whose local root lasted longer than this (seconds)."""
+    max_provisional_spans: int = 100_000
+    """Spans held at most in open provisional traces (tail sampling); past it the oldest is discarded."""
 
     def __post_init__(self) -> None:
         rate = self.sample_rate
@@ -94,6 +100,14 @@ class TraceConfig:
         if isinstance(self.exporters, (str, bytes)) or not isinstance(self.exporters, Sequence):
             raise ValueError(f"exporters must be a list of exporters; got {self.exporters!r}")
         object.__setattr__(self, "exporters", tuple(self.exporters))
+        if not isinstance(self.keep_errors, bool):
+            raise ValueError(f"keep_errors must be True or False; got {self.keep_errors!r}")
+        slow = self.keep_slower_than
+        if slow is not None:
+            if isinstance(slow, bool) or not isinstance(slow, (int, float)) or not math.isfinite(slow) or slow < 0:
+                raise ValueError(f"keep_slower_than must be a number of seconds >= 0, or None; got {slow!r}")
+            object.__setattr__(self, "keep_slower_than", float(slow))
+        _check_int("max_provisional_spans", self.max_provisional_spans, minimum=1)
         if self.redact is not None and not callable(self.redact):
             raise ValueError(f"redact must be callable; got {self.redact!r}")
 
@@ -161,7 +175,15 @@ class TraceConfig:
         if max_traces is not None:
             values["max_traces"] = _parse_int("AUTOTRACE_MAX_TRACES", max_traces, 1)
 
+        keep_errors = get("AUTOTRACE_KEEP_ERRORS")
+        if keep_errors is not None:
+            values["keep_errors"] = _parse_bool("AUTOTRACE_KEEP_ERRORS", keep_errors)
+        slow = get("AUTOTRACE_KEEP_SLOWER_THAN")
+        if slow is not None:
+            values["keep_slower_than"] = _parse_float("AUTOTRACE_KEEP_SLOWER_THAN", slow, 0.0, 1e9)
+
         for var, field in (
+            ("AUTOTRACE_MAX_PROVISIONAL_SPANS", "max_provisional_spans"),
             ("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "max_attributes"),
             ("OTEL_SPAN_EVENT_COUNT_LIMIT", "max_events"),
             ("OTEL_SPAN_LINK_COUNT_LIMIT", "max_links"),
@@ -172,7 +194,9 @@ class TraceConfig:
         ):
             text = get(var)
             if text is not None:
-                values[field] = _parse_int(var, text, 1 if field in ("max_spans_per_trace", "max_name_length") else 0)
+                values[field] = _parse_int(
+                    var, text, 1 if field in ("max_spans_per_trace", "max_name_length", "max_provisional_spans") else 0
+                )
 
         exporter_names = get("OTEL_TRACES_EXPORTER")
         if exporter_names is not None:

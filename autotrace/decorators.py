@@ -32,6 +32,7 @@ from ._errors import internal_error
 from ._limits import LIMITS
 from ._state import _S
 from ._state import finish as _finish
+from ._tail import TailSampling
 from .attributes import SharedAttrs
 from .attributes import pack as _pack
 from .context import CURRENT
@@ -123,16 +124,21 @@ def _sync_function(
                     return func(*args, **kwargs)
                 finally:
                     _cv_reset(token)
-            if _S.custom:
+            custom = _S.custom
+            if custom and custom.__class__ is not TailSampling:
                 s = start(name, kind, attrs, None)
             else:
                 pid = None
-                buf = [tid, None]  # opened inline as TraceStore._new_trace does (room for one span)
-                buf.pop()
-                try:  # counted even when a signal handler raises just after the append
-                    _S.ring.append(buf)
-                finally:
-                    next(_S.pushes)
+                if custom and lo >= custom.bound:  # type: ignore[union-attr]
+                    # Tail sampling: left out by the head rule, recorded provisionally (_tail.py).
+                    buf = custom.open(tid)  # type: ignore[union-attr]
+                else:
+                    buf = [tid, None]  # opened inline as TraceStore._new_trace does (room for one span)
+                    buf.pop()
+                    try:  # counted even when a signal handler raises just after the append
+                        _S.ring.append(buf)
+                    finally:
+                        next(_S.pushes)
         elif parent.__class__ is Span and parent._trace is not None:
             tid = parent._trace_id
             pid = parent._sid or parent._span_id  # (the property when it is being packed by its end in another thread)

@@ -16,6 +16,7 @@ from . import attributes as _attributes
 from ._errors import internal_error, is_foreign
 from ._limits import LIMITS
 from ._state import _S, CaptureProcessor, _time_left, ask
+from ._tail import TailSampling
 from .store import TraceStore
 
 if TYPE_CHECKING:
@@ -51,6 +52,13 @@ def apply_config(config: TraceConfig) -> TraceStore:
         _resource.install(config.resource())
         _S.enabled = config.enabled
         _S.sampler = config.make_sampler()
+        _S.tail = (
+            TailSampling(
+                config.keep_errors, config.keep_slower_than, config.max_provisional_spans, config.max_spans_per_trace
+            )
+            if config.keep_errors or config.keep_slower_than is not None
+            else None
+        )
         _S.store = store
         # Nothing already recorded is lost by reconfiguring: once installed, the
         # new store takes over the old one's trace buffers (traces still open
@@ -87,6 +95,12 @@ def _update_bound() -> None:
     elif bound is None:
         _S.bound = _TWO64  # every root goes on to ask the custom sampler
         _S.custom = sampler
+    elif _S.tail is not None and bound < _TWO64:
+        # Tail sampling: every root goes through tracer.start(), which records
+        # those the head rule leaves out provisionally (_tail.py).
+        _S.tail.bound = bound
+        _S.bound = _TWO64
+        _S.custom = _S.tail
     else:
         _S.bound = bound
     if _S.enabled and not _S.force and not _rate_said and sampler is not None:

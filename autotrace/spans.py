@@ -35,6 +35,7 @@ from ._model import parse_id as _parse_id
 from ._model import trace_state_of as trace_state_of
 from ._state import _S, hand_built_sampled
 from ._state import finish as _finish
+from ._tail import _Provisional
 from .attributes import FrozenAttrs
 from .attributes import pack as _pack
 
@@ -400,16 +401,18 @@ class Span:
 
     @property
     def is_sampled(self) -> bool:
-        """Always True: a Span object is only made for sampled traces."""
-        return True
+        """The head sampling decision: False only in a trace recorded provisionally by tail sampling."""
+        return self._trace.__class__ is not _Provisional
 
     def get_span_context(self) -> SpanContext:
         """The ids and flags to propagate to children and other services."""
         tid = self._trace_id
+        # A trace recorded provisionally (tail sampling) propagates its head decision: not sampled.
+        sampled = self._trace.__class__ is not _Provisional
         if tid.__class__ is int:
-            return SpanContext(tid, self._span_id, True, False, "", True)
+            return SpanContext(tid, self._span_id, sampled, False, "", True)
         state, random = trace_state_of(tid)
-        return SpanContext(int(tid), self._span_id, True, False, state, random)
+        return SpanContext(int(tid), self._span_id, sampled, False, state, random)
 
     # -- time ---------------------------------------------------------------------
 

@@ -50,6 +50,8 @@ from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from ._tail import stats as _tail_stats
+
 if TYPE_CHECKING:
     from .spans import Span
 
@@ -560,8 +562,8 @@ class TraceStore:
             if enabled:
                 gc.enable()
 
-    def stats(self) -> dict[str, int]:
-        """Counters: traces, spans, evicted traces and dropped spans."""
+    def stats(self) -> dict[str, Any]:
+        """Counters: traces, spans, evicted traces, dropped spans, and tail sampling's (a dict)."""
         with self._lock:
             groups = self._groups()
             return {
@@ -570,6 +572,7 @@ class TraceStore:
                 "max_traces": self.max_traces,
                 "evicted_traces": self.evicted_traces,
                 "dropped_spans": self.dropped_spans,
+                "tail_sampling": _tail_stats(),  # its decisions, process-wide (see _tail.stats)
             }
 
     def __repr__(self) -> str:

@@ -30,6 +30,7 @@ from ._state import get_config as get_config
 from ._state import get_trace_store as get_trace_store
 from ._state import hand_built_sampled as _hand_built_sampled
 from ._state import remove_processor as remove_processor
+from ._tail import TailSampling
 from .attributes import SharedAttrs
 from .context import CURRENT
 from .provider import apply_config as apply_config
@@ -52,6 +53,7 @@ _MASK64 = (1 << 64) - 1
 # The attribute dict of every span() span until its first write (a SharedAttrs):
 # never written to, because Span.set_attribute copies a dict it does not own.
 _NO_ATTRS: dict[str, Any] = SharedAttrs()
+_PROVISIONAL: list[Any] = []  # the placeholder buffer of a provisional root, replaced by TailSampling.root
 
 
 def _new_span(
@@ -105,8 +107,15 @@ def start(
         if lo >= _S.bound:
             return lo
         custom = _S.custom
-        if custom is not None and not ask(custom, trace_id, None, name):
-            return lo
+        if custom is not None:
+            # Tail sampling with a ratio head rule sends every root here (provider._update_bound).
+            sampled = lo < custom.bound if custom.__class__ is TailSampling else ask(custom, trace_id, None, name)
+            if not sampled:
+                tail = _S.tail
+                if tail is None:
+                    return lo
+                # Recorded provisionally: kept at its end if it fails or runs slow (_tail.py).
+                return tail.root(_new_span(name, kind, attrs, trace_id, None, _PROVISIONAL))
         return _new_span(name, kind, attrs, trace_id, None, _S._store._new_trace(trace_id))
     if parent.__class__ is Span:
         p: Span = parent  # type: ignore[assignment]
@@ -129,6 +138,13 @@ def start(
     if not ctx.is_valid:
         return start(name, kind, attrs, None)
     if not _parent_sampled(ctx, name):
+        tail = _S.tail
+        if tail is not None and tail.keep_errors and ctx.is_remote and _S.enabled:
+            # The caller decided not to sample; the local part is kept only if it fails (_tail.py).
+            tid = continued_trace_id(ctx.trace_id, ctx.trace_state, ctx.random)
+            s = tail.root(_new_span(name, kind, attrs, tid, ctx.span_id, _PROVISIONAL), ctx.span_id)
+            s._remote_parent = True
+            return s
         return _unsampled_child(ctx)
     # The trace's W3C state (tracestate, random flag) rides on the trace id
     # object, down to every span below this one (spans._TraceId).

@@ -50,6 +50,7 @@ import wrapt
 
 import autotrace
 from autotrace import span, traced
+from autotrace._state import finish
 
 try:  # OpenTelemetry is optional (the `bench` extra)
     from opentelemetry.sdk.trace import TracerProvider
@@ -66,11 +67,44 @@ CHILDREN = 10  # children under one root in the "root + 10 children" case
 EXPORT_SPANS = 10_000
 
 
-def configure(sample_rate: float, max_traces: int = 1000) -> None:
+def configure(sample_rate: float, max_traces: int = 1000, **settings: Any) -> None:
     """Install a fresh autotrace configuration with an empty store."""
     autotrace.clear_traces()
-    autotrace.configure(autotrace.TraceConfig(sample_rate=sample_rate, max_traces=max_traces))
+    autotrace.configure(autotrace.TraceConfig(sample_rate=sample_rate, max_traces=max_traces, **settings))
     autotrace.clear_traces()
+
+
+# Tail sampling on (both options), with a threshold no benchmark call reaches: every
+# trace the head rule leaves out is recorded provisionally, then discarded.
+TAIL: dict[str, Any] = {"keep_errors": True, "keep_slower_than": 60.0}
+DECISION_BATCH = 1000  # provisional traces built (untimed) per timed batch of decisions
+
+
+def decision_timer(fail: bool) -> Callable[[int], float]:
+    """Time only the end of the local root of 11-span provisional traces: the keep/discard decision."""
+
+    def run(loops: int) -> float:
+        total = 0.0
+        done = 0
+        while done < loops:
+            roots = []
+            for _ in range(min(DECISION_BATCH, loops - done)):
+                root = span("root")  # head rate 0: recorded provisionally
+                for _ in range(CHILDREN):
+                    span("child", parent=root).end()
+                if fail:
+                    root.set_status("ERROR", "failed")
+                root._end = root._start + 1  # type: ignore[union-attr]
+                roots.append(root)
+            t0 = CLOCK()
+            for root in roots:
+                finish(root)  # type: ignore[arg-type]
+            total += CLOCK() - t0
+            done += len(roots)
+            autotrace.clear_traces()
+        return total
+
+    return gc_off(run)
 
 
 # -- the functions under test -------------------------------------------------------------
@@ -364,6 +398,33 @@ def autotrace_cases() -> list[Case]:
         Case("async_sampled", "async @traced, sampled", async_timer(traced_async), setup=sampled),
         Case("async_unsampled", "async @traced, unsampled", async_timer(traced_async), setup=unsampled),
         Case("bare_gen", "bare generator", timer("for _ in bare_gen(): pass", ns), per="item", units=GEN_ITEMS),
+        Case(
+            "traced_tail",
+            "@traced, tail sampling on, head rate 0.1",
+            timer("traced_call()", ns),
+            setup=lambda: configure(0.1, **TAIL),
+        ),
+        Case(
+            "root10_tail",
+            "root + 10 children, tail sampling on, head rate 0 (all discarded)",
+            timer("traced_root()", ns),
+            per="trace",
+            setup=lambda: configure(0.0, **TAIL),
+        ),
+        Case(
+            "decide_discard",
+            "tail decision at the root of an 11-span trace: discard",
+            decision_timer(False),
+            per="decision",
+            setup=lambda: configure(0.0, **TAIL),
+        ),
+        Case(
+            "decide_keep",
+            "tail decision at the root of an 11-span trace: keep (an error)",
+            decision_timer(True),
+            per="decision",
+            setup=lambda: configure(0.0, max_traces=100_000, **TAIL),
+        ),
         Case(
             "gen_sampled",
             "traced generator, sampled",
@@ -683,6 +744,10 @@ ROWS = [
     ("gen_unsampled", None),
     ("bare_agen", None),
     ("agen_sampled", "otel_agen"),
+    ("traced_tail", None),
+    ("root10_tail", None),
+    ("decide_discard", None),
+    ("decide_keep", None),
 ]
 
 
@@ -757,6 +822,8 @@ def report(results: dict[str, Any]) -> tuple[str, list[tuple[str, bool, str]]]:
 
     r = med["traced_sampled"] / wrapt_ns
     bar("@traced sampled ≤ 2.5x wrapt pass-through", r <= 2.5, f"{r:.2f}x")
+    r = med["traced_tail"] / med["traced_sampled"]
+    bar("@traced, tail sampling on at head rate 0.1 ≤ 1.3x @traced sampled", r <= 1.3, f"{r:.2f}x")
     r = med["traced_unsampled"] / wrapt_ns
     bar("@traced unsampled ≤ 1.5x wrapt pass-through", r <= 1.5, f"{r:.2f}x")
     if "otel_sampled" in med:

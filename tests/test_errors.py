@@ -138,7 +138,8 @@ def test_every_signal_deadline_reaches_the_caller(alarm_handler: Any) -> None:
     assert autotrace.tracer.errors() == {}  # a handler's exception is not counted as autotrace's failure
     assert _S.force == 0
     stats = autotrace.get_trace_store().stats()
-    assert min(stats.values()) >= 0, stats
+    counters = [v for v in stats.values() if isinstance(v, int)] + list(stats["tail_sampling"].values())
+    assert min(counters) >= 0, stats
 
 
 def _raise_in_handler(exc_type: type[BaseException]) -> Callable[[int, Any], None]:

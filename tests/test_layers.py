@@ -31,7 +31,8 @@ TIERS: list[list[str]] = [
     ["_current", "_errors", "_secret_names"],  # the ContextVar; failures counted and logged once; secret names
     ["_stacktrace", "_stderr", "_resource", "attributes", "_secrets"],  # exception text, log fallback, resource,
     # attribute values, secret names and text
-    ["otlp", "sampling", "_render"],  # spans -> OTLP/JSON; samplers; a bounded, redacting repr
+    ["otlp", "sampling", "_render", "_tail"],  # spans -> OTLP/JSON; samplers; a bounded, redacting repr;
+    # provisional traces of tail sampling
     ["store"],  # whole traces in memory
     ["_state"],  # what the hot path reads; finish(span); flush()
     ["redaction"],  # what capture keeps, secrets hidden

@@ -1,0 +1,632 @@
+"""Tail sampling: traces the head sample left out are kept whole when they fail or run slow, else discarded."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import autotrace
+from autotrace import _tail, span, traced
+from autotrace.config import TraceConfig, from_env_skipping_bad
+from autotrace.export import OTLPHttpExporter
+from autotrace.propagation import extract, inject
+from autotrace.server import start_in_background
+from autotrace.spans import NonRecordingSpan, Span, StatusCode
+from autotrace.store import TraceStore
+from autotrace.testing import capture_spans
+from autotrace.tracer import _S
+from tests.server_helpers import fetch, spans_of
+
+KEPT = "autotrace.sampling.kept"
+REMOTE_TRACE = "0af7651916cd43dd8448eb211c80319c"
+REMOTE_PARENT = "b7ad6b7169203331"
+
+
+@pytest.fixture(autouse=True)
+def fresh_counts() -> Iterator[None]:
+    """Zero tail sampling's counts and forget provisional traces left open by an earlier test."""
+    _tail.reset()
+    yield
+    _tail.reset()
+
+
+def tail(rate: float = 0.0, **overrides: Any) -> TraceStore:
+    """Configure tail sampling with both options on (a 0.2 s threshold) at head rate ``rate``."""
+    settings: dict[str, Any] = {"keep_errors": True, "keep_slower_than": 0.2, **overrides}
+    store = autotrace.configure(TraceConfig(sample_rate=rate, max_traces=100_000, **settings))
+    autotrace.clear_traces()
+    return store
+
+
+def counts() -> dict[str, int]:
+    """The tail sampling counters, as the store's stats show them."""
+    found: dict[str, int] = autotrace.get_trace_store().stats()["tail_sampling"]
+    return found
+
+
+# -- the workload ------------------------------------------------------------------------
+
+
+@traced
+def leaf(fail: bool) -> int:
+    if fail:
+        raise ValueError("the deepest child failed")
+    return 1
+
+
+@traced
+def middle(fail: bool) -> int:
+    with span("block"):
+        return leaf(fail)
+
+
+@traced
+def request(fail: bool = False, sleep: float = 0.0) -> int:
+    """A root with three spans below it; the deepest raises when asked to."""
+    total = middle(fail)
+    if sleep:
+        time.sleep(sleep)
+    return total
+
+
+def run(fail: bool = False, sleep: float = 0.0) -> None:
+    try:
+        request(fail, sleep)
+    except ValueError:
+        pass
+
+
+def assert_whole(trace: list[Span]) -> Span:
+    """Every span of one request's trace, each hanging from the right parent; returns the root."""
+    by_name = {s.name: s for s in trace}
+    assert sorted(by_name) == ["block", "leaf", "middle", "request"]
+    assert len(trace) == 4
+    root = by_name["request"]
+    assert root.parent_span_id is None
+    assert by_name["middle"].parent_span_id == root.span_id
+    assert by_name["block"].parent_span_id == by_name["middle"].span_id
+    assert by_name["leaf"].parent_span_id == by_name["block"].span_id
+    assert {s.trace_id for s in trace} == {root.trace_id}
+    return root
+
+
+# -- the issue's cases -------------------------------------------------------------------
+
+
+def test_fast_successful_traces_leave_nothing_at_rate_zero() -> None:
+    """1,000 fast traces that succeed are recorded provisionally and all discarded: the store stays empty."""
+    store = tail()
+    for _ in range(1000):
+        run()
+    assert store.trace_count() == 0
+    c = counts()
+    assert c["discarded"] == 1000
+    assert c["kept_error"] == c["kept_slow"] == 0
+    assert c["open_traces"] == c["open_spans"] == 0
+
+
+def test_traces_whose_deepest_child_raises_are_kept_whole() -> None:
+    """20 traces whose deepest span raises: all stored, every span with its parent, the root saying why."""
+    store = tail()
+    for _ in range(20):
+        run(fail=True)
+        run()  # a successful one between them is still discarded
+    traces = store.traces()
+    assert len(traces) == 20
+    for trace in traces:
+        root = assert_whole(trace)
+        assert root.attributes[KEPT] == "error"
+        assert root.status.code == StatusCode.ERROR
+        assert [s.name for s in trace if KEPT in s.attributes] == ["request"]
+    c = counts()
+    assert (c["kept_error"], c["kept_slow"], c["discarded"]) == (20, 0, 20)
+
+
+def test_slow_traces_are_kept_whole() -> None:
+    """10 traces longer than keep_slower_than: all stored whole with reason "slow"; fast ones are not."""
+    store = tail(keep_slower_than=0.05)
+    for _ in range(10):
+        run(sleep=0.06)
+    traces = store.traces()
+    assert len(traces) == 10
+    for trace in traces:
+        root = assert_whole(trace)
+        assert root.attributes[KEPT] == "slow"
+        assert root.duration_ns is not None and root.duration_ns > 50_000_000
+    assert counts()["kept_slow"] == 10
+
+
+def test_an_exception_event_alone_keeps_the_trace() -> None:
+    """A span that recorded an exception without failing (caught by the code) is an error too."""
+    store = tail()
+    with span("root"):
+        with span("caught") as s:
+            try:
+                raise KeyError("handled")
+            except KeyError as exc:
+                s.record_exception(exc)
+    [trace] = store.traces()
+    assert {s.name for s in trace} == {"root", "caught"}
+    assert next(s for s in trace if s.name == "root").attributes[KEPT] == "error"
+
+
+def test_only_the_configured_reason_keeps() -> None:
+    """keep_errors alone keeps no slow trace; keep_slower_than alone keeps no failed fast trace."""
+    store = tail(keep_slower_than=None)
+    run(sleep=0.05)
+    assert store.trace_count() == 0
+    store = tail(keep_errors=False, keep_slower_than=0.04)
+    run(fail=True)
+    assert store.trace_count() == 0
+    run(sleep=0.05)
+    assert store.trace_count() == 1
+
+
+def test_head_sampled_traces_carry_no_reason() -> None:
+    """At rate 1.0 with both options on every trace is sampled as today: no reason, no tail counts."""
+    store = tail(1.0)
+    run(fail=True)
+    assert _S.custom is None and _S.bound == 1 << 64  # the hot path as with tail sampling off
+    run()
+    traces = store.traces()
+    assert len(traces) == 2
+    for trace in traces:
+        assert_whole(trace)
+        assert all(KEPT not in s.attributes for s in trace)
+    assert set(counts().values()) == {0}
+
+
+def test_rate_one_with_both_options_matches_today() -> None:
+    """The same workload at rate 1.0 stores the same traces, span for span, with tail sampling on or off."""
+
+    def shape(store: TraceStore) -> list[list[tuple[str, str, bool]]]:
+        out = []
+        for trace in store.traces():
+            ids = {s.span_id: s.name for s in trace}
+            out.append(sorted((s.name, ids.get(s.parent_span_id or "", "-"), s.is_sampled) for s in trace))
+        return out
+
+    def workload() -> None:
+        for i in range(30):
+            run(fail=i % 3 == 0, sleep=0.0)
+
+    off = autotrace.configure(TraceConfig(sample_rate=1.0))
+    autotrace.clear_traces()
+    workload()
+    today = shape(off)
+    on = tail(1.0)
+    workload()
+    assert shape(on) == today
+    assert len(today) == 30
+
+
+# -- the exporters --------------------------------------------------------------------------
+
+
+def test_exactly_the_kept_traces_reach_an_otlp_receiver() -> None:
+    """Through the OTLP/HTTP exporter to a loopback receiver: the kept traces arrive, whole and once; no others."""
+    receiver_store = TraceStore(max_traces=10_000)
+    handle = start_in_background("127.0.0.1", 0, store=receiver_store)
+    try:
+        exporter = OTLPHttpExporter(handle.url + "/v1/traces", env={})
+        tail(exporters=[exporter], keep_slower_than=0.05)
+        for i in range(60):
+            run(fail=i % 10 == 0, sleep=0.06 if i % 20 == 5 else 0.0)
+        assert autotrace.flush(30.0)
+        local = {t[0].trace_id: sorted(s.span_id for s in t) for t in autotrace.get_trace_store().traces()}
+        assert len(local) == 6 + 3
+        doc = fetch(handle.url, "/traces").json()
+        received: dict[str, list[str]] = {}
+        for s in spans_of(doc):
+            received.setdefault(bytes.fromhex(s["traceId"]).hex(), []).append(s["spanId"])
+        assert {tid: sorted(ids) for tid, ids in received.items()} == local
+        reasons = sorted(
+            a["value"]["stringValue"] for s in spans_of(doc) for a in s.get("attributes", []) if a["key"] == KEPT
+        )
+        assert reasons == ["error"] * 6 + ["slow"] * 3
+    finally:
+        autotrace.shutdown(5.0)
+        handle.stop()
+
+
+def test_capture_spans_sees_every_span_and_nothing_is_provisional() -> None:
+    """Inside capture_spans() everything is sampled, as today: tail sampling has nothing to decide."""
+    tail()
+    with capture_spans() as spans:
+        run()
+    assert sorted(spans.names()) == ["block", "leaf", "middle", "request"]
+    assert all(s.is_sampled for s in spans)
+    assert counts()["discarded"] == 0
+
+
+# -- propagation ------------------------------------------------------------------------------
+
+
+def flags(traceparent: str) -> int:
+    """The trace flags of a traceparent header (bit 0: sampled)."""
+    return int(traceparent.rsplit("-", 1)[1], 16)
+
+
+def test_outgoing_traceparent_carries_the_head_decision() -> None:
+    """A provisional trace sends flags 00 downstream while it runs (kept at its end or not); a sampled one 01."""
+    tail()
+    seen: list[str] = []
+    with span("root") as root:
+        seen.append(inject({})["traceparent"])
+        assert not root.is_sampled
+        with span("child") as child:
+            seen.append(inject({})["traceparent"])
+            child.set_status(StatusCode.ERROR, "failed")
+    assert [flags(tp) & 1 for tp in seen] == [0, 0]
+    assert root.is_sampled  # once kept and stored, it counts as recorded
+    tail(1.0)
+    with span("root"):
+        assert flags(inject({})["traceparent"]) & 1 == 1
+
+
+def test_remote_unsampled_parent_keeps_only_a_failing_local_part() -> None:
+    """Under a caller's flags 00: unrecorded unless keep_errors is on and the local part fails."""
+    parent = extract({"traceparent": f"00-{REMOTE_TRACE}-{REMOTE_PARENT}-00"})
+    store = tail(1.0)  # the head rule is the caller's; the rate plays no part
+    with span("server", parent=parent):
+        with span("work"):
+            time.sleep(0.25)  # slow, but the caller decided: not kept for that
+    assert store.trace_count() == 0
+    with pytest.raises(RuntimeError):
+        with span("server", parent=parent) as server:
+            assert flags(inject({})["traceparent"]) & 1 == 0
+            with span("work"):
+                raise RuntimeError("local failure")
+    [trace] = store.traces()
+    assert {s.name for s in trace} == {"server", "work"}
+    assert (server.trace_id, server.parent_span_id) == (REMOTE_TRACE, REMOTE_PARENT)
+    assert server.attributes[KEPT] == "error"
+    store = tail(1.0, keep_errors=False)
+    with pytest.raises(RuntimeError):
+        with span("server", parent=parent) as unrecorded:
+            raise RuntimeError("not kept: keep_errors is off")
+    assert isinstance(unrecorded, NonRecordingSpan)
+    assert store.trace_count() == 0
+
+
+def test_a_custom_sampler_is_the_head_rule() -> None:
+    """With a custom sampler, what it leaves out is recorded provisionally and kept on failure."""
+
+    class Never:
+        def should_sample(self, trace_id: int, parent: Any, name: str) -> bool:
+            return False
+
+    store = tail(sampler=Never())
+    run()
+    run(fail=True)
+    [trace] = store.traces()
+    assert assert_whole(trace).attributes[KEPT] == "error"
+
+
+# -- kinds of callables, threads, tasks --------------------------------------------------------
+
+
+def test_every_kind_of_traced_callable_is_kept_on_failure() -> None:
+    """Sync (plain and wrapt-wrapped), async, generator and async generator roots: failures kept, others not."""
+    store = tail()
+
+    class Model:
+        @traced
+        def method(self, fail: bool) -> None:
+            leaf(fail)
+
+    @traced
+    async def coro(fail: bool) -> None:
+        leaf(fail)
+
+    @traced
+    def gen(fail: bool) -> Iterator[int]:
+        yield leaf(fail)
+
+    @traced
+    async def agen(fail: bool) -> Any:
+        yield leaf(fail)
+
+    async def drain(fail: bool) -> None:
+        async for _ in agen(fail):
+            pass
+
+    calls: list[Callable[[bool], Any]] = [
+        Model().method,
+        lambda f: asyncio.run(coro(f)),
+        lambda f: list(gen(f)),
+        lambda f: asyncio.run(drain(f)),
+    ]
+    for call in calls:
+        for fail in (False, True):
+            try:
+                call(fail)
+            except ValueError:
+                pass
+    traces = store.traces()
+    assert len(traces) == 4
+    assert sorted(len(t) for t in traces) == [2, 2, 2, 2]
+    assert counts()["discarded"] == 4
+
+
+def test_a_generator_finished_in_another_thread() -> None:
+    """A traced generator started here and failing in another thread: its trace is kept whole there."""
+    store = tail()
+
+    @traced("stream")
+    def stream() -> Iterator[int]:
+        yield leaf(False)
+        yield leaf(True)
+
+    it = stream()
+    assert next(it) == 1
+    errors: list[BaseException] = []
+
+    def rest() -> None:
+        try:
+            next(it)
+        except ValueError as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=rest)
+    t.start()
+    t.join()
+    assert len(errors) == 1
+    [trace] = store.traces()
+    assert sorted(s.name for s in trace) == ["leaf", "leaf", "stream"]
+    root = next(s for s in trace if s.name == "stream")
+    assert root.attributes[KEPT] == "error"
+
+
+def test_tasks_outliving_their_root() -> None:
+    """A span ending after its root's decision joins a kept trace, and is dropped (counted) for a discarded one."""
+    store = tail()
+
+    async def main(fail: bool) -> asyncio.Task[None]:
+        release = asyncio.Event()
+
+        async def background() -> None:
+            with span("background"):
+                await release.wait()
+
+        with span("root") as root:
+            task = asyncio.create_task(background())
+            await asyncio.sleep(0)  # the task's span starts under the root
+            if fail:
+                root.set_status(StatusCode.ERROR, "failed")
+        release.set()
+        await task
+        return task
+
+    asyncio.run(main(True))
+    [trace] = store.traces()
+    assert sorted(s.name for s in trace) == ["background", "root"]
+    asyncio.run(main(False))
+    assert store.trace_count() == 1
+    c = counts()
+    assert (c["kept_error"], c["discarded"], c["dropped_spans"]) == (1, 1, 1)
+
+
+def test_threads_and_tasks_with_mixed_outcomes_give_exact_counts() -> None:
+    """8 threads and 200 asyncio tasks, some failing, some slow: exact kept and discarded counts."""
+    store = tail(keep_slower_than=0.05)
+    per_thread = 50
+    barrier = threading.Barrier(8)
+
+    def worker(n: int) -> None:
+        barrier.wait()
+        for i in range(per_thread):
+            run(fail=(i + n) % 7 == 0)
+
+    async def task(i: int) -> None:
+        with span("task") as s:
+            await asyncio.sleep(0.06 if i % 25 == 0 else 0)
+            with span("step"):
+                if i % 10 == 3:
+                    s.set_status(StatusCode.ERROR, "task failed")
+
+    async def tasks() -> None:
+        await asyncio.gather(*(task(i) for i in range(200)))
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    asyncio.run(tasks())
+    for t in threads:
+        t.join()
+    failing = sum((i + n) % 7 == 0 for n in range(8) for i in range(per_thread))
+    task_errors = sum(i % 10 == 3 for i in range(200))
+    task_slow = sum(i % 25 == 0 and i % 10 != 3 for i in range(200))
+    c = counts()
+    assert c["kept_error"] == failing + task_errors
+    assert c["kept_slow"] == task_slow
+    assert c["discarded"] == 8 * per_thread + 200 - failing - task_errors - task_slow
+    assert store.trace_count() == failing + task_errors + task_slow
+    assert c["open_traces"] == 0
+
+
+# -- bounded memory ---------------------------------------------------------------------------------
+
+
+def test_ten_thousand_open_provisional_traces_stay_within_the_cap(caplog: pytest.LogCaptureFixture) -> None:
+    """10,000 open provisional traces: the spans held stay within the cap, the oldest discarded and counted."""
+    assert TraceConfig().max_provisional_spans == 100_000
+    store = tail(max_provisional_spans=5_000)
+    roots = []
+    for _ in range(10_000):
+        root = span("open root")
+        span("child", parent=root).end()  # a finished span held provisionally
+        roots.append(root)
+        assert counts()["open_spans"] <= 5_000 or len(roots) % 1000  # checked now and then (costly)
+    c = counts()
+    assert c["open_spans"] <= 5_000
+    assert c["evicted"] > 0
+    assert c["open_traces"] + c["evicted"] == 10_000
+    assert sum("max_provisional_spans" in r.message for r in caplog.records) == 1
+    still_open = c["open_traces"]
+    for root in roots:
+        root.set_status(StatusCode.ERROR, "too late for the evicted ones")
+        root.end()
+    c = counts()
+    assert c["kept_error"] == still_open  # only those still held can be kept
+    assert store.trace_count() == still_open
+    assert (c["open_traces"], c["open_spans"]) == (0, 0)
+
+
+def test_one_provisional_trace_holds_at_most_max_spans_per_trace() -> None:
+    """Past max_spans_per_trace a provisional trace drops spans (counted) but still notes a failure among them."""
+    store = tail(max_spans_per_trace=10)
+    with span("root"):
+        for _ in range(20):
+            with span("child"):
+                pass
+        with span("late failure") as s:
+            s.set_status(StatusCode.ERROR, "dropped, but noted")
+    [trace] = store.traces()
+    assert len(trace) <= 11
+    assert next(s for s in trace if s.name == "root").attributes[KEPT] == "error"
+    assert counts()["dropped_spans"] >= 10
+
+
+# -- configuration --------------------------------------------------------------------------------
+
+
+def test_settings_from_the_environment() -> None:
+    """AUTOTRACE_KEEP_ERRORS and AUTOTRACE_KEEP_SLOWER_THAN are read; bad values raise naming the variable."""
+    config = TraceConfig.from_env({"AUTOTRACE_KEEP_ERRORS": "yes", "AUTOTRACE_KEEP_SLOWER_THAN": "0.25"})
+    assert (config.keep_errors, config.keep_slower_than) == (True, 0.25)
+    assert (TraceConfig().keep_errors, TraceConfig().keep_slower_than) == (False, None)
+    assert TraceConfig.from_env({"AUTOTRACE_MAX_PROVISIONAL_SPANS": "500"}).max_provisional_spans == 500
+    for name, value in (
+        ("AUTOTRACE_KEEP_ERRORS", "maybe"),
+        ("AUTOTRACE_KEEP_SLOWER_THAN", "-1"),
+        ("AUTOTRACE_KEEP_SLOWER_THAN", "soon"),
+        ("AUTOTRACE_MAX_PROVISIONAL_SPANS", "0"),
+    ):
+        with pytest.raises(ValueError, match=name):
+            TraceConfig.from_env({name: value})
+    config, problems = from_env_skipping_bad(
+        {"AUTOTRACE_KEEP_ERRORS": "true", "AUTOTRACE_KEEP_SLOWER_THAN": "nan", "AUTOTRACE_SAMPLE_RATE": "0.5"}
+    )
+    assert (config.keep_errors, config.keep_slower_than, config.sample_rate) == (True, None, 0.5)
+    assert len(problems) == 1 and "AUTOTRACE_KEEP_SLOWER_THAN" in problems[0]
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("keep_errors", "yes"),
+        ("keep_slower_than", -0.1),
+        ("keep_slower_than", float("inf")),
+        ("keep_slower_than", True),
+    ],
+)
+def test_bad_settings_in_code_raise_naming_them(setting: str, value: Any) -> None:
+    """configure() refuses a bad keep_errors or keep_slower_than with a ValueError naming it."""
+    with pytest.raises(ValueError, match=setting):
+        autotrace.configure(**{setting: value})
+
+
+# -- the middlewares ----------------------------------------------------------------------------
+
+
+def wait_decided(total: int, timeout: float = 30.0) -> dict[str, int]:
+    """The counts once ``total`` traces were decided (a server ends its span after answering)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        c = counts()
+        if c["kept_error"] + c["kept_slow"] + c["discarded"] >= total:
+            return c
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{total} decisions expected within {timeout}s; got {c}")
+        time.sleep(0.01)
+
+
+def test_wsgi_middleware_keeps_failed_requests_only() -> None:
+    """Behind the WSGI middleware on a real server: a 500 is kept whole, a 200 discarded, a caller's 00 honoured."""
+    from autotrace.wsgi import TracingMiddleware
+    from tests.test_wsgi import Server, bottle_app
+
+    store = tail()
+    server = Server(TracingMiddleware(bottle_app()))
+    try:
+        assert server.get("/items/x")[0] == 200
+        assert server.get("/boom")[0] == 500
+        status, headers, _ = server.get("/items/y", {"traceparent": f"00-{REMOTE_TRACE}-{REMOTE_PARENT}-00"})
+        assert status == 200 and flags(headers["traceparent"]) & 1 == 0
+        c = wait_decided(3)
+    finally:
+        server.stop()
+    assert (c["kept_error"], c["discarded"]) == (1, 2)
+    [trace] = store.traces()
+    [root] = [s for s in trace if s.parent_span_id is None]
+    assert root.name == "GET /boom" and root.attributes[KEPT] == "error"
+
+
+def test_asgi_middleware_keeps_failed_and_slow_requests() -> None:
+    """Behind the ASGI middleware under uvicorn: a 500 and a slow answer are kept, a quick 200 is not."""
+    import httpx
+
+    from autotrace.asgi import TracingMiddleware
+    from tests.asgi_helpers import Uvicorn
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        path = scope["path"]
+        with span("handler"):
+            if path == "/slow":
+                await asyncio.sleep(0.25)
+        code = 500 if path == "/fail" else 200
+        await send({"type": "http.response.start", "status": code, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"done"})
+
+    store = tail()
+    with Uvicorn(TracingMiddleware(app)) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        assert client.get("/ok").status_code == 200
+        assert client.get("/fail").status_code == 500
+        assert client.get("/slow").status_code == 200
+        c = wait_decided(3)
+    assert (c["kept_error"], c["kept_slow"], c["discarded"]) == (1, 1, 1)
+    reasons = {}
+    for trace in store.traces():
+        assert {s.name for s in trace} >= {"handler"}
+        root = next(s for s in trace if s.parent_span_id is None)
+        reasons[root.attributes["url.path"]] = root.attributes[KEPT]
+    assert reasons == {"/fail": "error", "/slow": "slow"}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_keeps_traces_while_the_parent_held_the_lock() -> None:
+    """Forked while another thread held tail sampling's lock: the child still keeps a failing trace."""
+    tail()
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with _tail._LOCK:
+            held.set()
+            release.wait(30)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    held.wait(30)
+    pid = os.fork()
+    if pid == 0:  # the child: exit status 0 only if the failing trace was kept
+        signal.alarm(20)  # a deadlock here ends the child (killed by SIGALRM) instead of hanging the test
+        code = 1
+        try:
+            run(fail=True)
+            code = 0 if autotrace.get_trace_store().trace_count() == 1 else 2
+        finally:
+            os._exit(code)
+    release.set()
+    t.join()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
