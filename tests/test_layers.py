@@ -32,6 +32,7 @@ TIERS: list[list[str]] = [
     ["_stacktrace", "_stderr", "_resource", "attributes", "_secrets"],  # exception text, log fallback, resource,
     # attribute values, secret names and text
     ["otlp", "sampling", "_render"],  # spans -> OTLP/JSON; samplers; a bounded, redacting repr
+    ["_otlp_json"],  # spans -> OTLP/JSON bytes, without otlp's dicts
     ["store"],  # whole traces in memory
     ["_state"],  # what the hot path reads; finish(span); flush()
     ["redaction"],  # what capture keeps, secrets hidden
