@@ -12,7 +12,6 @@ through ``otlp.any_value`` and ``json.dumps``, so their encoding is otlp's.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable, Iterator, Mapping
 from json.encoder import encode_basestring
 from typing import TYPE_CHECKING, Any
@@ -69,8 +68,12 @@ def attributes_json(attributes: Mapping[str, Any]) -> str:
     """Attributes as the JSON text of a list of OTLP ``KeyValue`` (``otlp.key_values``)."""
     if not attributes:
         return "[]"
-    out = []
+    # One string grown in place, no list per span: objects the cyclic collector tracks would
+    # make it run every few hundred spans, and walk every stored span when it reaches the
+    # oldest generation.
+    text = "["
     keys = _KEYS
+    quote = _quote
     # keys() and values() rather than items(): the same pairs, a third cheaper on a FrozenAttrs.
     for key, value in zip(attributes.keys(), attributes.values(), strict=True):
         head = keys.get(key) if key.__class__ is str else None
@@ -78,19 +81,19 @@ def attributes_json(attributes: Mapping[str, Any]) -> str:
             head = _key(key)
         cls = value.__class__
         if cls is str:
-            out.append(head + '{"stringValue":' + (_quote(value) if value.isascii() else _quote(_text(value))) + "}}")
+            text += f'{head}{{"stringValue":{quote(value) if value.isascii() else quote(_text(value))}}}}},'
         elif cls is int:
-            out.append(f'{head}{{"intValue":"{int.__repr__(value)}"}}}}')
+            text += f'{head}{{"intValue":"{value}"}}}},'  # str() of an exact int, as otlp's str(value)
         elif cls is float:
-            if math.isfinite(value):
-                out.append(f'{head}{{"doubleValue":{_FLOAT(value)}}}}}')
+            if value - value == 0.0:  # finite (an infinity or NaN gives NaN): written as json.dumps does
+                text += f'{head}{{"doubleValue":{value!r}}}}},'
             else:
-                out.append(head + _NON_FINITE[_FLOAT(value)])
+                text += head + _NON_FINITE[_FLOAT(value)] + ","
         elif cls is bool:
-            out.append(head + ('{"boolValue":true}}' if value else '{"boolValue":false}}'))
+            text += head + ('{"boolValue":true}},' if value else '{"boolValue":false}},')
         else:
-            out.append(head + _dumps(any_value(value)) + "}")
-    return "[" + ",".join(out) + "]"
+            text += head + _dumps(any_value(value)) + "},"
+    return text[:-1] + "]"
 
 
 def _hex64(value: int) -> str:
@@ -115,6 +118,10 @@ def span_json(span: Span) -> str:
     return _spans_json([span])
 
 
+_PARENT = ',"parentSpanId":"'
+_NO_EXTRA = ',"events":[],"links":[]'
+
+
 def _spans_json(spans: Iterable[Span]) -> str:
     """Spans as the JSON text of their ``otlp.encode_span`` objects, comma-separated."""
     out = []
@@ -123,15 +130,13 @@ def _spans_json(spans: Iterable[Span]) -> str:
     flags = 0
     max_name = LIMITS.max_name_length
     kinds = _KIND
+    quote = _quote
     for span in spans:
         tid = span._trace_id
         if tid is not last:
             head, after, flags = _trace_head(tid)
             last = tid
         parent = span._parent_id
-        text = head + span._span_id.to_bytes(8, "big").hex() + after
-        if parent is not None:
-            text += ',"parentSpanId":"' + parent.to_bytes(8, "big").hex() + '"'
         extra = span._extra
         name = span._name
         if len(name) > max_name:  # span() leaves the check to here, off its hot path
@@ -140,13 +145,16 @@ def _spans_json(spans: Iterable[Span]) -> str:
         end = span._end
         if end is None or end < start:
             end = start
+        # One f-string per span: a single join of its pieces, not a new string per piece.
         text = (
-            f'{text},"flags":{flags | _IS_REMOTE if extra is not None and extra.remote_parent else flags},'
-            f'"name":{_quote(name) if name.isascii() else _string(name)},"kind":{kinds[span._kind]},'
+            f"{head}{span._span_id.to_bytes(8, 'big').hex()}{after}"
+            f"{'' if parent is None else _PARENT + parent.to_bytes(8, 'big').hex() + chr(34)}"
+            f',"flags":{flags if extra is None or not extra.remote_parent else flags | _IS_REMOTE},'
+            f'"name":{quote(name) if name.isascii() else _string(name)},"kind":{kinds[span._kind]},'
             f'"startTimeUnixNano":"{start}","endTimeUnixNano":"{end}",'
             f'"attributes":{attributes_json(span._attrs)}'
+            f"{_NO_EXTRA if extra is None else _extra_json(extra)}"
         )
-        text += ',"events":[],"links":[]' if extra is None else _extra_json(extra)
         status = span._status
         code = status.code
         if not code:

@@ -568,34 +568,104 @@ def memory_figures(runs: int, scale: float, otel: bool) -> dict[str, Any]:
     return out
 
 
-def export_rates(rounds: int) -> dict[str, Any]:
-    """Spans/s of export_traces() over 10,000 stored spans, without and with json.dumps."""
+def _otel_spans(traces: int, per_trace: int) -> list[Any]:
+    """The spans of _record_traces made by the OpenTelemetry SDK (same names, attributes, shape)."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("bench")
+    for i in range(traces):
+        with tracer.start_as_current_span("request") as root:
+            root.set_attribute("gen_ai.request.model", "tiny-llm")
+            root.set_attribute("gen_ai.usage.input_tokens", 1000 + i)
+            root.set_attribute("server.latency_s", i * 0.5)
+            for j in range(per_trace - 1):
+                with tracer.start_as_current_span("step") as s:
+                    s.set_attribute("gen_ai.request.model", "tiny-llm")
+                    s.set_attribute("gen_ai.usage.input_tokens", 1000 + j)
+                    s.set_attribute("server.latency_s", j * 0.5)
+    return list(exporter.get_finished_spans())
+
+
+def _otel_proto_encoder() -> Callable[[list[Any]], bytes] | None:
+    """OpenTelemetry's own OTLP protobuf encoder (what its OTLP/HTTP exporter sends), when installed."""
+    try:
+        from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    except ImportError:  # pragma: no cover - depends on the environment
+        return None
+    return lambda spans: bytes(encode_spans(spans).SerializeToString())
+
+
+def export_rates(rounds: int, otel: bool) -> dict[str, Any]:
+    """Spans/s over 10,000 stored spans: export_traces(), plus json.dumps, the direct encoder, OTel's protobuf.
+
+    The direct encoder is timed as GET /traces runs it (the store's traces,
+    streamed in pieces of 256 spans, joined). OpenTelemetry's protobuf encoder
+    runs on the same spans recorded by its SDK (same names, attributes, shape).
+    Each round times every encoder once, in a shuffled order.
+    """
+    from autotrace import _otlp_json
+    from autotrace._resource import current as resource_attributes
+
     configure(1.0, max_traces=EXPORT_SPANS // 10)
     _record_traces(EXPORT_SPANS // 10, 10)
-    plain: list[float] = []
-    dumped: list[float] = []
-    for _ in range(rounds):
-        gc.collect()
-        t0 = CLOCK()
+    store = autotrace.get_trace_store()
+    otel_encode = _otel_proto_encoder() if otel else None
+    otel_spans = _otel_spans(EXPORT_SPANS // 10, 10) if otel_encode is not None else []
+    expected = json.loads(json.dumps(autotrace.export_traces()))
+    body = b"".join(_otlp_json.stream(store.traces(), resource_attributes(), 256))
+    assert json.loads(body) == expected, "the direct encoder's document differs from export_traces()"
+    del expected, body
+
+    def dict_only() -> int:
+        return len(autotrace.export_traces()["resourceSpans"][0]["scopeSpans"][0]["spans"])
+
+    def dumped() -> int:
         doc = autotrace.export_traces()
-        t1 = CLOCK()
         json.dumps(doc)
-        t2 = CLOCK()
-        n = len(doc["resourceSpans"][0]["scopeSpans"][0]["spans"])
-        assert n == EXPORT_SPANS, n
-        del doc
-        plain.append(n / (t1 - t0))
-        dumped.append(n / (t2 - t0))
+        return len(doc["resourceSpans"][0]["scopeSpans"][0]["spans"])
+
+    def direct() -> int:
+        traces = store.traces()
+        b"".join(_otlp_json.stream(traces, resource_attributes(), 256))
+        return sum(len(t) for t in traces)
+
+    def proto() -> int:
+        assert otel_encode is not None
+        otel_encode(otel_spans)
+        return len(otel_spans)
+
+    encoders: dict[str, Callable[[], int]] = {"dict": dict_only, "dumps": dumped, "direct": direct}
+    if otel_encode is not None:
+        encoders["otel_proto"] = proto
+    rates: dict[str, list[float]] = {k: [] for k in encoders}
+    ratios: list[float] = []
+    rng = random.Random(3)
+    for _ in range(rounds):
+        order = list(encoders)
+        rng.shuffle(order)
+        for key in order:
+            gc.collect()
+            t0 = CLOCK()
+            n = encoders[key]()
+            elapsed = CLOCK() - t0
+            assert n == EXPORT_SPANS, (key, n)
+            rates[key].append(n / elapsed)
+        ratios.append(rates["direct"][-1] / rates["dumps"][-1])
     configure(1.0)
-    return {
-        "spans": EXPORT_SPANS,
-        "export_traces_spans_per_s": statistics.median(plain),
-        "export_traces_spans_per_s_min": min(plain),
-        "export_traces_spans_per_s_max": max(plain),
-        "with_json_dumps_spans_per_s": statistics.median(dumped),
-        "with_json_dumps_spans_per_s_min": min(dumped),
-        "with_json_dumps_spans_per_s_max": max(dumped),
+    out: dict[str, Any] = {"spans": EXPORT_SPANS, "direct_over_dumps": _spread(ratios)}
+    names = {
+        "dict": "export_traces_spans_per_s",
+        "dumps": "with_json_dumps_spans_per_s",
+        "direct": "direct_json_spans_per_s",
+        "otel_proto": "otel_protobuf_spans_per_s",
     }
+    for key, values in rates.items():
+        name = names[key]
+        out[name] = statistics.median(values)
+        out[f"{name}_min"] = min(values)
+        out[f"{name}_max"] = max(values)
+    return out
 
 
 # -- report ---------------------------------------------------------------------------------
@@ -689,6 +759,12 @@ def report(results: dict[str, Any]) -> tuple[str, list[tuple[str, bool, str]]]:
         f"{ex['export_traces_spans_per_s']:,.0f} spans/s | |"
     )
     lines.append(f"| the same plus `json.dumps` | {ex['with_json_dumps_spans_per_s']:,.0f} spans/s | |")
+    otel_proto = ex.get("otel_protobuf_spans_per_s")
+    lines.append(
+        f"| OTLP JSON bytes written straight from the spans, as `GET /traces` sends them "
+        f"(OTel: its SDK's protobuf encoder on the same spans) | {ex['direct_json_spans_per_s']:,.0f} spans/s "
+        f"| {f'{otel_proto:,.0f} spans/s' if otel_proto else ''} |"
+    )
 
     bars: list[tuple[str, bool, str]] = []
 
@@ -715,6 +791,13 @@ def report(results: dict[str, Any]) -> tuple[str, list[tuple[str, bool, str]]]:
         )
     s = ex["export_traces_spans_per_s"]
     bar("≥ 150,000 spans/s OTLP JSON export (export_traces(), dict)", s >= 150_000, f"{s:,.0f} spans/s")
+    r = ex["direct_over_dumps"]
+    bar(
+        "≥ 3x the spans/s of json.dumps(export_traces()) for GET /traces bytes",
+        r["median"] >= 3,
+        f"{r['median']:.2f}x (range {r['min']:.2f}–{r['max']:.2f}x): {ex['direct_json_spans_per_s']:,.0f} "
+        f"vs {ex['with_json_dumps_spans_per_s']:,.0f} spans/s",
+    )
     ratio = at_thr["ratio"]
     detail = f"{ratio['median']:.0%} (IQR {ratio['q1']:.0%}–{ratio['q3']:.0%}, {at_thr['pairs']} pairs)"
     if ot_thr:
@@ -798,7 +881,7 @@ def main(argv: list[str] | None = None) -> int:
         threads["opentelemetry"] = measure_threads(otel.call, pairs, thread_target, teardown=otel.clear)
     print("memory and export ...", file=sys.stderr, flush=True)
     memory = memory_figures(mem_runs, mem_scale, with_otel)
-    export = export_rates(export_rounds)
+    export = export_rates(export_rounds, with_otel)
     results: dict[str, Any] = {
         "machine": machine(),
         "mode": mode,

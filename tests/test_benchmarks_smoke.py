@@ -109,9 +109,11 @@ def test_memory_and_export_are_reported(smoke: tuple[subprocess.CompletedProcess
         assert m["median"] > 0, (key, m)
     ex = doc["export"]
     assert ex["spans"] == 10_000
-    for k in ("export_traces_spans_per_s", "with_json_dumps_spans_per_s"):
+    rates = ["export_traces_spans_per_s", "with_json_dumps_spans_per_s", "direct_json_spans_per_s"]
+    for k in rates + (["otel_protobuf_spans_per_s"] if HAVE_OTEL else []):
         assert number(ex[k]) and ex[k] > 0
         assert ex[f"{k}_min"] <= ex[k] <= ex[f"{k}_max"]
+    spread_ok(ex["direct_over_dumps"])
 
 
 def test_bars_are_listed_but_not_judged(smoke: tuple[subprocess.CompletedProcess[str], Any]) -> None:
@@ -119,6 +121,7 @@ def test_bars_are_listed_but_not_judged(smoke: tuple[subprocess.CompletedProcess
     proc, doc = smoke
     names = [b["bar"] for b in doc["bars"]]
     assert any("2-thread" in n for n in names) and any("bytes" in n for n in names), names
+    assert any("json.dumps(export_traces())" in n for n in names), names
     assert all(b["judged"] is False for b in doc["bars"])
     assert "| bare call |" in proc.stdout
     assert "traces of 1 span" in proc.stdout
