@@ -214,25 +214,41 @@ def stream(
     """The ExportTraceServiceRequest of ``traces`` as UTF-8 JSON, piece by piece (``chunk`` spans at a time).
 
     This process's spans come under ``resource`` and autotrace's scope, received
-    ones under their own (``otlp.group_by_origin``). ``errors`` is how text that
-    is not valid UTF-8 (a lone surrogate in a received resource) is written: the
-    server writes it as a JSON escape, an exporter may ask for "strict".
+    ones under their own (``otlp.group_by_origin``). Each piece holds one run of
+    spans with the brackets and headers around it, so a small answer is one
+    piece (one send on the server). ``errors`` is how text that is not valid
+    UTF-8 (a lone surrogate in a received resource) is written: the server
+    writes it as a JSON escape, an exporter may ask for "strict".
     """
+    text = ""
+    held = False  # whether text holds a run of spans already
+    for part, spans in _parts(traces, resource, chunk):
+        if spans:
+            if held:
+                yield text.encode("utf-8", errors)
+                text = ""
+            held = True
+        text += part
+    yield text.encode("utf-8", errors)
+
+
+def _parts(traces: Iterable[Iterable[Span]], resource: Mapping[str, Any], chunk: int) -> Iterator[tuple[str, bool]]:
+    """The document's text in order: (a run of ``chunk`` spans, True) or (the text between runs, False)."""
     groups = _resource_spans(group_by_origin(s for trace in traces for s in trace), resource)
     if not groups:
-        yield b'{"resourceSpans":[]}'
+        yield '{"resourceSpans":[]}', False
         return
-    yield b'{"resourceSpans":['
+    yield '{"resourceSpans":[', False
     for r, (res, scopes) in enumerate(groups):
-        yield ((',{"resource":' if r else '{"resource":') + _dumps(res) + ',"scopeSpans":[').encode("utf-8", errors)
+        yield (',{"resource":' if r else '{"resource":') + _dumps(res) + ',"scopeSpans":[', False
         for c, (scope, spans) in enumerate(scopes):
-            yield ((',{"scope":' if c else '{"scope":') + _dumps(scope) + ',"spans":[').encode("utf-8", errors)
+            yield (',{"scope":' if c else '{"scope":') + _dumps(scope) + ',"spans":[', False
             for i in range(0, len(spans), chunk):
                 piece = _spans_json(spans[i : i + chunk])
-                yield (piece if not i else "," + piece).encode("utf-8", errors)
-            yield b"]}"
-        yield b"]}"
-    yield b"]}"
+                yield (piece if not i else "," + piece), True
+            yield "]}", False
+        yield "]}", False
+    yield "]}", False
 
 
 def encode(spans: Iterable[Span], resource: Mapping[str, Any], errors: str = "strict") -> bytes:

@@ -250,3 +250,17 @@ def test_get_traces_answers_the_document_export_traces_gives() -> None:
     (only,) = [t for t in autotrace.get_trace_store().traces() if t[0].trace_id == tid]
     assert one.json() == json.loads(json.dumps(encode_spans(only, resource_attributes())))
     validate(whole.json())
+
+
+def test_each_streamed_piece_holds_one_run_of_spans() -> None:
+    """A small answer is one piece (one send); a large one a piece per ``chunk`` spans, brackets included."""
+    for i in range(7):
+        with span(f"s{i}"):
+            pass
+    traces = autotrace.get_trace_store().traces()
+    resource = resource_attributes()
+    assert len(list(direct.stream(traces, resource, 256))) == 1
+    pieces = list(direct.stream(traces, resource, 3))
+    assert len(pieces) == 3 and pieces[0].startswith(b'{"resourceSpans":[{"resource":')
+    assert pieces[-1].endswith(b"]}]}]}")
+    assert json.loads(b"".join(pieces)) == json.loads(json.dumps(encode_spans(all_spans(), resource)))
