@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import ipaddress
 import logging
+import queue
 import socket
 import socketserver
 import threading
@@ -160,6 +161,7 @@ DEFAULT_REQUEST_TIMEOUT = 30.0
 """Seconds a client has to send its whole request (line, headers and body); then 408 and closed."""
 DEFAULT_IDLE_TIMEOUT = 60.0
 """Seconds one read or write may wait for the client (also while the answer is sent)."""
+_WORKER_IDLE_SECONDS = 30.0  # a worker thread with no connection to serve for this long ends
 _OVERFLOW = 8  # connections past the caps read at once, to answer /health (each for at most 1 s)
 _OVERFLOW_SECONDS = 1.0
 
@@ -205,7 +207,13 @@ def _client_key(client_address: Any) -> str:
 
 
 class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
-    """One daemon thread per connection, so a slow client cannot hold up the others.
+    """One daemon thread per connection at a time, so a slow client cannot hold up the others.
+
+    The threads are kept between connections (one that waits
+    ``_WORKER_IDLE_SECONDS`` for work ends): starting a thread makes the
+    accepting thread wait twice for the GIL (the new thread must run to say it
+    has started), behind every thread answering a request, so a thread per
+    connection made the server accept more slowly the busier it was.
 
     At most ``max_connections`` at once, and at most ``max_per_client`` from
     one client address: the server lives in the host process, and idle or
@@ -224,6 +232,7 @@ class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
     max_per_client = DEFAULT_MAX_CONNECTIONS // 2
     request_timeout = DEFAULT_REQUEST_TIMEOUT
     idle_timeout = DEFAULT_IDLE_TIMEOUT
+    worker_idle_timeout = _WORKER_IDLE_SECONDS
     _BUSY = _busy_answer()
     _BUSY_CLIENT = _busy_answer("too many connections from your address")
 
@@ -236,6 +245,8 @@ class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
         self._per_client: dict[str, int] = {}
         self._deadlines: dict[Any, float] = {}  # socket -> monotonic deadline of its request
         self._closing = threading.Event()
+        self._jobs: queue.SimpleQueue[tuple[Any, Any] | None] = queue.SimpleQueue()
+        self._idle = 0  # worker threads waiting for a connection that none has been promised to yet
         self._watchdog = threading.Thread(target=self._watch, name="autotrace-server-watchdog", daemon=True)
         self._watchdog.start()
 
@@ -252,10 +263,44 @@ class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
             self._refuse(request, self._BUSY_CLIENT if crowded else self._BUSY)
             return
         try:
-            super().process_request(request, client_address)
+            self._dispatch(request, client_address)
         except BaseException:  # no thread started: its slot is free again
             self._release_slot(request, client)
             raise
+
+    def _dispatch(self, request: Any, client_address: Any) -> None:
+        """Hand a connection to an idle worker thread, or to a new one when none is idle."""
+        with self._count_lock:
+            reuse = self._idle > 0
+            if reuse:
+                self._idle -= 1  # promised: that worker will not end before it takes this one
+        if reuse:
+            self._jobs.put((request, client_address))
+            return
+        threading.Thread(
+            target=self._work, args=((request, client_address),), name="autotrace-server-worker", daemon=True
+        ).start()
+
+    def _work(self, job: tuple[Any, Any] | None) -> None:
+        """Serve connections one after another until idle for worker_idle_timeout seconds or the server closes."""
+        while job is not None:
+            self.process_request_thread(*job)
+            with self._count_lock:
+                if self._closing.is_set():  # checked under the lock server_close counts idle workers with
+                    return
+                self._idle += 1
+            job = None
+            while job is None:
+                try:
+                    job = self._jobs.get(timeout=self.worker_idle_timeout)
+                except queue.Empty:
+                    with self._count_lock:
+                        if self._idle > 0:  # else a connection is promised to a waiting worker: wait on
+                            self._idle -= 1
+                            return
+                    continue
+                if job is None:  # the server closed
+                    return
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
@@ -352,6 +397,10 @@ class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
         closing = getattr(self, "_closing", None)
         if closing is not None:
             closing.set()
+            with self._count_lock:
+                idle, self._idle = self._idle, 0
+            for _ in range(idle):  # the waiting workers end now, not after their idle timeout
+                self._jobs.put(None)
         super().server_close()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
