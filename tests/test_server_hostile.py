@@ -656,3 +656,44 @@ def test_concurrent_connections_get_their_own_workers_within_the_cap() -> None:
         for _ in range(8):
             assert fetch(handle.url, "/").status == 200
         assert len(set(seen)) == 4  # the later connections were served by the same four threads
+
+
+def test_an_answer_piece_goes_out_in_one_send_at_flush() -> None:
+    """The server's write side sends nothing until flush(), then everything written since in one send."""
+    from autotrace._serving import _CoalescingWriter
+
+    left, right = socket.socketpair()
+    try:
+        right.setblocking(False)
+        writer = _CoalescingWriter(left)
+        for part in (b"HTTP/1.0 200 OK\r\n", b"Date: x\r\n", b"Content-Type: text/plain\r\n\r\n", b"body"):
+            assert writer.write(part) == len(part)
+        with pytest.raises(BlockingIOError):
+            right.recv(100)  # nothing sent before the flush
+        writer.flush()
+        assert right.recv(1000) == b"HTTP/1.0 200 OK\r\nDate: x\r\nContent-Type: text/plain\r\n\r\nbody"
+        writer.write(b"unflushed")
+        writer.close()  # what was not flushed is dropped, as the handler only closes after its flush
+        with pytest.raises(BlockingIOError):
+            right.recv(100)
+    finally:
+        left.close()
+        right.close()
+
+
+def test_accepted_connections_have_nagle_off() -> None:
+    """TCP_NODELAY on each connection: a streamed answer's last segment does not wait for a delayed ACK."""
+    flags: list[int] = []
+    holder: list[Any] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        # Before the answer starts, the connection is among those the watchdog holds to a deadline.
+        for sock in list(holder[0]._server._deadlines):
+            flags.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    with start_in_background(port=0, app=app) as handle:
+        holder.append(handle)
+        assert fetch(handle.url, "/").status == 200
+    assert flags and all(flags), flags
