@@ -6,6 +6,8 @@ Run from the repository root::
     python benchmarks/run.py --quick            # same cases, fewer and shorter rounds (~10 s)
     python benchmarks/run.py --smoke --json x   # every case once or twice (~2 s), bars not judged: for CI
     python benchmarks/run.py --json out.json    # write the JSON elsewhere than benchmarks/results.json
+    python benchmarks/run.py --server           # plus the /traces server under 1, 4, 16 clients (~1 min more)
+    python benchmarks/run.py --server-only      # that section alone (with --quick or --smoke: shorter)
 
 It prints a Markdown table and one PASS/FAIL line per bar of issue 6, writes every
 figure as JSON (to benchmarks/results.json unless --json says otherwise), and
@@ -844,6 +846,26 @@ MODES: dict[str, tuple[int, float, int, float, int, float, int]] = {
     # every case, as briefly as still gives numbers (and a spread): for CI, never judged
     "smoke": (2, 0.001, 2, 0.005, 2, 0.05, 2),
 }
+# mode: (rounds, seconds per run) of the server section (benchmarks/server_load.py)
+SERVER_MODES: dict[str, tuple[int, float]] = {"full": (5, 2.0), "quick": (2, 1.0), "smoke": (1, 0.2)}
+
+
+def server_section(mode: str) -> dict[str, Any]:
+    """The /traces server under 1, 4 and 16 concurrent clients (benchmarks/server_load.py)."""
+    import server_load
+
+    rounds, seconds = SERVER_MODES[mode]
+    runs = len(server_load.ROUTES) * len(server_load.CLIENTS) * rounds
+    print(f"server under load: {runs} runs of {seconds} s ...", file=sys.stderr, flush=True)
+    return server_load.measure(rounds, seconds)
+
+
+def server_report(server: dict[str, Any]) -> tuple[str, list[tuple[str, bool, str]]]:
+    """The server section's table and bars."""
+    import server_load
+
+    lines, bars = server_load.report(server)
+    return "\n".join(lines), bars
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -860,6 +882,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-otel", action="store_true", help="skip OpenTelemetry even when installed")
     parser.add_argument("--seed", type=int, default=1, help="seed of the visiting order")
     parser.add_argument("--wall", action="store_true", help="time single-thread cases in wall time, not CPU time")
+    parser.add_argument("--server", action="store_true", help="add the /traces server under concurrent clients")
+    parser.add_argument("--server-only", action="store_true", help="measure only the server section")
     args = parser.parse_args(argv)
     global CLOCK
     if args.wall:
@@ -868,6 +892,9 @@ def main(argv: list[str] | None = None) -> int:
     rounds, target, pairs, thread_target, mem_runs, mem_scale, export_rounds = MODES[mode]
     rounds = args.rounds or rounds
     with_otel = HAVE_OTEL and not args.no_otel
+    judged = mode != "smoke"
+    if args.server_only:
+        return _server_only(mode, args.json, judged)
 
     cases = autotrace_cases()
     otel = otel_cases() if with_otel else None
@@ -894,7 +921,11 @@ def main(argv: list[str] | None = None) -> int:
         "export": export,
     }
     table, bars = report(results)
-    judged = mode != "smoke"
+    if args.server:
+        results["server"] = server_section(mode)
+        server_table, server_bars = server_report(results["server"])
+        table += "\n\n" + server_table
+        bars += server_bars
     results["bars"] = [{"bar": name, "pass": ok, "measured": detail, "judged": judged} for name, ok, detail in bars]
     m = results["machine"]
     print(
@@ -909,6 +940,24 @@ def main(argv: list[str] | None = None) -> int:
     with open(args.json, "w") as f:
         json.dump(results, f, indent=2)
     print(f"\nwrote {args.json}", file=sys.stderr)
+    return 0 if not judged or all(ok for _, ok, _ in bars) else 1
+
+
+def _server_only(mode: str, path: str, judged: bool) -> int:
+    """--server-only: the server section alone, printed and written as JSON; 1 when a bar fails."""
+    results: dict[str, Any] = {"machine": machine(), "mode": mode, "server": server_section(mode)}
+    table, bars = server_report(results["server"])
+    results["bars"] = [{"bar": name, "pass": ok, "measured": detail, "judged": judged} for name, ok, detail in bars]
+    m = results["machine"]
+    print(f"\n{m['nproc']} CPUs, {m['cpu']}, {m['implementation']} {m['python']}; {mode} run, median of rounds\n")
+    print(table)
+    print()
+    for name, ok, detail in bars:
+        verdict = ("PASS" if ok else "FAIL") if judged else "(smoke, not judged)"
+        print(f"{verdict}  {name}: {detail}")
+    with open(path, "w") as f:
+        json.dump(results, f, indent=2)
+    print(f"\nwrote {path}", file=sys.stderr)
     return 0 if not judged or all(ok for _, ok, _ in bars) else 1
 
 
