@@ -54,7 +54,7 @@ class _CoalescingWriter(io.BufferedIOBase):
         return True
 
     def write(self, data: Any) -> int:
-        self._parts.append(bytes(data))
+        self._parts.append(data if data.__class__ is bytes else bytes(data))  # wsgiref hands over bytes
         return len(self._parts[-1])
 
     def flush(self) -> None:
