@@ -219,8 +219,8 @@ def stream(
     for part, spans in _parts(traces, resource, chunk):
         if spans:
             if held:
-                yield text.encode("utf-8", errors)
-                text = ""
+                data, text = text.encode("utf-8", errors), ""  # the text is let go before the bytes are sent
+                yield data
             held = True
         text += part
     yield text.encode("utf-8", errors)

@@ -284,11 +284,8 @@ class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
     def _work(self, job: tuple[Any, Any] | None) -> None:
         """Serve connections one after another until idle for worker_idle_timeout seconds or the server closes."""
         while job is not None:
-            self.process_request_thread(*job)
-            with self._count_lock:
-                if self._closing.is_set():  # checked under the lock server_close counts idle workers with
-                    return
-                self._idle += 1
+            if not self.process_request_thread(*job):
+                return  # the server closed
             job = None
             while job is None:
                 try:
@@ -302,13 +299,16 @@ class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
                 if job is None:  # the server closed
                     return
 
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
+    def process_request_thread(self, request: Any, client_address: Any) -> bool:  # type: ignore[override]
+        """Serve one connection; True when this thread then waits, idle, for the next one."""
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._release_slot(request, _client_key(client_address))
+            waiting = self._release_slot(request, _client_key(client_address), then_idle=True)
+        return waiting
 
-    def _release_slot(self, request: Any, client: str) -> None:
+    def _release_slot(self, request: Any, client: str, then_idle: bool = False) -> bool:
+        """Free a connection's slot; with ``then_idle``, count its thread as idle first (unless closing)."""
         with self._count_lock:
             self._deadlines.pop(request, None)
             self.connections -= 1
@@ -317,7 +317,14 @@ class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
                 self._per_client[client] = left
             else:
                 self._per_client.pop(client, None)
+            # Idle before the slot is free: the connection that takes the slot finds this thread
+            # waiting instead of starting another, so there are never more threads than slots.
+            # Checked under the lock server_close counts the idle workers with.
+            waiting = then_idle and not self._closing.is_set()
+            if waiting:
+                self._idle += 1
         self._slots.release()
+        return waiting
 
     def lift_deadline(self, request: Any) -> None:
         """The app starts its answer: no more request deadline for this connection."""

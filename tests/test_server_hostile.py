@@ -697,3 +697,22 @@ def test_accepted_connections_have_nagle_off() -> None:
         holder.append(handle)
         assert fetch(handle.url, "/").status == 200
     assert flags and all(flags), flags
+
+
+def test_never_more_worker_threads_than_connection_slots() -> None:
+    """Under a steady stream of connections the server never runs more worker threads than max_connections."""
+    import threading
+
+    seen: list[Any] = []
+    with start_in_background(port=0, app=_thread_app(seen), max_connections=2, max_connections_per_client=2) as h:
+
+        def client() -> None:
+            for _ in range(40):
+                fetch(h.url, "/")  # a 503 past the cap is fine: only served requests are counted
+
+        clients = [threading.Thread(target=client) for _ in range(4)]
+        for c in clients:
+            c.start()
+        for c in clients:
+            c.join(60)
+    assert seen and len(set(seen)) <= 2, len(set(seen))
