@@ -7,8 +7,10 @@ Standard library only (``wsgiref``, ``socketserver``): it serves any WSGI app.
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import logging
+import queue
 import socket
 import socketserver
 import threading
@@ -32,6 +34,43 @@ logger = logging.getLogger("autotrace")
 _DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 
 
+class _CoalescingWriter(io.BufferedIOBase):
+    """A connection's write side that sends what was written at each flush(), in one send.
+
+    wsgiref writes the status line, the Date and Server headers, the other
+    headers and each piece of the body with one write each, and flushes after
+    each piece of the body: unbuffered, that is four or more sends per answer.
+    Each send gives up the GIL and waits to take it back behind every thread
+    that is running, so under concurrent requests each costs up to a switch
+    interval; one send per piece of the body keeps that to one wait.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self._sock = sock
+        self._parts: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._parts.append(data if data.__class__ is bytes else bytes(data))  # wsgiref hands over bytes
+        return len(self._parts[-1])
+
+    def flush(self) -> None:
+        if self._parts:
+            data = b"".join(self._parts)
+            self._parts.clear()
+            self._sock.sendall(data)
+
+    def close(self) -> None:
+        self._parts.clear()  # what was not flushed is not sent: the handler flushes what it means to send
+        super().close()
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+
 class _LoggingHandler(WSGIRequestHandler):
     """wsgiref's handler (one access-log line per request on stderr), with a socket timeout.
 
@@ -50,9 +89,16 @@ class _LoggingHandler(WSGIRequestHandler):
     default_request_version = "HTTP/1.0"
 
     def setup(self) -> None:
-        """Take the server's idle timeout before the socket files are made."""
+        """Take the server's idle timeout before the socket files are made; one send per flush, no Nagle delay."""
         self.timeout = getattr(self.server, "idle_timeout", self.timeout)  # type: ignore[misc]
         super().setup()
+        self.wfile = _CoalescingWriter(self.connection)
+        try:
+            # A streamed answer's last small segment would otherwise wait for the client's ACK
+            # of the one before, which a delayed ACK holds back up to 40 ms.
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (OSError, AttributeError):
+            pass  # not TCP (a test's socket pair)
 
     def handle(self) -> None:
         """wsgiref's handle(), with the request deadline lifted once the app starts its answer."""
@@ -115,6 +161,7 @@ DEFAULT_REQUEST_TIMEOUT = 30.0
 """Seconds a client has to send its whole request (line, headers and body); then 408 and closed."""
 DEFAULT_IDLE_TIMEOUT = 60.0
 """Seconds one read or write may wait for the client (also while the answer is sent)."""
+_WORKER_IDLE_SECONDS = 30.0  # a worker thread with no connection to serve for this long ends
 _OVERFLOW = 8  # connections past the caps read at once, to answer /health (each for at most 1 s)
 _OVERFLOW_SECONDS = 1.0
 
@@ -160,7 +207,13 @@ def _client_key(client_address: Any) -> str:
 
 
 class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
-    """One daemon thread per connection, so a slow client cannot hold up the others.
+    """One daemon thread per connection at a time, so a slow client cannot hold up the others.
+
+    The threads are kept between connections (one that waits
+    ``_WORKER_IDLE_SECONDS`` for work ends): starting a thread makes the
+    accepting thread wait twice for the GIL (the new thread must run to say it
+    has started), behind every thread answering a request, so a thread per
+    connection made the server accept more slowly the busier it was.
 
     At most ``max_connections`` at once, and at most ``max_per_client`` from
     one client address: the server lives in the host process, and idle or
@@ -179,6 +232,7 @@ class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
     max_per_client = DEFAULT_MAX_CONNECTIONS // 2
     request_timeout = DEFAULT_REQUEST_TIMEOUT
     idle_timeout = DEFAULT_IDLE_TIMEOUT
+    worker_idle_timeout = _WORKER_IDLE_SECONDS
     _BUSY = _busy_answer()
     _BUSY_CLIENT = _busy_answer("too many connections from your address")
 
@@ -191,6 +245,8 @@ class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
         self._per_client: dict[str, int] = {}
         self._deadlines: dict[Any, float] = {}  # socket -> monotonic deadline of its request
         self._closing = threading.Event()
+        self._jobs: queue.SimpleQueue[tuple[Any, Any] | None] = queue.SimpleQueue()
+        self._idle = 0  # worker threads waiting for a connection that none has been promised to yet
         self._watchdog = threading.Thread(target=self._watch, name="autotrace-server-watchdog", daemon=True)
         self._watchdog.start()
 
@@ -207,18 +263,52 @@ class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
             self._refuse(request, self._BUSY_CLIENT if crowded else self._BUSY)
             return
         try:
-            super().process_request(request, client_address)
+            self._dispatch(request, client_address)
         except BaseException:  # no thread started: its slot is free again
             self._release_slot(request, client)
             raise
 
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
+    def _dispatch(self, request: Any, client_address: Any) -> None:
+        """Hand a connection to an idle worker thread, or to a new one when none is idle."""
+        with self._count_lock:
+            reuse = self._idle > 0
+            if reuse:
+                self._idle -= 1  # promised: that worker will not end before it takes this one
+        if reuse:
+            self._jobs.put((request, client_address))
+            return
+        threading.Thread(
+            target=self._work, args=((request, client_address),), name="autotrace-server-worker", daemon=True
+        ).start()
+
+    def _work(self, job: tuple[Any, Any] | None) -> None:
+        """Serve connections one after another until idle for worker_idle_timeout seconds or the server closes."""
+        while job is not None:
+            if not self.process_request_thread(*job):
+                return  # the server closed
+            job = None
+            while job is None:
+                try:
+                    job = self._jobs.get(timeout=self.worker_idle_timeout)
+                except queue.Empty:
+                    with self._count_lock:
+                        if self._idle > 0:  # else a connection is promised to a waiting worker: wait on
+                            self._idle -= 1
+                            return
+                    continue
+                if job is None:  # the server closed
+                    return
+
+    def process_request_thread(self, request: Any, client_address: Any) -> bool:  # type: ignore[override]
+        """Serve one connection; True when this thread then waits, idle, for the next one."""
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._release_slot(request, _client_key(client_address))
+            waiting = self._release_slot(request, _client_key(client_address), then_idle=True)
+        return waiting
 
-    def _release_slot(self, request: Any, client: str) -> None:
+    def _release_slot(self, request: Any, client: str, then_idle: bool = False) -> bool:
+        """Free a connection's slot; with ``then_idle``, count its thread as idle first (unless closing)."""
         with self._count_lock:
             self._deadlines.pop(request, None)
             self.connections -= 1
@@ -227,7 +317,14 @@ class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
                 self._per_client[client] = left
             else:
                 self._per_client.pop(client, None)
+            # Idle before the slot is free: the connection that takes the slot finds this thread
+            # waiting instead of starting another, so there are never more threads than slots.
+            # Checked under the lock server_close counts the idle workers with.
+            waiting = then_idle and not self._closing.is_set()
+            if waiting:
+                self._idle += 1
         self._slots.release()
+        return waiting
 
     def lift_deadline(self, request: Any) -> None:
         """The app starts its answer: no more request deadline for this connection."""
@@ -307,6 +404,10 @@ class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
         closing = getattr(self, "_closing", None)
         if closing is not None:
             closing.set()
+            with self._count_lock:
+                idle, self._idle = self._idle, 0
+            for _ in range(idle):  # the waiting workers end now, not after their idle timeout
+                self._jobs.put(None)
         super().server_close()
 
     def handle_error(self, request: Any, client_address: Any) -> None:

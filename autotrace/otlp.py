@@ -11,7 +11,7 @@ import base64
 import json
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._limits import LIMITS
@@ -31,7 +31,6 @@ __all__ = [
     "key_values",
     "origin",
     "span_origin",
-    "stream_traces",
 ]
 
 SCOPE = {"name": "autotrace", "version": __version__}
@@ -308,27 +307,3 @@ def encode_spans(spans: Iterable[Span], resource: Mapping[str, Any] | None = Non
 def encode_traces(traces: Iterable[Iterable[Span]], resource: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Whole traces (lists of spans) as one ``ExportTraceServiceRequest``."""
     return encode_spans((s for trace in traces for s in trace), resource)
-
-
-def stream_traces(
-    traces: Iterable[Iterable[Span]],
-    resource: Mapping[str, Any],
-    dumps: Callable[[Any], bytes],
-    chunk: int = 256,
-) -> Iterator[bytes]:
-    """``encode_traces`` as JSON bytes, piece by piece (``chunk`` spans at a time), for a streamed answer."""
-    groups = _resource_spans(group_by_origin(s for trace in traces for s in trace), resource)
-    if not groups:
-        yield b'{"resourceSpans":[]}'
-        return
-    yield b'{"resourceSpans":['
-    for r, (res, scopes) in enumerate(groups):
-        yield (b"," if r else b"") + b'{"resource":' + dumps(res) + b',"scopeSpans":['
-        for c, (scope, spans) in enumerate(scopes):
-            yield (b"," if c else b"") + b'{"scope":' + dumps(scope) + b',"spans":['
-            for i in range(0, len(spans), chunk):
-                piece = b",".join([dumps(encode_span(s)) for s in spans[i : i + chunk]])
-                yield piece if not i else b"," + piece
-            yield b"]}"
-        yield b"]}"
-    yield b"]}"

@@ -32,7 +32,7 @@ from typing import Any
 
 import bottle
 
-from . import _receiver, _serving, _summary
+from . import _otlp_json, _receiver, _serving, _summary
 from ._env import parse_bool
 from ._guard import _COMMON_HEADERS, _JSON, _dumps, _refuse_browser_clear, _set_headers
 from ._guard import LOOPBACK_HOSTS as LOOPBACK_HOSTS
@@ -47,7 +47,6 @@ from ._serving import DEFAULT_MAX_CONNECTIONS as DEFAULT_MAX_CONNECTIONS
 from ._serving import DEFAULT_REQUEST_TIMEOUT as DEFAULT_REQUEST_TIMEOUT
 from ._serving import ServerHandle as ServerHandle
 from ._serving import WSGIApp as WSGIApp
-from .otlp import stream_traces
 from .store import TraceStore
 from .tracer import get_config, get_trace_store, internal_error, resource_attributes
 from .wsgi import TracingMiddleware
@@ -252,7 +251,7 @@ class _Answer:
 
     def _pieces(self) -> Iterator[bytes]:
         # Received spans keep their own resource and scope (otlp.Origin): one resourceSpans entry each.
-        yield from stream_traces([t for t in self._traces if t], self._resource, _dumps, _CHUNK_SPANS)
+        yield from _otlp_json.stream([t for t in self._traces if t], self._resource, _CHUNK_SPANS)
 
     def close(self) -> None:
         """Give back the encode slot (once)."""

@@ -6,6 +6,8 @@ Run from the repository root::
     python benchmarks/run.py --quick            # same cases, fewer and shorter rounds (~10 s)
     python benchmarks/run.py --smoke --json x   # every case once or twice (~2 s), bars not judged: for CI
     python benchmarks/run.py --json out.json    # write the JSON elsewhere than benchmarks/results.json
+    python benchmarks/run.py --server           # plus the /traces server under 1, 4, 16 clients (~1 min more)
+    python benchmarks/run.py --server-only      # that section alone (with --quick or --smoke: shorter)
 
 It prints a Markdown table and one PASS/FAIL line per bar of issue 6, writes every
 figure as JSON (to benchmarks/results.json unless --json says otherwise), and
@@ -685,34 +687,104 @@ def memory_figures(runs: int, scale: float, otel: bool) -> dict[str, Any]:
     return out
 
 
-def export_rates(rounds: int) -> dict[str, Any]:
-    """Spans/s of export_traces() over 10,000 stored spans, without and with json.dumps."""
+def _otel_spans(traces: int, per_trace: int) -> list[Any]:
+    """The spans of _record_traces made by the OpenTelemetry SDK (same names, attributes, shape)."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("bench")
+    for i in range(traces):
+        with tracer.start_as_current_span("request") as root:
+            root.set_attribute("gen_ai.request.model", "tiny-llm")
+            root.set_attribute("gen_ai.usage.input_tokens", 1000 + i)
+            root.set_attribute("server.latency_s", i * 0.5)
+            for j in range(per_trace - 1):
+                with tracer.start_as_current_span("step") as s:
+                    s.set_attribute("gen_ai.request.model", "tiny-llm")
+                    s.set_attribute("gen_ai.usage.input_tokens", 1000 + j)
+                    s.set_attribute("server.latency_s", j * 0.5)
+    return list(exporter.get_finished_spans())
+
+
+def _otel_proto_encoder() -> Callable[[list[Any]], bytes] | None:
+    """OpenTelemetry's own OTLP protobuf encoder (what its OTLP/HTTP exporter sends), when installed."""
+    try:
+        from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    except ImportError:  # pragma: no cover - depends on the environment
+        return None
+    return lambda spans: bytes(encode_spans(spans).SerializeToString())
+
+
+def export_rates(rounds: int, otel: bool) -> dict[str, Any]:
+    """Spans/s over 10,000 stored spans: export_traces(), plus json.dumps, the direct encoder, OTel's protobuf.
+
+    The direct encoder is timed as GET /traces runs it (the store's traces,
+    streamed in pieces of 256 spans, joined). OpenTelemetry's protobuf encoder
+    runs on the same spans recorded by its SDK (same names, attributes, shape).
+    Each round times every encoder once, in a shuffled order.
+    """
+    from autotrace import _otlp_json
+    from autotrace._resource import current as resource_attributes
+
     configure(1.0, max_traces=EXPORT_SPANS // 10)
     _record_traces(EXPORT_SPANS // 10, 10)
-    plain: list[float] = []
-    dumped: list[float] = []
-    for _ in range(rounds):
-        gc.collect()
-        t0 = CLOCK()
+    store = autotrace.get_trace_store()
+    otel_encode = _otel_proto_encoder() if otel else None
+    otel_spans = _otel_spans(EXPORT_SPANS // 10, 10) if otel_encode is not None else []
+    expected = json.loads(json.dumps(autotrace.export_traces()))
+    body = b"".join(_otlp_json.stream(store.traces(), resource_attributes(), 256))
+    assert json.loads(body) == expected, "the direct encoder's document differs from export_traces()"
+    del expected, body
+
+    def dict_only() -> int:
+        return len(autotrace.export_traces()["resourceSpans"][0]["scopeSpans"][0]["spans"])
+
+    def dumped() -> int:
         doc = autotrace.export_traces()
-        t1 = CLOCK()
         json.dumps(doc)
-        t2 = CLOCK()
-        n = len(doc["resourceSpans"][0]["scopeSpans"][0]["spans"])
-        assert n == EXPORT_SPANS, n
-        del doc
-        plain.append(n / (t1 - t0))
-        dumped.append(n / (t2 - t0))
+        return len(doc["resourceSpans"][0]["scopeSpans"][0]["spans"])
+
+    def direct() -> int:
+        traces = store.traces()
+        b"".join(_otlp_json.stream(traces, resource_attributes(), 256))
+        return sum(len(t) for t in traces)
+
+    def proto() -> int:
+        assert otel_encode is not None
+        otel_encode(otel_spans)
+        return len(otel_spans)
+
+    encoders: dict[str, Callable[[], int]] = {"dict": dict_only, "dumps": dumped, "direct": direct}
+    if otel_encode is not None:
+        encoders["otel_proto"] = proto
+    rates: dict[str, list[float]] = {k: [] for k in encoders}
+    ratios: list[float] = []
+    rng = random.Random(3)
+    for _ in range(rounds):
+        order = list(encoders)
+        rng.shuffle(order)
+        for key in order:
+            gc.collect()
+            t0 = CLOCK()
+            n = encoders[key]()
+            elapsed = CLOCK() - t0
+            assert n == EXPORT_SPANS, (key, n)
+            rates[key].append(n / elapsed)
+        ratios.append(rates["direct"][-1] / rates["dumps"][-1])
     configure(1.0)
-    return {
-        "spans": EXPORT_SPANS,
-        "export_traces_spans_per_s": statistics.median(plain),
-        "export_traces_spans_per_s_min": min(plain),
-        "export_traces_spans_per_s_max": max(plain),
-        "with_json_dumps_spans_per_s": statistics.median(dumped),
-        "with_json_dumps_spans_per_s_min": min(dumped),
-        "with_json_dumps_spans_per_s_max": max(dumped),
+    out: dict[str, Any] = {"spans": EXPORT_SPANS, "direct_over_dumps": _spread(ratios)}
+    names = {
+        "dict": "export_traces_spans_per_s",
+        "dumps": "with_json_dumps_spans_per_s",
+        "direct": "direct_json_spans_per_s",
+        "otel_proto": "otel_protobuf_spans_per_s",
     }
+    for key, values in rates.items():
+        name = names[key]
+        out[name] = statistics.median(values)
+        out[f"{name}_min"] = min(values)
+        out[f"{name}_max"] = max(values)
+    return out
 
 
 # -- report ---------------------------------------------------------------------------------
@@ -814,6 +886,12 @@ def report(results: dict[str, Any]) -> tuple[str, list[tuple[str, bool, str]]]:
         f"{ex['export_traces_spans_per_s']:,.0f} spans/s | |"
     )
     lines.append(f"| the same plus `json.dumps` | {ex['with_json_dumps_spans_per_s']:,.0f} spans/s | |")
+    otel_proto = ex.get("otel_protobuf_spans_per_s")
+    lines.append(
+        f"| OTLP JSON bytes written straight from the spans, as `GET /traces` sends them "
+        f"(OTel: its SDK's protobuf encoder on the same spans) | {ex['direct_json_spans_per_s']:,.0f} spans/s "
+        f"| {f'{otel_proto:,.0f} spans/s' if otel_proto else ''} |"
+    )
 
     bars: list[tuple[str, bool, str]] = []
 
@@ -854,6 +932,13 @@ def report(results: dict[str, Any]) -> tuple[str, list[tuple[str, bool, str]]]:
             )
     s = ex["export_traces_spans_per_s"]
     bar("≥ 150,000 spans/s OTLP JSON export (export_traces(), dict)", s >= 150_000, f"{s:,.0f} spans/s")
+    r = ex["direct_over_dumps"]
+    bar(
+        "≥ 3x the spans/s of json.dumps(export_traces()) for GET /traces bytes",
+        r["median"] >= 3,
+        f"{r['median']:.2f}x (range {r['min']:.2f}–{r['max']:.2f}x): {ex['direct_json_spans_per_s']:,.0f} "
+        f"vs {ex['with_json_dumps_spans_per_s']:,.0f} spans/s",
+    )
     ratio = at_thr["ratio"]
     detail = f"{ratio['median']:.0%} (IQR {ratio['q1']:.0%}–{ratio['q3']:.0%}, {at_thr['pairs']} pairs)"
     if ot_thr:
@@ -900,6 +985,26 @@ MODES: dict[str, tuple[int, float, int, float, int, float, int]] = {
     # every case, as briefly as still gives numbers (and a spread): for CI, never judged
     "smoke": (2, 0.001, 2, 0.005, 2, 0.05, 2),
 }
+# mode: (rounds, seconds per run) of the server section (benchmarks/server_load.py)
+SERVER_MODES: dict[str, tuple[int, float]] = {"full": (5, 2.0), "quick": (2, 1.0), "smoke": (1, 0.2)}
+
+
+def server_section(mode: str) -> dict[str, Any]:
+    """The /traces server under 1, 4 and 16 concurrent clients (benchmarks/server_load.py)."""
+    import server_load
+
+    rounds, seconds = SERVER_MODES[mode]
+    runs = len(server_load.ROUTES) * len(server_load.CLIENTS) * rounds
+    print(f"server under load: {runs} runs of {seconds} s ...", file=sys.stderr, flush=True)
+    return server_load.measure(rounds, seconds)
+
+
+def server_report(server: dict[str, Any]) -> tuple[str, list[tuple[str, bool, str]]]:
+    """The server section's table and bars."""
+    import server_load
+
+    lines, bars = server_load.report(server)
+    return "\n".join(lines), bars
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -916,6 +1021,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-otel", action="store_true", help="skip OpenTelemetry even when installed")
     parser.add_argument("--seed", type=int, default=1, help="seed of the visiting order")
     parser.add_argument("--wall", action="store_true", help="time single-thread cases in wall time, not CPU time")
+    parser.add_argument("--server", action="store_true", help="add the /traces server under concurrent clients")
+    parser.add_argument("--server-only", action="store_true", help="measure only the server section")
     args = parser.parse_args(argv)
     global CLOCK
     if args.wall:
@@ -924,6 +1031,9 @@ def main(argv: list[str] | None = None) -> int:
     rounds, target, pairs, thread_target, mem_runs, mem_scale, export_rounds = MODES[mode]
     rounds = args.rounds or rounds
     with_otel = HAVE_OTEL and not args.no_otel
+    judged = mode != "smoke"
+    if args.server_only:
+        return _server_only(mode, args.json, judged)
 
     cases = autotrace_cases()
     otel = otel_cases() if with_otel else None
@@ -937,7 +1047,7 @@ def main(argv: list[str] | None = None) -> int:
         threads["opentelemetry"] = measure_threads(otel.call, pairs, thread_target, teardown=otel.clear)
     print("memory and export ...", file=sys.stderr, flush=True)
     memory = memory_figures(mem_runs, mem_scale, with_otel)
-    export = export_rates(export_rounds)
+    export = export_rates(export_rounds, with_otel)
     results: dict[str, Any] = {
         "machine": machine(),
         "mode": mode,
@@ -950,7 +1060,11 @@ def main(argv: list[str] | None = None) -> int:
         "export": export,
     }
     table, bars = report(results)
-    judged = mode != "smoke"
+    if args.server:
+        results["server"] = server_section(mode)
+        server_table, server_bars = server_report(results["server"])
+        table += "\n\n" + server_table
+        bars += server_bars
     results["bars"] = [{"bar": name, "pass": ok, "measured": detail, "judged": judged} for name, ok, detail in bars]
     m = results["machine"]
     print(
@@ -965,6 +1079,24 @@ def main(argv: list[str] | None = None) -> int:
     with open(args.json, "w") as f:
         json.dump(results, f, indent=2)
     print(f"\nwrote {args.json}", file=sys.stderr)
+    return 0 if not judged or all(ok for _, ok, _ in bars) else 1
+
+
+def _server_only(mode: str, path: str, judged: bool) -> int:
+    """--server-only: the server section alone, printed and written as JSON; 1 when a bar fails."""
+    results: dict[str, Any] = {"machine": machine(), "mode": mode, "server": server_section(mode)}
+    table, bars = server_report(results["server"])
+    results["bars"] = [{"bar": name, "pass": ok, "measured": detail, "judged": judged} for name, ok, detail in bars]
+    m = results["machine"]
+    print(f"\n{m['nproc']} CPUs, {m['cpu']}, {m['implementation']} {m['python']}; {mode} run, median of rounds\n")
+    print(table)
+    print()
+    for name, ok, detail in bars:
+        verdict = ("PASS" if ok else "FAIL") if judged else "(smoke, not judged)"
+        print(f"{verdict}  {name}: {detail}")
+    with open(path, "w") as f:
+        json.dump(results, f, indent=2)
+    print(f"\nwrote {path}", file=sys.stderr)
     return 0 if not judged or all(ok for _, ok, _ in bars) else 1
 
 

@@ -115,9 +115,11 @@ def test_memory_and_export_are_reported(smoke: tuple[subprocess.CompletedProcess
         assert m["median"] > 0, (key, m)
     ex = doc["export"]
     assert ex["spans"] == 10_000
-    for k in ("export_traces_spans_per_s", "with_json_dumps_spans_per_s"):
+    rates = ["export_traces_spans_per_s", "with_json_dumps_spans_per_s", "direct_json_spans_per_s"]
+    for k in rates + (["otel_protobuf_spans_per_s"] if HAVE_OTEL else []):
         assert number(ex[k]) and ex[k] > 0
         assert ex[f"{k}_min"] <= ex[k] <= ex[f"{k}_max"]
+    spread_ok(ex["direct_over_dumps"])
 
 
 def test_bars_are_listed_but_not_judged(smoke: tuple[subprocess.CompletedProcess[str], Any]) -> None:
@@ -125,6 +127,7 @@ def test_bars_are_listed_but_not_judged(smoke: tuple[subprocess.CompletedProcess
     proc, doc = smoke
     names = [b["bar"] for b in doc["bars"]]
     assert any("2-thread" in n for n in names) and any("bytes" in n for n in names), names
+    assert any("json.dumps(export_traces())" in n for n in names), names
     assert all(b["judged"] is False for b in doc["bars"])
     assert "| bare call |" in proc.stdout
     assert "traces of 1 span" in proc.stdout
@@ -147,3 +150,28 @@ def test_export_faults_smoke_runs_every_mode_and_prints_its_bars() -> None:
         assert f"| {mode} |" in out, mode
     assert out.count("(smoke, not judged)") == 7
     assert "| json, compression=gzip |" in out and "| protobuf, compression=none |" in out
+
+
+def test_server_section_smoke_reports_every_route_and_client_count(tmp_path: Path) -> None:
+    """run.py --server-only --smoke: /traces?limit=10 and the bare route at 1, 4, 16 clients; bars printed, unjudged."""
+    out = tmp_path / "server.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--server-only", "--smoke", "--json", str(out)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    doc = json.loads(out.read_text())
+    runs = doc["server"]["runs"]
+    for route in ("traces", "bare"):
+        for clients in (1, 4, 16):
+            r = runs[f"{route}@{clients}"]
+            assert r["requests"] > 0 and r["failures"] == 0, r
+            for k in ("requests_per_s", "p50_ms", "p99_ms"):
+                assert number(r[k]) and r[k] > 0, (k, r)
+            assert r["p50_ms"] <= r["p99_ms"] <= r["max_ms"], r
+    assert [b["judged"] for b in doc["bars"]] == [False, False]
+    assert "| `/traces?limit=10` | 16 |" in done.stdout and "(smoke, not judged)" in done.stdout

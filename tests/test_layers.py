@@ -33,6 +33,7 @@ TIERS: list[list[str]] = [
     # attribute values, secret names and text
     ["otlp", "sampling", "_render", "_tail"],  # spans -> OTLP/JSON; samplers; a bounded, redacting repr;
     # provisional traces of tail sampling
+    ["_otlp_json"],  # spans -> OTLP/JSON bytes, without otlp's dicts
     ["store"],  # whole traces in memory
     ["_state"],  # what the hot path reads; finish(span); flush()
     ["redaction"],  # what capture keeps, secrets hidden

@@ -146,7 +146,7 @@ def test_the_answer_is_streamed_in_pieces_and_stays_one_valid_request() -> None:
     finally:
         body.close()
     assert status.startswith("200") and "content-length" not in headers
-    assert len(pieces) >= 6  # every 256 spans at most, plus the head and the tail
+    assert len(pieces) == 4  # 256 spans at most each; the head and the tail travel with the first and the last
     doc = json.loads(b"".join(pieces))
     validate(doc)
     assert trace_ids(doc) == tids and len(spans_of(doc)) == 900
@@ -580,3 +580,139 @@ def test_several_loopback_source_addresses_count_as_one_client(monkeypatch: pyte
             for sock in held:
                 sock.close()
         settle(handle)
+
+
+def _wait_for(condition: Any, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def _thread_app(seen: list[Any]) -> Any:
+    """A WSGI app that records the thread serving each request."""
+    import threading
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        seen.append(threading.current_thread())
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    return app
+
+
+def test_connections_reuse_an_idle_worker_thread() -> None:
+    """A connection arriving while a worker waits idle is served by it: no thread started per connection."""
+    seen: list[Any] = []
+    with start_in_background(port=0, app=_thread_app(seen)) as handle:
+        server = handle._server
+        for i in range(10):
+            assert fetch(handle.url, "/").status == 200
+            assert _wait_for(lambda: server._idle == 1), f"no idle worker after request {i}"
+    assert len(seen) == 10 and len(set(seen)) == 1, {t.name for t in seen}
+    assert seen[0].name == "autotrace-server-worker"
+
+
+def test_idle_workers_end_when_the_server_stops_or_after_their_idle_timeout() -> None:
+    """stop() ends the waiting worker threads at once; a worker idle for worker_idle_timeout ends by itself."""
+    seen: list[Any] = []
+    with start_in_background(port=0, app=_thread_app(seen)) as handle:
+        handle._server.worker_idle_timeout = 0.2
+        assert fetch(handle.url, "/").status == 200
+        assert _wait_for(lambda: not seen[0].is_alive()), "the idle worker did not end after its timeout"
+        handle._server.worker_idle_timeout = 60.0
+        assert fetch(handle.url, "/").status == 200
+        assert _wait_for(lambda: handle._server._idle == 1)
+        assert seen[1] is not seen[0] and seen[1].is_alive()
+    assert _wait_for(lambda: not seen[1].is_alive(), 5.0), "stop() left an idle worker waiting"
+
+
+def test_concurrent_connections_get_their_own_workers_within_the_cap() -> None:
+    """Connections served at once each have a worker; the workers never outnumber max_connections."""
+    import threading
+
+    gate = threading.Event()
+    seen: list[Any] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        seen.append(threading.current_thread())
+        gate.wait(10)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    with start_in_background(port=0, app=app, max_connections=4, max_connections_per_client=4) as handle:
+        replies: list[int] = []
+        clients = [threading.Thread(target=lambda: replies.append(fetch(handle.url, "/").status)) for _ in range(4)]
+        for c in clients:
+            c.start()
+        assert _wait_for(lambda: len(seen) == 4)
+        gate.set()
+        for c in clients:
+            c.join(10)
+        assert replies == [200] * 4 and len(set(seen)) == 4
+        assert _wait_for(lambda: handle._server._idle == 4)
+        for _ in range(8):
+            assert fetch(handle.url, "/").status == 200
+        assert len(set(seen)) == 4  # the later connections were served by the same four threads
+
+
+def test_an_answer_piece_goes_out_in_one_send_at_flush() -> None:
+    """The server's write side sends nothing until flush(), then everything written since in one send."""
+    from autotrace._serving import _CoalescingWriter
+
+    left, right = socket.socketpair()
+    try:
+        right.setblocking(False)
+        writer = _CoalescingWriter(left)
+        for part in (b"HTTP/1.0 200 OK\r\n", b"Date: x\r\n", b"Content-Type: text/plain\r\n\r\n", b"body"):
+            assert writer.write(part) == len(part)
+        with pytest.raises(BlockingIOError):
+            right.recv(100)  # nothing sent before the flush
+        writer.flush()
+        assert right.recv(1000) == b"HTTP/1.0 200 OK\r\nDate: x\r\nContent-Type: text/plain\r\n\r\nbody"
+        writer.write(b"unflushed")
+        writer.close()  # what was not flushed is dropped, as the handler only closes after its flush
+        with pytest.raises(BlockingIOError):
+            right.recv(100)
+    finally:
+        left.close()
+        right.close()
+
+
+def test_accepted_connections_have_nagle_off() -> None:
+    """TCP_NODELAY on each connection: a streamed answer's last segment does not wait for a delayed ACK."""
+    flags: list[int] = []
+    holder: list[Any] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        # Before the answer starts, the connection is among those the watchdog holds to a deadline.
+        for sock in list(holder[0]._server._deadlines):
+            flags.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    with start_in_background(port=0, app=app) as handle:
+        holder.append(handle)
+        assert fetch(handle.url, "/").status == 200
+    assert flags and all(flags), flags
+
+
+def test_never_more_worker_threads_than_connection_slots() -> None:
+    """Under a steady stream of connections the server never runs more worker threads than max_connections."""
+    import threading
+
+    seen: list[Any] = []
+    with start_in_background(port=0, app=_thread_app(seen), max_connections=2, max_connections_per_client=2) as h:
+
+        def client() -> None:
+            for _ in range(40):
+                fetch(h.url, "/")  # a 503 past the cap is fine: only served requests are counted
+
+        clients = [threading.Thread(target=client) for _ in range(4)]
+        for c in clients:
+            c.start()
+        for c in clients:
+            c.join(60)
+    assert seen and len(set(seen)) <= 2, len(set(seen))

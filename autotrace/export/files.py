@@ -13,10 +13,10 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .. import _otlp_json
 from .._errors import internal_error
 from .._receiver import decode_document, store_spans
 from .._resource import current as resource_attributes
-from ..otlp import encode_spans
 from ..spans import Span
 from ._base import Exporter
 
@@ -61,9 +61,7 @@ class FileExporter(Exporter):
         if not spans:
             return True
         try:
-            doc = encode_spans(spans, resource_attributes())
-            line = json.dumps(doc, separators=(",", ":"), ensure_ascii=False, allow_nan=False) + "\n"
-            data = line.encode("utf-8")
+            data = _otlp_json.encode(spans, resource_attributes()) + b"\n"
             with self._lock:
                 if self._fd is None:
                     self._fd = _open_append(self.path)

@@ -30,6 +30,7 @@ import urllib.parse
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .. import _otlp_json
 from .._errors import internal_error
 from .._resource import current as resource_attributes
 from .._version import __version__
@@ -179,11 +180,10 @@ class OTLPHttpExporter(Exporter):
 
     def _encode(self, spans: list[Span], resource: Mapping[str, Any]) -> list[tuple[bytes, int]]:
         """Encoded request bodies with their span counts, each under max_request_bytes."""
-        doc = encode_spans(spans, resource)
         if self._pb is not None:
-            body = self._pb.request(doc).SerializeToString()
+            body = self._pb.request(encode_spans(spans, resource)).SerializeToString()
         else:
-            body = json.dumps(doc, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+            body = _otlp_json.encode(spans, resource)
         if len(body) <= self.max_request_bytes:
             return [(body, len(spans))]
         if len(spans) == 1:
