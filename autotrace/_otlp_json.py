@@ -67,14 +67,19 @@ def attributes_json(attributes: Mapping[str, Any]) -> str:
     """Attributes as the JSON text of a list of OTLP ``KeyValue`` (``otlp.key_values``)."""
     if not attributes:
         return "[]"
+    # keys() and values() rather than items(): the same pairs, a third cheaper on a FrozenAttrs.
+    return _pairs_json(attributes.keys(), attributes.values())
+
+
+def _pairs_json(keys_of: Iterable[Any], values_of: Iterable[Any]) -> str:
+    """Keys and their values (in step) as the JSON text of a list of OTLP ``KeyValue``."""
     # One string grown in place, no list per span: objects the cyclic collector tracks would
     # make it run every few hundred spans, and walk every stored span when it reaches the
     # oldest generation.
     text = "["
     keys = _KEYS
     quote = _quote
-    # keys() and values() rather than items(): the same pairs, a third cheaper on a FrozenAttrs.
-    for key, value in zip(attributes.keys(), attributes.values(), strict=True):
+    for key, value in zip(keys_of, values_of, strict=True):
         head = keys.get(key) if key.__class__ is str else None
         if head is None:
             head = _key(key)
@@ -92,7 +97,7 @@ def attributes_json(attributes: Mapping[str, Any]) -> str:
             text += head + ('{"boolValue":true}},' if value else '{"boolValue":false}},')
         else:
             text += head + _dumps(any_value(value)) + "},"
-    return text[:-1] + "]"
+    return text[:-1] + "]" if len(text) > 1 else "[]"
 
 
 def _hex64(value: int) -> str:
@@ -112,6 +117,7 @@ def _trace_head(tid: int) -> tuple[str, str, int]:
     return head, '","traceState":' + _quote(trace_state) if trace_state else '"', _FLAGS_RANDOM if random else _FLAGS
 
 
+_MASK64 = (1 << 64) - 1
 _PARENT = ',"parentSpanId":"'
 _NO_EXTRA = ',"events":[],"links":[]'
 
@@ -135,21 +141,47 @@ def _spans_json(spans: Iterable[Span]) -> str:
         name = span._name
         if len(name) > max_name:  # span() leaves the check to here, off its hot path
             name = name[:max_name]
-        start = span._start
-        end = span._end
+        # The slots, not the properties that decode them (spans.Span): a finished
+        # span usually has its span id, start and end packed in one int.
+        start: Any = span._t0
+        end: Any = span._t1
+        if start is None:  # packed (attributes.pack)
+            sid: Any = end >> 128
+            start = (end >> 64) & _MASK64
+            end &= _MASK64
+        else:
+            sid = span._sid
         if end is None or end < start:
             end = start
+        data = span._attr_data
+        if data.__class__ is tuple:  # packed own attributes: the keys; the values in slots
+            n = len(data)
+            values: tuple[Any, ...] = (
+                (span._attr0, span._attr1, span._attr2)
+                if n == 3
+                else (span._attr0, span._attr1)
+                if n == 2
+                else (span._attr0,)
+                if n == 1
+                else ()
+            )
+            attrs_text = _pairs_json(data, values)
+        else:
+            attrs_text = attributes_json(data)
         # One f-string per span: a single join of its pieces, not a new string per piece.
         text = (
-            f"{head}{span._span_id.to_bytes(8, 'big').hex()}{after}"
+            f"{head}{sid.to_bytes(8, 'big').hex()}{after}"
             f"{'' if parent is None else _PARENT + parent.to_bytes(8, 'big').hex() + chr(34)}"
             f',"flags":{flags if extra is None or not extra.remote_parent else flags | _IS_REMOTE},'
             f'"name":{quote(name) if name.isascii() else _string(name)},"kind":{kinds[span._kind]},'
             f'"startTimeUnixNano":"{start}","endTimeUnixNano":"{end}",'
-            f'"attributes":{attributes_json(span._attrs)}'
+            f'"attributes":{attrs_text}'
             f"{_NO_EXTRA if extra is None else _extra_json(extra)}"
         )
-        status = span._status
+        if extra is None:  # no extra part: status UNSET (spans.Span._status)
+            out.append(text + ',"status":{}}')
+            continue
+        status = extra.status
         code = status.code
         if not code:
             out.append(text + ',"status":{}}')
