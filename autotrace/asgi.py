@@ -145,7 +145,6 @@ class _Request:
         "scope",
         "send",
         "span",
-        "started",
         "status",
         "streaming",
         "websocket",
@@ -161,7 +160,7 @@ class _Request:
         self.websocket = websocket
         self.status: int | None = None
         self.chunks = 0
-        self.first_chunk: float | None = None
+        self.first_chunk: int | None = None  # time_ns() when the first chunk was sent
         self.streaming = False
         self.complete = False
         self.disconnected = False
@@ -225,7 +224,6 @@ class _Request:
             self.span: Span | NonRecordingSpan = started  # type: ignore[assignment]
         else:
             self.span = _tracer._non_recording(parent, started)
-        self.started = time.perf_counter()
 
     async def _receive(self) -> Message:
         message: Message = await self.receive()
@@ -289,7 +287,8 @@ class _Request:
                 if message.get("body"):
                     self.chunks += 1
                     if self.first_chunk is None:
-                        self.first_chunk = time.perf_counter()
+                        # On the span's clock: measured from its start, no clock read per request for it.
+                        self.first_chunk = time.time_ns()
                         self.streaming = bool(more)
                 if not more:
                     self.complete = True
@@ -410,7 +409,7 @@ class _Request:
                     s.set_status(StatusCode.ERROR, f"HTTP {code}")
             first = self.first_chunk
             if self.streaming and first is not None:
-                s.set_attribute(TIME_TO_FIRST_CHUNK, first - self.started)
+                s.set_attribute(TIME_TO_FIRST_CHUNK, max(0, first - s._start) / 1e9)  # type: ignore[union-attr]
                 s.set_attribute(CHUNKS, self.chunks)
             if self.disconnected and not self.complete and s.status.code != StatusCode.ERROR:
                 s.set_status(StatusCode.ERROR, "the client disconnected before the response was complete")
