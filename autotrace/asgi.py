@@ -145,7 +145,6 @@ class _Request:
         "scope",
         "send",
         "span",
-        "started",
         "status",
         "streaming",
         "websocket",
@@ -161,7 +160,7 @@ class _Request:
         self.websocket = websocket
         self.status: int | None = None
         self.chunks = 0
-        self.first_chunk: float | None = None
+        self.first_chunk: int | None = None  # time_ns() when the first chunk was sent
         self.streaming = False
         self.complete = False
         self.disconnected = False
@@ -225,7 +224,6 @@ class _Request:
             self.span: Span | NonRecordingSpan = started  # type: ignore[assignment]
         else:
             self.span = _tracer._non_recording(parent, started)
-        self.started = time.perf_counter()
 
     async def _receive(self) -> Message:
         message: Message = await self.receive()
@@ -239,18 +237,34 @@ class _Request:
             internal_error("asgi middleware (receive)", exc)
         return message
 
-    async def _send(self, message: Message) -> None:
-        body = False
+    def _send(self, message: Message) -> Awaitable[None]:
+        # A plain function returning the awaitable: the response start and a response sent
+        # whole (one body message) go straight to the server's send, no coroutine of ours
+        # around them; only a streamed body is awaited here, to count what was really sent.
         try:
             kind = message["type"]
             if kind == "http.response.body":
-                body = True
-            elif kind == "http.response.start" or kind == "websocket.accept":
+                if self.first_chunk is None and not self.disconnected and not message.get("more_body", False):
+                    # The whole body at once (or the end of an empty stream): nothing to time, and it
+                    # completes the response. A send that fails with it reaches __call__ as the app's
+                    # exception (recorded there, status ERROR).
+                    if message.get("body"):
+                        self.chunks += 1
+                    self.complete = True
+                    return self.send(message)
+                return self._body(message)
+            if kind == "http.response.start":
+                return self.send(self._start(message))
+            if kind == "websocket.accept":
                 message = self._start(message)
             elif kind == "websocket.close":
                 self.complete = True
         except Exception as exc:
             internal_error("asgi middleware (send)", exc)
+        return self._other(message)
+
+    async def _other(self, message: Message) -> None:
+        """Send a message that is not a body chunk; a failing send is a client gone away."""
         try:
             await self.send(message)
         except OSError:
@@ -258,13 +272,23 @@ class _Request:
             if not self.complete:
                 self._went_away()
             raise
-        if body and not self.disconnected:  # counted once sent: a chunk the client never got is not one
+
+    async def _body(self, message: Message) -> None:
+        """Send one chunk of a streamed body, counted once sent (a chunk the client never got is not one)."""
+        try:
+            await self.send(message)
+        except OSError:
+            if not self.complete:
+                self._went_away()
+            raise
+        if not self.disconnected:
             try:
                 more = message.get("more_body", False)
                 if message.get("body"):
                     self.chunks += 1
                     if self.first_chunk is None:
-                        self.first_chunk = time.perf_counter()
+                        # On the span's clock: measured from its start, no clock read per request for it.
+                        self.first_chunk = time.time_ns()
                         self.streaming = bool(more)
                 if not more:
                     self.complete = True
@@ -385,7 +409,7 @@ class _Request:
                     s.set_status(StatusCode.ERROR, f"HTTP {code}")
             first = self.first_chunk
             if self.streaming and first is not None:
-                s.set_attribute(TIME_TO_FIRST_CHUNK, first - self.started)
+                s.set_attribute(TIME_TO_FIRST_CHUNK, max(0, first - s._start) / 1e9)  # type: ignore[union-attr]
                 s.set_attribute(CHUNKS, self.chunks)
             if self.disconnected and not self.complete and s.status.code != StatusCode.ERROR:
                 s.set_status(StatusCode.ERROR, "the client disconnected before the response was complete")

@@ -585,6 +585,33 @@ def test_a_send_failing_with_oserror_mid_stream_is_a_disconnect_and_propagates()
     assert s.attributes["autotrace.response.chunks"] == 3
 
 
+def test_a_send_failing_with_oserror_on_a_whole_response_is_error_and_propagates() -> None:
+    """The start and a one-message body go straight to the server's send: its OSError is recorded, ERROR, re-raised."""
+    for failing in ("http.response.start", "http.response.body"):
+        autotrace.get_trace_store().clear()
+        gone = ConnectionResetError(f"client went away at {failing}")
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"whole"})
+
+        async def send(message: Any, failing: str = failing, gone: Exception = gone) -> None:
+            if message["type"] == failing:
+                raise gone
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        scope = {"type": "http", "method": "GET", "path": "/w", "headers": [], "asgi": {"spec_version": "2.4"}}
+        with pytest.raises(ConnectionResetError) as caught:
+            asyncio.run(TracingMiddleware(app)(scope, receive, send))
+        assert caught.value is gone
+        (s,) = server_spans()
+        assert s.status.code == StatusCode.ERROR, failing
+        assert s.attributes["error.type"] == "ConnectionResetError"
+        assert [e.name for e in s.events] == ["exception"]
+
+
 def test_a_strange_scope_is_passed_to_the_app_not_broken() -> None:
     """Scopes a server should not send (missing keys, odd types): the app still runs and answers as without tracing."""
     answered: list[Any] = []
