@@ -26,6 +26,7 @@ from typing import Any, NoReturn, TypeVar, overload
 
 import wrapt
 
+from . import _inflight, _metrics
 from . import attributes as _attributes
 from ._errors import internal_error
 from ._state import _S
@@ -50,6 +51,13 @@ _getrandbits = random.getrandbits
 _MASK64 = (1 << 64) - 1
 _time_ns = time.time_ns
 _perf_counter = time.perf_counter
+_pc = time.perf_counter_ns
+# Metrics (every call, sampled or not) and open roots (/inflight); see _metrics.py.
+_M = _metrics.M
+_series = _metrics.series
+_observe_span = _metrics.observe_span
+_OPEN = _inflight.OPEN
+_FOLD_AT = _metrics.FOLD_AT
 
 
 def _fail(s: Span, exc: BaseException) -> None:
@@ -88,8 +96,10 @@ def _sync_function(
     """A plain function tracing each call of ``func``, which it calls from its own frame."""
     if capture is not None:
         return functools.update_wrapper(_sync_capture_function(func, name, kind, attrs, capture), func)
+    h: Any = None  # this function's metrics series, looked up at its first call
 
     def call(*args: Any, **kwargs: Any) -> Any:
+        nonlocal h
         # The hot path. Each branch does the least it can:
         # - a new trace draws its 128-bit id at once (one call, cheaper than
         #   two 64-bit draws and a shift); its low 64 bits are all the sampling
@@ -116,10 +126,28 @@ def _sync_function(
                 except BaseException:  # a signal handler raised before the token was kept
                     _cv_set(None)
                     raise
+                if not _M.on:
+                    try:
+                        return func(*args, **kwargs)
+                    finally:
+                        _cv_reset(token)
+                # Timed and listed as open (/inflight) while it runs: an unsampled root.
+                if h is None:
+                    h = _series(name, kind)
+                t0 = _pc()
                 try:
-                    return func(*args, **kwargs)
+                    _OPEN[lo] = (h, t0)
+                    result = func(*args, **kwargs)
+                except BaseException:
+                    h.append(~(_pc() - t0))
+                    raise
                 finally:
                     _cv_reset(token)
+                    _OPEN.pop(lo, None)
+                h.append(_pc() - t0)
+                if len(h) > _FOLD_AT:
+                    h.fold()
+                return result
             if _S.custom:
                 s = start(name, kind, attrs, None)
             else:
@@ -136,7 +164,20 @@ def _sync_function(
         else:
             s = start(name, kind, attrs, parent)
             if s is None:  # the parent is unsampled: run in its context, with no span
-                return func(*args, **kwargs)
+                if not _M.on:
+                    return func(*args, **kwargs)
+                if h is None:
+                    h = _series(name, kind)
+                t0 = _pc()
+                try:
+                    result = func(*args, **kwargs)
+                except BaseException:
+                    h.append(~(_pc() - t0))
+                    raise
+                h.append(_pc() - t0)
+                if len(h) > _FOLD_AT:
+                    h.fold()
+                return result
         if buf is not None:
             s = _new(Span)
             s._name = name
@@ -151,28 +192,42 @@ def _sync_function(
             s._end = None
             s._trace = buf
             s._start = _time_ns()
-        elif s.__class__ is not Span:  # a new unsampled trace's seed: current while it runs
+        elif s.__class__ is not Span:  # a new unsampled trace's seed (or a remote unsampled parent's child)
             try:
                 token = _cv_set(s)
             except BaseException:  # a signal handler raised before the token was kept
                 _cv_set(parent)
                 raise
+            if h is None:
+                h = _series(name, kind)
+            t0 = _pc()
             try:
-                return func(*args, **kwargs)
+                result = func(*args, **kwargs)
+            except BaseException:
+                if _M.on:
+                    h.append(~(_pc() - t0))
+                raise
             finally:
                 _cv_reset(token)
+            if _M.on:
+                h.append(_pc() - t0)
+            return result
         try:  # (a try block costs nothing until something is raised)
             token = _cv_set(s)
         except BaseException:  # a signal handler raised before the token was kept: put the context back
             _cv_set(parent)
             raise
         try:
+            if parent is None:
+                _OPEN[s] = s  # an open root, for /inflight
             return func(*args, **kwargs)
         except BaseException as exc:
             _fail(s, exc)
             raise
         finally:
             _cv_reset(token)
+            if parent is None:
+                _OPEN.pop(s, None)
             if s._end is None:  # not ended by hand inside the call
                 s._end = _time_ns()
                 # tracer._finish inline for the common case (a call saved).
@@ -181,6 +236,16 @@ def _sync_function(
                         s._attrs = _freeze(s._attrs)
                     s._trace = None  # no span <-> buffer cycle (see Span.__exit__)
                     buf.append(s)
+                    if _M.on:  # _finish() records the metrics of the other branch
+                        if s._status is _UNSET_STATUS and s._name is name:
+                            if h is None:
+                                h = _series(name, kind)
+                            d = s._end - s._start
+                            h.append(d if d > 0 else 0)  # (a wall clock set back: not an error)
+                            if len(h) > _FOLD_AT:
+                                h.fold()
+                        else:
+                            _observe_span(s)
                 else:
                     _finish(s)
 
@@ -195,13 +260,7 @@ def _sync_capture_function(
     def call(*args: Any, **kwargs: Any) -> Any:
         s = start(name, kind, attrs, _cv_get())
         if s.__class__ is not Span:
-            if s is None:
-                return func(*args, **kwargs)
-            token = _cv_set(s)
-            try:
-                return func(*args, **kwargs)
-            finally:
-                _cv_reset(token)
+            return _run_started(s, func, args, kwargs, name, kind)
         capture.arguments(s, None, args, kwargs)  # type: ignore[arg-type]
         token = _cv_set(s)
         try:
@@ -224,16 +283,48 @@ def _sync_capture_function(
 # -- sync: any other callable, through wrapt -------------------------------------------------
 
 
-def _run_started(s: Any, wrapped: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _timed(name: str, kind: SpanKind, s: Any, wrapped: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+    """Run an unsampled call (``s`` from start(), not a Span) and record its duration in the metrics."""
+    h = _series(name, kind)
+    root = s.__class__ is int
+    t0 = _pc()
+    token = None
+    try:
+        if root:
+            _OPEN[s] = (h, t0)
+        if s is not None:
+            token = _cv_set(s)
+        result = wrapped(*args, **kwargs)
+    except BaseException:
+        if _M.on:
+            h.append(~(_pc() - t0))
+        raise
+    finally:
+        if token is not None:
+            _cv_reset(token)
+        if root:
+            _OPEN.pop(s, None)
+    if _M.on:
+        h.append(_pc() - t0)
+        if len(h) > _FOLD_AT:
+            h.fold()
+    return result
+
+
+def _run_started(
+    s: Any, wrapped: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], name: str, kind: SpanKind
+) -> Any:
     """Run a call under whatever start() returned: a span, an unsampled seed, or None."""
     if s.__class__ is not Span:
-        if s is None:  # the parent is unsampled: keep its context
-            return wrapped(*args, **kwargs)
-        token = _cv_set(s)
-        try:
-            return wrapped(*args, **kwargs)
-        finally:
-            _cv_reset(token)
+        if not _M.on:
+            if s is None:  # the parent is unsampled: keep its context
+                return wrapped(*args, **kwargs)
+            token = _cv_set(s)
+            try:
+                return wrapped(*args, **kwargs)
+            finally:
+                _cv_reset(token)
+        return _timed(name, kind, s, wrapped, args, kwargs)
     token = _cv_set(s)
     try:
         return wrapped(*args, **kwargs)
@@ -249,7 +340,7 @@ def _sync_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any]) -> Callable[
     """The wrapt wrapper for a sync callable that is not a plain function (bound method, partial, object)."""
 
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return _run_started(start(name, kind, attrs, _cv_get()), wrapped, args, kwargs)
+        return _run_started(start(name, kind, attrs, _cv_get()), wrapped, args, kwargs, name, kind)
 
     return wrapper
 
@@ -258,7 +349,7 @@ def _sync_capture_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capt
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         s = start(name, kind, attrs, _cv_get())
         if s.__class__ is not Span:
-            return _run_started(s, wrapped, args, kwargs)
+            return _run_started(s, wrapped, args, kwargs, name, kind)
         capture.arguments(s, instance, args, kwargs)  # type: ignore[arg-type]
         token = _cv_set(s)
         try:
@@ -316,16 +407,34 @@ def _async_wrapper(
         # The span starts when the coroutine is first awaited, in the awaiting task's context.
         s = start(name, kind, attrs, _cv_get())
         if s.__class__ is not Span:
+            h = _series(name, kind) if _M.on else None
+            root = s.__class__ is int
+            t0 = _pc()
             if s is None:
-                return await coro
-            token = _cv_set(s)
+                token = None
+            else:
+                token = _cv_set(s)
             try:
-                return await coro
+                if root and h is not None:
+                    _OPEN[s] = (h, t0)
+                result = await coro
+            except BaseException:
+                if h is not None and _M.on:
+                    h.append(~(_pc() - t0))
+                raise
             finally:
-                try:
-                    _cv_reset(token)
-                except ValueError:  # resumed in another Context
-                    _reset_elsewhere(token, s)
+                if root:
+                    _OPEN.pop(s, None)
+                if token is not None:
+                    try:
+                        _cv_reset(token)
+                    except ValueError:  # resumed in another Context
+                        _reset_elsewhere(token, s)
+            if h is not None and _M.on:
+                h.append(_pc() - t0)
+                if len(h) > _FOLD_AT:
+                    h.fold()
+            return result
         if capture is not None:
             capture.arguments(s, instance, args, kwargs)  # type: ignore[arg-type]
         token = _cv_set(s)
@@ -409,6 +518,26 @@ class _StreamStats:
             s.end()
 
 
+def _stream_done(
+    h: Any, unsampled: bool, failed: bool, began: float, first: float, last: float, count: int
+) -> None:
+    """Record a finished stream in the metrics: time to first item, mean gap after it, items; and,
+    unsampled, its duration (a sampled stream's span records its own when it ends)."""
+    if not _M.on:
+        return
+    try:
+        ttft = round((first - began) * 1e9) if count else -1
+        gap = round((last - first) * 1e9 / (count - 1)) if count > 1 else -1
+        h.streams.append((ttft, gap, count))
+        if unsampled:
+            d = round((_perf_counter() - began) * 1e9)
+            h.append(~d if failed else d)
+            if len(h) > _FOLD_AT:
+                h.fold()
+    except Exception as exc:
+        internal_error("stream metrics", exc)
+
+
 def _gen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture: _Capture | None) -> Callable[..., Any]:
     def drive(
         gen: Generator[Any, Any, Any], parent: Any, instance: Any, args: Any, kwargs: Any
@@ -424,6 +553,11 @@ def _gen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture: _Cap
             stats = _StreamStats(s)  # type: ignore[arg-type]
             if capture is not None:
                 capture.arguments(s, instance, args, kwargs)  # type: ignore[arg-type]
+        # Every stream, sampled or not, is timed for the metrics (see _stream_done).
+        sh = _series(name, kind) if _M.on else None
+        timed = stats is not None or sh is not None
+        began = first = _perf_counter()
+        failed = False
         send: Any = None
         thrown: BaseException | None = None
         closed_early = False
@@ -444,13 +578,15 @@ def _gen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture: _Cap
                     # open across the yield) is current again at the next resume.
                     target = _cv_get()
                     _cv_reset(token)
-                if stats is not None:
+                if timed:
                     now = _perf_counter()
                     if count:
                         if now - last > max_gap:
                             max_gap = now - last
                     else:
-                        stats.first(now)
+                        first = now
+                        if stats is not None:
+                            stats.first(now)
                     last = now
                     count += 1
                 try:
@@ -469,11 +605,14 @@ def _gen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture: _Cap
         except GeneratorExit:
             raise
         except BaseException as exc:
+            failed = not _is_cancellation(exc)
             if stats is not None:
-                closed_early = _is_cancellation(exc)
+                closed_early = not failed
                 _fail(stats.span, exc)
             raise
         finally:
+            if sh is not None:
+                _stream_done(sh, stats is None, failed, began, first, last, count)
             if stats is not None:
                 stats.finish(closed_early, count, max_gap)
 
@@ -494,6 +633,11 @@ def _asyncgen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture:
             stats = _StreamStats(s)  # type: ignore[arg-type]
             if capture is not None:
                 capture.arguments(s, instance, args, kwargs)  # type: ignore[arg-type]
+        # Every stream, sampled or not, is timed for the metrics (see _stream_done).
+        sh = _series(name, kind) if _M.on else None
+        timed = stats is not None or sh is not None
+        began = first = _perf_counter()
+        failed = False
         send: Any = None
         thrown: BaseException | None = None
         closed_early = False
@@ -518,13 +662,15 @@ def _asyncgen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture:
                         target = inside
                     except ValueError:
                         _reset_elsewhere(token, target)
-                if stats is not None:
+                if timed:
                     now = _perf_counter()
                     if count:
                         if now - last > max_gap:
                             max_gap = now - last
                     else:
-                        stats.first(now)
+                        first = now
+                        if stats is not None:
+                            stats.first(now)
                     last = now
                     count += 1
                 try:
@@ -546,14 +692,17 @@ def _asyncgen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture:
         except GeneratorExit:
             raise
         except BaseException as exc:
+            failed = not _is_cancellation(exc)
             if stats is not None:
                 # A cancelled consumer ends the stream early (asyncio.run() cancels
                 # the aclose() of a stream left by `break`, throwing CancelledError in
                 # at the yield): closed early, status left UNSET (see Span._fail).
-                closed_early = _is_cancellation(exc)
+                closed_early = not failed
                 _fail(stats.span, exc)
             raise
         finally:
+            if sh is not None:
+                _stream_done(sh, stats is None, failed, began, first, last, count)
             if stats is not None:
                 stats.finish(closed_early, count, max_gap)
 

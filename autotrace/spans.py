@@ -33,6 +33,10 @@ from ._model import new_span_id as new_span_id
 from ._model import new_trace_id as new_trace_id
 from ._model import parse_id as _parse_id
 from ._model import trace_state_of as trace_state_of
+from ._inflight import OPEN as _OPEN
+from ._metrics import FOLD_AT as _FOLD_AT
+from ._metrics import M as _M
+from ._metrics import observe_span as _observe_span
 from ._state import _S, hand_built_sampled
 from ._state import finish as _finish
 from .attributes import freeze as _freeze
@@ -50,6 +54,7 @@ __all__ = [
 ]
 
 _time_ns = time.time_ns
+_pc = time.perf_counter_ns
 _cv_set = CURRENT.set
 _cv_reset = CURRENT.reset
 _Token = contextvars.Token
@@ -526,10 +531,14 @@ class Span:
                 raise
         else:
             _enter(self)
+        if self._parent_id is None:
+            _OPEN[self] = self  # an open local root, for /inflight
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         token = self._token
+        if self._parent_id is None:
+            _OPEN.pop(self, None)
         if exc is None and token.__class__ is _Token:
             try:
                 self._token = None
@@ -556,6 +565,8 @@ class Span:
                     # every evicted trace would wait for the cyclic collector.
                     self._trace = None
                     buf.append(self)
+                    if _M.on:  # (_finish records it on the other branch)
+                        _observe_span(self)
                 else:
                     _finish(self)
         else:
@@ -718,15 +729,59 @@ class _UnsampledRoot(NonRecordingSpan):
     an object and a ContextVar set and reset.
     """
 
-    __slots__ = ("_seed",)
+    __slots__ = ("_root", "_seed", "_series", "_t0")
 
     def __init__(self, seed: int) -> None:
         self._seed = seed
         self._token = None
+        self._series: Any = None  # set by span(): its metrics series (None: not timed)
+        self._root = False  # a local root: listed by /inflight while open
+        self._t0 = 0
 
     @property
     def _context(self) -> SpanContext:  # type: ignore[override]  # shadows the base slot: computed, never stored
         return unsampled_context(self._seed)
+
+    # Timed as a sampled span is (metrics over every span, sampled or not).
+
+    def _timer_start(self) -> None:
+        if self._series is not None:
+            self._t0 = _pc()
+            if self._root:
+                _OPEN[self._seed] = (self._series, self._t0)
+
+    def _timer_stop(self, exc: BaseException | None) -> None:
+        h = self._series
+        if h is not None:
+            self._series = None  # once per span, if it is left twice
+            if self._root:
+                _OPEN.pop(self._seed, None)
+            if _M.on:
+                d = _pc() - self._t0
+                h.append(d if exc is None else ~d)
+                if len(h) > _FOLD_AT:
+                    h.fold()
+
+    def __enter__(self) -> NonRecordingSpan:
+        self._timer_start()
+        return NonRecordingSpan.__enter__(self)
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        try:
+            NonRecordingSpan.__exit__(self, exc_type, exc, tb)
+        finally:
+            self._timer_stop(exc)
+
+    async def __aenter__(self) -> NonRecordingSpan:
+        self._timer_start()
+        _enter(self)
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        try:
+            _exit(self, exc)
+        finally:
+            self._timer_stop(exc)
 
 
 def _enter(s: Span | NonRecordingSpan) -> None:

@@ -36,6 +36,8 @@ from .provider import apply_config as apply_config
 from .provider import force_sampling as force_sampling
 from .provider import shutdown as shutdown
 from .spans import NonRecordingSpan, Span, _UnsampledRoot, record_hand_built
+from ._metrics import M as _M
+from ._metrics import series as _series
 
 __all__ = ["SpanProcessor", "record_span", "span"]
 
@@ -198,7 +200,11 @@ def span(
             tid = _getrandbits(128) or 1  # the low 64 bits decide sampling, as in start()
             lo = tid & _MASK64
             if lo >= _S.bound:
-                return _UnsampledRoot(lo)
+                r = _UnsampledRoot(lo)
+                if _M.on:  # timed, and listed by /inflight while open
+                    r._series = _series(name, kind)
+                    r._root = True
+                return r
             pid = None
             buf = [tid]  # the new trace's store buffer, opened inline as TraceStore._new_trace does
             try:  # counted even when a signal handler raises just after the append
@@ -208,7 +214,11 @@ def span(
         else:
             result = start(name, kind, _NO_ATTRS, cur)
             if result.__class__ is not Span:
-                return _non_recording(cur, result)
+                nr = _non_recording(cur, result)
+                if nr.__class__ is _UnsampledRoot and _M.on:  # timed (a child in an unsampled trace, or a root)
+                    nr._series = _series(name, kind)  # type: ignore[attr-defined]
+                    nr._root = result.__class__ is int  # type: ignore[attr-defined]
+                return nr
             return _with_extras(result, attributes, links)  # type: ignore[arg-type]
         s = _new(Span)
         s._name = name
