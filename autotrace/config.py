@@ -66,6 +66,10 @@ class TraceConfig:
     """Bytes of captured values kept per span, all arguments and the result together; past it they are cut."""
     redact: Callable[[str, Any], Any] | None = None
     """Called as ``redact(key, value)`` on captured arguments and results; returns the value to keep."""
+    metrics: bool = True
+    """Duration histograms over every traced call, sampled or not (``/metrics``, ``/stats``)."""
+    metrics_max_series: int = 1000
+    """Span name/kind pairs the metrics keep apart; past it new ones count under ``span_name="_other"``."""
 
     def __post_init__(self) -> None:
         rate = self.sample_rate
@@ -94,6 +98,9 @@ class TraceConfig:
         if isinstance(self.exporters, (str, bytes)) or not isinstance(self.exporters, Sequence):
             raise ValueError(f"exporters must be a list of exporters; got {self.exporters!r}")
         object.__setattr__(self, "exporters", tuple(self.exporters))
+        if not isinstance(self.metrics, bool):
+            raise ValueError(f"metrics must be True or False; got {self.metrics!r}")
+        _check_int("metrics_max_series", self.metrics_max_series, minimum=1)
         if self.redact is not None and not callable(self.redact):
             raise ValueError(f"redact must be callable; got {self.redact!r}")
 
@@ -173,6 +180,13 @@ class TraceConfig:
             text = get(var)
             if text is not None:
                 values[field] = _parse_int(var, text, 1 if field in ("max_spans_per_trace", "max_name_length") else 0)
+
+        metrics = get("AUTOTRACE_METRICS")
+        if metrics is not None:
+            values["metrics"] = _parse_bool("AUTOTRACE_METRICS", metrics)
+        max_series = get("AUTOTRACE_METRICS_MAX_SERIES")
+        if max_series is not None:
+            values["metrics_max_series"] = _parse_int("AUTOTRACE_METRICS_MAX_SERIES", max_series, 1)
 
         exporter_names = get("OTEL_TRACES_EXPORTER")
         if exporter_names is not None:
