@@ -22,7 +22,7 @@ from collections import deque
 from itertools import repeat, starmap
 from typing import Any
 
-from ._errors import logger
+from ._errors import internal_error, logger
 
 __all__ = ["LE_SECONDS", "ITEM_BUCKETS", "M", "Hist", "Series", "series", "stream_series"]
 
@@ -102,12 +102,20 @@ class Hist:
         le = self.le
         for i, bound in enumerate(bounds):
             le[i] += bisect_right(items, bound)
+        # One step per fine bucket present (bucket_of and bucket_bounds inline): few, durations cluster.
         fine = self.fine
+        get = fine.get
         i = 0
         while i < n:
-            idx = bucket_of(items[i])
-            j = bisect_left(items, bucket_bounds(idx)[1], i)
-            fine[idx] = fine.get(idx, 0) + j - i
+            d = items[i]
+            if d < 64:
+                idx, high = d, d + 1
+            else:
+                b = d.bit_length()
+                sub = (d >> (b - 6)) & 31
+                idx, high = (b << 5) | sub, (33 + sub) << (b - 6)
+            j = bisect_left(items, high, i)
+            fine[idx] = get(idx, 0) + j - i
             i = j
 
     def merge(self, other: Hist) -> None:
@@ -139,8 +147,13 @@ class Hist:
         return self.max
 
 
-class Series(deque):  # type: ignore[type-arg]
-    """The queue of one ``span_name``/``span_kind`` label pair: durations in ns (``~d`` for an error)."""
+class Series(list):  # type: ignore[type-arg]
+    """The queue of one ``span_name``/``span_kind`` label pair: durations in ns (``~d`` for an error).
+
+    A list: ``append`` is atomic, and so are the fold's ``self[:n]`` and
+    ``del self[:n]``, which take exactly the first ``n`` items: whatever
+    another thread appends meanwhile lands past them and waits for the next fold.
+    """
 
     __slots__ = ("hists", "kind", "name", "ok", "stream", "streams")
 
@@ -155,16 +168,23 @@ class Series(deque):  # type: ignore[type-arg]
 
     def fold(self) -> None:
         """Fold what is queued, unless another thread is folding (then it will)."""
-        if _LOCK.acquire(blocking=False):
-            try:
+        # Taken inside the try: a signal handler raising in this thread (a
+        # deadline's TimeoutError) must not leave the lock held for good.
+        got = False
+        try:
+            got = _LOCK.acquire(blocking=False)
+            if got:
                 self._fold()
-            finally:
+        finally:
+            if got:
                 _LOCK.release()
 
     def _fold(self) -> None:
         n = len(self)
         if n:
-            items = sorted(starmap(self.popleft, repeat((), n)))
+            items = self[:n]
+            del self[:n]
+            items.sort()
             k = bisect_left(items, 0)  # errors (negative) first
             if k:
                 self.hists[2].add_sorted(sorted(~x for x in items[:k]))
@@ -178,10 +198,10 @@ class Series(deque):  # type: ignore[type-arg]
             if self.stream is None:
                 self.stream = (Hist(), Hist(), Hist(ITEM_BUCKETS))
             got = list(starmap(self.streams.popleft, repeat((), n)))
-            ttft, gap, items = self.stream
+            ttft, gap, per_stream = self.stream
             ttft.add_sorted(sorted(t for t, _, _ in got if t >= 0))
             gap.add_sorted(sorted(g for _, g, _ in got if g >= 0))
-            items.add_sorted(sorted(c for _, _, c in got), ITEM_BUCKETS)
+            per_stream.add_sorted(sorted(c for _, _, c in got), ITEM_BUCKETS)
 
     def clear_all(self) -> None:
         """Forget every observation (``reset()``), folded or queued."""
@@ -205,7 +225,17 @@ class _Metrics:
 
 
 M = _Metrics()
-_LOCK = threading.Lock()  # folds, reads and the series table's writes
+_LOCK = threading.Lock()  # folds and reads
+_TABLE = threading.Lock()  # the series table's writes (never held while anything else runs)
+READ_WAIT = 5.0  # seconds a reader waits for a fold in progress before reading without folding
+
+
+def _locked() -> bool:
+    """Take the fold lock for a reader; False (logged once) if it stays held past READ_WAIT."""
+    if _LOCK.acquire(timeout=READ_WAIT):
+        return True
+    internal_error("metrics", TimeoutError("the fold lock stayed held; reading without folding"))
+    return False
 
 
 def series(name: str, kind: int) -> Series:
@@ -214,7 +244,7 @@ def series(name: str, kind: int) -> Series:
     found = M.series.get(key)
     if found is not None:
         return found
-    with _LOCK:
+    with _TABLE:
         found = M.series.get(key)
         if found is not None:
             return found
@@ -261,20 +291,27 @@ def observe_span(s: Any) -> None:
 
 def fold_all() -> list[Series]:
     """Fold every series; the series, for a reader."""
-    with _LOCK:
-        found = list(M.series.values())
-        for h in found:
-            h._fold()
+    found = list(M.series.values())
+    if _locked():
+        try:
+            for h in found:
+                h._fold()
+        finally:
+            _LOCK.release()
     return found
 
 
 def reset() -> None:
     """Forget every observation; series already in use keep their handles."""
-    with _LOCK:
-        for h in M.series.values():
+    held = _locked()
+    try:
+        for h in list(M.series.values()):
             h.clear_all()
         M.overflow = 0
         M.since = time.time()
+    finally:
+        if held:
+            _LOCK.release()
 
 
 def configure(on: bool, max_series: int) -> None:

@@ -121,29 +121,33 @@ def _sync_function(
             tid = _getrandbits(128) or 1
             lo = tid & _MASK64
             if lo >= _S.bound:
+                if not _M.on:
+                    try:
+                        token = _cv_set(lo)
+                    except BaseException:  # a signal handler raised before the token was kept
+                        _cv_set(None)
+                        raise
+                    try:
+                        return func(*args, **kwargs)
+                    finally:
+                        _cv_reset(token)
+                # Timed for the metrics. /inflight finds this frame (its `lo`, `t0`
+                # and `h`) in the thread's stack: nothing to file here (_inflight.py).
+                if h is None:
+                    h = _series(name, kind)
+                t0 = _pc()
                 try:
                     token = _cv_set(lo)
                 except BaseException:  # a signal handler raised before the token was kept
                     _cv_set(None)
                     raise
-                if not _M.on:
-                    try:
-                        return func(*args, **kwargs)
-                    finally:
-                        _cv_reset(token)
-                # Timed and listed as open (/inflight) while it runs: an unsampled root.
-                if h is None:
-                    h = _series(name, kind)
-                t0 = _pc()
                 try:
-                    _OPEN[lo] = (h, t0)
                     result = func(*args, **kwargs)
                 except BaseException:
                     h.append(~(_pc() - t0))
                     raise
                 finally:
                     _cv_reset(token)
-                    _OPEN.pop(lo, None)
                 h.append(_pc() - t0)
                 if len(h) > _FOLD_AT:
                     h.fold()
@@ -193,14 +197,14 @@ def _sync_function(
             s._trace = buf
             s._start = _time_ns()
         elif s.__class__ is not Span:  # a new unsampled trace's seed (or a remote unsampled parent's child)
+            if h is None:
+                h = _series(name, kind)
+            t0 = _pc()
             try:
                 token = _cv_set(s)
             except BaseException:  # a signal handler raised before the token was kept
                 _cv_set(parent)
                 raise
-            if h is None:
-                h = _series(name, kind)
-            t0 = _pc()
             try:
                 result = func(*args, **kwargs)
             except BaseException:
@@ -218,16 +222,12 @@ def _sync_function(
             _cv_set(parent)
             raise
         try:
-            if parent is None:
-                _OPEN[s] = s  # an open root, for /inflight
             return func(*args, **kwargs)
         except BaseException as exc:
             _fail(s, exc)
             raise
         finally:
             _cv_reset(token)
-            if parent is None:
-                _OPEN.pop(s, None)
             if s._end is None:  # not ended by hand inside the call
                 s._end = _time_ns()
                 # tracer._finish inline for the common case (a call saved).
@@ -250,6 +250,13 @@ def _sync_function(
                     _finish(s)
 
     return functools.update_wrapper(call, func)
+
+
+# /inflight reads open roots and their chain of open spans from the frames of this
+# function's `call` in each thread's stack, so the hot path files nothing.
+_inflight.FRAME_CODES.update(
+    c for c in _sync_function.__code__.co_consts if isinstance(c, types.CodeType) and c.co_name == "call"
+)
 
 
 def _sync_capture_function(
@@ -437,6 +444,8 @@ def _async_wrapper(
             return result
         if capture is not None:
             capture.arguments(s, instance, args, kwargs)  # type: ignore[arg-type]
+        if s._parent_id is None:  # type: ignore[union-attr]  # a local root: listed by /inflight while open
+            _inflight.add_root(s)
         token = _cv_set(s)
         try:
             result = await coro
@@ -518,9 +527,7 @@ class _StreamStats:
             s.end()
 
 
-def _stream_done(
-    h: Any, unsampled: bool, failed: bool, began: float, first: float, last: float, count: int
-) -> None:
+def _stream_done(h: Any, unsampled: bool, failed: bool, began: float, first: float, last: float, count: int) -> None:
     """Record a finished stream in the metrics: time to first item, mean gap after it, items; and,
     unsampled, its duration (a sampled stream's span records its own when it ends)."""
     if not _M.on:

@@ -38,7 +38,7 @@ def _hist_dict(h: Hist, bounds: tuple[float, ...], scale: float) -> dict[str, An
     }
     for key, q in _QUANTILES:
         out[key] = h.percentile(q) / scale
-    out["buckets"] = [[bound, n] for bound, n in zip(bounds, h.le)]
+    out["buckets"] = [[bound, n] for bound, n in zip(bounds, h.le, strict=True)]
     return out
 
 
@@ -77,11 +77,9 @@ def snapshot() -> dict[str, Any]:
     streams: list[dict[str, Any]] = []
     for h in _metrics.fold_all():
         kind = _kind_name(h.kind)
-        for status, hist in zip(_STATUS, h.hists):
+        for status, hist in zip(_STATUS, h.hists, strict=True):
             if hist.count:
-                spans.append(
-                    {"name": h.name, "kind": kind, "status_code": status, **_hist_dict(hist, LE_SECONDS, 1e9)}
-                )
+                spans.append({"name": h.name, "kind": kind, "status_code": status, **_hist_dict(hist, LE_SECONDS, 1e9)})
         if h.stream is not None and h.stream[2].count:
             ttft, gap, items = h.stream
             streams.append(
@@ -147,7 +145,7 @@ def _num(value: float) -> str:
 def _histogram(
     lines: list[str], family: str, labels: list[tuple[str, str]], h: Hist, bounds: tuple[float, ...], scale: float
 ) -> None:
-    for bound, n in zip(bounds, h.le):
+    for bound, n in zip(bounds, h.le, strict=True):
         lines.append(f"{family}_bucket{_labels([*labels, ('le', repr(float(bound)))])} {n}")
     lines.append(f"{family}_bucket{_labels([*labels, ('le', '+Inf')])} {h.count}")
     lines.append(f"{family}_sum{_labels(labels)} {_num(h.sum / scale)}")
@@ -169,14 +167,18 @@ def prometheus_text() -> str:
     family = "autotrace_span_duration_seconds"
     lines += [f"# HELP {family} {_HELP[family]}", f"# TYPE {family} histogram"]
     for h in found:
-        for status, hist in zip(_STATUS, h.hists):
+        for status, hist in zip(_STATUS, h.hists, strict=True):
             if hist.count:
                 labels = [("span_name", h.name), ("span_kind", _kind_name(h.kind)), ("status_code", status)]
                 _histogram(lines, family, labels, hist, LE_SECONDS, 1e9)
     streams = [h for h in found if h.stream is not None and h.stream[2].count]
     item_bounds = tuple(float(b) for b in _metrics.ITEM_BUCKETS)
     for index, family in enumerate(
-        ("autotrace_stream_time_to_first_item_seconds", "autotrace_stream_time_per_item_seconds", "autotrace_stream_items")
+        (
+            "autotrace_stream_time_to_first_item_seconds",
+            "autotrace_stream_time_per_item_seconds",
+            "autotrace_stream_items",
+        )
     ):
         lines += [f"# HELP {family} {_HELP[family]}", f"# TYPE {family} histogram"]
         for h in streams:
@@ -199,7 +201,11 @@ def prometheus_text() -> str:
         "Sampled spans dropped, by reason.",
         [([("reason", reason)], n) for reason, n in health["spans_dropped"].items()],
     )
-    counter("autotrace_traces_evicted_total", "Whole traces evicted from the in-memory store.", [([], health["traces_evicted"])])
+    counter(
+        "autotrace_traces_evicted_total",
+        "Whole traces evicted from the in-memory store.",
+        [([], health["traces_evicted"])],
+    )
     for key, text in (
         ("exported", "Spans delivered, per exporter."),
         ("failed", "Spans an export failed for, per exporter."),
@@ -210,10 +216,14 @@ def prometheus_text() -> str:
             text,
             [([("exporter", e["exporter"])], e[key]) for e in health["exporters"]],
         )
-    counter("autotrace_internal_errors_total", "Failures inside autotrace (logged once each).", [([], health["internal_errors"])])
+    counter(
+        "autotrace_internal_errors_total",
+        "Failures inside autotrace (logged once each).",
+        [([], health["internal_errors"])],
+    )
     counter(
         "autotrace_metrics_series_overflow_total",
-        "Span name/kind pairs past the series cap, counted under span_name=\"_other\".",
+        'Span name/kind pairs past the series cap, counted under span_name="_other".',
         [([], health["series_overflow"])],
     )
     return "\n".join(lines) + "\n"

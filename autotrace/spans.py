@@ -19,7 +19,13 @@ from . import attributes as _attributes
 from ._current import CURRENT
 from ._errors import internal_error as _internal_error
 from ._errors import reraise_foreign
+from ._inflight import ROOTS as _ROOTS
+from ._inflight import ROOTS_PRUNE_AT as _ROOTS_PRUNE_AT
+from ._inflight import prune as _prune_roots
 from ._limits import LIMITS
+from ._metrics import FOLD_AT as _FOLD_AT
+from ._metrics import M as _M
+from ._metrics import observe_span as _observe_span
 
 # The value types live in _model; their old import path (autotrace.spans) keeps working.
 from ._model import _UNSET_STATUS as _UNSET_STATUS
@@ -33,10 +39,6 @@ from ._model import new_span_id as new_span_id
 from ._model import new_trace_id as new_trace_id
 from ._model import parse_id as _parse_id
 from ._model import trace_state_of as trace_state_of
-from ._inflight import OPEN as _OPEN
-from ._metrics import FOLD_AT as _FOLD_AT
-from ._metrics import M as _M
-from ._metrics import observe_span as _observe_span
 from ._state import _S, hand_built_sampled
 from ._state import finish as _finish
 from .attributes import freeze as _freeze
@@ -55,6 +57,7 @@ __all__ = [
 
 _time_ns = time.time_ns
 _pc = time.perf_counter_ns
+_SERIES_GET = _M.series.get
 _cv_set = CURRENT.set
 _cv_reset = CURRENT.reset
 _Token = contextvars.Token
@@ -523,6 +526,10 @@ class Span:
         # The common case inline (a span fresh from span()), the rest in _enter:
         # a method call saved on each side of a `with` block is ~10% of its cost.
         # (A try block costs nothing until something is raised.)
+        if self._parent_id is None:  # a local root: listed by /inflight while open (ended ones are pruned there)
+            _ROOTS.append(self)
+            if len(_ROOTS) > _ROOTS_PRUNE_AT:
+                _prune_roots()
         if self._token is None:
             try:
                 self._token = _cv_set(self)
@@ -531,14 +538,10 @@ class Span:
                 raise
         else:
             _enter(self)
-        if self._parent_id is None:
-            _OPEN[self] = self  # an open local root, for /inflight
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         token = self._token
-        if self._parent_id is None:
-            _OPEN.pop(self, None)
         if exc is None and token.__class__ is _Token:
             try:
                 self._token = None
@@ -565,8 +568,14 @@ class Span:
                     # every evicted trace would wait for the cyclic collector.
                     self._trace = None
                     buf.append(self)
-                    if _M.on:  # (_finish records it on the other branch)
-                        _observe_span(self)
+                    if _M.on:  # the metrics (_finish records them on the other branch), inline
+                        h = _SERIES_GET((self._name, self._kind))
+                        if h is None or self._status is not _UNSET_STATUS:
+                            _observe_span(self)
+                        else:
+                            h.append(self._end - self._start)
+                            if len(h) > _FOLD_AT:
+                                h.fold()
                 else:
                     _finish(self)
         else:
@@ -742,46 +751,57 @@ class _UnsampledRoot(NonRecordingSpan):
     def _context(self) -> SpanContext:  # type: ignore[override]  # shadows the base slot: computed, never stored
         return unsampled_context(self._seed)
 
-    # Timed as a sampled span is (metrics over every span, sampled or not).
+    # Timed as a sampled span is (metrics over every span, sampled or not); a
+    # root is listed by /inflight while open. NonRecordingSpan's enter and exit,
+    # inline (a method call each way is a tenth of an unsampled block).
 
-    def _timer_start(self) -> None:
+    def __enter__(self) -> NonRecordingSpan:
         if self._series is not None:
             self._t0 = _pc()
             if self._root:
-                _OPEN[self._seed] = (self._series, self._t0)
+                _ROOTS.append(self)
+                if len(_ROOTS) > _ROOTS_PRUNE_AT:
+                    _prune_roots()
+        if self._token is None:
+            try:
+                self._token = _cv_set(self)
+            except BaseException:  # as in Span.__enter__
+                _undo_enter(self)
+                raise
+        else:
+            _enter(self)
+        return self
 
-    def _timer_stop(self, exc: BaseException | None) -> None:
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        token = self._token
+        if token.__class__ is _Token:
+            try:
+                self._token = None
+                _cv_reset(token)
+            except BaseException as error:  # as in Span.__exit__
+                self._token = token
+                _exit(self, exc)
+                self._series = None
+                reraise_foreign(error)
+                return
+        else:
+            _exit(self, exc)
+        # After the context is back (a signal handler raising here leaves nothing current behind).
         h = self._series
         if h is not None:
-            self._series = None  # once per span, if it is left twice
-            if self._root:
-                _OPEN.pop(self._seed, None)
+            self._series = None  # once per span, if it is left twice (and no longer open for /inflight)
             if _M.on:
                 d = _pc() - self._t0
                 h.append(d if exc is None else ~d)
                 if len(h) > _FOLD_AT:
                     h.fold()
 
-    def __enter__(self) -> NonRecordingSpan:
-        self._timer_start()
-        return NonRecordingSpan.__enter__(self)
-
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        try:
-            NonRecordingSpan.__exit__(self, exc_type, exc, tb)
-        finally:
-            self._timer_stop(exc)
-
     async def __aenter__(self) -> NonRecordingSpan:
-        self._timer_start()
-        _enter(self)
+        self.__enter__()
         return self
 
     async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        try:
-            _exit(self, exc)
-        finally:
-            self._timer_stop(exc)
+        self.__exit__(exc_type, exc, tb)
 
 
 def _enter(s: Span | NonRecordingSpan) -> None:

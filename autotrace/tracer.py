@@ -20,6 +20,8 @@ from . import attributes as _attributes
 from ._errors import errors as errors
 from ._errors import internal_error as internal_error
 from ._errors import logger as logger
+from ._metrics import M as _M
+from ._metrics import series as _series
 from ._model import _UNSET_STATUS, Link, SpanContext, SpanKind, _Detached, continued_trace_id
 from ._state import _S, ask
 from ._state import WORKER_FLUSH_TIMEOUT as WORKER_FLUSH_TIMEOUT
@@ -36,8 +38,8 @@ from .provider import apply_config as apply_config
 from .provider import force_sampling as force_sampling
 from .provider import shutdown as shutdown
 from .spans import NonRecordingSpan, Span, _UnsampledRoot, record_hand_built
-from ._metrics import M as _M
-from ._metrics import series as _series
+
+_SERIES_GET = _M.series.get
 
 __all__ = ["SpanProcessor", "record_span", "span"]
 
@@ -202,7 +204,7 @@ def span(
             if lo >= _S.bound:
                 r = _UnsampledRoot(lo)
                 if _M.on:  # timed, and listed by /inflight while open
-                    r._series = _series(name, kind)
+                    r._series = _SERIES_GET((name, kind)) or _series(name, kind)
                     r._root = True
                 return r
             pid = None
