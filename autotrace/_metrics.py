@@ -102,7 +102,8 @@ class Hist:
         le = self.le
         for i, bound in enumerate(bounds):
             le[i] += bisect_right(items, bound)
-        # One step per fine bucket present (bucket_of and bucket_bounds inline): few, durations cluster.
+        # One step per fine bucket present (bucket_of and bucket_bounds inline):
+        # durations cluster, so a batch spans few buckets.
         fine = self.fine
         get = fine.get
         i = 0
@@ -213,12 +214,15 @@ class Series(list):  # type: ignore[type-arg]
 class _Metrics:
     """The switch and the series table (one instance, ``M``)."""
 
-    __slots__ = ("max_series", "on", "overflow", "series", "since", "warned")
+    __slots__ = ("by_name", "max_series", "on", "overflow", "series", "since", "warned")
 
     def __init__(self) -> None:
         self.on = True  # read on the hot path: metrics recorded at all
         self.max_series = DEFAULT_MAX_SERIES
         self.series: dict[tuple[str, int], Series] = {}
+        # The same series by name, then by kind (a list index): what span()'s exit
+        # reads, without building a tuple key per span.
+        self.by_name: dict[str, list[Series | None]] = {}
         self.overflow = 0  # lookups past the cap, counted under span_name="_other"
         self.warned = False
         self.since = time.time()
@@ -264,6 +268,10 @@ def series(name: str, kind: int) -> Series:
                 return found
         made = Series(key[0], key[1])
         M.series[key] = made
+        if key[0] == name:
+            kinds = M.by_name.get(name) or [None] * 6
+            kinds[key[1] if 0 <= key[1] < 6 else 0] = made if 0 <= key[1] < 6 else None
+            M.by_name[name] = kinds
         return made
 
 

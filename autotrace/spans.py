@@ -57,7 +57,7 @@ __all__ = [
 
 _time_ns = time.time_ns
 _pc = time.perf_counter_ns
-_SERIES_GET = _M.series.get
+_BY_NAME_GET = _M.by_name.get
 _cv_set = CURRENT.set
 _cv_reset = CURRENT.reset
 _Token = contextvars.Token
@@ -569,7 +569,9 @@ class Span:
                     self._trace = None
                     buf.append(self)
                     if _M.on:  # the metrics (_finish records them on the other branch), inline
-                        h = _SERIES_GET((self._name, self._kind))
+                        h = _BY_NAME_GET(self._name)
+                        if h is not None:
+                            h = h[self._kind]  # (SpanKind values are 1..5)
                         if h is None or self._status is not _UNSET_STATUS:
                             _observe_span(self)
                         else:
