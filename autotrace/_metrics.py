@@ -156,7 +156,7 @@ class Series(list):  # type: ignore[type-arg]
     another thread appends meanwhile lands past them and waits for the next fold.
     """
 
-    __slots__ = ("hists", "kind", "name", "ok", "stream", "streams")
+    __slots__ = ("hists", "kind", "name", "ok", "pinned", "stream", "streams")
 
     def __init__(self, name: str, kind: int) -> None:
         super().__init__()
@@ -166,6 +166,7 @@ class Series(list):  # type: ignore[type-arg]
         self.streams: deque[tuple[int, int, int]] = deque()  # (first item ns or -1, mean gap ns or -1, items)
         self.hists = (Hist(), Hist(), Hist())  # unset, ok, error
         self.stream: tuple[Hist, Hist, Hist] | None = None  # ttft, per item, items
+        self.pinned = False  # held by a decorator for good: kept by reset(), which drops the others
 
     def fold(self) -> None:
         """Fold what is queued, unless another thread is folding (then it will)."""
@@ -242,6 +243,13 @@ def _locked() -> bool:
     return False
 
 
+def pinned(name: str, kind: int) -> Series:
+    """``series()`` for a caller that keeps the handle (a decorator): kept by ``reset()``."""
+    found = series(name, kind)
+    found.pinned = True
+    return found
+
+
 def series(name: str, kind: int) -> Series:
     """The series of ``(name, kind)``, made on first use; past the cap the kind's ``_other`` series."""
     key = (name, int(kind))
@@ -310,9 +318,18 @@ def fold_all() -> list[Series]:
 
 
 def reset() -> None:
-    """Forget every observation; series already in use keep their handles."""
+    """Forget every observation; the series decorators hold stay (emptied), the others go (freeing the cap)."""
     held = _locked()
     try:
+        with _TABLE:
+            for key, h in list(M.series.items()):
+                if not h.pinned:
+                    del M.series[key]
+                    kinds = M.by_name.get(h.name)
+                    if kinds is not None:  # (by identity: a Series is a list, == compares contents)
+                        kinds[:] = [None if k is h else k for k in kinds]
+                        if all(k is None for k in kinds):
+                            del M.by_name[h.name]
         for h in list(M.series.values()):
             h.clear_all()
         M.overflow = 0

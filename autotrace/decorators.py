@@ -55,6 +55,7 @@ _pc = time.perf_counter_ns
 # Metrics (every call, sampled or not) and open roots (/inflight); see _metrics.py.
 _M = _metrics.M
 _series = _metrics.series
+_pinned = _metrics.pinned
 _observe_span = _metrics.observe_span
 _OPEN = _inflight.OPEN
 _FOLD_AT = _metrics.FOLD_AT
@@ -134,7 +135,7 @@ def _sync_function(
                 # Timed for the metrics. /inflight finds this frame (its `lo`, `t0`
                 # and `h`) in the thread's stack: nothing to file here (_inflight.py).
                 if h is None:
-                    h = _series(name, kind)
+                    h = _pinned(name, kind)
                 t0 = _pc()
                 try:
                     token = _cv_set(lo)
@@ -171,7 +172,7 @@ def _sync_function(
                 if not _M.on:
                     return func(*args, **kwargs)
                 if h is None:
-                    h = _series(name, kind)
+                    h = _pinned(name, kind)
                 t0 = _pc()
                 try:
                     result = func(*args, **kwargs)
@@ -198,7 +199,7 @@ def _sync_function(
             s._start = _time_ns()
         elif s.__class__ is not Span:  # a new unsampled trace's seed (or a remote unsampled parent's child)
             if h is None:
-                h = _series(name, kind)
+                h = _pinned(name, kind)
             t0 = _pc()
             try:
                 token = _cv_set(s)
@@ -239,7 +240,7 @@ def _sync_function(
                     if _M.on:  # _finish() records the metrics of the other branch
                         if s._status is _UNSET_STATUS and s._name is name:
                             if h is None:
-                                h = _series(name, kind)
+                                h = _pinned(name, kind)
                             d = s._end - s._start
                             h.append(d if d > 0 else 0)  # (a wall clock set back: not an error)
                             if len(h) > _FOLD_AT:
@@ -332,6 +333,8 @@ def _run_started(
             finally:
                 _cv_reset(token)
         return _timed(name, kind, s, wrapped, args, kwargs)
+    if s._parent_id is None:  # a local root: listed by /inflight while open
+        _inflight.add_root(s)
     token = _cv_set(s)
     try:
         return wrapped(*args, **kwargs)

@@ -204,7 +204,8 @@ def span(
             if lo >= _S.bound:
                 r = _UnsampledRoot(lo)
                 if _M.on:  # timed, and listed by /inflight while open
-                    r._series = _SERIES_GET((name, kind)) or _series(name, kind)
+                    h = _SERIES_GET((name, kind))
+                    r._series = _series(name, kind) if h is None else h
                     r._root = True
                 return r
             pid = None

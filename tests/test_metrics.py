@@ -338,3 +338,23 @@ def test_import_autotrace_does_not_import_prometheus_client() -> None:
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
         == "False"
     )
+
+
+def test_reset_frees_the_cap_for_span_names_and_keeps_decorators_counting() -> None:
+    """reset() forgets span() names (the cap counts anew) while a decorator made before keeps its series."""
+
+    @traced("kept")
+    def kept() -> None:
+        pass
+
+    kept()
+    autotrace.configure(TraceConfig(sample_rate=0.0, metrics_max_series=20))
+    for i in range(100):
+        with span(f"id {i}"):
+            pass
+    assert any(r["name"] == "_other" for r in autotrace.metrics.snapshot()["spans"])
+    autotrace.metrics.reset()
+    with span("fresh"):
+        pass
+    kept()
+    assert {r["name"]: r["count"] for r in autotrace.metrics.snapshot()["spans"]} == {"fresh": 1, "kept": 1}
