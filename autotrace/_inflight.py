@@ -41,7 +41,7 @@ _PRUNING = threading.Lock()
 
 
 def _is_open(obj: Any) -> bool:
-    return obj._series is not None if hasattr(obj, "_seed") else obj._end is None
+    return obj._series is not None if hasattr(obj, "_series") else obj._end is None
 
 
 def add_root(root: Any) -> None:
@@ -99,6 +99,16 @@ def _unsampled(name: str, seed: int, t0: int, now_wall: int, now_perf: int) -> d
     }
 
 
+def _non_recording(root: Any, now_wall: int, now_perf: int) -> dict[str, Any]:
+    """span()'s unsampled root: its own seed, or (below a remote unsampled parent) its context."""
+    if hasattr(root, "_seed"):
+        return _unsampled(root._series.name, root._seed, root._t0, now_wall, now_perf)
+    record = _unsampled(root._series.name, 1, root._t0, now_wall, now_perf)
+    ctx = root.get_span_context()
+    record["trace_id"], record["span_id"] = ctx.trace_id_hex, ctx.span_id_hex
+    return record
+
+
 def _from_frames(now_wall: int, now_perf: int) -> list[dict[str, Any]]:
     """Open roots of plain sync ``@traced`` functions, from the stacks of the other threads."""
     found: list[dict[str, Any]] = []
@@ -140,10 +150,10 @@ def inflight(min_age: float = 0.0) -> list[dict[str, Any]]:
     for root in list(ROOTS):
         if not _is_open(root):
             continue
-        if hasattr(root, "_seed"):
+        if hasattr(root, "_series"):  # span()'s non-recording root
             h = root._series
             if h is not None:
-                found.append(_unsampled(h.name, root._seed, root._t0, now_wall, now_perf))
+                found.append(_non_recording(root, now_wall, now_perf))
         else:
             found.append(_sampled(root, now_wall, [root]))
     for key, value in list(OPEN.items()):

@@ -526,7 +526,9 @@ class Span:
         # The common case inline (a span fresh from span()), the rest in _enter:
         # a method call saved on each side of a `with` block is ~10% of its cost.
         # (A try block costs nothing until something is raised.)
-        if self._parent_id is None:  # a local root: listed by /inflight while open (ended ones are pruned there)
+        # A local root (no parent, or one from another process): listed by
+        # /inflight while open (ended ones are pruned there).
+        if self._parent_id is None or (self._extra is not None and self._extra.remote_parent):
             _ROOTS.append(self)
             if len(_ROOTS) > _ROOTS_PRUNE_AT:
                 _prune_roots()
@@ -732,26 +734,17 @@ class NonRecordingSpan:
         return f"NonRecordingSpan(trace_id={c.trace_id_hex}, span_id={c.span_id_hex}, sampled={c.sampled})"
 
 
-class _UnsampledRoot(NonRecordingSpan):
-    """The span of a new unsampled trace from ``span()``: only the trace id's low 64 bits.
+class _TimedSpan(NonRecordingSpan):
+    """A non-recording span of ``span()``, timed for the metrics (set ``_series``), a root listed by /inflight."""
 
-    Its ids are derived from that seed (``context.unsampled_context``) only when
-    somebody asks for them, so an unsampled ``with span()`` costs no more than
-    an object and a ContextVar set and reset.
-    """
+    __slots__ = ("_root", "_series", "_t0")
 
-    __slots__ = ("_root", "_seed", "_series", "_t0")
-
-    def __init__(self, seed: int) -> None:
-        self._seed = seed
+    def __init__(self, context: SpanContext = INVALID_SPAN_CONTEXT) -> None:
+        self._context = context
         self._token = None
         self._series: Any = None  # set by span(): its metrics series (None: not timed)
         self._root = False  # a local root: listed by /inflight while open
         self._t0 = 0
-
-    @property
-    def _context(self) -> SpanContext:  # type: ignore[override]  # shadows the base slot: computed, never stored
-        return unsampled_context(self._seed)
 
     # Timed as a sampled span is (metrics over every span, sampled or not); a
     # root is listed by /inflight while open. NonRecordingSpan's enter and exit,
@@ -804,6 +797,28 @@ class _UnsampledRoot(NonRecordingSpan):
 
     async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         self.__exit__(exc_type, exc, tb)
+
+
+class _UnsampledRoot(_TimedSpan):
+    """The span of a new unsampled trace from ``span()``: only the trace id's low 64 bits.
+
+    Its ids are derived from that seed (``context.unsampled_context``) only when
+    somebody asks for them, so an unsampled ``with span()`` costs no more than
+    an object and a ContextVar set and reset.
+    """
+
+    __slots__ = ("_seed",)
+
+    def __init__(self, seed: int) -> None:
+        self._seed = seed
+        self._token = None
+        self._series = None
+        self._root = False
+        self._t0 = 0
+
+    @property
+    def _context(self) -> SpanContext:  # type: ignore[override]  # shadows the base slot: computed, never stored
+        return unsampled_context(self._seed)
 
 
 def _enter(s: Span | NonRecordingSpan) -> None:

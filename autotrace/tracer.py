@@ -37,7 +37,7 @@ from .context import CURRENT
 from .provider import apply_config as apply_config
 from .provider import force_sampling as force_sampling
 from .provider import shutdown as shutdown
-from .spans import NonRecordingSpan, Span, _UnsampledRoot, record_hand_built
+from .spans import NonRecordingSpan, Span, _TimedSpan, _UnsampledRoot, record_hand_built
 
 _SERIES_GET = _M.series.get
 
@@ -218,9 +218,13 @@ def span(
             result = start(name, kind, _NO_ATTRS, cur)
             if result.__class__ is not Span:
                 nr = _non_recording(cur, result)
-                if nr.__class__ is _UnsampledRoot and _M.on:  # timed (a child in an unsampled trace, or a root)
-                    nr._series = _series(name, kind)  # type: ignore[attr-defined]
-                    nr._root = result.__class__ is int  # type: ignore[attr-defined]
+                if _M.on:  # timed: a child in an unsampled trace, a root, or below a remote unsampled parent
+                    if nr.__class__ is NonRecordingSpan:
+                        nr = _TimedSpan(nr._context)
+                    if isinstance(nr, _TimedSpan):
+                        nr._series = _series(name, kind)
+                        # A root: a new trace, or a remote parent's child (a request from elsewhere).
+                        nr._root = result.__class__ is int or _is_remote(cur)
                 return nr
             return _with_extras(result, attributes, links)  # type: ignore[arg-type]
         s = _new(Span)
@@ -260,6 +264,14 @@ def _with_extras(s: Span, attributes: Mapping[str, Any] | None, links: Sequence[
         for link in links:
             s.add_link(link)
     return s
+
+
+def _is_remote(parent: Any) -> bool:
+    """Whether ``parent`` is a context from another process (its child is a local root)."""
+    if isinstance(parent, SpanContext):
+        return parent.is_remote
+    get = getattr(parent, "get_span_context", None)
+    return bool(get is not None and get().is_remote)
 
 
 def _non_recording(cur: Any, result: Any) -> NonRecordingSpan:

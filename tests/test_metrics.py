@@ -358,3 +358,17 @@ def test_reset_frees_the_cap_for_span_names_and_keeps_decorators_counting() -> N
         pass
     kept()
     assert {r["name"]: r["count"] for r in autotrace.metrics.snapshot()["spans"]} == {"fresh": 1, "kept": 1}
+
+
+def test_requests_from_elsewhere_are_timed_and_listed_sampled_or_not(server: ServerHandle) -> None:
+    """span() below a remote parent (a request with a traceparent): timed, and a local root for /inflight."""
+    from autotrace.propagation import extract
+
+    for flags in ("01", "00"):
+        autotrace.metrics.reset()
+        parent = extract({"traceparent": f"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-{flags}"})
+        with span("GET /remote", kind="server", parent=parent):
+            (record,) = [r for r in autotrace._inflight.inflight() if r["name"] == "GET /remote"]
+            assert record["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736" and record["sampled"] is (flags == "01")
+        assert [r["count"] for r in rows(autotrace.metrics.snapshot(), "GET /remote")] == [1]
+        assert [r for r in autotrace._inflight.inflight() if r["name"] == "GET /remote"] == []
