@@ -37,6 +37,8 @@ FRAME_CODES: set[CodeType] = set()
 # most that many ended roots stay referenced here.
 ROOTS: list[Any] = []
 ROOTS_PRUNE_AT = 1024
+KEPT: list[Any] = []  # roots found still open at a prune (only prune() writes it)
+_KEPT_PRUNE_AT = ROOTS_PRUNE_AT
 _PRUNING = threading.Lock()
 
 
@@ -52,7 +54,8 @@ def add_root(root: Any) -> None:
 
 
 def prune() -> None:
-    """Drop ended roots from ROOTS (unless another thread is at it)."""
+    """Drop ended roots from ROOTS (unless another thread is at it); the open ones move to KEPT."""
+    global _KEPT_PRUNE_AT
     got = False
     try:  # taken inside the try: a signal handler raising here must not leave it held
         got = _PRUNING.acquire(blocking=False)
@@ -62,7 +65,13 @@ def prune() -> None:
             n = len(ROOTS)
             taken = ROOTS[:n]
             del ROOTS[:n]
-            ROOTS.extend([r for r in taken if _is_open(r)])
+            KEPT.extend([r for r in taken if _is_open(r)])
+            # Roots open for long (or never closed) wait in KEPT, pruned when it has
+            # doubled since: each root is looked at O(1) times on average, however
+            # many stay open.
+            if len(KEPT) > _KEPT_PRUNE_AT:
+                KEPT[:] = [r for r in KEPT if _is_open(r)]
+                _KEPT_PRUNE_AT = max(ROOTS_PRUNE_AT, 2 * len(KEPT))
     finally:
         if got:
             _PRUNING.release()
@@ -147,7 +156,7 @@ def inflight(min_age: float = 0.0) -> list[dict[str, Any]]:
     now_perf = time.perf_counter_ns()
     found = _from_frames(now_wall, now_perf)
     prune()
-    for root in list(ROOTS):
+    for root in [*KEPT, *ROOTS]:
         if not _is_open(root):
             continue
         if hasattr(root, "_series"):  # span()'s non-recording root

@@ -372,3 +372,32 @@ def test_requests_from_elsewhere_are_timed_and_listed_sampled_or_not(server: Ser
             assert record["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736" and record["sampled"] is (flags == "01")
         assert [r["count"] for r in rows(autotrace.metrics.snapshot(), "GET /remote")] == [1]
         assert [r for r in autotrace._inflight.inflight() if r["name"] == "GET /remote"] == []
+
+
+def test_many_roots_left_open_keep_span_cheap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Thousands of span() roots left open do not make each new root rescan them all (amortized pruning)."""
+    from autotrace import _inflight
+    from autotrace.context import CURRENT
+
+    opened = [span(f"open {i % 10}") for i in range(5000)]
+    for s in opened:
+        s.__enter__()
+        CURRENT.set(None)  # as if each ran in a task of its own
+    looked = 0
+    real = _inflight._is_open
+
+    def counting(obj: Any) -> bool:
+        nonlocal looked
+        looked += 1
+        return real(obj)
+
+    monkeypatch.setattr(_inflight, "_is_open", counting)
+    for _ in range(5000):
+        with span("short"):
+            pass
+    assert looked < 5 * 5000  # rescanning the open ones at every prune would be ~5,000 per 1,024 roots
+    monkeypatch.undo()
+    assert len(_inflight.inflight()) == 5000
+    for s in opened:
+        s.end()
+    assert _inflight.inflight() == []
