@@ -138,6 +138,10 @@ class Hist:
         if not self.count:
             return 0
         rank = max(1, -int(-q * self.count // 1))
+        if rank >= self.count:  # the top rank is the largest value, known exactly
+            return self.max
+        if rank == 1:
+            return self.min
         seen = 0
         for idx in sorted(self.fine):
             seen += self.fine[idx]

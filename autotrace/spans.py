@@ -544,6 +544,13 @@ class Span:
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         token = self._token
+        if _ROOTS and (self._parent_id is None or (self._extra is not None and self._extra.remote_parent)):
+            # Most often the root leaving is the last one listed: take it out now
+            # (pop, then put back what another thread appended since), so an ended
+            # root is not kept alive until the next prune.
+            last = _ROOTS.pop()
+            if last is not self:
+                _ROOTS.append(last)
         if exc is None and token.__class__ is _Token:
             try:
                 self._token = None
