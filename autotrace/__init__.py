@@ -32,6 +32,7 @@ from .store import TraceStore
 from .tracer import apply_config, flush, get_trace_store, record_span, shutdown, span
 
 if TYPE_CHECKING:
+    from . import metrics as metrics
     from . import testing as testing
 
 __all__ = [
@@ -70,7 +71,7 @@ __all__ = [
 logging.getLogger("autotrace").addHandler(StderrFallback())
 
 # Submodules with dependencies or threads of their own load on first use.
-_LAZY = {"asgi", "cli", "export", "logs", "propagation", "server", "testing", "wsgi"}
+_LAZY = {"asgi", "cli", "export", "logs", "metrics", "propagation", "server", "testing", "wsgi"}
 
 
 def __getattr__(name: str) -> Any:

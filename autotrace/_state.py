@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ._current import CURRENT, current_span_context
 from ._errors import COUNTS, internal_error, is_foreign
+from ._metrics import M as _M
+from ._metrics import observe_span as _observe_span
 from ._tail import _Provisional
 from .attributes import pack
 from .store import TraceStore
@@ -176,6 +178,8 @@ if hasattr(os, "register_at_fork"):
 def finish(span: Span) -> None:
     """Hand a finished sampled span to the store and processors; never raises."""
     try:
+        if _M.on:  # every span ending here is counted in the metrics (the inline paths count their own)
+            _observe_span(span)
         if type(span._attr_data) is dict:  # attributes of its own: pack them (see attributes.pack)
             pack(span)
         # The span's trace buffer was found when the trace's local root started

@@ -363,3 +363,37 @@ def span_stats(traces: Iterable[Sequence[Any]]) -> dict[str, Any]:
         )
     rows.sort(key=lambda r: (-r["self_time"], r["name"]))
     return {"source": "stored", "traces": trace_count, "spans": span_count, "names": rows}
+
+
+def merge_stats(stored: dict[str, Any], every: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """GET /stats: ``span_stats`` of the stored traces with each name's figures over every call put in.
+
+    A row's ``count``, ``errors``, ``p50``, ``p95``, ``p99`` and ``max`` are over
+    every call (``source: "all"``) when the metrics have the name, else over
+    the stored spans (``source: "stored"``: metrics off, or spans received over
+    OTLP); ``stored_count``, ``total``, the self times and the slowest trace are
+    always over the stored traces.
+    """
+    rows: dict[str, dict[str, Any]] = {}
+    for row in stored["names"]:
+        row = dict(row)
+        row["stored_count"] = row["count"]
+        rows[row["name"]] = row
+    for name, figures in every.items():
+        row = rows.get(name)
+        if row is None:
+            row = rows[name] = {
+                "name": name,
+                "stored_count": 0,
+                "total": 0.0,
+                "self_time": 0.0,
+                "self_time_p50": 0.0,
+                "self_time_max": 0.0,
+                "slowest_trace_id": "",
+                "slowest_span_id": "",
+            }
+        row.update(figures)
+        row["source"] = "all"
+    names = sorted(rows.values(), key=lambda r: (-r["self_time"], -r["count"], r["name"]))
+    source = "all" if every else "stored"
+    return {"source": source, "traces": stored["traces"], "spans": stored["spans"], "names": names}

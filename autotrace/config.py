@@ -72,6 +72,10 @@ class TraceConfig:
     """Tail sampling: also keep every trace left out whose local root lasted longer than this (seconds)."""
     max_provisional_spans: int = 100_000
     """Spans held at most in open provisional traces (tail sampling); past it the oldest is discarded."""
+    metrics: bool = True
+    """Duration histograms over every traced call, sampled or not (``/metrics``, ``/stats``)."""
+    metrics_max_series: int = 1000
+    """Span name/kind pairs the metrics keep apart; past it new ones count under ``span_name="_other"``."""
 
     def __post_init__(self) -> None:
         rate = self.sample_rate
@@ -108,6 +112,9 @@ class TraceConfig:
                 raise ValueError(f"keep_slower_than must be a number of seconds >= 0, or None; got {slow!r}")
             object.__setattr__(self, "keep_slower_than", float(slow))
         _check_int("max_provisional_spans", self.max_provisional_spans, minimum=1)
+        if not isinstance(self.metrics, bool):
+            raise ValueError(f"metrics must be True or False; got {self.metrics!r}")
+        _check_int("metrics_max_series", self.metrics_max_series, minimum=1)
         if self.redact is not None and not callable(self.redact):
             raise ValueError(f"redact must be callable; got {self.redact!r}")
 
@@ -197,6 +204,13 @@ class TraceConfig:
                 values[field] = _parse_int(
                     var, text, 1 if field in ("max_spans_per_trace", "max_name_length", "max_provisional_spans") else 0
                 )
+
+        metrics = get("AUTOTRACE_METRICS")
+        if metrics is not None:
+            values["metrics"] = _parse_bool("AUTOTRACE_METRICS", metrics)
+        max_series = get("AUTOTRACE_METRICS_MAX_SERIES")
+        if max_series is not None:
+            values["metrics_max_series"] = _parse_int("AUTOTRACE_METRICS_MAX_SERIES", max_series, 1)
 
         exporter_names = get("OTEL_TRACES_EXPORTER")
         if exporter_names is not None:

@@ -27,6 +27,7 @@ from typing import Any, NoReturn, TypeVar, overload
 
 import wrapt
 
+from . import _inflight, _metrics
 from . import attributes as _attributes
 from ._errors import internal_error
 from ._limits import LIMITS
@@ -54,6 +55,14 @@ _MASK64 = (1 << 64) - 1
 _time_ns = time.time_ns
 _perf_counter = time.perf_counter
 _copy_context = contextvars.copy_context
+_pc = time.perf_counter_ns
+# Metrics (every call, sampled or not) and open roots (/inflight); see _metrics.py.
+_M = _metrics.M
+_series = _metrics.series
+_pinned = _metrics.pinned
+_observe_span = _metrics.observe_span
+_OPEN = _inflight.OPEN
+_FOLD_AT = _metrics.FOLD_AT
 
 
 def _fail(s: Span, exc: BaseException) -> None:
@@ -92,8 +101,10 @@ def _sync_function(
     """A plain function tracing each call of ``func``, which it calls from its own frame."""
     if capture is not None:
         return functools.update_wrapper(_sync_capture_function(func, name, kind, attrs, capture), func)
+    h: Any = None  # this function's metrics series, looked up at its first call
 
     def call(*args: Any, **kwargs: Any) -> Any:
+        nonlocal h
         # The hot path. Each branch does the least it can:
         # - a new trace draws its 128-bit id at once (one call, cheaper than
         #   two 64-bit draws and a shift); its low 64 bits are all the sampling
@@ -115,15 +126,37 @@ def _sync_function(
             tid = _getrandbits(128) or 1
             lo = tid & _MASK64
             if lo >= _S.bound:
+                if not _M.on:
+                    try:
+                        token = _cv_set(lo)
+                    except BaseException:  # a signal handler raised before the token was kept
+                        _cv_set(None)
+                        raise
+                    try:
+                        return func(*args, **kwargs)
+                    finally:
+                        _cv_reset(token)
+                # Timed for the metrics. /inflight finds this frame (its `lo`, `t0`
+                # and `h`) in the thread's stack: nothing to file here (_inflight.py).
+                if h is None:
+                    h = _pinned(name, kind)
+                t0 = _pc()
                 try:
                     token = _cv_set(lo)
                 except BaseException:  # a signal handler raised before the token was kept
                     _cv_set(None)
                     raise
                 try:
-                    return func(*args, **kwargs)
+                    result = func(*args, **kwargs)
+                except BaseException:
+                    h.append(~(_pc() - t0))
+                    raise
                 finally:
                     _cv_reset(token)
+                h.append(_pc() - t0)
+                if len(h) > _FOLD_AT:
+                    h.fold()
+                return result
             custom = _S.custom
             if custom and custom.__class__ is not TailSampling:
                 s = start(name, kind, attrs, None)
@@ -146,7 +179,20 @@ def _sync_function(
         else:
             s = start(name, kind, attrs, parent)
             if s is None:  # the parent is unsampled: run in its context, with no span
-                return func(*args, **kwargs)
+                if not _M.on:
+                    return func(*args, **kwargs)
+                if h is None:
+                    h = _pinned(name, kind)
+                t0 = _pc()
+                try:
+                    result = func(*args, **kwargs)
+                except BaseException:
+                    h.append(~(_pc() - t0))
+                    raise
+                h.append(_pc() - t0)
+                if len(h) > _FOLD_AT:
+                    h.fold()
+                return result
         if buf is not None:
             s = _new(Span)
             s._name = name
@@ -160,16 +206,26 @@ def _sync_function(
             s._t1 = None
             s._trace = buf
             s._t0 = _time_ns()
-        elif s.__class__ is not Span:  # a new unsampled trace's seed: current while it runs
+        elif s.__class__ is not Span:  # a new unsampled trace's seed (or a remote unsampled parent's child)
+            if h is None:
+                h = _pinned(name, kind)
+            t0 = _pc()
             try:
                 token = _cv_set(s)
             except BaseException:  # a signal handler raised before the token was kept
                 _cv_set(parent)
                 raise
             try:
-                return func(*args, **kwargs)
+                result = func(*args, **kwargs)
+            except BaseException:
+                if _M.on:
+                    h.append(~(_pc() - t0))
+                raise
             finally:
                 _cv_reset(token)
+            if _M.on:
+                h.append(_pc() - t0)
+            return result
         try:  # (a try block costs nothing until something is raised)
             token = _cv_set(s)
         except BaseException:  # a signal handler raised before the token was kept: put the context back
@@ -183,17 +239,35 @@ def _sync_function(
         finally:
             _cv_reset(token)
             if s._t1 is None:  # not ended by hand inside the call (_t1: the end, see Span.__slots__)
-                s._t1 = _time_ns()
+                end = _time_ns()
+                s._t1 = end
                 # tracer._finish inline for the common case (a call saved).
                 if buf is not None and len(buf) <= _S.fast_limit:
+                    d = end - s._t0  # (before packing folds _t0 into _t1)
                     if type(s._attr_data) is dict:  # attributes of its own: pack them (see attributes.pack)
                         _pack(s)
                     s._trace = None  # no span <-> buffer cycle (see Span.__exit__)
                     buf.append(s)
+                    if _M.on:  # _finish() records the metrics of the other branch
+                        if s._extra is None and s._name is name:  # status UNSET, name as decorated
+                            if h is None:
+                                h = _pinned(name, kind)
+                            h.append(d if d > 0 else 0)  # (a wall clock set back: not an error)
+                            if len(h) > _FOLD_AT:
+                                h.fold()
+                        else:
+                            _observe_span(s)
                 else:
                     _finish(s)
 
     return functools.update_wrapper(call, func)
+
+
+# /inflight reads open roots and their chain of open spans from the frames of this
+# function's `call` in each thread's stack, so the hot path files nothing.
+_inflight.FRAME_CODES.update(
+    c for c in _sync_function.__code__.co_consts if isinstance(c, types.CodeType) and c.co_name == "call"
+)
 
 
 def _sync_capture_function(
@@ -204,13 +278,7 @@ def _sync_capture_function(
     def call(*args: Any, **kwargs: Any) -> Any:
         s = start(name, kind, attrs, _cv_get())
         if s.__class__ is not Span:
-            if s is None:
-                return func(*args, **kwargs)
-            token = _cv_set(s)
-            try:
-                return func(*args, **kwargs)
-            finally:
-                _cv_reset(token)
+            return _run_started(s, func, args, kwargs, name, kind)
         capture.arguments(s, None, args, kwargs)  # type: ignore[arg-type]
         token = _cv_set(s)
         try:
@@ -233,16 +301,50 @@ def _sync_capture_function(
 # -- sync: any other callable, through wrapt -------------------------------------------------
 
 
-def _run_started(s: Any, wrapped: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _timed(name: str, kind: SpanKind, s: Any, wrapped: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+    """Run an unsampled call (``s`` from start(), not a Span) and record its duration in the metrics."""
+    h = _series(name, kind)
+    root = s.__class__ is int
+    t0 = _pc()
+    token = None
+    try:
+        if root:
+            _OPEN[s] = (h, t0)
+        if s is not None:
+            token = _cv_set(s)
+        result = wrapped(*args, **kwargs)
+    except BaseException:
+        if _M.on:
+            h.append(~(_pc() - t0))
+        raise
+    finally:
+        if token is not None:
+            _cv_reset(token)
+        if root:
+            _OPEN.pop(s, None)
+    if _M.on:
+        h.append(_pc() - t0)
+        if len(h) > _FOLD_AT:
+            h.fold()
+    return result
+
+
+def _run_started(
+    s: Any, wrapped: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], name: str, kind: SpanKind
+) -> Any:
     """Run a call under whatever start() returned: a span, an unsampled seed, or None."""
     if s.__class__ is not Span:
-        if s is None:  # the parent is unsampled: keep its context
-            return wrapped(*args, **kwargs)
-        token = _cv_set(s)
-        try:
-            return wrapped(*args, **kwargs)
-        finally:
-            _cv_reset(token)
+        if not _M.on:
+            if s is None:  # the parent is unsampled: keep its context
+                return wrapped(*args, **kwargs)
+            token = _cv_set(s)
+            try:
+                return wrapped(*args, **kwargs)
+            finally:
+                _cv_reset(token)
+        return _timed(name, kind, s, wrapped, args, kwargs)
+    if s._parent_id is None:  # a local root: listed by /inflight while open
+        _inflight.add_root(s)
     token = _cv_set(s)
     try:
         return wrapped(*args, **kwargs)
@@ -258,7 +360,7 @@ def _sync_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any]) -> Callable[
     """The wrapt wrapper for a sync callable that is not a plain function (bound method, partial, object)."""
 
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return _run_started(start(name, kind, attrs, _cv_get()), wrapped, args, kwargs)
+        return _run_started(start(name, kind, attrs, _cv_get()), wrapped, args, kwargs, name, kind)
 
     return wrapper
 
@@ -267,7 +369,7 @@ def _sync_capture_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capt
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         s = start(name, kind, attrs, _cv_get())
         if s.__class__ is not Span:
-            return _run_started(s, wrapped, args, kwargs)
+            return _run_started(s, wrapped, args, kwargs, name, kind)
         capture.arguments(s, instance, args, kwargs)  # type: ignore[arg-type]
         token = _cv_set(s)
         try:
@@ -304,7 +406,9 @@ def _sync_capture_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capt
 # A change to the inline span of _sync_function.call belongs here too.
 _ASYNC_SOURCE = """\
 def _at_make(_at_func, _at_name, _at_kind, _at_attrs):
+    _at_h = None
     async def _at_call({params}):
+        nonlocal _at_h
         _at_parent = _at_cv_get()
         _at_s = None
         _at_buf = None
@@ -330,7 +434,20 @@ def _at_make(_at_func, _at_name, _at_kind, _at_attrs):
         else:
             _at_s = _at_start(_at_name, _at_kind, _at_attrs, _at_parent)
             if _at_s is None:
-                return await _at_func({forward})
+                if not _at_M.on:
+                    return await _at_func({forward})
+                if _at_h is None:
+                    _at_h = _at_pinned(_at_name, _at_kind)
+                _at_t0 = _at_pc()
+                try:
+                    _at_result = await _at_func({forward})
+                except _at_BaseException:
+                    _at_h.append(~(_at_pc() - _at_t0))
+                    raise
+                _at_h.append(_at_pc() - _at_t0)
+                if _at_len(_at_h) > _at_FOLD_AT:
+                    _at_h.fold()
+                return _at_result
         if _at_buf is not None:
             _at_s = _at_new(_at_Span)
             _at_s._name = _at_name
@@ -345,18 +462,42 @@ def _at_make(_at_func, _at_name, _at_kind, _at_attrs):
             _at_s._trace = _at_buf
             _at_s._t0 = _at_time_ns()
         elif _at_s.__class__ is not _at_Span:
+            _at_timed = _at_M.on
+            _at_root = False
+            if _at_timed:
+                if _at_h is None:
+                    _at_h = _at_pinned(_at_name, _at_kind)
+                _at_t0 = _at_pc()
+                if _at_s.__class__ is _at_int:
+                    _at_root = True
+                    _at_OPEN[_at_s] = (_at_h, _at_t0)
             try:
                 _at_token = _at_cv_set(_at_s)
             except _at_BaseException:
+                if _at_root:
+                    _at_OPEN.pop(_at_s, None)
                 _at_cv_set(_at_parent)
                 raise
             try:
-                return await _at_func({forward})
+                _at_result = await _at_func({forward})
+            except _at_BaseException:
+                if _at_timed:
+                    _at_h.append(~(_at_pc() - _at_t0))
+                raise
             finally:
+                if _at_root:
+                    _at_OPEN.pop(_at_s, None)
                 try:
                     _at_cv_reset(_at_token)
                 except _at_ValueError:
                     _at_reset_elsewhere(_at_token, _at_s)
+            if _at_timed:
+                _at_h.append(_at_pc() - _at_t0)
+                if _at_len(_at_h) > _at_FOLD_AT:
+                    _at_h.fold()
+            return _at_result
+        if _at_parent.__class__ is not _at_Span:
+            _at_add_root(_at_s)
         try:
             _at_token = _at_cv_set(_at_s)
         except _at_BaseException:
@@ -373,12 +514,23 @@ def _at_make(_at_func, _at_name, _at_kind, _at_attrs):
             except _at_ValueError:
                 _at_reset_elsewhere(_at_token, _at_s)
             if _at_s._t1 is None:
-                _at_s._t1 = _at_time_ns()
+                _at_end = _at_time_ns()
+                _at_s._t1 = _at_end
                 if _at_buf is not None and _at_len(_at_buf) <= _at_S.fast_limit:
+                    _at_d = _at_end - _at_s._t0
                     if _at_type(_at_s._attr_data) is _at_dict:
                         _at_pack(_at_s)
                     _at_s._trace = None
                     _at_buf.append(_at_s)
+                    if _at_M.on:
+                        if _at_s._extra is None and _at_s._name is _at_name:
+                            if _at_h is None:
+                                _at_h = _at_pinned(_at_name, _at_kind)
+                            _at_h.append(_at_d if _at_d > 0 else 0)
+                            if _at_len(_at_h) > _at_FOLD_AT:
+                                _at_h.fold()
+                        else:
+                            _at_observe_span(_at_s)
                 else:
                     _at_finish(_at_s)
 
@@ -411,6 +563,14 @@ def _async_maker(params: str, forward: str) -> Callable[..., Any]:
         "_at_dict": dict,
         "_at_BaseException": BaseException,
         "_at_ValueError": ValueError,
+        "_at_int": int,
+        "_at_M": _M,
+        "_at_pc": _pc,
+        "_at_pinned": _pinned,
+        "_at_FOLD_AT": _FOLD_AT,
+        "_at_OPEN": _OPEN,
+        "_at_add_root": _inflight.add_root,
+        "_at_observe_span": _observe_span,
     }
     source = _ASYNC_SOURCE.format(params=params, forward=forward)
     exec(compile(source, "<autotrace @traced>", "exec"), namespace)  # our own source; parameter names checked
@@ -499,18 +659,38 @@ def _async_wrapper(
         # The span starts when the coroutine is first awaited, in the awaiting task's context.
         s = start(name, kind, attrs, _cv_get())
         if s.__class__ is not Span:
+            h = _series(name, kind) if _M.on else None
+            root = s.__class__ is int
+            t0 = _pc()
             if s is None:
-                return await coro
-            token = _cv_set(s)
+                token = None
+            else:
+                token = _cv_set(s)
             try:
-                return await coro
+                if root and h is not None:
+                    _OPEN[s] = (h, t0)
+                result = await coro
+            except BaseException:
+                if h is not None and _M.on:
+                    h.append(~(_pc() - t0))
+                raise
             finally:
-                try:
-                    _cv_reset(token)
-                except ValueError:  # resumed in another Context
-                    _reset_elsewhere(token, s)
+                if root:
+                    _OPEN.pop(s, None)
+                if token is not None:
+                    try:
+                        _cv_reset(token)
+                    except ValueError:  # resumed in another Context
+                        _reset_elsewhere(token, s)
+            if h is not None and _M.on:
+                h.append(_pc() - t0)
+                if len(h) > _FOLD_AT:
+                    h.fold()
+            return result
         if capture is not None:
             capture.arguments(s, instance, args, kwargs)  # type: ignore[arg-type]
+        if s._parent_id is None:  # type: ignore[union-attr]  # a local root: listed by /inflight while open
+            _inflight.add_root(s)
         token = _cv_set(s)
         try:
             result = await coro
@@ -589,6 +769,24 @@ def _end_stream(s: Span, closed_early: bool, started: float, first: float, count
         _close(s)
 
 
+def _stream_done(h: Any, unsampled: bool, failed: bool, began: float, first: float, last: float, count: int) -> None:
+    """Record a finished stream in the metrics: time to first item, mean gap after it, items; and,
+    unsampled, its duration (a sampled stream's span records its own when it ends)."""
+    if not _M.on:
+        return
+    try:
+        ttft = round((first - began) * 1e9) if count else -1
+        gap = round((last - first) * 1e9 / (count - 1)) if count > 1 else -1
+        h.streams.append((ttft, gap, count))
+        if unsampled:
+            d = round((_perf_counter() - began) * 1e9)
+            h.append(~d if failed else d)
+            if len(h) > _FOLD_AT:
+                h.fold()
+    except Exception as exc:
+        internal_error("stream metrics", exc)
+
+
 def _gen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture: _Capture | None) -> Callable[..., Any]:
     def drive(
         gen: Generator[Any, Any, Any], ctx: contextvars.Context, instance: Any, args: Any, kwargs: Any
@@ -608,6 +806,8 @@ def _gen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture: _Cap
         span = s if s.__class__ is Span else None
         if span is not None and capture is not None:
             capture.arguments(span, instance, args, kwargs)  # type: ignore[arg-type]
+        sh = _series(name, kind) if _M.on else None  # every stream, sampled or not, in the metrics
+        failed = False
         # The stream's figures, kept for every stream (sampled or not) in locals:
         # a perf_counter() per item is all the timing costs.
         count = 0
@@ -657,12 +857,15 @@ def _gen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture: _Cap
         except GeneratorExit:
             raise
         except BaseException as exc:
+            failed = not _is_cancellation(exc)
             if span is not None:
                 # A cancelled consumer ends the stream early: closed early, status UNSET (see Span._fail).
-                closed_early = _is_cancellation(exc)
+                closed_early = not failed
                 _fail(span, exc)
             raise
         finally:
+            if sh is not None:
+                _stream_done(sh, span is None, failed, started, first, last, count)
             if span is not None:
                 _end_stream(span, closed_early, started, first, count, max_gap)
 
@@ -686,6 +889,8 @@ def _asyncgen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture:
         span = s if s.__class__ is Span else None
         if span is not None and capture is not None:
             capture.arguments(span, instance, args, kwargs)  # type: ignore[arg-type]
+        sh = _series(name, kind) if _M.on else None  # every stream, sampled or not, in the metrics
+        failed = False
         count = 0
         started = first = last = _perf_counter()
         max_gap = 0.0
@@ -743,14 +948,17 @@ def _asyncgen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture:
         except GeneratorExit:
             raise
         except BaseException as exc:
+            failed = not _is_cancellation(exc)
             if span is not None:
                 # A cancelled consumer ends the stream early (asyncio.run() cancels
                 # the aclose() of a stream left by `break`, throwing CancelledError in
                 # at the yield): closed early, status left UNSET (see Span._fail).
-                closed_early = _is_cancellation(exc)
+                closed_early = not failed
                 _fail(span, exc)
             raise
         finally:
+            if sh is not None:
+                _stream_done(sh, span is None, failed, started, first, last, count)
             if span is not None:
                 _end_stream(span, closed_early, started, first, count, max_gap)
 

@@ -11,7 +11,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from . import _resource
+from . import _metrics, _resource
 from . import attributes as _attributes
 from ._errors import internal_error, is_foreign
 from ._limits import LIMITS
@@ -51,6 +51,7 @@ def apply_config(config: TraceConfig) -> TraceStore:
         _S.config = config
         _resource.install(config.resource())
         _S.enabled = config.enabled
+        _metrics.configure(config.metrics, config.metrics_max_series)
         _S.sampler = config.make_sampler()
         _S.tail = (
             TailSampling(

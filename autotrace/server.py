@@ -32,7 +32,8 @@ from typing import Any
 
 import bottle
 
-from . import _otlp_json, _receiver, _serving, _summary
+from . import _inflight, _otlp_json, _receiver, _serving, _summary
+from . import metrics as _metrics_api
 from ._env import parse_bool
 from ._guard import _COMMON_HEADERS, _JSON, _dumps, _refuse_browser_clear, _set_headers
 from ._guard import LOOPBACK_HOSTS as LOOPBACK_HOSTS
@@ -83,7 +84,7 @@ _INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.S)
 _INLINE_STYLE = re.compile(r"<style>(.*?)</style>", re.S)
 _COMMENT = re.compile(r"<!--.*?-->", re.S)
 # The server's own routes: TracingMiddleware leaves them out (the viewer polls /traces).
-OWN_PATHS = ("/", "/traces", "/traces/summary", "/stats", "/health", "/ready", "/v1/traces")
+OWN_PATHS = ("/", "/traces", "/traces/summary", "/stats", "/metrics", "/inflight", "/health", "/ready", "/v1/traces")
 _OWN_PREFIX = "/traces/"  # GET /traces/{trace_id}: not traced either
 
 _PLACEHOLDER_PAGE = """<!doctype html>
@@ -470,15 +471,43 @@ def install(
         return _Answer([spans], resource, encodes.release)
 
     def stats() -> Any:
-        """Per span name over the stored traces: count, errors, p50/p95/p99/max and self time in seconds."""
+        """Per span name: count, errors, p50/p95/p99/max over every call; self time over the stored traces."""
         if bottle.request.query.keys():
             raise Problem(400, "GET /stats takes no query parameters")
         stored = current_store().traces()
-        _, unchanged = _cached(stored, "stats")
+        every = _metrics_api.stats_by_name()
+        # The ETag covers the metrics too: they change with every call, stored or not.
+        _, unchanged = _cached(stored, "stats" + repr(sorted((k, r["count"]) for k, r in every.items())))
         if unchanged:
             return b""
         bottle.response.content_type = _JSON
-        return _dumps(_summary.span_stats(stored))
+        return _dumps(_summary.merge_stats(_summary.span_stats(stored), every))
+
+    def metrics() -> Any:
+        """Every metric in the Prometheus text exposition format 0.0.4."""
+        if bottle.request.query.keys():
+            raise Problem(400, "GET /metrics takes no query parameters")
+        bottle.response.content_type = "text/plain; version=0.0.4; charset=utf-8"
+        return _metrics_api.prometheus_text().encode("utf-8")
+
+    def inflight() -> Any:
+        """The local root spans still open, oldest first; ?min_age=SECONDS keeps the older ones."""
+        query = bottle.request.query
+        unknown = sorted(set(query.keys()) - {"min_age"})
+        if unknown:
+            raise Problem(400, f"unknown query parameter {unknown[0][:40]!r}; /inflight takes min_age")
+        min_age = 0.0
+        text = _single("min_age")
+        if text is not None:
+            try:
+                min_age = float(text)
+                if not min_age >= 0 or min_age == float("inf"):
+                    raise ValueError
+            except ValueError:
+                raise Problem(400, f"min_age must be a number of seconds >= 0; got {text[:40]!r}") from None
+        open_now = _inflight.inflight(min_age)
+        bottle.response.content_type = _JSON
+        return _dumps({"inflight": open_now, "count": len(open_now), "min_age": min_age})
 
     def receive_traces() -> bottle.HTTPResponse:
         """The OTLP/HTTP trace receiver: an ExportTraceServiceRequest (JSON or protobuf, gzip or not) into the store."""
@@ -501,6 +530,8 @@ def install(
     app.route("/traces/summary", "GET", guard(traces_summary))
     app.route("/traces/<trace_id>", "GET", guard(one_trace))
     app.route("/stats", "GET", guard(stats))
+    app.route("/metrics", "GET", guard(metrics))
+    app.route("/inflight", "GET", guard(inflight))
     app.route("/traces", "DELETE", guard(delete_traces))
     app.route("/health", "GET", guard(health, public=True))
     app.route("/ready", "GET", guard(ready))

@@ -19,7 +19,13 @@ from . import attributes as _attributes
 from ._current import CURRENT
 from ._errors import internal_error as _internal_error
 from ._errors import reraise_foreign
+from ._inflight import ROOTS as _ROOTS
+from ._inflight import ROOTS_PRUNE_AT as _ROOTS_PRUNE_AT
+from ._inflight import prune as _prune_roots
 from ._limits import LIMITS
+from ._metrics import FOLD_AT as _FOLD_AT
+from ._metrics import M as _M
+from ._metrics import observe_span as _observe_span
 
 # The value types live in _model; their old import path (autotrace.spans) keeps working.
 from ._model import _UNSET_STATUS as _UNSET_STATUS
@@ -53,6 +59,8 @@ __all__ = [
 
 _time_ns = time.time_ns
 _MASK64 = (1 << 64) - 1
+_pc = time.perf_counter_ns
+_BY_NAME_GET = _M.by_name.get
 _cv_set = CURRENT.set
 _cv_reset = CURRENT.reset
 _Token = contextvars.Token
@@ -625,6 +633,12 @@ class Span:
         # The common case inline (a span fresh from span()), the rest in _enter:
         # a method call saved on each side of a `with` block is ~10% of its cost.
         # (A try block costs nothing until something is raised.)
+        # A local root (no parent, or one from another process): listed by
+        # /inflight while open (ended ones are pruned there).
+        if self._parent_id is None or (self._extra is not None and self._extra.remote_parent):
+            _ROOTS.append(self)
+            if len(_ROOTS) > _ROOTS_PRUNE_AT:
+                _prune_roots()
         if self._token is None:
             try:
                 self._token = _cv_set(self)
@@ -637,6 +651,13 @@ class Span:
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         token = self._token
+        if _ROOTS and (self._parent_id is None or (self._extra is not None and self._extra.remote_parent)):
+            # Most often the root leaving is the last one listed: take it out now
+            # (pop, then put back what another thread appended since), so an ended
+            # root is not kept alive until the next prune.
+            last = _ROOTS.pop()
+            if last is not self:
+                _ROOTS.append(last)
         if exc is None and token.__class__ is _Token:
             try:
                 self._token = None
@@ -652,7 +673,9 @@ class Span:
             if self._t1 is None:
                 end = _time_ns()
                 start: int = self._t0  # type: ignore[assignment]  # open: not packed
-                self._t1 = end if end >= start else start
+                if end < start:  # (a wall clock set back)
+                    end = start
+                self._t1 = end
                 # tracer._finish inline for the common case (a call saved):
                 # room in the trace's buffer and no processors to tell.
                 if type(self._attr_data) is dict:  # its own attributes: pack them
@@ -664,6 +687,16 @@ class Span:
                     # every evicted trace would wait for the cyclic collector.
                     self._trace = None
                     buf.append(self)
+                    if _M.on:  # the metrics (_finish records them on the other branch), inline
+                        h = _BY_NAME_GET(self._name)
+                        if h is not None:
+                            h = h[self._kind]  # (SpanKind values are 1..5)
+                        if h is None or self._extra is not None:  # (a status, events...: the general path)
+                            _observe_span(self)
+                        else:
+                            h.append(end - start)
+                            if len(h) > _FOLD_AT:
+                                h.fold()
                 else:
                     _finish(self)
         else:
@@ -818,7 +851,72 @@ class NonRecordingSpan:
         return f"NonRecordingSpan(trace_id={c.trace_id_hex}, span_id={c.span_id_hex}, sampled={c.sampled})"
 
 
-class _UnsampledRoot(NonRecordingSpan):
+class _TimedSpan(NonRecordingSpan):
+    """A non-recording span of ``span()``, timed for the metrics (set ``_series``), a root listed by /inflight."""
+
+    __slots__ = ("_root", "_series", "_t0")
+
+    def __init__(self, context: SpanContext = INVALID_SPAN_CONTEXT) -> None:
+        self._context = context
+        self._token = None
+        self._series: Any = None  # set by span(): its metrics series (None: not timed)
+        self._root = False  # a local root: listed by /inflight while open
+        self._t0 = 0
+
+    # Timed as a sampled span is (metrics over every span, sampled or not); a
+    # root is listed by /inflight while open. NonRecordingSpan's enter and exit,
+    # inline (a method call each way is a tenth of an unsampled block).
+
+    def __enter__(self) -> NonRecordingSpan:
+        if self._series is not None:
+            self._t0 = _pc()
+            if self._root:
+                _ROOTS.append(self)
+                if len(_ROOTS) > _ROOTS_PRUNE_AT:
+                    _prune_roots()
+        if self._token is None:
+            try:
+                self._token = _cv_set(self)
+            except BaseException:  # as in Span.__enter__
+                _undo_enter(self)
+                raise
+        else:
+            _enter(self)
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        token = self._token
+        if token.__class__ is _Token:
+            try:
+                self._token = None
+                _cv_reset(token)
+            except BaseException as error:  # as in Span.__exit__
+                self._token = token
+                _exit(self, exc)
+                self._series = None
+                reraise_foreign(error)
+                return
+        else:
+            _exit(self, exc)
+        # After the context is back (a signal handler raising here leaves nothing current behind).
+        h = self._series
+        if h is not None:
+            self._series = None  # once per span, if it is left twice (and no longer open for /inflight)
+            if _M.on:
+                d = _pc() - self._t0
+                h.append(d if exc is None else ~d)
+                if len(h) > _FOLD_AT:
+                    h.fold()
+
+    async def __aenter__(self) -> NonRecordingSpan:
+        self.__enter__()
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+
+class _UnsampledRoot(_TimedSpan):
     """The span of a new unsampled trace from ``span()``: only the trace id's low 64 bits.
 
     Its ids are derived from that seed (``context.unsampled_context``) only when
@@ -831,6 +929,9 @@ class _UnsampledRoot(NonRecordingSpan):
     def __init__(self, seed: int) -> None:
         self._seed = seed
         self._token = None
+        self._series = None
+        self._root = False
+        self._t0 = 0
 
     @property
     def _context(self) -> SpanContext:  # type: ignore[override]  # shadows the base slot: computed, never stored

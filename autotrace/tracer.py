@@ -20,6 +20,8 @@ from . import attributes as _attributes
 from ._errors import errors as errors
 from ._errors import internal_error as internal_error
 from ._errors import logger as logger
+from ._metrics import M as _M
+from ._metrics import series as _series
 from ._model import Link, SpanContext, SpanKind, _Detached, continued_trace_id
 from ._state import _S, ask
 from ._state import WORKER_FLUSH_TIMEOUT as WORKER_FLUSH_TIMEOUT
@@ -36,7 +38,9 @@ from .context import CURRENT
 from .provider import apply_config as apply_config
 from .provider import force_sampling as force_sampling
 from .provider import shutdown as shutdown
-from .spans import NonRecordingSpan, Span, _UnsampledRoot, record_hand_built
+from .spans import NonRecordingSpan, Span, _TimedSpan, _UnsampledRoot, record_hand_built
+
+_SERIES_GET = _M.series.get
 
 __all__ = ["SpanProcessor", "record_span", "span"]
 
@@ -213,7 +217,12 @@ def span(
             tid = _getrandbits(128) or 1  # the low 64 bits decide sampling, as in start()
             lo = tid & _MASK64
             if lo >= _S.bound:
-                return _UnsampledRoot(lo)
+                r = _UnsampledRoot(lo)
+                if _M.on:  # timed, and listed by /inflight while open
+                    h = _SERIES_GET((name, kind))
+                    r._series = _series(name, kind) if h is None else h
+                    r._root = True
+                return r
             pid = None
             # The new trace's store buffer, opened inline as TraceStore._new_trace does
             # (room for one span: see store.py).
@@ -226,7 +235,15 @@ def span(
         else:
             result = start(name, kind, _NO_ATTRS, cur)
             if result.__class__ is not Span:
-                return _non_recording(cur, result)
+                nr = _non_recording(cur, result)
+                if _M.on:  # timed: a child in an unsampled trace, a root, or below a remote unsampled parent
+                    if nr.__class__ is NonRecordingSpan:
+                        nr = _TimedSpan(nr._context)
+                    if isinstance(nr, _TimedSpan):
+                        nr._series = _series(name, kind)
+                        # A root: a new trace, or a remote parent's child (a request from elsewhere).
+                        nr._root = result.__class__ is int or _is_remote(cur)
+                return nr
             return _with_extras(result, attributes, links)  # type: ignore[arg-type]
         s = _new(Span)
         s._name = name
@@ -264,6 +281,14 @@ def _with_extras(s: Span, attributes: Mapping[str, Any] | None, links: Sequence[
         for link in links:
             s.add_link(link)
     return s
+
+
+def _is_remote(parent: Any) -> bool:
+    """Whether ``parent`` is a context from another process (its child is a local root)."""
+    if isinstance(parent, SpanContext):
+        return parent.is_remote
+    get = getattr(parent, "get_span_context", None)
+    return bool(get is not None and get().is_remote)
 
 
 def _non_recording(cur: Any, result: Any) -> NonRecordingSpan:

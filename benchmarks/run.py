@@ -69,10 +69,12 @@ CHILDREN = 10  # children under one root in the "root + 10 children" case
 EXPORT_SPANS = 10_000
 
 
-def configure(sample_rate: float, max_traces: int = 1000, **settings: Any) -> None:
-    """Install a fresh autotrace configuration with an empty store."""
+def configure(sample_rate: float, max_traces: int = 1000, metrics: bool = True, **settings: Any) -> None:
+    """Install a fresh autotrace configuration with an empty store (metrics on, as by default)."""
     autotrace.clear_traces()
-    autotrace.configure(autotrace.TraceConfig(sample_rate=sample_rate, max_traces=max_traces, **settings))
+    autotrace.configure(
+        autotrace.TraceConfig(sample_rate=sample_rate, max_traces=max_traces, metrics=metrics, **settings)
+    )
     autotrace.clear_traces()
 
 
@@ -385,6 +387,9 @@ def measure_threads(
 def autotrace_cases() -> list[Case]:
     sampled = lambda: configure(1.0)  # noqa: E731
     unsampled = lambda: configure(0.0)  # noqa: E731
+    # The same with metrics off: what the metrics over every call cost.
+    sampled_off = lambda: configure(1.0, metrics=False)  # noqa: E731
+    unsampled_off = lambda: configure(0.0, metrics=False)  # noqa: E731
     ns = {"bare": bare, "wrapt_passthrough": wrapt_passthrough, "traced_call": traced_call, "span": span}
     ns.update(traced_root=traced_root, bare_root=bare_root, traced_gen=traced_gen, bare_gen=bare_gen)
     return [
@@ -394,6 +399,22 @@ def autotrace_cases() -> list[Case]:
         Case("traced_unsampled", "@traced, unsampled", timer("traced_call()", ns), setup=unsampled),
         Case("span_sampled", "with span(), sampled", timer("with span('op'): pass", ns), setup=sampled),
         Case("span_unsampled", "with span(), unsampled", timer("with span('op'): pass", ns), setup=unsampled),
+        Case("traced_sampled_nom", "@traced, sampled, metrics off", timer("traced_call()", ns), setup=sampled_off),
+        Case(
+            "traced_unsampled_nom", "@traced, unsampled, metrics off", timer("traced_call()", ns), setup=unsampled_off
+        ),
+        Case(
+            "span_sampled_nom",
+            "with span(), sampled, metrics off",
+            timer("with span('op'): pass", ns),
+            setup=sampled_off,
+        ),
+        Case(
+            "span_unsampled_nom",
+            "with span(), unsampled, metrics off",
+            timer("with span('op'): pass", ns),
+            setup=unsampled_off,
+        ),
         Case("bare_root", "bare root + 10 child calls", timer("bare_root()", ns), per="trace"),
         Case("root10", "root + 10 children, sampled", timer("traced_root()", ns), per="trace", setup=sampled),
         Case("bare_async", "bare async call", async_timer(bare_async)),
@@ -806,6 +827,10 @@ ROWS = [
     ("traced_unsampled", "otel_unsampled"),
     ("span_sampled", "otel_with_sampled"),
     ("span_unsampled", "otel_with_unsampled"),
+    ("traced_sampled_nom", None),
+    ("traced_unsampled_nom", None),
+    ("span_sampled_nom", None),
+    ("span_unsampled_nom", None),
     ("bare_root", None),
     ("root10", "otel_root10"),
     ("bare_async", None),

@@ -16,6 +16,7 @@ def fresh_autotrace() -> Iterator[None]:
     autotrace.shutdown(2.0)
     autotrace.configure(autotrace.TraceConfig(sample_rate=1.0))
     autotrace.clear_traces()
+    autotrace.metrics.reset()
     _S.errors.clear()
     yield
     autotrace.shutdown(2.0)

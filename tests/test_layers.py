@@ -29,8 +29,8 @@ TIERS: list[list[str]] = [
     # trace summaries and span statistics for /traces/summary and /stats (standard library only)
     ["_model"],  # value types: kinds, status, span context, events, links; ids
     ["_current", "_errors", "_secret_names"],  # the ContextVar; failures counted and logged once; secret names
-    ["_stacktrace", "_stderr", "_resource", "attributes", "_secrets"],  # exception text, log fallback, resource,
-    # attribute values, secret names and text
+    ["_stacktrace", "_stderr", "_resource", "attributes", "_secrets", "_metrics", "_inflight"],  # exception text,
+    # log fallback, resource, attribute values, secret names and text; metrics' hot-path side; open roots
     ["otlp", "sampling", "_render", "_tail"],  # spans -> OTLP/JSON; samplers; a bounded, redacting repr;
     # provisional traces of tail sampling
     ["_otlp_json"],  # spans -> OTLP/JSON bytes, without otlp's dicts
@@ -48,7 +48,7 @@ TIERS: list[list[str]] = [
     ["export.env"],  # exporters from OTEL_* variables
     ["export.batch"],  # the batching processor
     ["export"],  # the package's re-exports
-    ["config"],  # TraceConfig as data
+    ["config", "metrics"],  # TraceConfig as data; metrics snapshot, reset, Prometheus text
     ["provider"],  # the installed pipeline: apply_config, shutdown
     ["tracer"],  # the hot path: start, span(), record_span
     ["_process", "decorators", "logs", "testing", "_outgoing"],  # _outgoing: httpx and requests CLIENT spans

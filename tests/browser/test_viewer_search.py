@@ -203,8 +203,9 @@ def test_stats_tab_page_and_deep_link(server: Any, page: Any) -> None:
     expect = _expect()
     open_viewer(page, server.url, "#tab=stats")
     table = page.locator("#stats-table tbody tr")
-    expect(table).to_have_count(8)
     expect(page.locator("main")).to_be_hidden()
+    names = sorted(page.locator("#stats-table tbody tr").evaluate_all("rows => rows.map(r => r.dataset.name)"))
+    assert len(names) == 8, names
     page.locator("#stats-table th button[data-col='max']").click()
     expect(table.first).to_have_attribute("data-name", slowest)  # the slowest root first
     page.locator("#stats-table th button[data-col='max']").click()
@@ -222,17 +223,57 @@ def test_stats_tab_page_and_deep_link(server: Any, page: Any) -> None:
     expect(page.locator("#stats-pane")).to_be_hidden()
 
 
-def test_inflight_tab_says_not_available(server: Any, page: Any) -> None:
-    """Without GET /inflight on the server the In flight tab says so instead of failing."""
+def test_inflight_tab_shows_blocked_requests_live(server: Any, page: Any) -> None:
+    """#tab=inflight: blocked requests oldest first, age growing, innermost span, trace link; gone when done."""
+    import threading
+
+    from autotrace import traced
+
     expect = _expect()
-    open_viewer(page, server.url)
-    page.click("#tab-inflight")
-    expect(page.locator("#inflight-unavailable")).to_contain_text("not available")
-    assert "tab=inflight" in page.url
-    screenshot(page, "inflight")
+    release = threading.Event()
+    entered = threading.Barrier(3)
+
+    @traced("POST /v1/generate", kind="server")
+    def handle() -> None:
+        load()
+
+    @traced("load weights")
+    def load() -> None:
+        entered.wait(10)
+        release.wait(60)
+
+    autotrace.configure(autotrace.TraceConfig(sample_rate=0.0))
+    unsampled = threading.Thread(target=handle)
+    unsampled.start()
+    time.sleep(0.02)  # older than the sampled one
+    autotrace.configure(autotrace.TraceConfig(sample_rate=1.0))
+    sampled = threading.Thread(target=handle)
+    sampled.start()
+    try:
+        entered.wait(10)
+        open_viewer(page, server.url, "#tab=inflight")
+        rows = page.locator("#inflight-table tbody tr")
+        expect(rows).to_have_count(2)
+        expect(page.locator("main")).to_be_hidden()
+        expect(rows.first).to_have_attribute("data-sampled", "false")
+        expect(rows.first.locator("td").nth(3)).to_have_text("not sampled")
+        expect(rows.nth(1)).to_have_attribute("data-sampled", "true")
+        expect(rows.nth(1).locator("td[data-col='where']")).to_have_text("POST /v1/generate › load weights")
+        tid = rows.nth(1).get_attribute("data-trace")
+        assert tid and re.fullmatch(r"[0-9a-f]{32}", tid)
+        expect(rows.nth(1).locator("a")).to_have_attribute("href", "#trace=" + tid)
+        age = rows.first.locator("td[data-col='age']")
+        before = age.inner_text()
+        expect(age).not_to_have_text(before, timeout=20_000)  # refreshed live: the age grows
+        screenshot(page, "inflight")
+    finally:
+        release.set()
+        unsampled.join()
+        sampled.join()
+    expect(page.locator("#inflight-empty")).to_be_visible(timeout=20_000)
     page.goto(server.url + "/#tab=stats")
     page.goto(server.url + "/#tab=inflight")
-    expect(page.locator("#inflight-unavailable")).to_be_visible()
+    expect(page.locator("#inflight-empty")).to_be_visible()
 
 
 def test_compare_two_traces_shows_deltas(server: Any, page: Any) -> None:

@@ -1,0 +1,176 @@
+"""Local root spans still open, sampled or not: what ``GET /inflight`` lists.
+
+Two sources, so the hottest path files nothing:
+
+- a plain sync ``@traced`` function is found in the stacks of the running
+  threads (``sys._current_frames()``): each frame of its wrapper (codes in
+  ``FRAME_CODES``) holds the parent it ran under (``parent``, None for a local
+  root), its span ``s`` when sampled, else the trace's seed ``lo`` and the start
+  ``t0`` (``perf_counter_ns``, taken while metrics are on) and series ``h``.
+  Nested frames of a sampled root give the chain of open spans down to the
+  innermost one;
+- ``span()`` roots and sampled async roots are appended to ``ROOTS`` when
+  entered and never taken out on the hot path (one list append): a root is
+  open while it has no end; ended ones are pruned past ``ROOTS_PRUNE_AT``
+  entries and at each read;
+- unsampled async roots and wrapt-wrapped callables' roots are filed in
+  ``OPEN`` while they run: ``OPEN[seed] = (series, perf_counter_ns at start)``.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from types import CodeType
+from typing import Any
+
+from ._model import unsampled_context
+
+__all__ = ["FRAME_CODES", "OPEN", "inflight"]
+
+OPEN: dict[Any, Any] = {}
+FRAME_CODES: set[CodeType] = set()
+# span()'s roots, appended when entered and never taken out on the hot path: a
+# root is open while its span has no end (or, unsampled, still has its series).
+# Pruned of ended ones past ROOTS_PRUNE_AT entries (and at each read), so at
+# most that many ended roots stay referenced here.
+ROOTS: list[Any] = []
+ROOTS_PRUNE_AT = 1024
+KEPT: list[Any] = []  # roots found still open at a prune (only prune() writes it)
+_KEPT_PRUNE_AT = ROOTS_PRUNE_AT
+_PRUNING = threading.Lock()
+
+
+def _is_open(obj: Any) -> bool:
+    return obj._series is not None if hasattr(obj, "_series") else obj._end is None
+
+
+def add_root(root: Any) -> None:
+    """List a root (a Span, or span()'s unsampled root) until it ends; what span() does inline."""
+    ROOTS.append(root)
+    if len(ROOTS) > ROOTS_PRUNE_AT:
+        prune()
+
+
+def prune() -> None:
+    """Drop ended roots from ROOTS (unless another thread is at it); the open ones move to KEPT."""
+    global _KEPT_PRUNE_AT
+    got = False
+    try:  # taken inside the try: a signal handler raising here must not leave it held
+        got = _PRUNING.acquire(blocking=False)
+        if got:
+            # The first n entries, taken and deleted in one step each (atomic under
+            # the GIL): roots appended meanwhile land past them and stay.
+            n = len(ROOTS)
+            taken = ROOTS[:n]
+            del ROOTS[:n]
+            KEPT.extend([r for r in taken if _is_open(r)])
+            # Roots open for long (or never closed) wait in KEPT, pruned when it has
+            # doubled since: each root is looked at O(1) times on average, however
+            # many stay open.
+            if len(KEPT) > _KEPT_PRUNE_AT:
+                KEPT[:] = [r for r in KEPT if _is_open(r)]
+                _KEPT_PRUNE_AT = max(ROOTS_PRUNE_AT, 2 * len(KEPT))
+    finally:
+        if got:
+            _PRUNING.release()
+
+
+def _sampled(s: Any, now_wall: int, chain: list[Any]) -> dict[str, Any]:
+    ctx = s.get_span_context()
+    start = s._start
+    return {
+        "name": s.name,
+        "trace_id": ctx.trace_id_hex,
+        "span_id": ctx.span_id_hex,
+        "start_time_unix_nano": start,
+        "age_seconds": max(0, now_wall - start) / 1e9,
+        "sampled": True,
+        "chain": [
+            {"name": c.name, "span_id": f"{c._span_id:016x}", "age_seconds": max(0, now_wall - c._start) / 1e9}
+            for c in chain
+        ],
+    }
+
+
+def _unsampled(name: str, seed: int, t0: int, now_wall: int, now_perf: int) -> dict[str, Any]:
+    age = max(0, now_perf - t0)
+    ctx = unsampled_context(seed)
+    return {
+        "name": name,
+        "trace_id": ctx.trace_id_hex,
+        "span_id": ctx.span_id_hex,
+        "start_time_unix_nano": now_wall - age,
+        "age_seconds": age / 1e9,
+        "sampled": False,
+        "chain": [],
+    }
+
+
+def _non_recording(root: Any, now_wall: int, now_perf: int) -> dict[str, Any]:
+    """span()'s unsampled root: its own seed, or (below a remote unsampled parent) its context."""
+    if hasattr(root, "_seed"):
+        return _unsampled(root._series.name, root._seed, root._t0, now_wall, now_perf)
+    record = _unsampled(root._series.name, 1, root._t0, now_wall, now_perf)
+    ctx = root.get_span_context()
+    record["trace_id"], record["span_id"] = ctx.trace_id_hex, ctx.span_id_hex
+    return record
+
+
+def _from_frames(now_wall: int, now_perf: int) -> list[dict[str, Any]]:
+    """Open roots of plain sync ``@traced`` functions, from the stacks of the other threads."""
+    found: list[dict[str, Any]] = []
+    me = threading.get_ident()
+    codes = FRAME_CODES
+    for ident, frame in sys._current_frames().items():
+        if ident == me:
+            continue
+        mine: list[Any] = []  # wrapper frames, innermost first
+        f: Any = frame
+        while f is not None:
+            if f.f_code in codes:
+                mine.append(f)
+            f = f.f_back
+        if not mine:
+            continue
+        spans: list[Any] = []  # sampled spans still open, outermost first
+        for f in reversed(mine):
+            local = f.f_locals
+            s = local.get("s")
+            if s is not None and s.__class__.__name__ == "Span" and s._end is None:
+                if local.get("parent", 0) is None:
+                    spans = [s]
+                elif spans and s._trace_id == spans[0]._trace_id:
+                    spans.append(s)
+            elif local.get("parent", 0) is None and "t0" in local and "lo" in local and "h" in local:
+                found.append(_unsampled(local["h"].name, local["lo"], local["t0"], now_wall, now_perf))
+        if spans:
+            found.append(_sampled(spans[0], now_wall, spans))
+    return found
+
+
+def inflight(min_age: float = 0.0) -> list[dict[str, Any]]:
+    """The open local roots, oldest first, at least ``min_age`` seconds old."""
+    now_wall = time.time_ns()
+    now_perf = time.perf_counter_ns()
+    found = _from_frames(now_wall, now_perf)
+    prune()
+    for root in [*KEPT, *ROOTS]:
+        if not _is_open(root):
+            continue
+        if hasattr(root, "_series"):  # span()'s non-recording root
+            h = root._series
+            if h is not None:
+                found.append(_non_recording(root, now_wall, now_perf))
+        else:
+            found.append(_sampled(root, now_wall, [root]))
+    for key, value in list(OPEN.items()):
+        if value is key:  # a sampled root span
+            found.append(_sampled(value, now_wall, [value]))
+        else:
+            h, t0 = value
+            found.append(_unsampled(h.name, key if isinstance(key, int) else 0, t0, now_wall, now_perf))
+    found = [r for r in found if r["age_seconds"] >= min_age]
+    found.sort(key=lambda r: r["start_time_unix_nano"])
+    return found

@@ -1,0 +1,352 @@
+"""Metrics over every traced call, sampled or not: the hot path's side and the folded histograms.
+
+The hot path appends a duration (integer nanoseconds) to its series, a
+``deque`` subclass: ``deque.append`` is atomic under the GIL, so no lock is
+taken and no update is lost. A fold (under a lock) pops what is queued and
+adds it to the histograms: by whoever sees a series pass ``FOLD_AT`` items
+(taken without blocking, so memory stays bounded) and always before a read.
+An error is queued as ``~d`` (negative); an OK status goes to ``ok``.
+
+Each histogram keeps exact counts per Prometheus ``le`` bucket and a sparse
+log-linear histogram (32 sub-buckets per power of two) for percentiles: a
+percentile is the midpoint of the bucket holding its rank, within 1/64 (1.6%)
+of the exact value.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from bisect import bisect_left, bisect_right
+from collections import deque
+from itertools import repeat, starmap
+from typing import Any
+
+from ._errors import internal_error, logger
+
+__all__ = ["LE_SECONDS", "ITEM_BUCKETS", "M", "Hist", "Series", "series", "stream_series"]
+
+LE_SECONDS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+)
+"""The ``le`` bounds (seconds) of every duration histogram: 100 µs to 5 minutes."""
+_LE_NS = tuple(round(x * 1e9) for x in LE_SECONDS)
+
+ITEM_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000)
+"""The ``le`` bounds of ``autotrace_stream_items`` (items per stream)."""
+
+FOLD_AT = 1024  # queued items per series past which the caller folds them (memory bound)
+DEFAULT_MAX_SERIES = 1000
+OTHER = "_other"
+
+
+def bucket_of(d: int) -> int:
+    """The fine bucket index of ``d`` (>= 0): exact below 64, 32 sub-buckets per power of two above."""
+    if d < 64:
+        return d
+    b = d.bit_length()
+    return (b << 5) | ((d >> (b - 6)) & 31)
+
+
+def bucket_bounds(idx: int) -> tuple[int, int]:
+    """The ``[low, high)`` values of fine bucket ``idx``."""
+    if idx < 64:
+        return idx, idx + 1
+    b, sub = idx >> 5, idx & 31
+    return (32 + sub) << (b - 6), (33 + sub) << (b - 6)
+
+
+class Hist:
+    """One histogram, folded: count, sum, min, max, exact counts per ``le`` bound and the fine buckets."""
+
+    __slots__ = ("count", "fine", "le", "max", "min", "sum")
+
+    def __init__(self, bounds: tuple[int, ...] = _LE_NS) -> None:
+        self.count = 0
+        self.sum = 0
+        self.min = 0
+        self.max = 0
+        self.le = [0] * len(bounds)  # cumulative: observations <= bound
+        self.fine: dict[int, int] = {}
+
+    def add_sorted(self, items: list[int], bounds: tuple[int, ...] = _LE_NS) -> None:
+        """Add sorted non-negative values (per-item work is C-level except one step per fine bucket)."""
+        n = len(items)
+        if not n:
+            return
+        if not self.count or items[0] < self.min:
+            self.min = items[0]
+        if items[-1] > self.max:
+            self.max = items[-1]
+        self.count += n
+        self.sum += sum(items)
+        le = self.le
+        for i, bound in enumerate(bounds):
+            le[i] += bisect_right(items, bound)
+        # One step per fine bucket present (bucket_of and bucket_bounds inline):
+        # durations cluster, so a batch spans few buckets.
+        fine = self.fine
+        get = fine.get
+        i = 0
+        while i < n:
+            d = items[i]
+            if d < 64:
+                idx, high = d, d + 1
+            else:
+                b = d.bit_length()
+                sub = (d >> (b - 6)) & 31
+                idx, high = (b << 5) | sub, (33 + sub) << (b - 6)
+            j = bisect_left(items, high, i)
+            fine[idx] = get(idx, 0) + j - i
+            i = j
+
+    def merge(self, other: Hist) -> None:
+        """Add ``other`` into this one."""
+        if not other.count:
+            return
+        if not self.count or other.min < self.min:
+            self.min = other.min
+        self.max = max(self.max, other.max)
+        self.count += other.count
+        self.sum += other.sum
+        for i, v in enumerate(other.le):
+            self.le[i] += v
+        for k, v in other.fine.items():
+            self.fine[k] = self.fine.get(k, 0) + v
+
+    def percentile(self, q: float) -> int:
+        """The value at nearest rank ``ceil(q * count)``: its bucket's midpoint, within [min, max]."""
+        if not self.count:
+            return 0
+        rank = max(1, -int(-q * self.count // 1))
+        if rank >= self.count:  # the top rank is the largest value, known exactly
+            return self.max
+        if rank == 1:
+            return self.min
+        seen = 0
+        for idx in sorted(self.fine):
+            seen += self.fine[idx]
+            if seen >= rank:
+                low, high = bucket_bounds(idx)
+                mid = (low + high - 1) // 2 if high - low > 1 else low
+                return min(max(mid, self.min), self.max)
+        return self.max
+
+
+class Series(list):  # type: ignore[type-arg]
+    """The queue of one ``span_name``/``span_kind`` label pair: durations in ns (``~d`` for an error).
+
+    A list: ``append`` is atomic, and so are the fold's ``self[:n]`` and
+    ``del self[:n]``, which take exactly the first ``n`` items: whatever
+    another thread appends meanwhile lands past them and waits for the next fold.
+    """
+
+    __slots__ = ("hists", "kind", "name", "ok", "pinned", "stream", "streams")
+
+    def __init__(self, name: str, kind: int) -> None:
+        super().__init__()
+        self.name = name
+        self.kind = kind
+        self.ok: deque[int] = deque()  # durations of spans with status OK
+        self.streams: deque[tuple[int, int, int]] = deque()  # (first item ns or -1, mean gap ns or -1, items)
+        self.hists = (Hist(), Hist(), Hist())  # unset, ok, error
+        self.stream: tuple[Hist, Hist, Hist] | None = None  # ttft, per item, items
+        self.pinned = False  # held by a decorator for good: kept by reset(), which drops the others
+
+    def fold(self) -> None:
+        """Fold what is queued, unless another thread is folding (then it will)."""
+        # Taken inside the try: a signal handler raising in this thread (a
+        # deadline's TimeoutError) must not leave the lock held for good.
+        got = False
+        try:
+            got = _LOCK.acquire(blocking=False)
+            if got:
+                self._fold()
+        finally:
+            if got:
+                _LOCK.release()
+
+    def _fold(self) -> None:
+        n = len(self)
+        if n:
+            items = self[:n]
+            del self[:n]
+            items.sort()
+            k = bisect_left(items, 0)  # errors (negative) first
+            if k:
+                self.hists[2].add_sorted(sorted(~x for x in items[:k]))
+                del items[:k]
+            self.hists[0].add_sorted(items)
+        n = len(self.ok)
+        if n:
+            self.hists[1].add_sorted(sorted(starmap(self.ok.popleft, repeat((), n))))
+        n = len(self.streams)
+        if n:
+            if self.stream is None:
+                self.stream = (Hist(), Hist(), Hist(ITEM_BUCKETS))
+            got = list(starmap(self.streams.popleft, repeat((), n)))
+            ttft, gap, per_stream = self.stream
+            ttft.add_sorted(sorted(t for t, _, _ in got if t >= 0))
+            gap.add_sorted(sorted(g for _, g, _ in got if g >= 0))
+            per_stream.add_sorted(sorted(c for _, _, c in got), ITEM_BUCKETS)
+
+    def clear_all(self) -> None:
+        """Forget every observation (``reset()``), folded or queued."""
+        self._fold()
+        self.hists = (Hist(), Hist(), Hist())
+        self.stream = None
+
+
+class _Metrics:
+    """The switch and the series table (one instance, ``M``)."""
+
+    __slots__ = ("by_name", "max_series", "on", "overflow", "series", "since", "warned")
+
+    def __init__(self) -> None:
+        self.on = True  # read on the hot path: metrics recorded at all
+        self.max_series = DEFAULT_MAX_SERIES
+        self.series: dict[tuple[str, int], Series] = {}
+        # The same series by name, then by kind (a list index): what span()'s exit
+        # reads, without building a tuple key per span.
+        self.by_name: dict[str, list[Series | None]] = {}
+        self.overflow = 0  # lookups past the cap, counted under span_name="_other"
+        self.warned = False
+        self.since = time.time()
+
+
+M = _Metrics()
+_LOCK = threading.Lock()  # folds and reads
+_TABLE = threading.Lock()  # the series table's writes (never held while anything else runs)
+READ_WAIT = 5.0  # seconds a reader waits for a fold in progress before reading without folding
+
+
+def _locked() -> bool:
+    """Take the fold lock for a reader; False (logged once) if it stays held past READ_WAIT."""
+    if _LOCK.acquire(timeout=READ_WAIT):
+        return True
+    internal_error("metrics", TimeoutError("the fold lock stayed held; reading without folding"))
+    return False
+
+
+def pinned(name: str, kind: int) -> Series:
+    """``series()`` for a caller that keeps the handle (a decorator): kept by ``reset()``."""
+    found = series(name, kind)
+    found.pinned = True
+    return found
+
+
+def series(name: str, kind: int) -> Series:
+    """The series of ``(name, kind)``, made on first use; past the cap the kind's ``_other`` series."""
+    key = (name, int(kind))
+    found = M.series.get(key)
+    if found is not None:
+        return found
+    with _TABLE:
+        found = M.series.get(key)
+        if found is not None:
+            return found
+        if sum(1 for n, _ in M.series if n != OTHER) >= M.max_series:
+            M.overflow += 1
+            if not M.warned:
+                M.warned = True
+                logger.warning(
+                    "autotrace: more than %d span names/kinds in the metrics (max_series); new ones are counted "
+                    "under span_name=%r",
+                    M.max_series,
+                    OTHER,
+                )
+            key = (OTHER, int(kind))
+            found = M.series.get(key)
+            if found is not None:
+                return found
+        made = Series(key[0], key[1])
+        M.series[key] = made
+        if key[0] == name:
+            kinds = M.by_name.get(name) or [None] * 6
+            kinds[key[1] if 0 <= key[1] < 6 else 0] = made if 0 <= key[1] < 6 else None
+            M.by_name[name] = kinds
+        return made
+
+
+stream_series = series
+
+
+def observe_span(s: Any) -> None:
+    """Record a finished sampled span (its own start and end): the general path, by name and kind."""
+    if not M.on:
+        return
+    # The slots where they are plain (spans.Span: a packed span decodes through its properties).
+    t0 = s._t0
+    d = s._end - s._start if t0 is None else s._t1 - t0
+    if d < 0:
+        d = 0
+    h = series(s._name, s._kind)
+    extra = s._extra
+    code = 0 if extra is None else extra.status.code
+    if code == 2:
+        h.append(~d)
+    elif code == 1:
+        h.ok.append(d)
+    else:
+        h.append(d)
+    if len(h) > FOLD_AT:
+        h.fold()
+
+
+def fold_all() -> list[Series]:
+    """Fold every series; the series, for a reader."""
+    found = list(M.series.values())
+    if _locked():
+        try:
+            for h in found:
+                h._fold()
+        finally:
+            _LOCK.release()
+    return found
+
+
+def reset() -> None:
+    """Forget every observation; the series decorators hold stay (emptied), the others go (freeing the cap)."""
+    held = _locked()
+    try:
+        with _TABLE:
+            for key, h in list(M.series.items()):
+                if not h.pinned:
+                    del M.series[key]
+                    kinds = M.by_name.get(h.name)
+                    if kinds is not None:  # (by identity: a Series is a list, == compares contents)
+                        kinds[:] = [None if k is h else k for k in kinds]
+                        if all(k is None for k in kinds):
+                            del M.by_name[h.name]
+        for h in list(M.series.values()):
+            h.clear_all()
+        M.overflow = 0
+        M.since = time.time()
+    finally:
+        if held:
+            _LOCK.release()
+
+
+def configure(on: bool, max_series: int) -> None:
+    """Turn metrics on or off and set the series cap (existing decorators see it at their next call)."""
+    M.on = bool(on)
+    M.max_series = int(max_series)
