@@ -630,3 +630,63 @@ def test_a_forked_child_keeps_traces_while_the_parent_held_the_lock() -> None:
     t.join()
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+# -- found by attacking it ---------------------------------------------------------------
+
+
+class Recorder:
+    """A span processor that keeps the names of the spans it gets; the first call may raise ``first``."""
+
+    def __init__(self, first: Callable[[], None] | None = None) -> None:
+        self.names: list[str] = []
+        self.first = first
+
+    def on_end(self, s: Span) -> None:
+        """Note the span; the first time, run ``first`` (a signal sent to this process, say)."""
+        self.names.append(s.name)
+        first, self.first = self.first, None
+        if first is not None:
+            first()
+
+    def force_flush(self, timeout: float | None = None) -> bool:
+        """Nothing queued."""
+        return True
+
+    def shutdown(self, timeout: float | None = None) -> bool:
+        """Nothing to stop."""
+        return True
+
+
+def _raise_keyboard_interrupt() -> None:
+    raise KeyboardInterrupt
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="needs SIGUSR1")
+@pytest.mark.parametrize("how", ["signal handler", "KeyboardInterrupt"])
+def test_a_signal_while_a_kept_trace_is_exported_cuts_none_of_it(how: str) -> None:
+    """A handler's exception while a kept trace is exported reaches the caller; every exporter gets it whole."""
+
+    def deadline(signum: int, frame: Any) -> None:
+        raise TimeoutError("deadline")
+
+    def send_signal() -> None:
+        os.kill(os.getpid(), signal.SIGUSR1)
+        time.sleep(1)  # the handler runs before this ends (signals are handled in the main thread)
+
+    first = send_signal if how == "signal handler" else _raise_keyboard_interrupt
+    raising, other = Recorder(first), Recorder()
+    previous = signal.signal(signal.SIGUSR1, deadline)
+    try:
+        tail(exporters=[raising, other])
+        with pytest.raises(TimeoutError if how == "signal handler" else KeyboardInterrupt):
+            run(fail=True)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+        autotrace.configure(TraceConfig(sample_rate=0.0))
+    whole = ["block", "leaf", "middle", "request"]
+    assert sorted(raising.names) == whole
+    assert sorted(other.names) == whole
+    [trace] = autotrace.get_trace_store().traces()
+    assert_whole(trace)
+    assert autotrace.tracer.errors() == {}
