@@ -85,6 +85,11 @@ COUNTS = _Counts()
 _OPEN: dict[int, _Provisional] = {}  # open provisional traces by id(), oldest first (an int hashes fastest)
 _LOCK = threading.Lock()  # eviction, and a span of a trace being kept (never taken for a discarded root)
 RECOUNT = 1024  # provisional traces started between two exact counts of the spans held
+# Open provisional traces whose context was handed out (get_span_context: use_span(ctx),
+# span(parent=ctx) in another thread, inject), by trace id: a span started from that
+# context joins the trace, as it would join a sampled one. At most SHARED_MAX, oldest out.
+_SHARED: dict[int, _Provisional] = {}
+SHARED_MAX = 4096
 
 
 def _after_fork_in_child() -> None:
@@ -119,6 +124,7 @@ def reset() -> None:
             buf.state = EVICTED
             del buf[1:]
         _OPEN.clear()
+        _SHARED.clear()
         COUNTS = _Counts()
 
 
@@ -133,18 +139,46 @@ def _recount() -> int:
 class _Provisional(list):  # type: ignore[type-arg]
     """The buffer of one provisional trace: ``[trace_id, span, ...]`` as a store buffer, plus its state."""
 
-    __slots__ = ("error", "kept", "listed", "parent", "sampling", "state")
+    __slots__ = ("error", "kept", "listed", "parent", "sampling", "shared", "state")
 
     error: bool  # a span of the trace ended failed (set as it ended, filed or dropped past the limit)
     kept: list[Any]  # the store buffer of a kept trace (set only then)
     listed: bool  # in _OPEN: it holds finished spans, counted against max_provisional_spans
     parent: int | None  # the local root's parent span id: None, or a remote caller's
+    shared: bool  # in _SHARED: its context was handed out (see share)
     sampling: TailSampling
     state: int
 
     def __len__(self) -> int:
         # "Full": span() and @traced then file through _state.finish, which hands the span here.
         return _FULL
+
+
+def share(buf: _Provisional) -> None:
+    """Let spans started from the context of this open provisional trace join it (see ``joining``)."""
+    if buf.shared or buf.state != OPEN:
+        return
+    buf.shared = True
+    _SHARED[int(buf[0])] = buf
+    if len(_SHARED) > SHARED_MAX:
+        try:  # the oldest out (its trace goes on; a span started from its context then records nothing)
+            oldest = _SHARED.pop(next(iter(_SHARED)))
+        except (StopIteration, RuntimeError, KeyError):  # changed meanwhile by another thread
+            return
+        oldest.shared = False
+
+
+def joining(trace_id: int) -> _Provisional | None:
+    """The open provisional trace a span started from a context of ``trace_id`` joins, if any."""
+    buf = _SHARED.get(trace_id)
+    return buf if buf is not None and buf.state == OPEN else None
+
+
+def _unshare(buf: _Provisional) -> None:
+    """Its trace is decided (or evicted): spans started from its context record nothing more."""
+    buf.shared = False
+    if _SHARED.get(int(buf[0])) is buf:
+        _SHARED.pop(int(buf[0]), None)
 
 
 def _failed(s: Span) -> bool:
@@ -188,6 +222,7 @@ class TailSampling:
         buf.state = OPEN
         buf.parent = parent
         buf.error = False
+        buf.shared = False
         # Listed in _OPEN (and counted) once it holds a span: a root that ends alone costs no more.
         buf.listed = False
         return buf
@@ -213,6 +248,8 @@ class TailSampling:
                     continue
                 held -= _list_len(oldest)  # its spans, and one for its open root
                 oldest.state = EVICTED
+                if oldest.shared:
+                    _unshare(oldest)
                 del oldest[1:]
                 next(c.evicted)
             c.open_spans = held
@@ -268,6 +305,8 @@ class TailSampling:
 
     def decide(self, root: Span, buf: _Provisional, store: TraceStore) -> list[Span]:
         """The local root ended: keep the trace (into ``store``, returned for the processors) or let it go."""
+        if buf.shared:  # decided now: a span started from its context no longer joins it
+            _unshare(buf)
         if buf.state != OPEN or (buf.listed and _OPEN.pop(id(buf), None) is None):
             return []  # evicted at the cap (counted then)
         n = _list_len(buf)

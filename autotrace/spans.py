@@ -35,7 +35,7 @@ from ._model import parse_id as _parse_id
 from ._model import trace_state_of as trace_state_of
 from ._state import _S, hand_built_sampled
 from ._state import finish as _finish
-from ._tail import _Provisional
+from ._tail import _Provisional, share
 from .attributes import FrozenAttrs
 from .attributes import pack as _pack
 
@@ -409,6 +409,8 @@ class Span:
         tid = self._trace_id
         # A trace recorded provisionally (tail sampling) propagates its head decision: not sampled.
         sampled = self._trace.__class__ is not _Provisional
+        if not sampled:  # a span started from this context (another thread, say) joins the trace
+            share(self._trace)  # type: ignore[arg-type]
         if tid.__class__ is int:
             return SpanContext(tid, self._span_id, sampled, False, "", True)
         state, random = trace_state_of(tid)

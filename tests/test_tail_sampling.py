@@ -690,3 +690,60 @@ def test_a_signal_while_a_kept_trace_is_exported_cuts_none_of_it(how: str) -> No
     [trace] = autotrace.get_trace_store().traces()
     assert_whole(trace)
     assert autotrace.tracer.errors() == {}
+
+
+def test_a_span_started_from_the_context_of_a_provisional_trace_joins_it() -> None:
+    """``span(parent=ctx)`` in another thread joins a provisional trace: its failure keeps the trace, whole."""
+    tail()
+
+    def failing_worker(ctx: Any) -> None:
+        try:
+            with span("worker", parent=ctx):
+                raise ValueError("failed in a worker thread")
+        except ValueError:
+            pass
+
+    with span("root") as root:
+        t = threading.Thread(target=failing_worker, args=(root.get_span_context(),))
+        t.start()
+        t.join()
+    [trace] = autotrace.get_trace_store().traces()
+    by_name = {s.name: s for s in trace}
+    assert sorted(by_name) == ["root", "worker"]
+    assert by_name["worker"].parent_span_id == by_name["root"].span_id
+    assert by_name["worker"].trace_id == by_name["root"].trace_id
+    assert by_name["root"].attributes[KEPT] == "error"
+    assert counts()["kept_error"] == 1
+
+
+def test_use_span_of_a_provisional_context_records_provisionally_and_sends_the_head_decision() -> None:
+    """Under ``use_span(ctx)`` of a provisional trace, spans join it and send flag 00; it is discarded when fine."""
+    from autotrace.context import use_span
+
+    tail()
+    sent: list[str] = []
+
+    def worker(ctx: Any) -> None:
+        with use_span(ctx), span("worker") as w:
+            assert isinstance(w, Span)
+            assert not w.is_sampled
+            sent.append(inject({})["traceparent"])
+
+    with span("root") as root:
+        t = threading.Thread(target=worker, args=(root.get_span_context(),))
+        t.start()
+        t.join()
+    assert sent[0].endswith("-02")  # sampled flag 0, random trace id flag
+    assert autotrace.get_trace_store().trace_count() == 0
+    assert counts()["discarded"] == 1
+    assert counts()["dropped_spans"] == 0
+    assert _tail._SHARED == {}  # decided: forgotten
+
+
+def test_contexts_handed_out_by_provisional_traces_are_held_within_a_bound() -> None:
+    """Roots that never end but whose context was asked for hold at most SHARED_MAX entries."""
+    tail()
+    roots = [span("never ends") for _ in range(_tail.SHARED_MAX + 100)]
+    for r in roots:
+        r.get_span_context()
+    assert len(_tail._SHARED) == _tail.SHARED_MAX
