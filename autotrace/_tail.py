@@ -290,6 +290,8 @@ class TailSampling:
                 return []
             # Decided between the two reads of the state: the keeper may not have taken it.
             with _LOCK:
+                # Listed just above, after the decision looked: not left behind (evicted later as if open).
+                _OPEN.pop(id(buf), None)
                 try:
                     buf.remove(span)
                 except ValueError:  # taken with the rest of the kept trace

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -747,3 +749,51 @@ def test_contexts_handed_out_by_provisional_traces_are_held_within_a_bound() -> 
     for r in roots:
         r.get_span_context()
     assert len(_tail._SHARED) == _tail.SHARED_MAX
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_a_span_ending_while_its_root_decides_leaves_no_open_trace_behind(fail: bool) -> None:
+    """A child filed in another thread just as its root decides: exactly once, and nothing stays listed open."""
+    tail()
+    appended, decided = threading.Event(), threading.Event()
+    code = _tail.TailSampling.end.__code__
+    lines, first = inspect.getsourcelines(_tail.TailSampling.end)
+    # The line right after the span went into the buffer, before the trace is listed as open.
+    after_append = first + next(i for i, text in enumerate(lines) if text.strip() == "c = COUNTS")
+
+    def local(frame: Any, event: str, arg: Any) -> Any:
+        if event == "line" and frame.f_lineno == after_append:
+            appended.set()
+            decided.wait(30)
+        return local
+
+    def pause_after_the_append(frame: Any, event: str, arg: Any) -> Any:
+        # A scheduler, not a stand-in: the real code runs, held where another thread may decide.
+        return local if frame.f_code is code else None
+
+    with span("root") as root:
+        child = span("child")
+
+        def end_child() -> None:
+            sys.settrace(pause_after_the_append)
+            try:
+                child.end()
+            finally:
+                sys.settrace(None)
+
+        t = threading.Thread(target=end_child)
+        t.start()
+        assert appended.wait(30)
+        if fail:
+            root.set_status("ERROR")
+    decided.set()
+    t.join()
+    assert _tail._OPEN == {}
+    assert counts()["open_traces"] == 0
+    if fail:
+        [trace] = autotrace.get_trace_store().traces()
+        assert sorted(s.name for s in trace) == ["child", "root"]
+        assert counts()["dropped_spans"] == 0
+    else:
+        assert autotrace.get_trace_store().trace_count() == 0
+        assert counts()["dropped_spans"] == 1
