@@ -21,8 +21,8 @@ dropped and counted, and ``get_span_context()`` still reports the head decision
 (sampled flag 0) for every span of the trace.
 
 Memory: spans held in open provisional traces are counted; past
-``max_provisional_spans`` the oldest open provisional trace is discarded (its
-spans let go at once), counted and logged once. One trace holds at most
+``max_provisional_spans`` the oldest open provisional traces are discarded, down
+to 7/8 of it (their spans let go at once), counted and logged once. One trace holds at most
 ``max_spans_per_trace`` of them (more are dropped, counted).
 """
 
@@ -238,8 +238,12 @@ class TailSampling:
         if held <= self.max_spans:
             return
         c = COUNTS
+        # Down to 7/8 of the cap, not just below it: the exact count above walks every open
+        # trace, so it then runs once per max_spans/8 spans filed at the cap, not once per span
+        # (with 10,000 open traces of one span each, that made filing a span ~100x dearer).
+        target = self.max_spans - self.max_spans // 8
         with _LOCK:
-            while held > self.max_spans and _OPEN:
+            while held > target and _OPEN:
                 try:
                     oldest = next(iter(_OPEN.values()))
                 except (StopIteration, RuntimeError):  # emptied or changed meanwhile by another thread

@@ -797,3 +797,28 @@ def test_a_span_ending_while_its_root_decides_leaves_no_open_trace_behind(fail: 
     else:
         assert autotrace.get_trace_store().trace_count() == 0
         assert counts()["dropped_spans"] == 1
+
+
+def test_filing_spans_at_the_cap_does_not_walk_every_open_trace_each_time() -> None:
+    """At the cap, the exact count of held spans (a walk over every open trace) runs now and then, not per span."""
+    tail(max_provisional_spans=2_000)
+    roots = [span("open root") for _ in range(3_000)]
+    walks = 0
+    recount = _tail._recount.__code__
+
+    def count_walks(frame: Any, event: str, arg: Any) -> None:
+        nonlocal walks
+        if event == "call" and frame.f_code is recount:
+            walks += 1
+
+    sys.setprofile(count_walks)
+    try:
+        for root in roots:  # one finished span each: every trace listed, the cap reached at the 1,000th
+            span("child", parent=root).end()
+    finally:
+        sys.setprofile(None)
+    c = counts()
+    assert c["open_spans"] <= 2_000
+    assert c["open_traces"] + c["evicted"] == 3_000
+    # Each walk frees room for max_spans/8 spans: ~2,000 spans past the cap need ~16 walks, not ~2,000.
+    assert walks <= 100, walks
