@@ -35,7 +35,7 @@ from ._model import parse_id as _parse_id
 from ._model import trace_state_of as trace_state_of
 from ._state import _S, hand_built_sampled
 from ._state import finish as _finish
-from ._tail import _Provisional, share
+from ._tail import _Provisional, joining, share
 from .attributes import FrozenAttrs
 from .attributes import pack as _pack
 
@@ -911,13 +911,34 @@ def record_hand_built(s: Span) -> bool:
     """File a span built by hand (``Span(...)``) if its trace is sampled; True when filed.
 
     Ended now if still open. The rule is the one a traced call in its trace would meet.
+    In a trace recorded provisionally (tail sampling) it goes with the trace, kept
+    or discarded with it, and False is returned: it is not stored now.
     """
-    if not hand_built_sampled(s):
-        return False
+    filed = hand_built_sampled(s)
+    if not filed:
+        buf = _provisional_trace_of(s)
+        if buf is None:
+            return False
+        s._trace = buf  # filed in its trace's provisional buffer when it ends (_tail.py)
     s._token = None
     if s._t1 is None:
         end = _time_ns()
         start: int = s._t0  # type: ignore[assignment]  # open: not packed
         s._t1 = end if end >= start else start
     _finish(s)
-    return True
+    return filed
+
+
+def _provisional_trace_of(s: Span) -> _Provisional | None:
+    """The provisional trace (tail sampling) a hand-built span belongs to: its parent's, if open here."""
+    if s._parent_id is None or not _S.enabled:
+        return None
+    cur = CURRENT.get()
+    if (
+        cur.__class__ is Span
+        and cur._trace.__class__ is _Provisional
+        and cur._trace_id == s._trace_id
+        and cur._span_id == s._parent_id
+    ):
+        return cur._trace  # type: ignore[no-any-return]
+    return joining(s._trace_id)  # a parent given by its context (see _tail.share)

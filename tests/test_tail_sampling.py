@@ -822,3 +822,24 @@ def test_filing_spans_at_the_cap_does_not_walk_every_open_trace_each_time() -> N
     assert c["open_traces"] + c["evicted"] == 3_000
     # Each walk frees room for max_spans/8 spans: ~2,000 spans past the cap need ~16 walks, not ~2,000.
     assert walks <= 100, walks
+
+
+def test_a_failed_inference_span_built_by_hand_keeps_its_request() -> None:
+    """``InferenceSpanBuilder(...).with_error(...).build_and_record()`` in a provisional request: kept, whole."""
+    from autotrace import InferenceSpanBuilder
+
+    tail()
+    with span("request"):
+        InferenceSpanBuilder("inference").with_model("tiny-llm").with_error(
+            RuntimeError("out of memory")
+        ).build_and_record()
+    with span("fine request"):
+        assert InferenceSpanBuilder("inference").with_model("tiny-llm").build_and_record() is False  # not stored now
+    [trace] = autotrace.get_trace_store().traces()
+    by_name = {s.name: s for s in trace}
+    assert sorted(by_name) == ["inference", "request"]
+    assert by_name["inference"].parent_span_id == by_name["request"].span_id
+    assert by_name["inference"].status.code is StatusCode.ERROR
+    assert by_name["request"].attributes[KEPT] == "error"
+    c = counts()
+    assert (c["kept_error"], c["discarded"], c["dropped_spans"]) == (1, 1, 0)
