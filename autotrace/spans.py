@@ -35,7 +35,7 @@ from ._model import parse_id as _parse_id
 from ._model import trace_state_of as trace_state_of
 from ._state import _S, hand_built_sampled
 from ._state import finish as _finish
-from ._tail import _Provisional, joining, share
+from ._tail import KEPT, _Provisional, joining, share
 from .attributes import FrozenAttrs
 from .attributes import pack as _pack
 
@@ -911,10 +911,12 @@ def record_hand_built(s: Span) -> bool:
     """File a span built by hand (``Span(...)``) if its trace is sampled; True when filed.
 
     Ended now if still open. The rule is the one a traced call in its trace would meet.
-    In a trace recorded provisionally (tail sampling) it goes with the trace, kept
-    or discarded with it, and False is returned: it is not stored now.
+    Left out by the head sample with tail sampling on, it goes with its trace,
+    recorded provisionally: a root alone is kept (True) if it failed or ran slow; a
+    child is kept or discarded with its trace, and False is returned (not stored now).
     """
     filed = hand_built_sampled(s)
+    buf = None
     if not filed:
         buf = _provisional_trace_of(s)
         if buf is None:
@@ -926,13 +928,16 @@ def record_hand_built(s: Span) -> bool:
         start: int = s._t0  # type: ignore[assignment]  # open: not packed
         s._t1 = end if end >= start else start
     _finish(s)
-    return filed
+    return filed or (buf is not None and s._parent_id is None and buf.state == KEPT)
 
 
 def _provisional_trace_of(s: Span) -> _Provisional | None:
-    """The provisional trace (tail sampling) a hand-built span belongs to: its parent's, if open here."""
-    if s._parent_id is None or not _S.enabled:
+    """The provisional trace (tail sampling) a hand-built span belongs to: a new one for a root, else its parent's."""
+    if not _S.enabled:
         return None
+    if s._parent_id is None:  # a trace of its own: decided as it is filed
+        tail = _S.tail
+        return None if tail is None else tail.open(s._trace_id)
     cur = CURRENT.get()
     if (
         cur.__class__ is Span

@@ -843,3 +843,17 @@ def test_a_failed_inference_span_built_by_hand_keeps_its_request() -> None:
     assert by_name["request"].attributes[KEPT] == "error"
     c = counts()
     assert (c["kept_error"], c["discarded"], c["dropped_spans"]) == (1, 1, 0)
+
+
+def test_a_hand_built_root_is_kept_when_it_failed_or_ran_slow() -> None:
+    """A request recorded by hand alone (InferenceSpanBuilder with its own times): kept on error or slowness."""
+    from autotrace import InferenceSpanBuilder
+
+    tail()
+    assert InferenceSpanBuilder("failed").with_error(RuntimeError("out of memory")).build_and_record() is True
+    assert InferenceSpanBuilder("fine").build_and_record() is False
+    assert InferenceSpanBuilder("slow").with_times(1_000_000_000, 2_000_000_000).build_and_record() is True
+    kept = {t[0].name: t[0].attributes[KEPT] for t in autotrace.get_trace_store().traces()}
+    assert kept == {"failed": "error", "slow": "slow"}
+    c = counts()
+    assert (c["kept_error"], c["kept_slow"], c["discarded"]) == (1, 1, 1)
