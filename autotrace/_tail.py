@@ -35,6 +35,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
+from ._current import CURRENT
 from ._model import StatusCode
 from .attributes import freeze
 
@@ -93,9 +94,25 @@ SHARED_MAX = 4096
 
 
 def _after_fork_in_child() -> None:
-    """A new lock in a forked child: a thread of the parent may have held it (a decision, an eviction)."""
+    """In a forked child: a new lock, and the parent's open provisional traces let go but the forking thread's.
+
+    A thread of the parent may have held the lock (a decision, an eviction). The
+    traces other threads of the parent had open can never end here (those threads
+    do not exist in the child): held, they would take room under the cap and show
+    in ``open_traces`` for good. They are the parent's to decide, and not counted here.
+    """
     global _LOCK
     _LOCK = threading.Lock()
+    mine = getattr(CURRENT.get(), "_trace", None)  # the trace the forking thread is in goes on
+    for buf in list(_OPEN.values()):
+        if buf is not mine:
+            del _OPEN[id(buf)]
+            buf.state = EVICTED
+            del buf[1:]
+    for tid, buf in list(_SHARED.items()):
+        if buf is not mine:
+            del _SHARED[tid]
+            buf.shared = False
 
 
 if hasattr(os, "register_at_fork"):

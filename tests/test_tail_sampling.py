@@ -857,3 +857,43 @@ def test_a_hand_built_root_is_kept_when_it_failed_or_ran_slow() -> None:
     assert kept == {"failed": "error", "slow": "slow"}
     c = counts()
     assert (c["kept_error"], c["kept_slow"], c["discarded"]) == (1, 1, 1)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_lets_go_of_the_traces_other_threads_had_open() -> None:
+    """After fork, the child holds only the provisional trace of the thread that forked, and can still keep it."""
+    tail()
+    started, release = threading.Event(), threading.Event()
+
+    def other_request() -> None:
+        with span("other thread's request"):
+            span("done child").end()  # a finished span: the trace holds memory, listed open
+            started.set()
+            release.wait(30)
+
+    t = threading.Thread(target=other_request)
+    t.start()
+    started.wait(30)
+    try:
+        with span("forking request") as mine:
+            span("done here").end()
+            assert counts()["open_traces"] == 2
+            pid = os.fork()
+            if pid == 0:  # the child: exit status 0 only if it holds its own trace alone
+                code = 1
+                try:
+                    signal.alarm(20)
+                    c = counts()
+                    code = 0 if (c["open_traces"], c["open_spans"]) == (1, 2) else 2
+                    autotrace.clear_traces()
+                    mine.set_status(StatusCode.ERROR, "failed in the child")
+                    mine.end()
+                    if code == 0 and [len(t) for t in autotrace.get_trace_store().traces()] != [2]:
+                        code = 3
+                finally:
+                    os._exit(code)
+    finally:
+        release.set()
+        t.join()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
