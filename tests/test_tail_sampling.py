@@ -897,3 +897,18 @@ def test_a_forked_child_lets_go_of_the_traces_other_threads_had_open() -> None:
         t.join()
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_trace_kept_after_shutdown_reaches_the_store_only() -> None:
+    """flush() and shutdown() do not wait for open provisional traces; one kept afterwards is stored, not exported."""
+    recorder = Recorder()
+    tail(exporters=[recorder])
+    with span("request") as root:
+        span("done").end()
+        assert autotrace.flush(5.0)
+        assert recorder.names == []  # nothing to send yet
+        autotrace.shutdown(5.0)
+        root.set_status(StatusCode.ERROR, "failed after shutdown")
+    [trace] = autotrace.get_trace_store().traces()
+    assert sorted(s.name for s in trace) == ["done", "request"]
+    assert recorder.names == []
