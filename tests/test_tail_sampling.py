@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
+import http.server
 import inspect
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -912,3 +915,77 @@ def test_a_trace_kept_after_shutdown_reaches_the_store_only() -> None:
     [trace] = autotrace.get_trace_store().traces()
     assert sorted(s.name for s in trace) == ["done", "request"]
     assert recorder.names == []
+
+
+class _FlakyCollector(http.server.BaseHTTPRequestHandler):
+    """An OTLP/HTTP protobuf collector: a 503, then a dropped connection, then parsed by opentelemetry-proto."""
+
+    requests: list[Any] = []  # one collector per test (set before serving)
+
+    def do_POST(self) -> None:
+        """Answer the next request the way the script says."""
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if self.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        seen = len(self.requests)
+        self.requests.append(None)
+        if seen == 0:
+            self.send_response(503)
+            self.send_header("Retry-After", "0")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if seen == 1:  # the connection dropped before any answer: nothing was taken
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        request = ExportTraceServiceRequest()
+        request.ParseFromString(body)
+        self.requests[-1] = request
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet."""
+
+
+def test_kept_traces_through_a_flaky_collector_arrive_once_and_parse_with_opentelemetry_proto() -> None:
+    """A 503 and a dropped connection are retried; each kept span arrives once, as valid OTLP, reason on the root."""
+    _FlakyCollector.requests = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FlakyCollector)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        exporter = OTLPHttpExporter(
+            f"http://127.0.0.1:{server.server_port}/v1/traces", env={}, encoding="protobuf", backoff_base=0.01
+        )
+        tail(exporters=[exporter])
+        for i in range(6):
+            run(fail=i % 2 == 0)
+        assert autotrace.flush(30.0)
+        assert exporter.stats()["retried"] == 2
+    finally:
+        autotrace.shutdown(5.0)
+        server.shutdown()
+        server.server_close()
+    spans = [
+        s
+        for request in _FlakyCollector.requests
+        if request is not None
+        for rs in request.resource_spans
+        for ss in rs.scope_spans
+        for s in ss.spans
+    ]
+    assert len(spans) == len({s.span_id for s in spans}) == 3 * 4
+    by_id = {s.span_id: s for s in spans}
+    roots = [s for s in spans if not s.parent_span_id]
+    assert len(roots) == 3
+    for root in roots:
+        assert {a.key: a.value.string_value for a in root.attributes}[KEPT] == "error"
+    for s in spans:
+        assert s.flags & 0x1  # kept: sent as sampled
+        if s.parent_span_id:
+            assert by_id[s.parent_span_id].trace_id == s.trace_id
