@@ -300,8 +300,10 @@ class TailSampling:
             c = COUNTS
             held = c.open_spans = c.open_spans + 1
             if not buf.listed:  # its first finished span: the trace now holds memory
-                buf.listed = True
+                # In _OPEN before it says so: a root deciding meanwhile in another thread reads
+                # "listed" as "in _OPEN unless evicted", and would take it for evicted.
                 _OPEN[id(buf)] = buf
+                buf.listed = True
                 held = c.open_spans = c.open_spans + 1  # its root, held by the running code meanwhile
                 if not next(c.opened) % RECOUNT:
                     held = self.max_spans + 1  # recount now and then: the running count drifts between threads

@@ -989,3 +989,48 @@ def test_kept_traces_through_a_flaky_collector_arrive_once_and_parse_with_opente
         assert s.flags & 0x1  # kept: sent as sampled
         if s.parent_span_id:
             assert by_id[s.parent_span_id].trace_id == s.trace_id
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_a_root_deciding_while_its_first_child_is_listed_is_not_taken_for_evicted(fail: bool) -> None:
+    """A child's first filing in another thread, held just after the trace is marked listed: the root still decides."""
+    tail()
+    marked, decided = threading.Event(), threading.Event()
+    code = _tail.TailSampling.end.__code__
+
+    def local(frame: Any, event: str, arg: Any) -> Any:
+        buf = frame.f_locals.get("buf")
+        if event == "line" and buf is not None and buf.listed and not marked.is_set():
+            marked.set()  # the first line run once the trace says it is listed
+            decided.wait(30)
+        return local
+
+    def hold_once_listed(frame: Any, event: str, arg: Any) -> Any:
+        # A scheduler, not a stand-in: the real code runs, held where another thread may decide.
+        return local if frame.f_code is code else None
+
+    with span("root") as root:
+        child = span("child")
+
+        def end_child() -> None:
+            sys.settrace(hold_once_listed)
+            try:
+                child.end()
+            finally:
+                sys.settrace(None)
+
+        t = threading.Thread(target=end_child)
+        t.start()
+        assert marked.wait(30)
+        if fail:
+            root.set_status("ERROR")
+    decided.set()
+    t.join()
+    c = counts()
+    assert (c["open_traces"], c["evicted"]) == (0, 0)
+    if fail:
+        [trace] = autotrace.get_trace_store().traces()
+        assert sorted(s.name for s in trace) == ["child", "root"]
+        assert c["kept_error"] == 1
+    else:
+        assert c["discarded"] == 1
