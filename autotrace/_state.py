@@ -193,9 +193,8 @@ def finish(span: Span) -> None:
             filed = (
                 tail.decide(span, buf, _S._store) if span._parent_id == buf.parent else tail.end(span, buf, _S._store)
             )
-            for kept in filed:
-                if _S._processors:
-                    _process(kept, _S._processors)
+            if filed and _S._processors:
+                _process_kept(filed, _S._processors)
             return
         else:
             span._trace = None  # no span <-> buffer reference cycle (see Span.__exit__)
@@ -213,7 +212,7 @@ def _process(span: Span, procs: tuple[Any, ...]) -> None:
     for proc in procs:
         try:
             proc.on_end(span)
-        except Exception as exc:
+        except BaseException as exc:  # a KeyboardInterrupt too: the other processors still get the span
             if foreign is None and is_foreign(exc):
                 foreign = exc  # raised once every processor has the span
             else:
@@ -224,6 +223,24 @@ def _process(span: Span, procs: tuple[Any, ...]) -> None:
     # current, or only a remote parent (propagation.attach()).
     if _S.worker_flush is not False and _cv_get().__class__ is not span.__class__:  # no Span current here
         _flush_in_pool_worker()
+
+
+def _process_kept(spans: list[Span], procs: tuple[Any, ...]) -> None:
+    """Hand the spans of a trace just kept to the processors: each gets every span, whatever one of them raises.
+
+    A signal handler's exception (or a KeyboardInterrupt) raised while one span
+    is handed over goes on once every span has been, as when the spans of a
+    sampled trace end one by one: the trace is not cut short in the exporters.
+    """
+    foreign: BaseException | None = None
+    for s in spans:
+        try:
+            _process(s, procs)
+        except BaseException as exc:  # foreign only (_process keeps its own failures): raised below
+            if foreign is None:
+                foreign = exc
+    if foreign is not None:
+        raise foreign
 
 
 WORKER_FLUSH_TIMEOUT = 5.0

@@ -21,8 +21,8 @@ dropped and counted, and ``get_span_context()`` still reports the head decision
 (sampled flag 0) for every span of the trace.
 
 Memory: spans held in open provisional traces are counted; past
-``max_provisional_spans`` the oldest open provisional trace is discarded (its
-spans let go at once), counted and logged once. One trace holds at most
+``max_provisional_spans`` the oldest open provisional traces are discarded, down
+to 7/8 of it (their spans let go at once), counted and logged once. One trace holds at most
 ``max_spans_per_trace`` of them (more are dropped, counted).
 """
 
@@ -35,6 +35,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
+from ._current import CURRENT
 from ._model import StatusCode
 from .attributes import freeze
 
@@ -85,12 +86,33 @@ COUNTS = _Counts()
 _OPEN: dict[int, _Provisional] = {}  # open provisional traces by id(), oldest first (an int hashes fastest)
 _LOCK = threading.Lock()  # eviction, and a span of a trace being kept (never taken for a discarded root)
 RECOUNT = 1024  # provisional traces started between two exact counts of the spans held
+# Open provisional traces whose context was handed out (get_span_context: use_span(ctx),
+# span(parent=ctx) in another thread, inject), by trace id: a span started from that
+# context joins the trace, as it would join a sampled one. At most SHARED_MAX, oldest out.
+_SHARED: dict[int, _Provisional] = {}
+SHARED_MAX = 4096
 
 
 def _after_fork_in_child() -> None:
-    """A new lock in a forked child: a thread of the parent may have held it (a decision, an eviction)."""
+    """In a forked child: a new lock, and the parent's open provisional traces let go but the forking thread's.
+
+    A thread of the parent may have held the lock (a decision, an eviction). The
+    traces other threads of the parent had open can never end here (those threads
+    do not exist in the child): held, they would take room under the cap and show
+    in ``open_traces`` for good. They are the parent's to decide, and not counted here.
+    """
     global _LOCK
     _LOCK = threading.Lock()
+    mine = getattr(CURRENT.get(), "_trace", None)  # the trace the forking thread is in goes on
+    for buf in list(_OPEN.values()):
+        if buf is not mine:
+            del _OPEN[id(buf)]
+            buf.state = EVICTED
+            del buf[1:]
+    for tid, buf in list(_SHARED.items()):
+        if buf is not mine:
+            del _SHARED[tid]
+            buf.shared = False
 
 
 if hasattr(os, "register_at_fork"):
@@ -119,6 +141,7 @@ def reset() -> None:
             buf.state = EVICTED
             del buf[1:]
         _OPEN.clear()
+        _SHARED.clear()
         COUNTS = _Counts()
 
 
@@ -133,18 +156,46 @@ def _recount() -> int:
 class _Provisional(list):  # type: ignore[type-arg]
     """The buffer of one provisional trace: ``[trace_id, span, ...]`` as a store buffer, plus its state."""
 
-    __slots__ = ("error", "kept", "listed", "parent", "sampling", "state")
+    __slots__ = ("error", "kept", "listed", "parent", "sampling", "shared", "state")
 
     error: bool  # a span of the trace ended failed (set as it ended, filed or dropped past the limit)
     kept: list[Any]  # the store buffer of a kept trace (set only then)
     listed: bool  # in _OPEN: it holds finished spans, counted against max_provisional_spans
     parent: int | None  # the local root's parent span id: None, or a remote caller's
+    shared: bool  # in _SHARED: its context was handed out (see share)
     sampling: TailSampling
     state: int
 
     def __len__(self) -> int:
         # "Full": span() and @traced then file through _state.finish, which hands the span here.
         return _FULL
+
+
+def share(buf: _Provisional) -> None:
+    """Let spans started from the context of this open provisional trace join it (see ``joining``)."""
+    if buf.shared or buf.state != OPEN:
+        return
+    buf.shared = True
+    _SHARED[int(buf[0])] = buf
+    if len(_SHARED) > SHARED_MAX:
+        try:  # the oldest out (its trace goes on; a span started from its context then records nothing)
+            oldest = _SHARED.pop(next(iter(_SHARED)))
+        except (StopIteration, RuntimeError, KeyError):  # changed meanwhile by another thread
+            return
+        oldest.shared = False
+
+
+def joining(trace_id: int) -> _Provisional | None:
+    """The open provisional trace a span started from a context of ``trace_id`` joins, if any."""
+    buf = _SHARED.get(trace_id)
+    return buf if buf is not None and buf.state == OPEN else None
+
+
+def _unshare(buf: _Provisional) -> None:
+    """Its trace is decided (or evicted): spans started from its context record nothing more."""
+    buf.shared = False
+    if _SHARED.get(int(buf[0])) is buf:
+        _SHARED.pop(int(buf[0]), None)
 
 
 def _failed(s: Span) -> bool:
@@ -188,6 +239,7 @@ class TailSampling:
         buf.state = OPEN
         buf.parent = parent
         buf.error = False
+        buf.shared = False
         # Listed in _OPEN (and counted) once it holds a span: a root that ends alone costs no more.
         buf.listed = False
         return buf
@@ -203,8 +255,12 @@ class TailSampling:
         if held <= self.max_spans:
             return
         c = COUNTS
+        # Down to 7/8 of the cap, not just below it: the exact count above walks every open
+        # trace, so it then runs once per max_spans/8 spans filed at the cap, not once per span
+        # (with 10,000 open traces of one span each, that made filing a span ~100x dearer).
+        target = self.max_spans - self.max_spans // 8
         with _LOCK:
-            while held > self.max_spans and _OPEN:
+            while held > target and _OPEN:
                 try:
                     oldest = next(iter(_OPEN.values()))
                 except (StopIteration, RuntimeError):  # emptied or changed meanwhile by another thread
@@ -213,6 +269,8 @@ class TailSampling:
                     continue
                 held -= _list_len(oldest)  # its spans, and one for its open root
                 oldest.state = EVICTED
+                if oldest.shared:
+                    _unshare(oldest)
                 del oldest[1:]
                 next(c.evicted)
             c.open_spans = held
@@ -242,8 +300,10 @@ class TailSampling:
             c = COUNTS
             held = c.open_spans = c.open_spans + 1
             if not buf.listed:  # its first finished span: the trace now holds memory
-                buf.listed = True
+                # In _OPEN before it says so: a root deciding meanwhile in another thread reads
+                # "listed" as "in _OPEN unless evicted", and would take it for evicted.
                 _OPEN[id(buf)] = buf
+                buf.listed = True
                 held = c.open_spans = c.open_spans + 1  # its root, held by the running code meanwhile
                 if not next(c.opened) % RECOUNT:
                     held = self.max_spans + 1  # recount now and then: the running count drifts between threads
@@ -253,6 +313,8 @@ class TailSampling:
                 return []
             # Decided between the two reads of the state: the keeper may not have taken it.
             with _LOCK:
+                # Listed just above, after the decision looked: not left behind (evicted later as if open).
+                _OPEN.pop(id(buf), None)
                 try:
                     buf.remove(span)
                 except ValueError:  # taken with the rest of the kept trace
@@ -268,6 +330,8 @@ class TailSampling:
 
     def decide(self, root: Span, buf: _Provisional, store: TraceStore) -> list[Span]:
         """The local root ended: keep the trace (into ``store``, returned for the processors) or let it go."""
+        if buf.shared:  # decided now: a span started from its context no longer joins it
+            _unshare(buf)
         if buf.state != OPEN or (buf.listed and _OPEN.pop(id(buf), None) is None):
             return []  # evicted at the cap (counted then)
         n = _list_len(buf)

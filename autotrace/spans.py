@@ -41,7 +41,7 @@ from ._model import parse_id as _parse_id
 from ._model import trace_state_of as trace_state_of
 from ._state import _S, hand_built_sampled
 from ._state import finish as _finish
-from ._tail import _Provisional
+from ._tail import KEPT, _Provisional, joining, share
 from .attributes import FrozenAttrs
 from .attributes import pack as _pack
 
@@ -417,6 +417,8 @@ class Span:
         tid = self._trace_id
         # A trace recorded provisionally (tail sampling) propagates its head decision: not sampled.
         sampled = self._trace.__class__ is not _Provisional
+        if not sampled:  # a span started from this context (another thread, say) joins the trace
+            share(self._trace)  # type: ignore[arg-type]
         if tid.__class__ is int:
             return SpanContext(tid, self._span_id, sampled, False, "", True)
         state, random = trace_state_of(tid)
@@ -1010,13 +1012,39 @@ def record_hand_built(s: Span) -> bool:
     """File a span built by hand (``Span(...)``) if its trace is sampled; True when filed.
 
     Ended now if still open. The rule is the one a traced call in its trace would meet.
+    Left out by the head sample with tail sampling on, it goes with its trace,
+    recorded provisionally: a root alone is kept (True) if it failed or ran slow; a
+    child is kept or discarded with its trace, and False is returned (not stored now).
     """
-    if not hand_built_sampled(s):
-        return False
+    filed = hand_built_sampled(s)
+    buf = None
+    if not filed:
+        buf = _provisional_trace_of(s)
+        if buf is None:
+            return False
+        s._trace = buf  # filed in its trace's provisional buffer when it ends (_tail.py)
     s._token = None
     if s._t1 is None:
         end = _time_ns()
         start: int = s._t0  # type: ignore[assignment]  # open: not packed
         s._t1 = end if end >= start else start
     _finish(s)
-    return True
+    return filed or (buf is not None and s._parent_id is None and buf.state == KEPT)
+
+
+def _provisional_trace_of(s: Span) -> _Provisional | None:
+    """The provisional trace (tail sampling) a hand-built span belongs to: a new one for a root, else its parent's."""
+    if not _S.enabled:
+        return None
+    if s._parent_id is None:  # a trace of its own: decided as it is filed
+        tail = _S.tail
+        return None if tail is None else tail.open(s._trace_id)
+    cur = CURRENT.get()
+    if (
+        cur.__class__ is Span
+        and cur._trace.__class__ is _Provisional
+        and cur._trace_id == s._trace_id
+        and cur._span_id == s._parent_id
+    ):
+        return cur._trace  # type: ignore[no-any-return]
+    return joining(s._trace_id)  # a parent given by its context (see _tail.share)

@@ -32,7 +32,7 @@ from ._state import get_config as get_config
 from ._state import get_trace_store as get_trace_store
 from ._state import hand_built_sampled as _hand_built_sampled
 from ._state import remove_processor as remove_processor
-from ._tail import TailSampling
+from ._tail import TailSampling, joining
 from .attributes import SharedAttrs
 from .context import CURRENT
 from .provider import apply_config as apply_config
@@ -142,6 +142,10 @@ def start(
     if not ctx.is_valid:
         return start(name, kind, attrs, None)
     if not _parent_sampled(ctx, name):
+        if not ctx.is_remote and _S.enabled:
+            buf = joining(ctx.trace_id)
+            if buf is not None:  # the context of an open provisional trace (tail sampling): joins it
+                return _new_span(name, kind, attrs, buf[0], ctx.span_id, buf)
         tail = _S.tail
         if tail is not None and tail.keep_errors and ctx.is_remote and _S.enabled:
             # The caller decided not to sample; the local part is kept only if it fails (_tail.py).

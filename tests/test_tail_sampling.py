@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
+import http.server
+import inspect
 import os
 import signal
+import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -630,3 +635,402 @@ def test_a_forked_child_keeps_traces_while_the_parent_held_the_lock() -> None:
     t.join()
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+# -- found by attacking it ---------------------------------------------------------------
+
+
+class Recorder:
+    """A span processor that keeps the names of the spans it gets; the first call may raise ``first``."""
+
+    def __init__(self, first: Callable[[], None] | None = None) -> None:
+        self.names: list[str] = []
+        self.first = first
+
+    def on_end(self, s: Span) -> None:
+        """Note the span; the first time, run ``first`` (a signal sent to this process, say)."""
+        self.names.append(s.name)
+        first, self.first = self.first, None
+        if first is not None:
+            first()
+
+    def force_flush(self, timeout: float | None = None) -> bool:
+        """Nothing queued."""
+        return True
+
+    def shutdown(self, timeout: float | None = None) -> bool:
+        """Nothing to stop."""
+        return True
+
+
+def _raise_keyboard_interrupt() -> None:
+    raise KeyboardInterrupt
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="needs SIGUSR1")
+@pytest.mark.parametrize("how", ["signal handler", "KeyboardInterrupt"])
+def test_a_signal_while_a_kept_trace_is_exported_cuts_none_of_it(how: str) -> None:
+    """A handler's exception while a kept trace is exported reaches the caller; every exporter gets it whole."""
+
+    def deadline(signum: int, frame: Any) -> None:
+        raise TimeoutError("deadline")
+
+    def send_signal() -> None:
+        os.kill(os.getpid(), signal.SIGUSR1)
+        time.sleep(1)  # the handler runs before this ends (signals are handled in the main thread)
+
+    first = send_signal if how == "signal handler" else _raise_keyboard_interrupt
+    raising, other = Recorder(first), Recorder()
+    previous = signal.signal(signal.SIGUSR1, deadline)
+    try:
+        tail(exporters=[raising, other])
+        with pytest.raises(TimeoutError if how == "signal handler" else KeyboardInterrupt):
+            run(fail=True)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+        autotrace.configure(TraceConfig(sample_rate=0.0))
+    whole = ["block", "leaf", "middle", "request"]
+    assert sorted(raising.names) == whole
+    assert sorted(other.names) == whole
+    [trace] = autotrace.get_trace_store().traces()
+    assert_whole(trace)
+    assert autotrace.tracer.errors() == {}
+
+
+def test_a_span_started_from_the_context_of_a_provisional_trace_joins_it() -> None:
+    """``span(parent=ctx)`` in another thread joins a provisional trace: its failure keeps the trace, whole."""
+    tail()
+
+    def failing_worker(ctx: Any) -> None:
+        try:
+            with span("worker", parent=ctx):
+                raise ValueError("failed in a worker thread")
+        except ValueError:
+            pass
+
+    with span("root") as root:
+        t = threading.Thread(target=failing_worker, args=(root.get_span_context(),))
+        t.start()
+        t.join()
+    [trace] = autotrace.get_trace_store().traces()
+    by_name = {s.name: s for s in trace}
+    assert sorted(by_name) == ["root", "worker"]
+    assert by_name["worker"].parent_span_id == by_name["root"].span_id
+    assert by_name["worker"].trace_id == by_name["root"].trace_id
+    assert by_name["root"].attributes[KEPT] == "error"
+    assert counts()["kept_error"] == 1
+
+
+def test_use_span_of_a_provisional_context_records_provisionally_and_sends_the_head_decision() -> None:
+    """Under ``use_span(ctx)`` of a provisional trace, spans join it and send flag 00; it is discarded when fine."""
+    from autotrace.context import use_span
+
+    tail()
+    sent: list[str] = []
+
+    def worker(ctx: Any) -> None:
+        with use_span(ctx), span("worker") as w:
+            assert isinstance(w, Span)
+            assert not w.is_sampled
+            sent.append(inject({})["traceparent"])
+
+    with span("root") as root:
+        t = threading.Thread(target=worker, args=(root.get_span_context(),))
+        t.start()
+        t.join()
+    assert sent[0].endswith("-02")  # sampled flag 0, random trace id flag
+    assert autotrace.get_trace_store().trace_count() == 0
+    assert counts()["discarded"] == 1
+    assert counts()["dropped_spans"] == 0
+    assert _tail._SHARED == {}  # decided: forgotten
+
+
+def test_contexts_handed_out_by_provisional_traces_are_held_within_a_bound() -> None:
+    """Roots that never end but whose context was asked for hold at most SHARED_MAX entries."""
+    tail()
+    roots = [span("never ends") for _ in range(_tail.SHARED_MAX + 100)]
+    for r in roots:
+        r.get_span_context()
+    assert len(_tail._SHARED) == _tail.SHARED_MAX
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_a_span_ending_while_its_root_decides_leaves_no_open_trace_behind(fail: bool) -> None:
+    """A child filed in another thread just as its root decides: exactly once, and nothing stays listed open."""
+    tail()
+    appended, decided = threading.Event(), threading.Event()
+    code = _tail.TailSampling.end.__code__
+    lines, first = inspect.getsourcelines(_tail.TailSampling.end)
+    # The line right after the span went into the buffer, before the trace is listed as open.
+    after_append = first + next(i for i, text in enumerate(lines) if text.strip() == "c = COUNTS")
+
+    def local(frame: Any, event: str, arg: Any) -> Any:
+        if event == "line" and frame.f_lineno == after_append:
+            appended.set()
+            decided.wait(30)
+        return local
+
+    def pause_after_the_append(frame: Any, event: str, arg: Any) -> Any:
+        # A scheduler, not a stand-in: the real code runs, held where another thread may decide.
+        return local if frame.f_code is code else None
+
+    with span("root") as root:
+        child = span("child")
+
+        def end_child() -> None:
+            sys.settrace(pause_after_the_append)
+            try:
+                child.end()
+            finally:
+                sys.settrace(None)
+
+        t = threading.Thread(target=end_child)
+        t.start()
+        assert appended.wait(30)
+        if fail:
+            root.set_status("ERROR")
+    decided.set()
+    t.join()
+    assert _tail._OPEN == {}
+    assert counts()["open_traces"] == 0
+    if fail:
+        [trace] = autotrace.get_trace_store().traces()
+        assert sorted(s.name for s in trace) == ["child", "root"]
+        assert counts()["dropped_spans"] == 0
+    else:
+        assert autotrace.get_trace_store().trace_count() == 0
+        assert counts()["dropped_spans"] == 1
+
+
+def test_filing_spans_at_the_cap_does_not_walk_every_open_trace_each_time() -> None:
+    """At the cap, the exact count of held spans (a walk over every open trace) runs now and then, not per span."""
+    tail(max_provisional_spans=2_000)
+    roots = [span("open root") for _ in range(3_000)]
+    walks = 0
+    recount = _tail._recount.__code__
+
+    def count_walks(frame: Any, event: str, arg: Any) -> None:
+        nonlocal walks
+        if event == "call" and frame.f_code is recount:
+            walks += 1
+
+    sys.setprofile(count_walks)
+    try:
+        for root in roots:  # one finished span each: every trace listed, the cap reached at the 1,000th
+            span("child", parent=root).end()
+    finally:
+        sys.setprofile(None)
+    c = counts()
+    assert c["open_spans"] <= 2_000
+    assert c["open_traces"] + c["evicted"] == 3_000
+    # Each walk frees room for max_spans/8 spans: ~2,000 spans past the cap need ~16 walks, not ~2,000.
+    assert walks <= 100, walks
+
+
+def test_a_failed_inference_span_built_by_hand_keeps_its_request() -> None:
+    """``InferenceSpanBuilder(...).with_error(...).build_and_record()`` in a provisional request: kept, whole."""
+    from autotrace import InferenceSpanBuilder
+
+    tail()
+    with span("request"):
+        InferenceSpanBuilder("inference").with_model("tiny-llm").with_error(
+            RuntimeError("out of memory")
+        ).build_and_record()
+    with span("fine request"):
+        assert InferenceSpanBuilder("inference").with_model("tiny-llm").build_and_record() is False  # not stored now
+    [trace] = autotrace.get_trace_store().traces()
+    by_name = {s.name: s for s in trace}
+    assert sorted(by_name) == ["inference", "request"]
+    assert by_name["inference"].parent_span_id == by_name["request"].span_id
+    assert by_name["inference"].status.code is StatusCode.ERROR
+    assert by_name["request"].attributes[KEPT] == "error"
+    c = counts()
+    assert (c["kept_error"], c["discarded"], c["dropped_spans"]) == (1, 1, 0)
+
+
+def test_a_hand_built_root_is_kept_when_it_failed_or_ran_slow() -> None:
+    """A request recorded by hand alone (InferenceSpanBuilder with its own times): kept on error or slowness."""
+    from autotrace import InferenceSpanBuilder
+
+    tail()
+    assert InferenceSpanBuilder("failed").with_error(RuntimeError("out of memory")).build_and_record() is True
+    assert InferenceSpanBuilder("fine").build_and_record() is False
+    assert InferenceSpanBuilder("slow").with_times(1_000_000_000, 2_000_000_000).build_and_record() is True
+    kept = {t[0].name: t[0].attributes[KEPT] for t in autotrace.get_trace_store().traces()}
+    assert kept == {"failed": "error", "slow": "slow"}
+    c = counts()
+    assert (c["kept_error"], c["kept_slow"], c["discarded"]) == (1, 1, 1)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_lets_go_of_the_traces_other_threads_had_open() -> None:
+    """After fork, the child holds only the provisional trace of the thread that forked, and can still keep it."""
+    tail()
+    started, release = threading.Event(), threading.Event()
+
+    def other_request() -> None:
+        with span("other thread's request"):
+            span("done child").end()  # a finished span: the trace holds memory, listed open
+            started.set()
+            release.wait(30)
+
+    t = threading.Thread(target=other_request)
+    t.start()
+    started.wait(30)
+    try:
+        with span("forking request") as mine:
+            span("done here").end()
+            assert counts()["open_traces"] == 2
+            pid = os.fork()
+            if pid == 0:  # the child: exit status 0 only if it holds its own trace alone
+                code = 1
+                try:
+                    signal.alarm(20)
+                    c = counts()
+                    code = 0 if (c["open_traces"], c["open_spans"]) == (1, 2) else 2
+                    autotrace.clear_traces()
+                    mine.set_status(StatusCode.ERROR, "failed in the child")
+                    mine.end()
+                    if code == 0 and [len(t) for t in autotrace.get_trace_store().traces()] != [2]:
+                        code = 3
+                finally:
+                    os._exit(code)
+    finally:
+        release.set()
+        t.join()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_trace_kept_after_shutdown_reaches_the_store_only() -> None:
+    """flush() and shutdown() do not wait for open provisional traces; one kept afterwards is stored, not exported."""
+    recorder = Recorder()
+    tail(exporters=[recorder])
+    with span("request") as root:
+        span("done").end()
+        assert autotrace.flush(5.0)
+        assert recorder.names == []  # nothing to send yet
+        autotrace.shutdown(5.0)
+        root.set_status(StatusCode.ERROR, "failed after shutdown")
+    [trace] = autotrace.get_trace_store().traces()
+    assert sorted(s.name for s in trace) == ["done", "request"]
+    assert recorder.names == []
+
+
+class _FlakyCollector(http.server.BaseHTTPRequestHandler):
+    """An OTLP/HTTP protobuf collector: a 503, then a dropped connection, then parsed by opentelemetry-proto."""
+
+    requests: list[Any] = []  # one collector per test (set before serving)
+
+    def do_POST(self) -> None:
+        """Answer the next request the way the script says."""
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if self.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        seen = len(self.requests)
+        self.requests.append(None)
+        if seen == 0:
+            self.send_response(503)
+            self.send_header("Retry-After", "0")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if seen == 1:  # the connection dropped before any answer: nothing was taken
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        request = ExportTraceServiceRequest()
+        request.ParseFromString(body)
+        self.requests[-1] = request
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet."""
+
+
+def test_kept_traces_through_a_flaky_collector_arrive_once_and_parse_with_opentelemetry_proto() -> None:
+    """A 503 and a dropped connection are retried; each kept span arrives once, as valid OTLP, reason on the root."""
+    _FlakyCollector.requests = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FlakyCollector)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        exporter = OTLPHttpExporter(
+            f"http://127.0.0.1:{server.server_port}/v1/traces", env={}, encoding="protobuf", backoff_base=0.01
+        )
+        tail(exporters=[exporter])
+        for i in range(6):
+            run(fail=i % 2 == 0)
+        assert autotrace.flush(30.0)
+        assert exporter.stats()["retried"] == 2
+    finally:
+        autotrace.shutdown(5.0)
+        server.shutdown()
+        server.server_close()
+    spans = [
+        s
+        for request in _FlakyCollector.requests
+        if request is not None
+        for rs in request.resource_spans
+        for ss in rs.scope_spans
+        for s in ss.spans
+    ]
+    assert len(spans) == len({s.span_id for s in spans}) == 3 * 4
+    by_id = {s.span_id: s for s in spans}
+    roots = [s for s in spans if not s.parent_span_id]
+    assert len(roots) == 3
+    for root in roots:
+        assert {a.key: a.value.string_value for a in root.attributes}[KEPT] == "error"
+    for s in spans:
+        assert s.flags & 0x1  # kept: sent as sampled
+        if s.parent_span_id:
+            assert by_id[s.parent_span_id].trace_id == s.trace_id
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_a_root_deciding_while_its_first_child_is_listed_is_not_taken_for_evicted(fail: bool) -> None:
+    """A child's first filing in another thread, held just after the trace is marked listed: the root still decides."""
+    tail()
+    marked, decided = threading.Event(), threading.Event()
+    code = _tail.TailSampling.end.__code__
+
+    def local(frame: Any, event: str, arg: Any) -> Any:
+        buf = frame.f_locals.get("buf")
+        if event == "line" and buf is not None and buf.listed and not marked.is_set():
+            marked.set()  # the first line run once the trace says it is listed
+            decided.wait(30)
+        return local
+
+    def hold_once_listed(frame: Any, event: str, arg: Any) -> Any:
+        # A scheduler, not a stand-in: the real code runs, held where another thread may decide.
+        return local if frame.f_code is code else None
+
+    with span("root") as root:
+        child = span("child")
+
+        def end_child() -> None:
+            sys.settrace(hold_once_listed)
+            try:
+                child.end()
+            finally:
+                sys.settrace(None)
+
+        t = threading.Thread(target=end_child)
+        t.start()
+        assert marked.wait(30)
+        if fail:
+            root.set_status("ERROR")
+    decided.set()
+    t.join()
+    c = counts()
+    assert (c["open_traces"], c["evicted"]) == (0, 0)
+    if fail:
+        [trace] = autotrace.get_trace_store().traces()
+        assert sorted(s.name for s in trace) == ["child", "root"]
+        assert c["kept_error"] == 1
+    else:
+        assert c["discarded"] == 1
