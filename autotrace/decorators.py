@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
+import keyword
 import os
 import random
 import sys
@@ -434,7 +435,9 @@ def _async_function(func: types.FunctionType, name: str, kind: SpanKind, attrs: 
     at += star is not None
     starstar = names[at] if code.co_flags & inspect.CO_VARKEYWORDS else None
     used = [*names[: npos + nkw], star or "", starstar or ""]
-    if any(not n.isidentifier() or n.startswith("_at_") for n in used if n):
+    # Names that are not parameters in source (a keyword or __debug__, possible in
+    # a code object made by hand) would not compile: the wrapt path takes them.
+    if any(not n.isidentifier() or keyword.iskeyword(n) or n == "__debug__" or n.startswith("_at_") for n in used if n):
         return None
     params: list[str] = list(names[:nposonly])
     if nposonly:

@@ -490,6 +490,20 @@ def test_a_coroutine_function_with_a_parameter_named_like_our_own_names_is_trace
         traced_clash()
 
 
+@pytest.mark.parametrize("bad", ["if", "None", "__debug__"])
+def test_a_coroutine_function_whose_code_names_a_parameter_like_a_keyword_is_traced_too(bad: str) -> None:
+    """A code object made by hand may name a parameter `if` or `__debug__`: decorating works, calls are traced."""
+
+    async def add(a: int, b: int = 1) -> int:
+        return a + b
+
+    odd = type(add)(add.__code__.replace(co_varnames=(bad, "b")), add.__globals__, "odd", add.__defaults__)
+    traced_odd = traced(odd)  # the generated source would not compile
+    with capture_spans() as spans:
+        assert asyncio.run(traced_odd(2)) == 3
+    assert spans.names() == [odd.__qualname__]
+
+
 def test_a_traced_coroutine_in_an_unsampled_trace_leaves_the_context_as_it_found_it() -> None:
     """Unsampled, as a new trace or below an unsampled parent: the body sees one trace, the caller its own context."""
     autotrace.configure(autotrace.TraceConfig(sample_rate=0.0))
