@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
+import decimal
 import inspect
 import threading
 import traceback
@@ -595,8 +597,8 @@ def test_a_generator_resumed_from_another_thread_keeps_its_nesting() -> None:
 _REQUEST = contextvars.ContextVar("request", default="none")
 
 
-def test_a_generator_body_keeps_its_own_context_variables() -> None:
-    """The body runs in a copy of its creator's context: what it sets stays inside, across yields, unseen outside."""
+def test_a_generator_body_sees_its_creators_context_and_its_writes_reach_the_consumer() -> None:
+    """The body runs in a copy of its creator's context; what it sets is set for the consumer too, as untraced."""
     seen = []
 
     @traced
@@ -612,12 +614,90 @@ def test_a_generator_body_keeps_its_own_context_variables() -> None:
         g = gen()
         _REQUEST.set("consumer")
         assert next(g) == 1
-        assert _REQUEST.get() == "consumer"  # the body's write stayed in its own context
+        assert _REQUEST.get() == "inside"  # the body's write, seen while it is suspended
+        _REQUEST.set("consumer again")
         assert next(g) == 2
-        assert _REQUEST.get() == "consumer"
+        assert _REQUEST.get() == "consumer again"  # written by the consumer after the body's: kept
     finally:
         _REQUEST.set("none")
-    assert seen == ["created", "inside"]
+    assert seen == ["created", "inside"]  # a write of the consumer after creating it is not seen inside
+
+
+_TENANT: contextvars.ContextVar[str] = contextvars.ContextVar("tenant")  # no default: unset is LookupError
+
+
+@contextlib.contextmanager
+@traced
+def _as_tenant(name: str) -> Iterator[str]:
+    """The common context manager over a traced generator: a ContextVar set for the `with` block."""
+    token = _TENANT.set(name)
+    try:
+        with span("tenant.scope"):
+            yield name
+    finally:
+        _TENANT.reset(token)
+
+
+def test_a_contextmanager_over_a_traced_generator_sets_its_context_variables_for_the_with_block() -> None:
+    """`@contextmanager @traced`: the `with` block sees what the generator set; unset again after it."""
+    with capture_spans() as spans:
+        with _as_tenant("acme") as name:
+            assert name == _TENANT.get() == "acme"
+            with _as_tenant("nested"):
+                assert _TENANT.get() == "nested"
+            assert _TENANT.get() == "acme"
+            with span("in the block") as block:
+                assert autotrace.current_span() is block  # the generator's own span stays inside it
+        assert _TENANT.get("unset") == "unset"
+        with pytest.raises(KeyError), _as_tenant("failing"):
+            assert _TENANT.get() == "failing"
+            raise KeyError("x")
+        assert _TENANT.get("unset") == "unset"
+    assert spans.one("in the block").parent_span_id is None
+    assert spans.names().count("tenant.scope") == 3
+    assert autotrace.tracer.errors() == {}
+
+
+def test_a_context_variable_a_generator_sets_between_items_reaches_the_consumer_at_that_item() -> None:
+    """A write in the middle of a stream is seen from the item after it on; `decimal.localcontext()` works too."""
+
+    @traced
+    def precise() -> Iterator[str]:
+        yield str(decimal.Decimal(1) / decimal.Decimal(7))
+        with decimal.localcontext() as local:
+            local.prec = 3
+            yield str(decimal.Decimal(1) / decimal.Decimal(7))
+        yield str(decimal.Decimal(1) / decimal.Decimal(7))
+
+    seen = []
+    for item in precise():
+        seen.append((item, str(decimal.Decimal(1) / decimal.Decimal(7))))
+    assert seen[0][0] == seen[0][1] == seen[2][0] == seen[2][1]
+    assert seen[1] == ("0.143", "0.143")
+
+
+def test_a_generator_resumed_in_another_thread_writes_its_variables_there_without_failing() -> None:
+    """Each resume writes where it runs; an unset whose first write was in another thread is left, never raised."""
+
+    @traced
+    def scoped() -> Iterator[int]:
+        token = _TENANT.set("t")
+        yield 1
+        _TENANT.reset(token)
+        yield 2
+
+    def consume() -> None:
+        g = scoped()
+        assert next(g) == 1 and _TENANT.get() == "t"
+        t = threading.Thread(target=lambda: got.extend([next(g), _TENANT.get("unset")]))
+        t.start()
+        t.join()
+        g.close()
+
+    got: list[object] = []
+    contextvars.copy_context().run(consume)  # this test's writes stay in a copy
+    assert got == [2, "unset"]
+    assert autotrace.tracer.errors() == {}
 
 
 def test_a_generator_in_an_unsampled_trace_keeps_that_trace_inside_and_the_consumer_context_outside() -> None:
