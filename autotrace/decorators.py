@@ -304,48 +304,61 @@ def _sync_capture_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capt
 # starts with `_at_`: a function with a parameter named so takes the wrapt path.
 # A change to the inline span of _sync_function.call belongs here too.
 _ASYNC_SOURCE = """\
-def _at_make(_at_func, _at_name, _at_kind, _at_attrs):
-    async def _at_call({params}):
-        _at_parent = _at_cv_get()
-        _at_s = None
-        _at_buf = None
-        if _at_parent is None:
-            _at_tid = _at_getrandbits(128) or 1
-            _at_lo = _at_tid & _at_MASK64
-            if _at_lo >= _at_S.bound:
-                _at_s = _at_lo
-            elif _at_S.custom:
-                _at_s = _at_start(_at_name, _at_kind, _at_attrs, None)
+def _at_outer({helpers}):
+    def _at_make(_at_func, _at_name, _at_kind, _at_attrs):
+        async def _at_call({params}):
+            _at_parent = _at_cv_get()
+            _at_s = None
+            _at_buf = None
+            if _at_parent is None:
+                _at_tid = _at_getrandbits(128) or 1
+                _at_lo = _at_tid & _at_MASK64
+                if _at_lo >= _at_S.bound:
+                    _at_s = _at_lo
+                elif _at_S.custom:
+                    _at_s = _at_start(_at_name, _at_kind, _at_attrs, None)
+                else:
+                    _at_pid = None
+                    _at_buf = [_at_tid, None]
+                    _at_buf.pop()
+                    try:
+                        _at_S.ring.append(_at_buf)
+                    finally:
+                        _at_next(_at_S.pushes)
+            elif _at_parent.__class__ is _at_Span and _at_parent._trace is not None:
+                _at_tid = _at_parent._trace_id
+                _at_pid = _at_parent._sid or _at_parent._span_id
+                _at_buf = _at_parent._trace
             else:
-                _at_pid = None
-                _at_buf = [_at_tid, None]
-                _at_buf.pop()
+                _at_s = _at_start(_at_name, _at_kind, _at_attrs, _at_parent)
+                if _at_s is None:
+                    return await _at_func({forward})
+            if _at_buf is not None:
+                _at_s = _at_new(_at_Span)
+                _at_s._name = _at_name
+                _at_s._kind = _at_kind
+                _at_s._trace_id = _at_tid
+                _at_s._sid = _at_getrandbits(64) or 1
+                _at_s._parent_id = _at_pid
+                _at_s._attr_data = _at_attrs
+                _at_s._extra = None
+                _at_s._token = None
+                _at_s._t1 = None
+                _at_s._trace = _at_buf
+                _at_s._t0 = _at_time_ns()
+            elif _at_s.__class__ is not _at_Span:
                 try:
-                    _at_S.ring.append(_at_buf)
+                    _at_token = _at_cv_set(_at_s)
+                except _at_BaseException:
+                    _at_cv_set(_at_parent)
+                    raise
+                try:
+                    return await _at_func({forward})
                 finally:
-                    _at_next(_at_S.pushes)
-        elif _at_parent.__class__ is _at_Span and _at_parent._trace is not None:
-            _at_tid = _at_parent._trace_id
-            _at_pid = _at_parent._sid or _at_parent._span_id
-            _at_buf = _at_parent._trace
-        else:
-            _at_s = _at_start(_at_name, _at_kind, _at_attrs, _at_parent)
-            if _at_s is None:
-                return await _at_func({forward})
-        if _at_buf is not None:
-            _at_s = _at_new(_at_Span)
-            _at_s._name = _at_name
-            _at_s._kind = _at_kind
-            _at_s._trace_id = _at_tid
-            _at_s._sid = _at_getrandbits(64) or 1
-            _at_s._parent_id = _at_pid
-            _at_s._attr_data = _at_attrs
-            _at_s._extra = None
-            _at_s._token = None
-            _at_s._t1 = None
-            _at_s._trace = _at_buf
-            _at_s._t0 = _at_time_ns()
-        elif _at_s.__class__ is not _at_Span:
+                    try:
+                        _at_cv_reset(_at_token)
+                    except _at_ValueError:
+                        _at_reset_elsewhere(_at_token, _at_s)
             try:
                 _at_token = _at_cv_set(_at_s)
             except _at_BaseException:
@@ -353,37 +366,26 @@ def _at_make(_at_func, _at_name, _at_kind, _at_attrs):
                 raise
             try:
                 return await _at_func({forward})
+            except _at_BaseException as _at_exc:
+                _at_fail(_at_s, _at_exc)
+                raise
             finally:
                 try:
                     _at_cv_reset(_at_token)
                 except _at_ValueError:
                     _at_reset_elsewhere(_at_token, _at_s)
-        try:
-            _at_token = _at_cv_set(_at_s)
-        except _at_BaseException:
-            _at_cv_set(_at_parent)
-            raise
-        try:
-            return await _at_func({forward})
-        except _at_BaseException as _at_exc:
-            _at_fail(_at_s, _at_exc)
-            raise
-        finally:
-            try:
-                _at_cv_reset(_at_token)
-            except _at_ValueError:
-                _at_reset_elsewhere(_at_token, _at_s)
-            if _at_s._t1 is None:
-                _at_s._t1 = _at_time_ns()
-                if _at_buf is not None and _at_len(_at_buf) <= _at_S.fast_limit:
-                    if _at_type(_at_s._attr_data) is _at_dict:
-                        _at_pack(_at_s)
-                    _at_s._trace = None
-                    _at_buf.append(_at_s)
-                else:
-                    _at_finish(_at_s)
+                if _at_s._t1 is None:
+                    _at_s._t1 = _at_time_ns()
+                    if _at_buf is not None and _at_len(_at_buf) <= _at_S.fast_limit:
+                        if _at_type(_at_s._attr_data) is _at_dict:
+                            _at_pack(_at_s)
+                        _at_s._trace = None
+                        _at_buf.append(_at_s)
+                    else:
+                        _at_finish(_at_s)
 
-    return _at_call
+        return _at_call
+    return _at_make
 """
 
 
@@ -413,9 +415,12 @@ def _async_maker(params: str, forward: str) -> Callable[..., Any]:
         "_at_BaseException": BaseException,
         "_at_ValueError": ValueError,
     }
-    source = _ASYNC_SOURCE.format(params=params, forward=forward)
-    exec(compile(source, "<autotrace @traced>", "exec"), namespace)  # our own source; parameter names checked
-    make: Callable[..., Any] = namespace["_at_make"]
+    # They reach the wrapper as free variables of the maker, never as globals:
+    # the wrapper is given the function's own globals (see _async_function).
+    source = _ASYNC_SOURCE.format(params=params, forward=forward, helpers=", ".join(namespace))
+    scope: dict[str, Any] = {}
+    exec(compile(source, "<autotrace @traced>", "exec"), scope)  # our own source; parameter names checked
+    make: Callable[..., Any] = scope["_at_outer"](**namespace)
     return make
 
 
@@ -455,15 +460,18 @@ def _async_function(func: types.FunctionType, name: str, kind: SpanKind, attrs: 
     if starstar is not None:
         params.append(f"**{starstar}")
         forward.append(f"**{starstar}")
-    call = _async_maker(", ".join(params), ", ".join(forward))(func, name, kind, attrs)
-    # Its defaults are the function's own objects (none is written in the source).
-    call.__defaults__ = func.__defaults__
-    call.__kwdefaults__ = func.__kwdefaults__
+    made = _async_maker(", ".join(params), ", ".join(forward))(func, name, kind, attrs)
     # Tracebacks and profiles name the wrapper's frame after the function.
     if sys.version_info >= (3, 11):
-        call.__code__ = call.__code__.replace(co_name=code.co_name, co_qualname=code.co_qualname)
+        made_code = made.__code__.replace(co_name=code.co_name, co_qualname=code.co_qualname)
     else:  # pragma: no cover - Python 3.10
-        call.__code__ = call.__code__.replace(co_name=code.co_name)
+        made_code = made.__code__.replace(co_name=code.co_name)
+    # The function's own globals, as a wrapt proxy showed them: tools resolve
+    # string annotations (`from __future__ import annotations`) in
+    # `wrapper.__globals__` (FastAPI before 0.115 does, unwrapping nothing).
+    # Its defaults are the function's own objects (none is written in the source).
+    call = types.FunctionType(made_code, func.__globals__, code.co_name, func.__defaults__, made.__closure__)
+    call.__kwdefaults__ = func.__kwdefaults__
     return functools.update_wrapper(call, func)
 
 

@@ -504,6 +504,27 @@ def test_a_coroutine_function_whose_code_names_a_parameter_like_a_keyword_is_tra
     assert spans.names() == [odd.__qualname__]
 
 
+class _Payload:
+    """A request body type, named in a string annotation (this module has `from __future__ import annotations`)."""
+
+
+async def _takes_payload(item: _Payload) -> _Payload:
+    """Return the body it was given."""
+    return item
+
+
+def test_a_traced_coroutine_function_has_the_globals_its_string_annotations_are_resolved_in() -> None:
+    """The wrapper's __globals__ are the function's: FastAPI before 0.115 resolves an endpoint's annotations there."""
+    traced_payload = traced(_takes_payload)
+    assert traced_payload.__globals__ is _takes_payload.__globals__
+    annotation = inspect.signature(traced_payload).parameters["item"].annotation
+    assert annotation == "_Payload" and traced_payload.__globals__[annotation] is _Payload
+    body = _Payload()
+    with capture_spans() as spans:
+        assert asyncio.run(traced_payload(body)) is body
+    assert spans.names() == [_takes_payload.__qualname__]
+
+
 def test_a_traced_coroutine_in_an_unsampled_trace_leaves_the_context_as_it_found_it() -> None:
     """Unsampled, as a new trace or below an unsampled parent: the body sees one trace, the caller its own context."""
     autotrace.configure(autotrace.TraceConfig(sample_rate=0.0))
