@@ -601,10 +601,11 @@ def _end_stream(s: Span, closed_early: bool, started: float, first: float, count
 
 
 _ABSENT = object()
+_MIRRORED: contextvars.ContextVar[Any] = contextvars.ContextVar("autotrace.mirrored")  # which stream wrote here
 
 
 def _mirror(
-    ctx: contextvars.Context, snap: contextvars.Context, tokens: dict[Any, Any] | None
+    ctx: contextvars.Context, snap: contextvars.Context, tokens: dict[Any, Any] | None, closing: bool = False
 ) -> tuple[contextvars.Context, dict[Any, Any] | None]:
     """Write in the running context what a generator's body changed in its own since ``snap``.
 
@@ -613,17 +614,23 @@ def _mirror(
     is seen by its consumer while it is suspended, as without tracing. A
     variable the body unset again is undone with the token of its first write
     here, which restores what the consumer had. Returns the new snapshot and
-    those tokens; never raises (but a signal's exception).
+    those tokens (``_MIRRORED``'s among them); never raises (but a signal's exception).
     """
     try:
+        if closing and (tokens is None or _MIRRORED.get(None) is not tokens):
+            # Closed from a context it never wrote in (a garbage collection in
+            # another request's task): what its `finally` restores is not
+            # written there, where untraced its token resets would fail.
+            return snap, tokens
         for var, value in ctx.items():
-            if var is not CURRENT and snap.get(var, _ABSENT) is not value:
-                token = var.set(value)
+            if var is not CURRENT and var is not _MIRRORED and snap.get(var, _ABSENT) is not value:
                 if tokens is None:
                     tokens = {}
-                tokens.setdefault(var, token)
+                if _MIRRORED.get(None) is not tokens:  # marks each context it writes in
+                    tokens.setdefault(_MIRRORED, _MIRRORED.set(tokens))
+                tokens.setdefault(var, var.set(value))
         for var in snap:
-            if var is not CURRENT and var not in ctx:
+            if var is not CURRENT and var is not _MIRRORED and var not in ctx:
                 first = tokens.pop(var, None) if tokens else None
                 if first is not None:
                     try:
@@ -633,6 +640,14 @@ def _mirror(
     except Exception as exc:
         internal_error("mirroring a generator's context variables", exc)
     return ctx.copy(), tokens
+
+
+def _unmark(tokens: dict[Any, Any]) -> None:
+    """Take a finished stream's mark off the context it first wrote in, when that is the running one."""
+    try:
+        _MIRRORED.reset(tokens[_MIRRORED])
+    except (ValueError, RuntimeError, KeyError):  # another Context, or already undone
+        pass
 
 
 def _gen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture: _Capture | None) -> Callable[..., Any]:
@@ -664,7 +679,7 @@ def _gen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture: _Cap
         count = 0
         started = first = last = _perf_counter()
         max_gap = 0.0
-        closed_early = False
+        closed_early = closing = False
         send = gen.send
         thrown: Any = None
         try:
@@ -680,7 +695,7 @@ def _gen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture: _Cap
                 try:
                     value = yield item
                 except GeneratorExit:
-                    closed_early = True
+                    closed_early = closing = True
                     run(gen.close)
                     raise
                 except BaseException as exc:  # thrown in by the consumer: passed on below, outside this handler
@@ -722,7 +737,9 @@ def _gen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture: _Cap
         finally:
             try:
                 if ctx != snap:  # what the last resume wrote: its end, a failure, a close
-                    _mirror(ctx, snap, tokens)
+                    _, tokens = _mirror(ctx, snap, tokens, closing)
+                if tokens is not None:
+                    _unmark(tokens)
             finally:
                 if span is not None:
                     _end_stream(span, closed_early, started, first, count, max_gap)

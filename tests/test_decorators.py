@@ -640,6 +640,7 @@ def _as_tenant(name: str) -> Iterator[str]:
 
 def test_a_contextmanager_over_a_traced_generator_sets_its_context_variables_for_the_with_block() -> None:
     """`@contextmanager @traced`: the `with` block sees what the generator set; unset again after it."""
+    before = set(contextvars.copy_context())
     with capture_spans() as spans:
         with _as_tenant("acme") as name:
             assert name == _TENANT.get() == "acme"
@@ -653,6 +654,7 @@ def test_a_contextmanager_over_a_traced_generator_sets_its_context_variables_for
             assert _TENANT.get() == "failing"
             raise KeyError("x")
         assert _TENANT.get("unset") == "unset"
+        assert set(contextvars.copy_context()) == before  # nothing of the streams' left in the consumer's context
     assert spans.one("in the block").parent_span_id is None
     assert spans.names().count("tenant.scope") == 3
     assert autotrace.tracer.errors() == {}
@@ -674,6 +676,52 @@ def test_a_context_variable_a_generator_sets_between_items_reaches_the_consumer_
         seen.append((item, str(decimal.Decimal(1) / decimal.Decimal(7))))
     assert seen[0][0] == seen[0][1] == seen[2][0] == seen[2][1]
     assert seen[1] == ("0.143", "0.143")
+
+
+@traced
+def _scoped_stream() -> Iterator[int]:
+    """A stream that sets the tenant for its consumer while it runs, and restores it in its `finally`."""
+    token = _TENANT.set("stream")
+    try:
+        yield 1
+        yield 2
+    finally:
+        _TENANT.reset(token)
+
+
+def test_a_generator_left_by_break_restores_the_consumers_context_variables() -> None:
+    """`break` closes it in the consumer's context: its `finally` restores the consumer's value there."""
+
+    def consume() -> list[str]:
+        _TENANT.set("consumer")
+        seen = []
+        for _ in _scoped_stream():
+            seen.append(_TENANT.get())
+            break
+        seen.append(_TENANT.get())
+        return seen
+
+    assert contextvars.copy_context().run(consume) == ["stream", "consumer"]
+
+
+def test_a_generator_closed_from_another_context_writes_nothing_there() -> None:
+    """Closed (as a garbage collection might) in another request's context: that context keeps its own values."""
+
+    def first_request() -> Iterator[int]:
+        _TENANT.set("request A")
+        g = _scoped_stream()
+        assert next(g) == 1 and _TENANT.get() == "stream"
+        return g
+
+    g = contextvars.copy_context().run(first_request)
+
+    def second_request() -> str:
+        _TENANT.set("request B")
+        g.close()
+        return _TENANT.get()
+
+    assert contextvars.copy_context().run(second_request) == "request B"
+    assert autotrace.tracer.errors() == {}
 
 
 def test_a_generator_resumed_in_another_thread_writes_its_variables_there_without_failing() -> None:
