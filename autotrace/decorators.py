@@ -650,7 +650,9 @@ def _unmark(tokens: dict[Any, Any]) -> None:
         pass
 
 
-def _gen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture: _Capture | None) -> Callable[..., Any]:
+def _gen_wrapper(
+    name: str, kind: SpanKind, attrs: dict[str, Any], capture: _Capture | None, awaitable: bool = False
+) -> Callable[..., Any]:
     def drive(
         gen: Generator[Any, Any, Any], ctx: contextvars.Context, instance: Any, args: Any, kwargs: Any
     ) -> Generator[Any, Any, Any]:
@@ -743,6 +745,9 @@ def _gen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture: _Cap
             finally:
                 if span is not None:
                     _end_stream(span, closed_early, started, first, count, max_gap)
+
+    if awaitable:  # a @types.coroutine generator: its stream is awaited, so the driver must be awaitable too
+        drive = types.coroutine(drive)  # type: ignore[assignment]
 
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         return drive(wrapped(*args, **kwargs), _copy_context(), instance, args, kwargs)
@@ -1036,7 +1041,9 @@ def _decorate(
                 return call if binder is None else binder(call)
         wrapper = _async_wrapper(target, name, span_kind, static, capture)
     elif inspect.isgeneratorfunction(target):
-        wrapper = _gen_wrapper(name, span_kind, static, capture)
+        code = getattr(target, "__code__", None)
+        awaitable = code is not None and bool(code.co_flags & inspect.CO_ITERABLE_COROUTINE)
+        wrapper = _gen_wrapper(name, span_kind, static, capture, awaitable)
     elif plain:
         # A plain function around it; a classmethod or staticmethod binds it as before.
         call = _sync_function(inner, name, span_kind, static, capture)

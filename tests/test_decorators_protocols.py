@@ -11,8 +11,9 @@ import inspect
 import multiprocessing
 import pickle
 import traceback
+import types
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
@@ -502,6 +503,23 @@ def test_a_coroutine_function_whose_code_names_a_parameter_like_a_keyword_is_tra
     with capture_spans() as spans:
         assert asyncio.run(traced_odd(2)) == 3
     assert spans.names() == [odd.__qualname__]
+
+
+def test_a_traced_generator_based_coroutine_can_still_be_awaited() -> None:
+    """`@types.coroutine` generators are awaited: traced, they stay awaitable, give their result, record a span."""
+
+    @traced
+    @types.coroutine
+    def legacy() -> Generator[None, None, int]:
+        yield None  # a bare suspension, as asyncio.sleep(0) makes
+        return 5
+
+    async def main() -> Any:
+        return await legacy()  # type: ignore[misc]
+
+    with capture_spans() as spans:
+        assert asyncio.run(main()) == 5
+    assert spans.names() == [legacy.__qualname__]
 
 
 class _Payload:
