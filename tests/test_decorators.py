@@ -724,6 +724,24 @@ def test_a_generator_closed_from_another_context_writes_nothing_there() -> None:
     assert autotrace.tracer.errors() == {}
 
 
+def test_a_variable_set_by_a_traced_generator_inside_another_reaches_the_outer_consumer() -> None:
+    """`yield from` a traced generator inside a traced one: the inner write is seen outside both, then undone."""
+
+    @traced
+    def outer() -> Iterator[object]:
+        yield from _scoped_stream()
+        yield _TENANT.get("unset")
+
+    def consume() -> list[object]:
+        before = set(contextvars.copy_context())
+        seen: list[object] = []
+        for item in outer():
+            seen.append((item, _TENANT.get("unset")))
+        return [*seen, set(contextvars.copy_context()) == before]
+
+    assert contextvars.copy_context().run(consume) == [(1, "stream"), (2, "stream"), ("unset", "unset"), True]
+
+
 def test_a_generator_resumed_in_another_thread_writes_its_variables_there_without_failing() -> None:
     """Each resume writes where it runs; an unset whose first write was in another thread is left, never raised."""
 
