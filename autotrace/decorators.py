@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
+import keyword
 import os
 import random
 import sys
@@ -405,136 +406,138 @@ def _sync_capture_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capt
 # starts with `_at_`: a function with a parameter named so takes the wrapt path.
 # A change to the inline span of _sync_function.call belongs here too.
 _ASYNC_SOURCE = """\
-def _at_make(_at_func, _at_name, _at_kind, _at_attrs):
-    _at_h = None
-    async def _at_call({params}):
-        nonlocal _at_h
-        _at_parent = _at_cv_get()
-        _at_s = None
-        _at_buf = None
-        if _at_parent is None:
-            _at_tid = _at_getrandbits(128) or 1
-            _at_lo = _at_tid & _at_MASK64
-            if _at_lo >= _at_S.bound:
-                _at_s = _at_lo
-            elif _at_S.custom:
-                _at_s = _at_start(_at_name, _at_kind, _at_attrs, None)
+def _at_outer({helpers}):
+    def _at_make(_at_func, _at_name, _at_kind, _at_attrs):
+        _at_h = None
+        async def _at_call({params}):
+            nonlocal _at_h
+            _at_parent = _at_cv_get()
+            _at_s = None
+            _at_buf = None
+            if _at_parent is None:
+                _at_tid = _at_getrandbits(128) or 1
+                _at_lo = _at_tid & _at_MASK64
+                if _at_lo >= _at_S.bound:
+                    _at_s = _at_lo
+                elif _at_S.custom:
+                    _at_s = _at_start(_at_name, _at_kind, _at_attrs, None)
+                else:
+                    _at_pid = None
+                    _at_buf = [_at_tid, None]
+                    _at_buf.pop()
+                    try:
+                        _at_S.ring.append(_at_buf)
+                    finally:
+                        _at_next(_at_S.pushes)
+            elif _at_parent.__class__ is _at_Span and _at_parent._trace is not None:
+                _at_tid = _at_parent._trace_id
+                _at_pid = _at_parent._sid or _at_parent._span_id
+                _at_buf = _at_parent._trace
             else:
-                _at_pid = None
-                _at_buf = [_at_tid, None]
-                _at_buf.pop()
+                _at_s = _at_start(_at_name, _at_kind, _at_attrs, _at_parent)
+                if _at_s is None:
+                    if not _at_M.on:
+                        return await _at_func({forward})
+                    if _at_h is None:
+                        _at_h = _at_pinned(_at_name, _at_kind)
+                    _at_t0 = _at_pc()
+                    try:
+                        _at_result = await _at_func({forward})
+                    except _at_BaseException:
+                        _at_h.append(~(_at_pc() - _at_t0))
+                        raise
+                    _at_h.append(_at_pc() - _at_t0)
+                    if _at_len(_at_h) > _at_FOLD_AT:
+                        _at_h.fold()
+                    return _at_result
+            if _at_buf is not None:
+                _at_s = _at_new(_at_Span)
+                _at_s._name = _at_name
+                _at_s._kind = _at_kind
+                _at_s._trace_id = _at_tid
+                _at_s._sid = _at_getrandbits(64) or 1
+                _at_s._parent_id = _at_pid
+                _at_s._attr_data = _at_attrs
+                _at_s._extra = None
+                _at_s._token = None
+                _at_s._t1 = None
+                _at_s._trace = _at_buf
+                _at_s._t0 = _at_time_ns()
+            elif _at_s.__class__ is not _at_Span:
+                _at_timed = _at_M.on
+                _at_root = False
+                if _at_timed:
+                    if _at_h is None:
+                        _at_h = _at_pinned(_at_name, _at_kind)
+                    _at_t0 = _at_pc()
+                    if _at_s.__class__ is _at_int:
+                        _at_root = True
+                        _at_OPEN[_at_s] = (_at_h, _at_t0)
                 try:
-                    _at_S.ring.append(_at_buf)
-                finally:
-                    _at_next(_at_S.pushes)
-        elif _at_parent.__class__ is _at_Span and _at_parent._trace is not None:
-            _at_tid = _at_parent._trace_id
-            _at_pid = _at_parent._sid or _at_parent._span_id
-            _at_buf = _at_parent._trace
-        else:
-            _at_s = _at_start(_at_name, _at_kind, _at_attrs, _at_parent)
-            if _at_s is None:
-                if not _at_M.on:
-                    return await _at_func({forward})
-                if _at_h is None:
-                    _at_h = _at_pinned(_at_name, _at_kind)
-                _at_t0 = _at_pc()
+                    _at_token = _at_cv_set(_at_s)
+                except _at_BaseException:
+                    if _at_root:
+                        _at_OPEN.pop(_at_s, None)
+                    _at_cv_set(_at_parent)
+                    raise
                 try:
                     _at_result = await _at_func({forward})
                 except _at_BaseException:
-                    _at_h.append(~(_at_pc() - _at_t0))
+                    if _at_timed:
+                        _at_h.append(~(_at_pc() - _at_t0))
                     raise
-                _at_h.append(_at_pc() - _at_t0)
-                if _at_len(_at_h) > _at_FOLD_AT:
-                    _at_h.fold()
+                finally:
+                    if _at_root:
+                        _at_OPEN.pop(_at_s, None)
+                    try:
+                        _at_cv_reset(_at_token)
+                    except _at_ValueError:
+                        _at_reset_elsewhere(_at_token, _at_s)
+                if _at_timed:
+                    _at_h.append(_at_pc() - _at_t0)
+                    if _at_len(_at_h) > _at_FOLD_AT:
+                        _at_h.fold()
                 return _at_result
-        if _at_buf is not None:
-            _at_s = _at_new(_at_Span)
-            _at_s._name = _at_name
-            _at_s._kind = _at_kind
-            _at_s._trace_id = _at_tid
-            _at_s._sid = _at_getrandbits(64) or 1
-            _at_s._parent_id = _at_pid
-            _at_s._attr_data = _at_attrs
-            _at_s._extra = None
-            _at_s._token = None
-            _at_s._t1 = None
-            _at_s._trace = _at_buf
-            _at_s._t0 = _at_time_ns()
-        elif _at_s.__class__ is not _at_Span:
-            _at_timed = _at_M.on
-            _at_root = False
-            if _at_timed:
-                if _at_h is None:
-                    _at_h = _at_pinned(_at_name, _at_kind)
-                _at_t0 = _at_pc()
-                if _at_s.__class__ is _at_int:
-                    _at_root = True
-                    _at_OPEN[_at_s] = (_at_h, _at_t0)
+            if _at_parent.__class__ is not _at_Span:
+                _at_add_root(_at_s)
             try:
                 _at_token = _at_cv_set(_at_s)
             except _at_BaseException:
-                if _at_root:
-                    _at_OPEN.pop(_at_s, None)
                 _at_cv_set(_at_parent)
                 raise
             try:
-                _at_result = await _at_func({forward})
-            except _at_BaseException:
-                if _at_timed:
-                    _at_h.append(~(_at_pc() - _at_t0))
+                return await _at_func({forward})
+            except _at_BaseException as _at_exc:
+                _at_fail(_at_s, _at_exc)
                 raise
             finally:
-                if _at_root:
-                    _at_OPEN.pop(_at_s, None)
                 try:
                     _at_cv_reset(_at_token)
                 except _at_ValueError:
                     _at_reset_elsewhere(_at_token, _at_s)
-            if _at_timed:
-                _at_h.append(_at_pc() - _at_t0)
-                if _at_len(_at_h) > _at_FOLD_AT:
-                    _at_h.fold()
-            return _at_result
-        if _at_parent.__class__ is not _at_Span:
-            _at_add_root(_at_s)
-        try:
-            _at_token = _at_cv_set(_at_s)
-        except _at_BaseException:
-            _at_cv_set(_at_parent)
-            raise
-        try:
-            return await _at_func({forward})
-        except _at_BaseException as _at_exc:
-            _at_fail(_at_s, _at_exc)
-            raise
-        finally:
-            try:
-                _at_cv_reset(_at_token)
-            except _at_ValueError:
-                _at_reset_elsewhere(_at_token, _at_s)
-            if _at_s._t1 is None:
-                _at_end = _at_time_ns()
-                _at_s._t1 = _at_end
-                if _at_buf is not None and _at_len(_at_buf) <= _at_S.fast_limit:
-                    _at_d = _at_end - _at_s._t0
-                    if _at_type(_at_s._attr_data) is _at_dict:
-                        _at_pack(_at_s)
-                    _at_s._trace = None
-                    _at_buf.append(_at_s)
-                    if _at_M.on:
-                        if _at_s._extra is None and _at_s._name is _at_name:
-                            if _at_h is None:
-                                _at_h = _at_pinned(_at_name, _at_kind)
-                            _at_h.append(_at_d if _at_d > 0 else 0)
-                            if _at_len(_at_h) > _at_FOLD_AT:
-                                _at_h.fold()
-                        else:
-                            _at_observe_span(_at_s)
-                else:
-                    _at_finish(_at_s)
+                if _at_s._t1 is None:
+                    _at_end = _at_time_ns()
+                    _at_s._t1 = _at_end
+                    if _at_buf is not None and _at_len(_at_buf) <= _at_S.fast_limit:
+                        _at_d = _at_end - _at_s._t0
+                        if _at_type(_at_s._attr_data) is _at_dict:
+                            _at_pack(_at_s)
+                        _at_s._trace = None
+                        _at_buf.append(_at_s)
+                        if _at_M.on:
+                            if _at_s._extra is None and _at_s._name is _at_name:
+                                if _at_h is None:
+                                    _at_h = _at_pinned(_at_name, _at_kind)
+                                _at_h.append(_at_d if _at_d > 0 else 0)
+                                if _at_len(_at_h) > _at_FOLD_AT:
+                                    _at_h.fold()
+                            else:
+                                _at_observe_span(_at_s)
+                    else:
+                        _at_finish(_at_s)
 
-    return _at_call
+        return _at_call
+    return _at_make
 """
 
 
@@ -572,9 +575,12 @@ def _async_maker(params: str, forward: str) -> Callable[..., Any]:
         "_at_add_root": _inflight.add_root,
         "_at_observe_span": _observe_span,
     }
-    source = _ASYNC_SOURCE.format(params=params, forward=forward)
-    exec(compile(source, "<autotrace @traced>", "exec"), namespace)  # our own source; parameter names checked
-    make: Callable[..., Any] = namespace["_at_make"]
+    # They reach the wrapper as free variables of the maker, never as globals:
+    # the wrapper is given the function's own globals (see _async_function).
+    source = _ASYNC_SOURCE.format(params=params, forward=forward, helpers=", ".join(namespace))
+    scope: dict[str, Any] = {}
+    exec(compile(source, "<autotrace @traced>", "exec"), scope)  # our own source; parameter names checked
+    make: Callable[..., Any] = scope["_at_outer"](**namespace)
     return make
 
 
@@ -594,7 +600,9 @@ def _async_function(func: types.FunctionType, name: str, kind: SpanKind, attrs: 
     at += star is not None
     starstar = names[at] if code.co_flags & inspect.CO_VARKEYWORDS else None
     used = [*names[: npos + nkw], star or "", starstar or ""]
-    if any(not n.isidentifier() or n.startswith("_at_") for n in used if n):
+    # Names that are not parameters in source (a keyword or __debug__, possible in
+    # a code object made by hand) would not compile: the wrapt path takes them.
+    if any(not n.isidentifier() or keyword.iskeyword(n) or n == "__debug__" or n.startswith("_at_") for n in used if n):
         return None
     params: list[str] = list(names[:nposonly])
     if nposonly:
@@ -612,15 +620,18 @@ def _async_function(func: types.FunctionType, name: str, kind: SpanKind, attrs: 
     if starstar is not None:
         params.append(f"**{starstar}")
         forward.append(f"**{starstar}")
-    call = _async_maker(", ".join(params), ", ".join(forward))(func, name, kind, attrs)
-    # Its defaults are the function's own objects (none is written in the source).
-    call.__defaults__ = func.__defaults__
-    call.__kwdefaults__ = func.__kwdefaults__
+    made = _async_maker(", ".join(params), ", ".join(forward))(func, name, kind, attrs)
     # Tracebacks and profiles name the wrapper's frame after the function.
     if sys.version_info >= (3, 11):
-        call.__code__ = call.__code__.replace(co_name=code.co_name, co_qualname=code.co_qualname)
+        made_code = made.__code__.replace(co_name=code.co_name, co_qualname=code.co_qualname)
     else:  # pragma: no cover - Python 3.10
-        call.__code__ = call.__code__.replace(co_name=code.co_name)
+        made_code = made.__code__.replace(co_name=code.co_name)
+    # The function's own globals, as a wrapt proxy showed them: tools resolve
+    # string annotations (`from __future__ import annotations`) in
+    # `wrapper.__globals__` (FastAPI before 0.115 does, unwrapping nothing).
+    # Its defaults are the function's own objects (none is written in the source).
+    call = types.FunctionType(made_code, func.__globals__, code.co_name, func.__defaults__, made.__closure__)
+    call.__kwdefaults__ = func.__kwdefaults__
     return functools.update_wrapper(call, func)
 
 
@@ -787,7 +798,59 @@ def _stream_done(h: Any, unsampled: bool, failed: bool, began: float, first: flo
         internal_error("stream metrics", exc)
 
 
-def _gen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture: _Capture | None) -> Callable[..., Any]:
+_ABSENT = object()
+_MIRRORED: contextvars.ContextVar[Any] = contextvars.ContextVar("autotrace.mirrored")  # which stream wrote here
+
+
+def _mirror(
+    ctx: contextvars.Context, snap: contextvars.Context, tokens: dict[Any, Any] | None, closing: bool = False
+) -> tuple[contextvars.Context, dict[Any, Any] | None]:
+    """Write in the running context what a generator's body changed in its own since ``snap``.
+
+    Every ContextVar but the current span, so that a body setting one (a
+    ``contextlib.contextmanager`` setting a tenant, ``decimal.localcontext()``)
+    is seen by its consumer while it is suspended, as without tracing. A
+    variable the body unset again is undone with the token of its first write
+    here, which restores what the consumer had. Returns the new snapshot and
+    those tokens (``_MIRRORED``'s among them); never raises (but a signal's exception).
+    """
+    try:
+        if closing and (tokens is None or _MIRRORED.get(None) is not tokens):
+            # Closed from a context it never wrote in (a garbage collection in
+            # another request's task): what its `finally` restores is not
+            # written there, where untraced its token resets would fail.
+            return snap, tokens
+        for var, value in ctx.items():
+            if var is not CURRENT and var is not _MIRRORED and snap.get(var, _ABSENT) is not value:
+                if tokens is None:
+                    tokens = {}
+                if _MIRRORED.get(None) is not tokens:  # marks each context it writes in
+                    tokens.setdefault(_MIRRORED, _MIRRORED.set(tokens))
+                tokens.setdefault(var, var.set(value))
+        for var in snap:
+            if var is not CURRENT and var is not _MIRRORED and var not in ctx:
+                first = tokens.pop(var, None) if tokens else None
+                if first is not None:
+                    try:
+                        var.reset(first)
+                    except (ValueError, RuntimeError):  # resumed in another Context than it was written in
+                        pass
+    except Exception as exc:
+        internal_error("mirroring a generator's context variables", exc)
+    return ctx.copy(), tokens
+
+
+def _unmark(tokens: dict[Any, Any]) -> None:
+    """Take a finished stream's mark off the context it first wrote in, when that is the running one."""
+    try:
+        _MIRRORED.reset(tokens[_MIRRORED])
+    except (ValueError, RuntimeError, KeyError):  # another Context, or already undone
+        pass
+
+
+def _gen_wrapper(
+    name: str, kind: SpanKind, attrs: dict[str, Any], capture: _Capture | None, awaitable: bool = False
+) -> Callable[..., Any]:
     def drive(
         gen: Generator[Any, Any, Any], ctx: contextvars.Context, instance: Any, args: Any, kwargs: Any
     ) -> Generator[Any, Any, Any]:
@@ -798,11 +861,16 @@ def _gen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture: _Cap
         # with no ContextVar write per item: a set() and reset() around each
         # resume was two thirds of an item's cost. The span starts at the first
         # resume, as a child of what was current where the generator was made.
+        # Any other ContextVar the body writes is written in the consumer's
+        # context too (_mirror), as it would be untraced: `ctx != snap` is one
+        # pointer comparison in C while the body writes none (~12 ns an item).
         run = ctx.run
         parent = run(_cv_get)
         s = start(name, kind, attrs, parent)
         if s is not None:
             run(_cv_set, s)
+        snap = ctx.copy()
+        tokens: dict[Any, Any] | None = None
         span = s if s.__class__ is Span else None
         if span is not None and capture is not None:
             capture.arguments(span, instance, args, kwargs)  # type: ignore[arg-type]
@@ -813,7 +881,7 @@ def _gen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture: _Cap
         count = 0
         started = first = last = _perf_counter()
         max_gap = 0.0
-        closed_early = False
+        closed_early = closing = False
         send = gen.send
         thrown: Any = None
         try:
@@ -821,13 +889,15 @@ def _gen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture: _Cap
                 item = run(send, None)
             except StopIteration as stop:
                 return stop.value
+            if ctx != snap:
+                snap, tokens = _mirror(ctx, snap, tokens)
             first = last = _perf_counter()
             count = 1
             while True:
                 try:
                     value = yield item
                 except GeneratorExit:
-                    closed_early = True
+                    closed_early = closing = True
                     run(gen.close)
                     raise
                 except BaseException as exc:  # thrown in by the consumer: passed on below, outside this handler
@@ -837,6 +907,8 @@ def _gen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture: _Cap
                         item = run(send, value)
                     except StopIteration as stop:
                         return stop.value
+                    if ctx != snap:
+                        snap, tokens = _mirror(ctx, snap, tokens)
                     now = _perf_counter()
                     if now - last > max_gap:
                         max_gap = now - last
@@ -849,6 +921,8 @@ def _gen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture: _Cap
                     return stop.value
                 finally:
                     thrown = None  # not kept: no frame <-> traceback cycle
+                if ctx != snap:
+                    snap, tokens = _mirror(ctx, snap, tokens)
                 now = _perf_counter()
                 if now - last > max_gap:
                     max_gap = now - last
@@ -864,10 +938,19 @@ def _gen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture: _Cap
                 _fail(span, exc)
             raise
         finally:
-            if sh is not None:
-                _stream_done(sh, span is None, failed, started, first, last, count)
-            if span is not None:
-                _end_stream(span, closed_early, started, first, count, max_gap)
+            try:
+                if ctx != snap:  # what the last resume wrote: its end, a failure, a close
+                    _, tokens = _mirror(ctx, snap, tokens, closing)
+                if tokens is not None:
+                    _unmark(tokens)
+            finally:
+                if sh is not None:
+                    _stream_done(sh, span is None, failed, started, first, last, count)
+                if span is not None:
+                    _end_stream(span, closed_early, started, first, count, max_gap)
+
+    if awaitable:  # a @types.coroutine generator: its stream is awaited, so the driver must be awaitable too
+        drive = types.coroutine(drive)  # type: ignore[assignment]
 
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         return drive(wrapped(*args, **kwargs), _copy_context(), instance, args, kwargs)
@@ -1166,7 +1249,9 @@ def _decorate(
                 return call if binder is None else binder(call)
         wrapper = _async_wrapper(target, name, span_kind, static, capture)
     elif inspect.isgeneratorfunction(target):
-        wrapper = _gen_wrapper(name, span_kind, static, capture)
+        code = getattr(target, "__code__", None)
+        awaitable = code is not None and bool(code.co_flags & inspect.CO_ITERABLE_COROUTINE)
+        wrapper = _gen_wrapper(name, span_kind, static, capture, awaitable)
     elif plain:
         # A plain function around it; a classmethod or staticmethod binds it as before.
         call = _sync_function(inner, name, span_kind, static, capture)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
+import decimal
 import inspect
 import threading
 import traceback
@@ -595,8 +597,8 @@ def test_a_generator_resumed_from_another_thread_keeps_its_nesting() -> None:
 _REQUEST = contextvars.ContextVar("request", default="none")
 
 
-def test_a_generator_body_keeps_its_own_context_variables() -> None:
-    """The body runs in a copy of its creator's context: what it sets stays inside, across yields, unseen outside."""
+def test_a_generator_body_sees_its_creators_context_and_its_writes_reach_the_consumer() -> None:
+    """The body runs in a copy of its creator's context; what it sets is set for the consumer too, as untraced."""
     seen = []
 
     @traced
@@ -612,12 +614,156 @@ def test_a_generator_body_keeps_its_own_context_variables() -> None:
         g = gen()
         _REQUEST.set("consumer")
         assert next(g) == 1
-        assert _REQUEST.get() == "consumer"  # the body's write stayed in its own context
+        assert _REQUEST.get() == "inside"  # the body's write, seen while it is suspended
+        _REQUEST.set("consumer again")
         assert next(g) == 2
-        assert _REQUEST.get() == "consumer"
+        assert _REQUEST.get() == "consumer again"  # written by the consumer after the body's: kept
     finally:
         _REQUEST.set("none")
-    assert seen == ["created", "inside"]
+    assert seen == ["created", "inside"]  # a write of the consumer after creating it is not seen inside
+
+
+_TENANT: contextvars.ContextVar[str] = contextvars.ContextVar("tenant")  # no default: unset is LookupError
+
+
+@contextlib.contextmanager
+@traced
+def _as_tenant(name: str) -> Iterator[str]:
+    """The common context manager over a traced generator: a ContextVar set for the `with` block."""
+    token = _TENANT.set(name)
+    try:
+        with span("tenant.scope"):
+            yield name
+    finally:
+        _TENANT.reset(token)
+
+
+def test_a_contextmanager_over_a_traced_generator_sets_its_context_variables_for_the_with_block() -> None:
+    """`@contextmanager @traced`: the `with` block sees what the generator set; unset again after it."""
+    before = set(contextvars.copy_context())
+    with capture_spans() as spans:
+        with _as_tenant("acme") as name:
+            assert name == _TENANT.get() == "acme"
+            with _as_tenant("nested"):
+                assert _TENANT.get() == "nested"
+            assert _TENANT.get() == "acme"
+            with span("in the block") as block:
+                assert autotrace.current_span() is block  # the generator's own span stays inside it
+        assert _TENANT.get("unset") == "unset"
+        with pytest.raises(KeyError), _as_tenant("failing"):
+            assert _TENANT.get() == "failing"
+            raise KeyError("x")
+        assert _TENANT.get("unset") == "unset"
+        assert set(contextvars.copy_context()) == before  # nothing of the streams' left in the consumer's context
+    assert spans.one("in the block").parent_span_id is None
+    assert spans.names().count("tenant.scope") == 3
+    assert autotrace.tracer.errors() == {}
+
+
+def test_a_context_variable_a_generator_sets_between_items_reaches_the_consumer_at_that_item() -> None:
+    """A write in the middle of a stream is seen from the item after it on; `decimal.localcontext()` works too."""
+
+    @traced
+    def precise() -> Iterator[str]:
+        yield str(decimal.Decimal(1) / decimal.Decimal(7))
+        with decimal.localcontext() as local:
+            local.prec = 3
+            yield str(decimal.Decimal(1) / decimal.Decimal(7))
+        yield str(decimal.Decimal(1) / decimal.Decimal(7))
+
+    seen = []
+    for item in precise():
+        seen.append((item, str(decimal.Decimal(1) / decimal.Decimal(7))))
+    assert seen[0][0] == seen[0][1] == seen[2][0] == seen[2][1]
+    assert seen[1] == ("0.143", "0.143")
+
+
+@traced
+def _scoped_stream() -> Iterator[int]:
+    """A stream that sets the tenant for its consumer while it runs, and restores it in its `finally`."""
+    token = _TENANT.set("stream")
+    try:
+        yield 1
+        yield 2
+    finally:
+        _TENANT.reset(token)
+
+
+def test_a_generator_left_by_break_restores_the_consumers_context_variables() -> None:
+    """`break` closes it in the consumer's context: its `finally` restores the consumer's value there."""
+
+    def consume() -> list[str]:
+        _TENANT.set("consumer")
+        seen = []
+        for _ in _scoped_stream():
+            seen.append(_TENANT.get())
+            break
+        seen.append(_TENANT.get())
+        return seen
+
+    assert contextvars.copy_context().run(consume) == ["stream", "consumer"]
+
+
+def test_a_generator_closed_from_another_context_writes_nothing_there() -> None:
+    """Closed (as a garbage collection might) in another request's context: that context keeps its own values."""
+
+    def first_request() -> Iterator[int]:
+        _TENANT.set("request A")
+        g = _scoped_stream()
+        assert next(g) == 1 and _TENANT.get() == "stream"
+        return g
+
+    g = contextvars.copy_context().run(first_request)
+
+    def second_request() -> str:
+        _TENANT.set("request B")
+        g.close()
+        return _TENANT.get()
+
+    assert contextvars.copy_context().run(second_request) == "request B"
+    assert autotrace.tracer.errors() == {}
+
+
+def test_a_variable_set_by_a_traced_generator_inside_another_reaches_the_outer_consumer() -> None:
+    """`yield from` a traced generator inside a traced one: the inner write is seen outside both, then undone."""
+
+    @traced
+    def outer() -> Iterator[object]:
+        yield from _scoped_stream()
+        yield _TENANT.get("unset")
+
+    def consume() -> list[object]:
+        before = set(contextvars.copy_context())
+        seen: list[object] = []
+        for item in outer():
+            seen.append((item, _TENANT.get("unset")))
+        return [*seen, set(contextvars.copy_context()) == before]
+
+    assert contextvars.copy_context().run(consume) == [(1, "stream"), (2, "stream"), ("unset", "unset"), True]
+
+
+def test_a_generator_resumed_in_another_thread_writes_its_variables_there_without_failing() -> None:
+    """Each resume writes where it runs; an unset whose first write was in another thread is left, never raised."""
+
+    @traced
+    def scoped() -> Iterator[int]:
+        token = _TENANT.set("t")
+        yield 1
+        _TENANT.reset(token)
+        yield 2
+
+    def consume() -> None:
+        g = scoped()
+        assert next(g) == 1 and _TENANT.get() == "t"
+        t = threading.Thread(target=lambda: got.extend([next(g), _TENANT.get("unset")]))
+        t.start()
+        t.join()
+        g.close()
+
+    got: list[object] = []
+    contextvars.copy_context().run(consume)  # this test's writes stay in a copy
+    assert got == [2, "unset"]
+    assert autotrace.tracer.errors() == {}
 
 
 def test_a_generator_in_an_unsampled_trace_keeps_that_trace_inside_and_the_consumer_context_outside() -> None:

@@ -11,8 +11,9 @@ import inspect
 import multiprocessing
 import pickle
 import traceback
+import types
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
@@ -488,6 +489,58 @@ def test_a_coroutine_function_with_a_parameter_named_like_our_own_names_is_trace
     assert spans.names() == [clash.__qualname__]
     with pytest.raises(TypeError):
         traced_clash()
+
+
+@pytest.mark.parametrize("bad", ["if", "None", "__debug__"])
+def test_a_coroutine_function_whose_code_names_a_parameter_like_a_keyword_is_traced_too(bad: str) -> None:
+    """A code object made by hand may name a parameter `if` or `__debug__`: decorating works, calls are traced."""
+
+    async def add(a: int, b: int = 1) -> int:
+        return a + b
+
+    odd = type(add)(add.__code__.replace(co_varnames=(bad, "b")), add.__globals__, "odd", add.__defaults__)
+    traced_odd = traced(odd)  # the generated source would not compile
+    with capture_spans() as spans:
+        assert asyncio.run(traced_odd(2)) == 3
+    assert spans.names() == [odd.__qualname__]
+
+
+def test_a_traced_generator_based_coroutine_can_still_be_awaited() -> None:
+    """`@types.coroutine` generators are awaited: traced, they stay awaitable, give their result, record a span."""
+
+    @traced
+    @types.coroutine
+    def legacy() -> Generator[None, None, int]:
+        yield None  # a bare suspension, as asyncio.sleep(0) makes
+        return 5
+
+    async def main() -> Any:
+        return await legacy()  # type: ignore[misc]
+
+    with capture_spans() as spans:
+        assert asyncio.run(main()) == 5
+    assert spans.names() == [legacy.__qualname__]
+
+
+class _Payload:
+    """A request body type, named in a string annotation (this module has `from __future__ import annotations`)."""
+
+
+async def _takes_payload(item: _Payload) -> _Payload:
+    """Return the body it was given."""
+    return item
+
+
+def test_a_traced_coroutine_function_has_the_globals_its_string_annotations_are_resolved_in() -> None:
+    """The wrapper's __globals__ are the function's: FastAPI before 0.115 resolves an endpoint's annotations there."""
+    traced_payload = traced(_takes_payload)
+    assert traced_payload.__globals__ is _takes_payload.__globals__
+    annotation = inspect.signature(traced_payload).parameters["item"].annotation
+    assert annotation == "_Payload" and traced_payload.__globals__[annotation] is _Payload
+    body = _Payload()
+    with capture_spans() as spans:
+        assert asyncio.run(traced_payload(body)) is body
+    assert spans.names() == [_takes_payload.__qualname__]
 
 
 def test_a_traced_coroutine_in_an_unsampled_trace_leaves_the_context_as_it_found_it() -> None:
