@@ -219,7 +219,7 @@ class Series(list):  # type: ignore[type-arg]
 class _Metrics:
     """The switch and the series table (one instance, ``M``)."""
 
-    __slots__ = ("by_name", "max_series", "on", "overflow", "series", "since", "warned")
+    __slots__ = ("by_name", "max_series", "named", "on", "overflow", "series", "since", "warned")
 
     def __init__(self) -> None:
         self.on = True  # read on the hot path: metrics recorded at all
@@ -229,6 +229,7 @@ class _Metrics:
         # reads, without building a tuple key per span.
         self.by_name: dict[str, list[Series | None]] = {}
         self.overflow = 0  # lookups past the cap, counted under span_name="_other"
+        self.named = 0  # series in the table but the "_other" ones: what the cap counts (kept, not recounted)
         self.warned = False
         self.since = time.time()
 
@@ -264,7 +265,7 @@ def series(name: str, kind: int) -> Series:
         found = M.series.get(key)
         if found is not None:
             return found
-        if sum(1 for n, _ in M.series if n != OTHER) >= M.max_series:
+        if M.named >= M.max_series:
             M.overflow += 1
             if not M.warned:
                 M.warned = True
@@ -280,6 +281,8 @@ def series(name: str, kind: int) -> Series:
                 return found
         made = Series(key[0], key[1])
         M.series[key] = made
+        if key[0] != OTHER:
+            M.named += 1
         if key[0] == name:
             kinds = M.by_name.get(name) or [None] * 6
             kinds[key[1] if 0 <= key[1] < 6 else 0] = made if 0 <= key[1] < 6 else None
@@ -337,6 +340,7 @@ def reset() -> None:
                         kinds[:] = [None if k is h else k for k in kinds]
                         if all(k is None for k in kinds):
                             del M.by_name[h.name]
+            M.named = sum(1 for n, _ in M.series if n != OTHER)
         for h in list(M.series.values()):
             h.clear_all()
         M.overflow = 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -401,3 +402,28 @@ def test_many_roots_left_open_keep_span_cheap(monkeypatch: pytest.MonkeyPatch) -
     for s in opened:
         s.end()
     assert _inflight.inflight() == []
+
+
+def test_names_past_the_cap_do_not_recount_the_series_table() -> None:
+    """Past the cap each new span name costs the same: the series are not counted again per lookup."""
+    autotrace.configure(TraceConfig(sample_rate=0.0, metrics_max_series=1000))
+    for i in range(1000):
+        with span(f"warm {i}"):
+            pass
+    steps = 0
+
+    def count(frame: Any, event: str, arg: Any) -> None:
+        nonlocal steps
+        if event == "call" and frame.f_code.co_filename.endswith("_metrics.py"):
+            steps += 1
+
+    sys.setprofile(count)
+    try:
+        for i in range(200):
+            with span(f"request {i}"):
+                pass
+    finally:
+        sys.setprofile(None)
+    # A few calls per span (the lookup, a fold now and then), not one per series in the table.
+    assert steps < 200 * 5, steps
+    assert autotrace.metrics.snapshot()["health"]["series_overflow"] >= 200
