@@ -114,7 +114,7 @@ def _trace_head(tid: int) -> tuple[str, str, int]:
     if tid.__class__ is int:  # a trace started here: random id, no trace state (see spans._TraceId)
         return head, '"', _FLAGS_RANDOM
     trace_state, random = trace_state_of(tid)
-    return head, '","traceState":' + _quote(trace_state) if trace_state else '"', _FLAGS_RANDOM if random else _FLAGS
+    return head, '","traceState":' + _string(trace_state) if trace_state else '"', _FLAGS_RANDOM if random else _FLAGS
 
 
 _MASK64 = (1 << 64) - 1
@@ -220,7 +220,7 @@ def _extra_json(extra: Any) -> str:
             flags = _HAS_IS_REMOTE | (_IS_REMOTE if ctx.is_remote else 0) | ctx.trace_flags
             part = (
                 f'{{"traceId":"{ctx.trace_id.to_bytes(16, "big").hex()}","spanId":"{_hex64(ctx.span_id)}",'
-                f'"traceState":{_quote(ctx.trace_state)},"attributes":{attributes_json(lk.attributes)},'
+                f'"traceState":{_string(ctx.trace_state)},"attributes":{attributes_json(lk.attributes)},'
                 f'"flags":{flags}'
             )
             if lk.dropped_attributes_count:

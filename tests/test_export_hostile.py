@@ -1,0 +1,153 @@
+"""What a hostile span producer or sender can put in the store never makes an export unreadable.
+
+One span with a malformed link, a time outside OTLP's fixed64, or a received
+scope or trace state holding a lone surrogate used to make every export that
+held it fail (the file and OTLP/HTTP exporters encode strictly) or be refused
+whole by a real OTLP parser (GET /traces escapes what is not UTF-8). Each is
+checked here with opentelemetry-proto's own JSON parser, through real servers.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import json_format
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+import autotrace
+from autotrace import Link, Span, SpanContext
+from autotrace.export import FileExporter
+from autotrace.server import start_in_background
+from tests.conftest import all_spans
+from tests.otlp_check import validate
+from tests.server_helpers import fetch
+
+
+def _parsed(body: bytes) -> ExportTraceServiceRequest:
+    """The body as the official OTLP/JSON parser reads it (raises on anything it refuses)."""
+    return json_format.Parse(body, ExportTraceServiceRequest())
+
+
+def _received_document() -> bytes:
+    """An OTLP/JSON request whose scope, trace states and texts hold lone surrogates (valid JSON escapes)."""
+    bad = "\\udc80"
+    tid = "5b8efff798038103d269b633813fc60c"
+    doc = (
+        '{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"s'
+        + bad
+        + '"}}]},"scopeSpans":[{"scope":{"name":"lib'
+        + bad
+        + '","version":"1'
+        + bad
+        + '","attributes":[{"key":"k'
+        + bad
+        + '","value":{"stringValue":"v"}}]},"spans":[{"traceId":"'
+        + tid
+        + '","spanId":"eee19b7ec3c1b174","traceState":"a=b'
+        + bad
+        + '","name":"n'
+        + bad
+        + '","startTimeUnixNano":"1","endTimeUnixNano":"2","links":[{"traceId":"'
+        + tid
+        + '","spanId":"eee19b7ec3c1b175","traceState":"c=d'
+        + bad
+        + '"}]}]}]}]}'
+    )
+    json.loads(doc)  # valid JSON, as a sender would post it
+    return doc.encode("ascii")
+
+
+def test_received_scope_and_trace_states_with_lone_surrogates_stay_exportable(tmp_path: Path) -> None:
+    """A POST /v1/traces with lone surrogates in its scope and trace states: GET /traces and a file export parse."""
+    with autotrace.span("local"):
+        pass
+    with start_in_background(port=0) as handle:
+        sent = fetch(
+            handle.url,
+            "/v1/traces",
+            method="POST",
+            body=_received_document(),
+            headers={"Content-Type": "application/json"},
+        )
+        assert sent.status == 200, sent.body
+        got = fetch(handle.url, "/traces")
+    assert got.status == 200
+    message = _parsed(got.body)
+    assert sum(len(ss.spans) for rs in message.resource_spans for ss in rs.scope_spans) == 2
+    validate(got.json())
+    scopes = [ss.scope.name for rs in message.resource_spans for ss in rs.scope_spans]
+    assert "lib\ufffd" in scopes
+    exporter = FileExporter(tmp_path / "spans.jsonl")
+    assert exporter.export(all_spans())  # strict UTF-8: one bad text used to fail the whole batch
+    (line,) = (tmp_path / "spans.jsonl").read_bytes().splitlines()
+    _parsed(line)
+
+
+def test_a_link_a_trace_state_with_a_lone_surrogate_is_written_as_valid_text() -> None:
+    """A link's trace state given with a lone surrogate is written with U+FFFD, strict encoding included."""
+    s = Span("x", links=[SpanContext(1, 2, True, True, "k=\udc80")])
+    s.end()
+    autotrace.record_span(s)
+    doc = autotrace.export_traces()
+    validate(doc)
+    from autotrace import _otlp_json
+    from autotrace._resource import current
+
+    body = _otlp_json.encode([s], current())  # strict, as the exporters encode
+    assert json.loads(body) == json.loads(json.dumps(doc))
+    assert _parsed(body).resource_spans[0].scope_spans[0].spans[0].links[0].trace_state == "k=\ufffd"
+
+
+def _bad_contexts() -> list[Any]:
+    return [
+        SpanContext(1 << 130, 1),
+        SpanContext(-1, 1),
+        SpanContext(1, 1 << 65),
+        SpanContext("ab", 1),  # type: ignore[arg-type]
+        SpanContext(1.0, 2),  # type: ignore[arg-type]
+        SpanContext(1, 2, trace_state=None),  # type: ignore[arg-type]
+        SpanContext(1, 2, trace_state=5),  # type: ignore[arg-type]
+        Link("not a context"),  # type: ignore[arg-type]
+        Link(SpanContext(True, 2)),  # type: ignore[arg-type]
+    ]
+
+
+def test_a_link_to_a_malformed_context_is_refused_and_counted_not_exported() -> None:
+    """SpanContext is a plain tuple: a link with a bad id or trace state is dropped (counted), the span exports."""
+    with autotrace.span("linked") as s:
+        for ctx in _bad_contexts():
+            s.add_link(ctx)
+        s.add_link(SpanContext(3, 4, trace_state="a=b"))
+    assert s.dropped_links_count == len(_bad_contexts())
+    assert [lk.context for lk in s.links] == [SpanContext(3, 4, trace_state="a=b")]
+    hand = Span("hand", links=_bad_contexts())
+    autotrace.record_span(hand)
+    assert hand.dropped_links_count == len(_bad_contexts())
+    with start_in_background(port=0) as handle:
+        got = fetch(handle.url, "/traces")
+    assert got.status == 200
+    assert sum(len(ss.spans) for rs in _parsed(got.body).resource_spans for ss in rs.scope_spans) == 2
+    validate(autotrace.export_traces())
+
+
+def test_times_outside_fixed64_are_held_in_range() -> None:
+    """Start, end and event times below 0 or past 2**64-1 are held to the range: the export parses."""
+    top = (1 << 64) - 1
+    a = Span("before zero", start_time_unix_nano=-5, end_time_unix_nano=1 << 70)
+    autotrace.record_span(a)
+    b = Span("past the top", start_time_unix_nano=1 << 80)
+    b.add_event("late", timestamp=1 << 90)
+    b.add_event("early", timestamp=-1)
+    b.end(end_time=1 << 100)
+    autotrace.record_span(b)
+    assert (a.start_time_unix_nano, a.end_time_unix_nano) == (0, top)
+    assert (b.start_time_unix_nano, b.end_time_unix_nano) == (top, top)
+    assert [e.timestamp for e in b.events] == [top, 0]
+    with start_in_background(port=0) as handle:
+        got = fetch(handle.url, "/traces")
+    assert got.status == 200
+    spans = [s for rs in _parsed(got.body).resource_spans for ss in rs.scope_spans for s in ss.spans]
+    assert sorted(s.end_time_unix_nano for s in spans) == [top, top]
+    validate(autotrace.export_traces())
