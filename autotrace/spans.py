@@ -584,17 +584,19 @@ class Span:
         """Set the status; a description is kept only with ERROR, and OK is final."""
         if self._t1 is not None:
             return
-        if isinstance(status, Status):
-            code, description = status.code, status.description
-        elif isinstance(status, str):
+        given: Any = status
+        if isinstance(given, Status):
+            # A plain tuple: its code is checked as a bare one is (Status("x") would fail every export).
+            given, description = given.code, given.description
+        if isinstance(given, str):
             try:
-                code = StatusCode[status.upper()]
+                code = StatusCode[given.upper()]
             except KeyError:
                 return
         else:
             try:
-                code = StatusCode(status)
-            except ValueError:
+                code = StatusCode(given)
+            except (ValueError, TypeError):
                 return
         if self._status.code == StatusCode.OK:
             return  # OpenTelemetry: OK is final

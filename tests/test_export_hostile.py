@@ -151,3 +151,22 @@ def test_times_outside_fixed64_are_held_in_range() -> None:
     spans = [s for rs in _parsed(got.body).resource_spans for ss in rs.scope_spans for s in ss.spans]
     assert sorted(s.end_time_unix_nano for s in spans) == [top, top]
     validate(autotrace.export_traces())
+
+
+def test_a_status_tuple_with_a_code_that_is_no_status_code_is_ignored() -> None:
+    """Status is a plain tuple: set_status(Status("x")) or Status(5) is ignored as set_status("x") is, not exported."""
+    from autotrace import Status, StatusCode
+
+    for bad in (Status("x"), Status(5, "five"), Status(2.5), Status([2])):  # type: ignore[arg-type]
+        with autotrace.span("odd status") as s:
+            s.set_status(bad)
+        assert s.status.code == StatusCode.UNSET
+    with autotrace.span("error status") as s:
+        s.set_status(Status("error", "broke"))  # type: ignore[arg-type]  # a code by name, as a bare one
+    assert s.status == Status(StatusCode.ERROR, "broke")
+    with start_in_background(port=0) as handle:
+        got = fetch(handle.url, "/traces")
+    assert got.status == 200
+    spans = [s for rs in _parsed(got.body).resource_spans for ss in rs.scope_spans for s in ss.spans]
+    assert sorted(s.status.code for s in spans) == [0, 0, 0, 0, 2]
+    validate(autotrace.export_traces())
