@@ -7,6 +7,7 @@ Standard library only (``wsgiref``, ``socketserver``): it serves any WSGI app.
 
 from __future__ import annotations
 
+import http.client
 import io
 import ipaddress
 import logging
@@ -24,6 +25,7 @@ __all__ = [
     "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_REQUEST_TIMEOUT",
+    "MAX_HEADER_BYTES",
     "ServerHandle",
     "WSGIApp",
     "serve",
@@ -69,6 +71,31 @@ class _CoalescingWriter(io.BufferedIOBase):
 
     def fileno(self) -> int:
         return self._sock.fileno()
+
+
+MAX_HEADER_BYTES = 65536
+"""Bytes of request headers (all lines together) a request may send; more is answered 431."""
+
+
+class _HeaderBudget:
+    """The read side of a connection while headers are read: past ``left`` bytes in all, the headers are too long.
+
+    http.client bounds each header line (64 KiB) and their number (100), not
+    their sum: 6.5 MB a connection, held (and copied into the environ) for as
+    long as the request deadline, on every connection the caps let in.
+    """
+
+    def __init__(self, rfile: Any, left: int) -> None:
+        self._rfile = rfile
+        self._left = left
+
+    def readline(self, limit: int = -1) -> bytes:
+        line: bytes = self._rfile.readline(limit)
+        self._left -= len(line)
+        if self._left < 0:
+            # http.server answers it 431 (as one line too long) before the app runs.
+            raise http.client.LineTooLong(f"request headers (more than {MAX_HEADER_BYTES} bytes)")
+        return line
 
 
 class _LoggingHandler(WSGIRequestHandler):
@@ -138,6 +165,15 @@ class _LoggingHandler(WSGIRequestHandler):
             handler.run(answering)
         else:
             handler.run(app)
+
+    def parse_request(self) -> bool:
+        """http.server's, with the headers read through a budget of MAX_HEADER_BYTES bytes in all."""
+        rfile = self.rfile
+        self.rfile = _HeaderBudget(rfile, MAX_HEADER_BYTES)  # type: ignore[assignment]
+        try:
+            return super().parse_request()
+        finally:
+            self.rfile = rfile
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """http.server's error answer, with 505 (e.g. ``HTTP/2.0`` on this HTTP/1.1 server) as a client error."""
