@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
+import time
+from typing import Any
 
 from autotrace.server import start_in_background
 from tests.server_helpers import fetch
@@ -36,3 +39,58 @@ def test_request_headers_past_the_total_budget_are_answered_431_before_all_are_r
         assert json.loads(body)["status"] == 431
         ok = fetch(handle.url, "/health", headers={f"X-Filler-{i}": "a" * 1000 for i in range(50)})
         assert ok.status == 200  # headers under the budget pass
+
+
+def _workers() -> list[threading.Thread]:
+    """The server's connection threads still alive."""
+    return [t for t in threading.enumerate() if t.name == "autotrace-server-worker" and t.is_alive()]
+
+
+def _wait_for(check: Any, timeout: float = 10.0) -> bool:
+    """Poll ``check`` until true or ``timeout`` (no timing is asserted: only that it happens)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if check():
+            return True
+        time.sleep(0.01)
+    return bool(check())
+
+
+def test_stop_answers_a_client_still_sending_its_request_and_ends_its_worker() -> None:
+    """A connection half-way through its request line when stop() is called gets a 503 and its thread ends."""
+    before = set(_workers())
+    handle = start_in_background(port=0, request_timeout=60.0, idle_timeout=60.0)
+    try:
+        with socket.create_connection((handle.host, handle.port), timeout=30) as sock:
+            sock.sendall(b"GET /hea")
+            assert _wait_for(lambda: handle.connections == 1)
+            handle.stop()
+            answer = _answer(sock)  # before: nothing until idle_timeout, and the worker waited with it
+        assert answer.startswith(b"HTTP/1.1 503 "), answer[:60]
+        assert b'"status":503' in answer
+        assert set(_workers()) <= before  # joined by stop()
+    finally:
+        handle.stop()
+
+
+def test_stop_waits_for_an_answer_being_made_and_it_is_sent_whole() -> None:
+    """A request whose app runs when stop() is called is answered whole, and stop() returns after it."""
+    finished = threading.Event()
+    handle_box: list[Any] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        # Answer only once stop() has closed the listening socket.
+        _wait_for(lambda: handle_box[0]._server.socket.fileno() == -1)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        finished.set()
+        return [b"whole"]
+
+    handle = start_in_background(port=0, app=app)
+    handle_box.append(handle)
+    with socket.create_connection((handle.host, handle.port), timeout=30) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        assert _wait_for(lambda: handle.connections == 1)
+        handle.stop(timeout=20.0)
+        assert finished.is_set()
+        answer = _answer(sock)
+    assert answer.startswith(b"HTTP/1.0 200 ") and answer.endswith(b"whole")
