@@ -63,7 +63,12 @@ class _CoalescingWriter(io.BufferedIOBase):
         if self._parts:
             data = b"".join(self._parts)
             self._parts.clear()
-            self._sock.sendall(data)
+            try:
+                self._sock.sendall(data)
+            except TimeoutError as exc:
+                # A client that stopped reading (idle_timeout): wsgiref takes this one quietly as
+                # a client gone; a bare timeout would print a traceback on the host's stderr.
+                raise ConnectionAbortedError("the client stopped reading the answer") from exc
 
     def close(self) -> None:
         self._parts.clear()  # what was not flushed is not sent: the handler flushes what it means to send

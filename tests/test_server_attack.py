@@ -12,6 +12,9 @@ import threading
 import time
 from typing import Any
 
+import pytest
+
+import autotrace
 from autotrace.server import start_in_background
 from tests.server_helpers import fetch
 
@@ -94,3 +97,26 @@ def test_stop_waits_for_an_answer_being_made_and_it_is_sent_whole() -> None:
         assert finished.is_set()
         answer = _answer(sock)
     assert answer.startswith(b"HTTP/1.0 200 ") and answer.endswith(b"whole")
+
+
+def test_a_client_that_stops_reading_a_large_answer_leaves_no_traceback_and_frees_its_slot(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """Past idle_timeout the answer to a client that reads nothing is dropped quietly; its slots come back."""
+    autotrace.configure(autotrace.TraceConfig(sample_rate=1.0, max_traces=10_000))
+    for i in range(3000):  # about 9 MB of JSON: more than the socket buffers on both sides hold
+        with autotrace.span(f"r{i}", attributes={"text": "y" * 3000}):
+            pass
+    with start_in_background(port=0, idle_timeout=0.5) as handle:
+        sock = socket.socket()
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+            sock.connect((handle.host, handle.port))
+            sock.sendall(b"GET /traces HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            assert _wait_for(lambda: handle.connections == 1)
+            assert _wait_for(lambda: handle.connections == 0, 60.0), "the stalled answer was never given up"
+        finally:
+            sock.close()
+        assert fetch(handle.url, "/traces?limit=1").status == 200  # its encode slot was given back
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "TimeoutError" not in err, err[-2000:]
