@@ -11,11 +11,13 @@ import http.client
 import io
 import ipaddress
 import logging
+import os
 import queue
 import socket
 import socketserver
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
@@ -291,6 +293,8 @@ class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
         self._jobs: queue.SimpleQueue[tuple[Any, Any] | None] = queue.SimpleQueue()
         self._idle = 0  # worker threads waiting for a connection that none has been promised to yet
         self._workers: set[threading.Thread] = set()  # alive worker threads (stop() joins them)
+        self._pid = os.getpid()  # a forked child holds copies of the connections: not its to close
+        _RUNNING.add(self)
         self._watchdog = threading.Thread(target=self._watch, name="autotrace-server-watchdog", daemon=True)
         self._watchdog.start()
 
@@ -475,7 +479,7 @@ class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
                 # stop(). Requests whose head is not in are answered 503 and closed, as the watchdog
                 # does at their deadline; one whose app runs already gets the end of its body (a
                 # trickled POST ends now), and its answer still goes out.
-                for sock in list(self._deadlines):
+                for sock in list(self._deadlines) if self._pid == os.getpid() else ():
                     head = sock in self._heads
                     if head:
                         del self._deadlines[sock]
@@ -501,6 +505,19 @@ class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         logger.debug("autotrace server: error while serving %s", client_address, exc_info=True)
+
+
+_RUNNING: weakref.WeakSet[_ThreadingWSGIServer] = weakref.WeakSet()  # for the fork hook below
+
+
+def _after_fork_in_child() -> None:
+    """A fresh lock for each server copied into a forked child: a parent thread may have held it."""
+    for server in list(_RUNNING):
+        server._count_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _ThreadingWSGIServer6(_ThreadingWSGIServer):

@@ -7,6 +7,7 @@ would never send.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
@@ -120,3 +121,23 @@ def test_a_client_that_stops_reading_a_large_answer_leaves_no_traceback_and_free
         assert fetch(handle.url, "/traces?limit=1").status == 200  # its encode slot was given back
     err = capfd.readouterr().err
     assert "Traceback" not in err and "TimeoutError" not in err, err[-2000:]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.filterwarnings("ignore:.*fork:DeprecationWarning")
+def test_stop_in_a_forked_child_leaves_the_parents_connections_alone() -> None:
+    """A child forked while a request is being sent may stop() its copy: the parent's client is still answered."""
+    with start_in_background(port=0, request_timeout=60.0) as handle:
+        with socket.create_connection((handle.host, handle.port), timeout=30) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\n")
+            assert _wait_for(lambda: handle.connections == 1)
+            pid = os.fork()
+            if pid == 0:  # the child: stop its copy of the server, then leave at once
+                try:
+                    handle.stop(timeout=1.0)
+                finally:
+                    os._exit(0)
+            assert os.waitpid(pid, 0)[1] == 0
+            sock.sendall(b"Host: localhost\r\n\r\n")
+            answer = _answer(sock)
+        assert answer.startswith(b"HTTP/1.0 200 "), answer[:80]
