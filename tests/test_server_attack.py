@@ -79,10 +79,12 @@ def test_stop_answers_a_client_still_sending_its_request_and_ends_its_worker() -
 
 def test_stop_waits_for_an_answer_being_made_and_it_is_sent_whole() -> None:
     """A request whose app runs when stop() is called is answered whole, and stop() returns after it."""
+    entered = threading.Event()
     finished = threading.Event()
     handle_box: list[Any] = []
 
     def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        entered.set()
         # Answer only once stop() has closed the listening socket.
         _wait_for(lambda: handle_box[0]._server.socket.fileno() == -1)
         start_response("200 OK", [("Content-Type", "text/plain")])
@@ -93,7 +95,7 @@ def test_stop_waits_for_an_answer_being_made_and_it_is_sent_whole() -> None:
     handle_box.append(handle)
     with socket.create_connection((handle.host, handle.port), timeout=30) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        assert _wait_for(lambda: handle.connections == 1)
+        assert entered.wait(30)  # the request is in and its app runs (before, stop() would answer 503)
         handle.stop(timeout=20.0)
         assert finished.is_set()
         answer = _answer(sock)
