@@ -34,9 +34,12 @@ _NON_FINITE = {  # OTLP/JSON writes them as strings; keyed by float.__repr__
 }
 
 # Attribute keys seen, as the text that opens their KeyValue: a service sets the same few
-# keys on every span. Bounded: past _MAX_KEYS distinct keys it starts again empty.
+# keys on every span. Bounded: past _MAX_KEYS distinct keys it starts again empty, and only
+# keys up to _MAX_KEY_CHARS are kept (a received span's key can be megabytes: kept here, it
+# would outlive the span in the store).
 _KEYS: dict[str, str] = {}
 _MAX_KEYS = 4096
+_MAX_KEY_CHARS = 256
 
 
 def _dumps(obj: Any) -> str:
@@ -57,6 +60,8 @@ def _key(key: Any) -> str:
     found = _KEYS.get(key)
     if found is None:
         found = '{"key":' + _string(key) + ',"value":'
+        if len(key) > _MAX_KEY_CHARS:
+            return found
         if len(_KEYS) >= _MAX_KEYS:
             _KEYS.clear()
         _KEYS[key] = found

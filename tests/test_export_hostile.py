@@ -170,3 +170,29 @@ def test_a_status_tuple_with_a_code_that_is_no_status_code_is_ignored() -> None:
     spans = [s for rs in _parsed(got.body).resource_spans for ss in rs.scope_spans for s in ss.spans]
     assert sorted(s.status.code for s in spans) == [0, 0, 0, 0, 2]
     validate(autotrace.export_traces())
+
+
+def test_long_attribute_keys_are_not_kept_by_the_encoder_after_their_spans_go() -> None:
+    """Keys of any length (a received span's can be megabytes) leave no copy behind once the store lets go."""
+    import gc
+    import tracemalloc
+
+    from autotrace import _otlp_json
+    from autotrace._resource import current
+
+    spans = []
+    for i in range(40):
+        s = Span("long keys", attributes={f"{i}-" + "k" * 100_000: i})
+        s.end()
+        spans.append(s)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        body = _otlp_json.encode(spans, current())
+        assert len(body) > 4_000_000
+        del body, spans, s
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept < 400_000, f"{kept} bytes kept after encoding 4 MB of keys"  # before: about 4 MB
