@@ -9,7 +9,10 @@ checked here with opentelemetry-proto's own JSON parser, through real servers.
 
 from __future__ import annotations
 
+import enum
 import json
+import math
+import random
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,7 @@ from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 import autotrace
-from autotrace import Link, Span, SpanContext
+from autotrace import Link, Span, SpanContext, StatusCode
 from autotrace.export import FileExporter
 from autotrace.server import start_in_background
 from tests.conftest import all_spans
@@ -196,3 +199,86 @@ def test_long_attribute_keys_are_not_kept_by_the_encoder_after_their_spans_go() 
     finally:
         tracemalloc.stop()
     assert kept < 400_000, f"{kept} bytes kept after encoding 4 MB of keys"  # before: about 4 MB
+
+
+class _IntEnum(enum.IntEnum):
+    """An int subclass as a value."""
+
+    A = 7
+
+
+class _Float(float):
+    """A float subclass as a value."""
+
+
+class _Str(str):
+    """A str subclass as a value or key."""
+
+
+def _text(r: random.Random) -> str:
+    pool = ["a", "é", "\udc80", "\ud800", "\x00", "\x1f", "\u202e", "\u2028", '"', "\\", "日", "\U0001f600", "\ufeff"]
+    return "".join(r.choice(pool) for _ in range(r.randint(0, 6)))
+
+
+def _value(r: random.Random, depth: int = 0) -> Any:
+    choice = r.randint(0, 13)
+    if choice == 1:
+        return r.choice([True, False])
+    if choice == 2:
+        return r.choice([0, -1, 2**63 - 1, -(2**63), 2**63, -(2**64) - 3, 10**30, _IntEnum.A])
+    if choice == 3:
+        return r.choice([0.1, -0.0, math.nan, math.inf, -math.inf, 5e-324, _Float(1.5), _Float("nan")])
+    if choice == 4:
+        return _Str(_text(r))
+    if choice == 5:
+        return bytes(r.randrange(256) for _ in range(3))
+    if choice == 6 and depth < 3:
+        return [_value(r, depth + 1) for _ in range(r.randint(0, 3))]
+    if choice == 7 and depth < 3:
+        return {_text(r): _value(r, depth + 1) for _ in range(r.randint(0, 3))}
+    if choice == 8:
+        return None
+    if choice == 9:
+        return r.choice([(1, "a"), {1, 2}, range(3), object(), bytearray(b"\xff")])
+    return _text(r)
+
+
+def test_any_span_made_through_the_api_exports_as_a_document_the_official_parser_accepts() -> None:
+    """Seeded random spans (odd values, names, times, links, trace states, status): encoders agree, and it parses."""
+    from autotrace import Status, _otlp_json
+    from autotrace._model import continued_trace_id
+    from autotrace._resource import current
+    from autotrace.otlp import encode_spans
+
+    r = random.Random(20)
+    resource = current()
+    for _ in range(150):
+        spans = []
+        tid = continued_trace_id(r.getrandbits(128) or 1, r.choice(["", "a=b", "k=\udc80"]), r.random() < 0.5)
+        for _ in range(r.randint(1, 3)):
+            attrs = {r.choice([_text(r), 5, None, b"k", _Str("s")]): _value(r) for _ in range(r.randint(0, 5))}
+            s = Span(
+                _text(r),
+                attributes=attrs,  # type: ignore[arg-type]
+                kind=r.choice(["server", "client", "internal", "producer", "consumer"]),
+                trace_id=tid,
+                parent_span_id=r.choice([None, r.getrandbits(64) or 1]),
+                start_time_unix_nano=r.choice([0, 1, 2**64 - 1, 2**70, -3, 1_700_000_000_000_000_000]),
+            )
+            for _ in range(r.randint(0, 2)):
+                s.add_event(_text(r), {_text(r): _value(r)}, timestamp=r.choice([None, -1, 2**65, 5]))
+            for _ in range(r.randint(0, 2)):
+                state = r.choice(["", "x=y", "\udc80"])
+                ctx = SpanContext(r.getrandbits(128), r.getrandbits(64), r.random() < 0.5, r.random() < 0.5, state)
+                s.add_link(ctx, {_text(r): _value(r)})
+            if r.random() < 0.5:
+                s.set_status(r.choice(["error", "ok", Status(StatusCode.ERROR, _text(r))]), _text(r))
+            s.set_attribute(_text(r), _value(r))
+            s.end(end_time=r.choice([None, 0, 2**66, -5]))
+            autotrace.record_span(s)  # packed as it is filed
+            s.set_attribute("after the end", 1)  # ignored
+            spans.append(s)
+        body = _otlp_json.encode(spans, resource)  # strict UTF-8, as the exporters encode
+        assert json.loads(body) == json.loads(json.dumps(encode_spans(spans, resource)))
+        message = _parsed(body)
+        assert sum(len(ss.spans) for rs in message.resource_spans for ss in rs.scope_spans) == len(spans)
