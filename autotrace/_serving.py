@@ -101,7 +101,7 @@ class _HeaderBudget:
         self._left -= len(line)
         if self._left < 0:
             # http.server answers it 431 (as one line too long) before the app runs.
-            raise http.client.LineTooLong(f"request headers (more than {MAX_HEADER_BYTES} bytes)")
+            raise http.client.LineTooLong("request headers (all their lines together)")
         return line
 
 
