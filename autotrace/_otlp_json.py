@@ -34,9 +34,12 @@ _NON_FINITE = {  # OTLP/JSON writes them as strings; keyed by float.__repr__
 }
 
 # Attribute keys seen, as the text that opens their KeyValue: a service sets the same few
-# keys on every span. Bounded: past _MAX_KEYS distinct keys it starts again empty.
+# keys on every span. Bounded: past _MAX_KEYS distinct keys it starts again empty, and only
+# keys up to _MAX_KEY_CHARS are kept (a received span's key can be megabytes: kept here, it
+# would outlive the span in the store).
 _KEYS: dict[str, str] = {}
 _MAX_KEYS = 4096
+_MAX_KEY_CHARS = 256
 
 
 def _dumps(obj: Any) -> str:
@@ -57,6 +60,8 @@ def _key(key: Any) -> str:
     found = _KEYS.get(key)
     if found is None:
         found = '{"key":' + _string(key) + ',"value":'
+        if len(key) > _MAX_KEY_CHARS:
+            return found
         if len(_KEYS) >= _MAX_KEYS:
             _KEYS.clear()
         _KEYS[key] = found
@@ -114,7 +119,7 @@ def _trace_head(tid: int) -> tuple[str, str, int]:
     if tid.__class__ is int:  # a trace started here: random id, no trace state (see spans._TraceId)
         return head, '"', _FLAGS_RANDOM
     trace_state, random = trace_state_of(tid)
-    return head, '","traceState":' + _quote(trace_state) if trace_state else '"', _FLAGS_RANDOM if random else _FLAGS
+    return head, '","traceState":' + _string(trace_state) if trace_state else '"', _FLAGS_RANDOM if random else _FLAGS
 
 
 _MASK64 = (1 << 64) - 1
@@ -220,7 +225,7 @@ def _extra_json(extra: Any) -> str:
             flags = _HAS_IS_REMOTE | (_IS_REMOTE if ctx.is_remote else 0) | ctx.trace_flags
             part = (
                 f'{{"traceId":"{ctx.trace_id.to_bytes(16, "big").hex()}","spanId":"{_hex64(ctx.span_id)}",'
-                f'"traceState":{_quote(ctx.trace_state)},"attributes":{attributes_json(lk.attributes)},'
+                f'"traceState":{_string(ctx.trace_state)},"attributes":{attributes_json(lk.attributes)},'
                 f'"flags":{flags}'
             )
             if lk.dropped_attributes_count:

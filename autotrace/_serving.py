@@ -7,14 +7,17 @@ Standard library only (``wsgiref``, ``socketserver``): it serves any WSGI app.
 
 from __future__ import annotations
 
+import http.client
 import io
 import ipaddress
 import logging
+import os
 import queue
 import socket
 import socketserver
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
@@ -24,6 +27,7 @@ __all__ = [
     "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_REQUEST_TIMEOUT",
+    "MAX_HEADER_BYTES",
     "ServerHandle",
     "WSGIApp",
     "serve",
@@ -61,7 +65,12 @@ class _CoalescingWriter(io.BufferedIOBase):
         if self._parts:
             data = b"".join(self._parts)
             self._parts.clear()
-            self._sock.sendall(data)
+            try:
+                self._sock.sendall(data)
+            except TimeoutError as exc:
+                # A client that stopped reading (idle_timeout): wsgiref takes this one quietly as
+                # a client gone; a bare timeout would print a traceback on the host's stderr.
+                raise ConnectionAbortedError("the client stopped reading the answer") from exc
 
     def close(self) -> None:
         self._parts.clear()  # what was not flushed is not sent: the handler flushes what it means to send
@@ -69,6 +78,31 @@ class _CoalescingWriter(io.BufferedIOBase):
 
     def fileno(self) -> int:
         return self._sock.fileno()
+
+
+MAX_HEADER_BYTES = 65536
+"""Bytes of request headers (all lines together) a request may send; more is answered 431."""
+
+
+class _HeaderBudget:
+    """The read side of a connection while headers are read: past ``left`` bytes in all, the headers are too long.
+
+    http.client bounds each header line (64 KiB) and their number (100), not
+    their sum: 6.5 MB a connection, held (and copied into the environ) for as
+    long as the request deadline, on every connection the caps let in.
+    """
+
+    def __init__(self, rfile: Any, left: int) -> None:
+        self._rfile = rfile
+        self._left = left
+
+    def readline(self, limit: int = -1) -> bytes:
+        line: bytes = self._rfile.readline(limit)
+        self._left -= len(line)
+        if self._left < 0:
+            # http.server answers it 431 (as one line too long) before the app runs.
+            raise http.client.LineTooLong("request headers (all their lines together)")
+        return line
 
 
 class _LoggingHandler(WSGIRequestHandler):
@@ -139,6 +173,15 @@ class _LoggingHandler(WSGIRequestHandler):
         else:
             handler.run(app)
 
+    def parse_request(self) -> bool:
+        """http.server's, with the headers read through a budget of MAX_HEADER_BYTES bytes in all."""
+        rfile = self.rfile
+        self.rfile = _HeaderBudget(rfile, MAX_HEADER_BYTES)  # type: ignore[assignment]
+        try:
+            return super().parse_request()
+        finally:
+            self.rfile = rfile
+
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """http.server's error answer, with 505 (e.g. ``HTTP/2.0`` on this HTTP/1.1 server) as a client error."""
         if code == 505:
@@ -180,6 +223,7 @@ def _busy_answer(why: str = "too many connections open") -> bytes:
 
 
 _HEALTH = _answer("200 OK", b'{"status":"ok"}', "Cache-Control: no-store\r\n")
+_STOPPING = _busy_answer("the server is stopping")
 _LATE = _answer(
     "408 Request Timeout",
     b'{"error":"408: the request was not sent in time; send it whole, promptly","status":408}',
@@ -244,9 +288,13 @@ class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
         self.connections = 0  # being served now, until their handler has finished
         self._per_client: dict[str, int] = {}
         self._deadlines: dict[Any, float] = {}  # socket -> monotonic deadline of its request
+        self._heads: set[Any] = set()  # sockets whose request line and headers are still being read
         self._closing = threading.Event()
         self._jobs: queue.SimpleQueue[tuple[Any, Any] | None] = queue.SimpleQueue()
         self._idle = 0  # worker threads waiting for a connection that none has been promised to yet
+        self._workers: set[threading.Thread] = set()  # alive worker threads (stop() joins them)
+        self._pid = os.getpid()  # a forked child holds copies of the connections: not its to close
+        _RUNNING.add(self)
         self._watchdog = threading.Thread(target=self._watch, name="autotrace-server-watchdog", daemon=True)
         self._watchdog.start()
 
@@ -259,6 +307,7 @@ class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
                 self.connections += 1
                 self._per_client[client] = self._per_client.get(client, 0) + 1
                 self._deadlines[request] = time.monotonic() + self.request_timeout
+                self._heads.add(request)
         if not admitted:
             self._refuse(request, self._BUSY_CLIENT if crowded else self._BUSY)
             return
@@ -277,12 +326,27 @@ class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
         if reuse:
             self._jobs.put((request, client_address))
             return
-        threading.Thread(
+        worker = threading.Thread(
             target=self._work, args=((request, client_address),), name="autotrace-server-worker", daemon=True
-        ).start()
+        )
+        with self._count_lock:
+            self._workers.add(worker)
+        try:
+            worker.start()
+        except BaseException:
+            with self._count_lock:
+                self._workers.discard(worker)
+            raise
 
     def _work(self, job: tuple[Any, Any] | None) -> None:
         """Serve connections one after another until idle for worker_idle_timeout seconds or the server closes."""
+        try:
+            self._serve_jobs(job)
+        finally:
+            with self._count_lock:
+                self._workers.discard(threading.current_thread())
+
+    def _serve_jobs(self, job: tuple[Any, Any] | None) -> None:
         while job is not None:
             if not self.process_request_thread(*job):
                 return  # the server closed
@@ -311,6 +375,7 @@ class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
         """Free a connection's slot; with ``then_idle``, count its thread as idle first (unless closing)."""
         with self._count_lock:
             self._deadlines.pop(request, None)
+            self._heads.discard(request)
             self.connections -= 1
             left = self._per_client.get(client, 1) - 1
             if left > 0:
@@ -332,8 +397,12 @@ class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
             self._deadlines.pop(request, None)
 
     def in_time(self, request: Any) -> bool:
-        """False once the watchdog has closed this connection for missing its request deadline."""
+        """False once the watchdog has closed this connection for missing its request deadline.
+
+        Called once the request line and headers are read: from here the app runs.
+        """
         with self._count_lock:
+            self._heads.discard(request)
             return request in self._deadlines
 
     def _watch(self) -> None:
@@ -406,12 +475,49 @@ class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
             closing.set()
             with self._count_lock:
                 idle, self._idle = self._idle, 0
+                # The watchdog is gone: a client that stays silent must not keep its worker past
+                # stop(). Requests whose head is not in are answered 503 and closed, as the watchdog
+                # does at their deadline; one whose app runs already gets the end of its body (a
+                # trickled POST ends now), and its answer still goes out.
+                for sock in list(self._deadlines) if self._pid == os.getpid() else ():
+                    head = sock in self._heads
+                    if head:
+                        del self._deadlines[sock]
+                        try:
+                            sock.send(_STOPPING, _DONTWAIT)
+                        except OSError:
+                            pass
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR if head else socket.SHUT_RD)
+                    except OSError:
+                        pass
             for _ in range(idle):  # the waiting workers end now, not after their idle timeout
                 self._jobs.put(None)
         super().server_close()
 
+    def join_workers(self, deadline: float) -> None:
+        """Wait, until the monotonic ``deadline``, for the worker threads to end (answers being sent finish)."""
+        with self._count_lock:
+            workers = list(getattr(self, "_workers", ()))
+        for worker in workers:
+            if worker is not threading.current_thread():
+                worker.join(max(0.0, deadline - time.monotonic()))
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         logger.debug("autotrace server: error while serving %s", client_address, exc_info=True)
+
+
+_RUNNING: weakref.WeakSet[_ThreadingWSGIServer] = weakref.WeakSet()  # for the fork hook below
+
+
+def _after_fork_in_child() -> None:
+    """A fresh lock for each server copied into a forked child: a parent thread may have held it."""
+    for server in list(_RUNNING):
+        server._count_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _ThreadingWSGIServer6(_ThreadingWSGIServer):
@@ -445,15 +551,23 @@ class ServerHandle:
         return int(getattr(self._server, "connections", 0))
 
     def stop(self, timeout: float | None = 5.0) -> None:
-        """Stop serving and close the listening socket, so the port is free again."""
+        """Stop serving, close the listening socket (the port is free again) and wait up to ``timeout`` for the workers.
+
+        A connection still sending its request head is answered 503 and closed;
+        an answer being made or sent is waited for, so its spans are recorded.
+        """
         with self._lock:
             if self._stopped:
                 return
             self._stopped = True
+        deadline = time.monotonic() + (timeout if timeout is not None else 1e9)
         if self._thread.is_alive():
             self._server.shutdown()  # returns once serve_forever's loop has exited
         self._server.server_close()
         self._thread.join(timeout)
+        # The connections' threads too: none is left reading, and a request being answered is done
+        # (its spans recorded) when stop() returns, unless the timeout comes first.
+        self._server.join_workers(deadline)
 
     def __enter__(self) -> ServerHandle:
         return self

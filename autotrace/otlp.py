@@ -115,7 +115,7 @@ def encode_span(span: Span) -> dict[str, Any]:
     else:
         trace_state, random = trace_state_of(tid)
         if trace_state:
-            out["traceState"] = trace_state
+            out["traceState"] = _text(trace_state)
         flags = _FLAGS_RANDOM if random else _FLAGS
     if span._parent_id is not None:
         out["parentSpanId"] = _hex64(span._parent_id)
@@ -160,7 +160,7 @@ def encode_span(span: Span) -> dict[str, Any]:
                 {
                     "traceId": lk.context.trace_id.to_bytes(16, "big").hex(),
                     "spanId": _hex64(lk.context.span_id),
-                    "traceState": lk.context.trace_state,
+                    "traceState": _text(lk.context.trace_state),
                     "attributes": key_values(lk.attributes),
                     "flags": _HAS_IS_REMOTE | (_IS_REMOTE if lk.context.is_remote else 0) | lk.context.trace_flags,
                 },
@@ -224,7 +224,7 @@ def origin(resource: Mapping[str, Any], scope_json: Mapping[str, Any], dropped: 
     resource_json: dict[str, Any] = {"attributes": key_values(resource)}
     if dropped:
         resource_json["droppedAttributesCount"] = dropped
-    made = Origin(dict(resource), resource_json, dict(scope_json))
+    made = Origin(dict(resource), resource_json, _valid_scope(scope_json))
     found = _ORIGINS.get(made.key)
     if found is not None:
         return found
@@ -232,6 +232,26 @@ def origin(resource: Mapping[str, Any], scope_json: Mapping[str, Any], dropped: 
         _ORIGINS.clear()
     _ORIGINS[made.key] = made
     return made
+
+
+def _valid_scope(scope_json: Mapping[str, Any]) -> dict[str, Any]:
+    """A received scope with its texts (name, version, attribute keys) as valid UTF-8, as every other text is.
+
+    It is written out as it is kept: one lone surrogate in it would make every
+    export holding the scope's spans fail (strict) or be refused by its reader.
+    """
+    out = dict(scope_json)
+    for field in ("name", "version"):
+        value = out.get(field)
+        if isinstance(value, str):
+            out[field] = _text(value)
+    attrs = out.get("attributes")
+    if isinstance(attrs, list):
+        out["attributes"] = [
+            {**kv, "key": _text(kv["key"])} if isinstance(kv, dict) and isinstance(kv.get("key"), str) else kv
+            for kv in attrs
+        ]
+    return out
 
 
 def span_origin(span: Span) -> Origin | None:

@@ -83,20 +83,43 @@ def _nanos(value: Any, where: str) -> int:
     try:
         if isinstance(value, bool):
             raise TypeError("a bool is not a time")
-        return int(value)
+        return _in_range(int(value))
     except (TypeError, ValueError, OverflowError) as exc:
         _internal_error(where, exc)
         return _time_ns()
 
 
+def _in_range(nanos: int) -> int:
+    """A time held to OTLP's fixed64 (0 .. 2**64-1): one outside would make collectors refuse the whole request."""
+    return nanos if 0 <= nanos <= _MASK64 else (0 if nanos < 0 else _MASK64)
+
+
 def _as_link(link: Link | SpanContext | Span | NonRecordingSpan) -> Link:
     if isinstance(link, Link):
-        return link
+        return link._replace(context=_link_context(link.context))
     if isinstance(link, SpanContext):
-        return Link(link)
+        return Link(_link_context(link))
     if isinstance(link, (Span, NonRecordingSpan)):
         return Link(link.get_span_context())
     raise TypeError(f"a link must be a Link, SpanContext or Span; got {type(link).__name__}")
+
+
+def _link_context(ctx: Any) -> SpanContext:
+    """A linked context as OTLP can carry it; TypeError for one that cannot be (a bad id or trace state).
+
+    SpanContext is a plain tuple: kept unchecked, an id past its width or a
+    trace state that is not text would make every export holding the span fail.
+    """
+    if not isinstance(ctx, SpanContext):
+        raise TypeError(f"a Link's context must be a SpanContext; got {type(ctx).__name__}")
+    tid, sid, state = ctx.trace_id, ctx.span_id, ctx.trace_state
+    if not (isinstance(tid, int) and not isinstance(tid, bool) and 0 <= tid < 1 << 128):
+        raise TypeError(f"a linked trace_id must be an int of 128 bits; got {tid!r:.60}")
+    if not (isinstance(sid, int) and not isinstance(sid, bool) and 0 <= sid <= _MASK64):
+        raise TypeError(f"a linked span_id must be an int of 64 bits; got {sid!r:.60}")
+    if not isinstance(state, str):
+        raise TypeError(f"a linked trace_state must be a str; got {type(state).__name__}")
+    return SpanContext(int(tid), int(sid), bool(ctx.sampled), bool(ctx.is_remote), str.__str__(state), bool(ctx.random))
 
 
 def _exception_attributes(exc: BaseException, escaped: bool | None) -> dict[str, Any]:
@@ -219,7 +242,7 @@ class Span:
         self._trace_id = _parse_id(trace_id, 128, "trace_id") if trace_id is not None else new_trace_id()
         self._sid = _parse_id(span_id, 64, "span_id") if span_id is not None else new_span_id()
         self._parent_id = _parse_id(parent_span_id, 64, "parent_span_id") if parent_span_id is not None else None
-        self._t0 = int(start_time_unix_nano) if start_time_unix_nano is not None else _time_ns()
+        self._t0 = _in_range(int(start_time_unix_nano)) if start_time_unix_nano is not None else _time_ns()
         self._t1 = None
         self._attr_data = {}
         self._extra = None
@@ -231,7 +254,7 @@ class Span:
             for link in links:
                 self.add_link(link)
         if end_time_unix_nano is not None:
-            self._t1 = max(int(end_time_unix_nano), self._t0)
+            self._t1 = max(_in_range(int(end_time_unix_nano)), self._t0)
 
     # -- the folded fields (see __slots__), readable and writable by name -------------
 
@@ -571,17 +594,19 @@ class Span:
         """Set the status; a description is kept only with ERROR, and OK is final."""
         if self._t1 is not None:
             return
-        if isinstance(status, Status):
-            code, description = status.code, status.description
-        elif isinstance(status, str):
+        given: Any = status
+        if isinstance(given, Status):
+            # A plain tuple: its code is checked as a bare one is (Status("x") would fail every export).
+            given, description = given.code, given.description
+        if isinstance(given, str):
             try:
-                code = StatusCode[status.upper()]
+                code = StatusCode[given.upper()]
             except KeyError:
                 return
         else:
             try:
-                code = StatusCode(status)
-            except ValueError:
+                code = StatusCode(given)
+            except (ValueError, TypeError):
                 return
         if self._status.code == StatusCode.OK:
             return  # OpenTelemetry: OK is final
