@@ -19,6 +19,7 @@ Two sources, so the hottest path files nothing:
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -39,7 +40,17 @@ ROOTS: list[Any] = []
 ROOTS_PRUNE_AT = 1024
 KEPT: list[Any] = []  # roots found still open at a prune (only prune() writes it)
 _KEPT_PRUNE_AT = ROOTS_PRUNE_AT
-_PRUNING = threading.Lock()
+_PRUNING = threading.RLock()  # an RLock for _is_owned() (see prune)
+
+
+def _after_fork_in_child() -> None:
+    """A new prune lock in a forked child: a thread of the parent may have been pruning."""
+    global _PRUNING
+    _PRUNING = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _is_open(obj: Any) -> bool:
@@ -56,10 +67,8 @@ def add_root(root: Any) -> None:
 def prune() -> None:
     """Drop ended roots from ROOTS (unless another thread is at it); the open ones move to KEPT."""
     global _KEPT_PRUNE_AT
-    got = False
-    try:  # taken inside the try: a signal handler raising here must not leave it held
-        got = _PRUNING.acquire(blocking=False)
-        if got:
+    try:  # a signal handler raising just after acquire() must not leave it held: see the finally
+        if _PRUNING.acquire(blocking=False):
             # The first n entries, taken and deleted in one step each (atomic under
             # the GIL): roots appended meanwhile land past them and stay.
             n = len(ROOTS)
@@ -73,7 +82,7 @@ def prune() -> None:
                 KEPT[:] = [r for r in KEPT if _is_open(r)]
                 _KEPT_PRUNE_AT = max(ROOTS_PRUNE_AT, 2 * len(KEPT))
     finally:
-        if got:
+        if _PRUNING._is_owned():  # type: ignore[attr-defined]  # (held by this thread, whatever interrupted it)
             _PRUNING.release()
 
 

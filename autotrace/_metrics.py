@@ -15,6 +15,7 @@ of the exact value.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from bisect import bisect_left, bisect_right
@@ -174,16 +175,14 @@ class Series(list):  # type: ignore[type-arg]
 
     def fold(self) -> None:
         """Fold what is queued, unless another thread is folding (then it will)."""
-        # Taken inside the try: a signal handler raising in this thread (a
-        # deadline's TimeoutError) must not leave the lock held for good.
-        got = False
+        # A signal handler may raise (a deadline's TimeoutError) just after
+        # acquire() returned, before its result is kept: the finally asks the
+        # lock whether this thread holds it instead (see _release).
         try:
-            got = _LOCK.acquire(blocking=False)
-            if got:
+            if _LOCK.acquire(blocking=False):
                 self._fold()
         finally:
-            if got:
-                _LOCK.release()
+            _release()
 
     def _fold(self) -> None:
         n = len(self)
@@ -235,8 +234,27 @@ class _Metrics:
 
 
 M = _Metrics()
-_LOCK = threading.Lock()  # folds and reads
-_TABLE = threading.Lock()  # the series table's writes (never held while anything else runs)
+# Folds and reads. An RLock for _is_owned(): whether this thread holds it, which
+# a `got = acquire()` cannot tell when a signal handler raises between the two.
+_LOCK = threading.RLock()
+_TABLE = threading.Lock()  # the series table's writes (taken by `with` only: no window there)
+
+
+def _release() -> None:
+    """Let go of the fold lock if this thread holds it (whatever interrupted the holder)."""
+    if _LOCK._is_owned():  # type: ignore[attr-defined]
+        _LOCK.release()
+
+
+def _after_fork_in_child() -> None:
+    """New locks in a forked child: a thread of the parent may have been folding or adding a series."""
+    global _LOCK, _TABLE
+    _LOCK = threading.RLock()
+    _TABLE = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 READ_WAIT = 5.0  # seconds a reader waits for a fold in progress before reading without folding
 
 
@@ -318,19 +336,19 @@ def observe_span(s: Any) -> None:
 def fold_all() -> list[Series]:
     """Fold every series; the series, for a reader."""
     found = list(M.series.values())
-    if _locked():
-        try:
+    try:
+        if _locked():
             for h in found:
                 h._fold()
-        finally:
-            _LOCK.release()
+    finally:
+        _release()
     return found
 
 
 def reset() -> None:
     """Forget every observation; the series decorators hold stay (emptied), the others go (freeing the cap)."""
-    held = _locked()
     try:
+        _locked()  # (folded or not, the observations go)
         with _TABLE:
             for key, h in list(M.series.items()):
                 if not h.pinned:
@@ -346,8 +364,7 @@ def reset() -> None:
         M.overflow = 0
         M.since = time.time()
     finally:
-        if held:
-            _LOCK.release()
+        _release()
 
 
 def configure(on: bool, max_series: int) -> None:

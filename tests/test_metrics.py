@@ -427,3 +427,45 @@ def test_names_past_the_cap_do_not_recount_the_series_table() -> None:
     # A few calls per span (the lookup, a fold now and then), not one per series in the table.
     assert steps < 200 * 5, steps
     assert autotrace.metrics.snapshot()["health"]["series_overflow"] >= 200
+
+
+def _raise_after_acquire(event_name: str = "acquire") -> Any:
+    """A profile hook raising, as a signal handler would, right after a lock's acquire() returns."""
+
+    def hook(frame: Any, event: str, arg: Any) -> None:
+        if event == "c_return" and getattr(arg, "__name__", "") == event_name:
+            sys.setprofile(None)
+            raise TimeoutError("deadline")
+
+    return hook
+
+
+@pytest.mark.parametrize("where", ["fold", "reset", "snapshot", "prune"])
+def test_a_signal_right_after_a_lock_is_taken_leaves_it_free(where: str) -> None:
+    """A deadline raised between acquire() and its result being kept propagates and leaves no lock held."""
+    from autotrace import _inflight, _metrics
+
+    h = _metrics.series("signal", 1)
+    h.append(5)
+    act = {
+        "fold": h.fold,
+        "reset": autotrace.metrics.reset,
+        "snapshot": autotrace.metrics.snapshot,
+        "prune": _inflight.prune,
+    }[where]
+    sys.setprofile(_raise_after_acquire())
+    try:
+        with pytest.raises(TimeoutError):
+            act()
+    finally:
+        sys.setprofile(None)
+    lock = _inflight._PRUNING if where == "prune" else _metrics._LOCK
+    free = lock.acquire(blocking=False)
+    assert free
+    lock.release()
+    # Held by no thread: another thread takes it at once too.
+    got: list[bool] = []
+    t = threading.Thread(target=lambda: got.append(lock.acquire(timeout=1)) or (got[-1] and lock.release()))
+    t.start()
+    t.join()
+    assert got == [True]
