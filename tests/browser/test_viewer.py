@@ -133,6 +133,7 @@ def test_error_trace_is_marked(server: Any, page: Any) -> None:
     expect(marked.locator(".err-marker")).to_be_visible()
     marked.click()
     error_rows = page.locator("#waterfall .wf-row.error")
+    expect(error_rows).to_have_count(3)  # the trace is fetched when opened: wait for its waterfall
     names = row_names(page, "#waterfall .wf-row.error", ".wf-label")
     assert names == ["POST /v1/generate", "model.generate", "decode"]
     colour = error_rows.last.locator(".bar").evaluate("e => getComputedStyle(e).backgroundColor")
