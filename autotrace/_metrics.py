@@ -15,6 +15,7 @@ of the exact value.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from bisect import bisect_left, bisect_right
@@ -24,7 +25,7 @@ from typing import Any
 
 from ._errors import internal_error, logger
 
-__all__ = ["LE_SECONDS", "ITEM_BUCKETS", "M", "Hist", "Series", "series", "stream_series"]
+__all__ = ["LE_SECONDS", "ITEM_BUCKETS", "M", "Hist", "Series", "failed", "series", "stream_series"]
 
 LE_SECONDS = (
     0.0001,
@@ -291,6 +292,13 @@ def series(name: str, kind: int) -> Series:
 
 
 stream_series = series
+
+
+def failed(d: int, exc: BaseException) -> int:
+    """What a call left by ``exc`` queues: ``~d`` (an error), or ``d`` for an asyncio cancellation, no error
+    (the sampled span's status stays unset then, as OpenTelemetry does: both paths label it alike)."""
+    aio = sys.modules.get("asyncio")  # not imported for this: without asyncio there is no cancellation
+    return d if aio is not None and isinstance(exc, aio.CancelledError) else ~d
 
 
 def observe_span(s: Any) -> None:

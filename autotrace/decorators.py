@@ -64,6 +64,7 @@ _pinned = _metrics.pinned
 _observe_span = _metrics.observe_span
 _OPEN = _inflight.OPEN
 _FOLD_AT = _metrics.FOLD_AT
+_failed = _metrics.failed
 
 
 def _fail(s: Span, exc: BaseException) -> None:
@@ -149,8 +150,8 @@ def _sync_function(
                     raise
                 try:
                     result = func(*args, **kwargs)
-                except BaseException:
-                    h.append(~(_pc() - t0))
+                except BaseException as exc:
+                    h.append(_failed(_pc() - t0, exc))
                     raise
                 finally:
                     _cv_reset(token)
@@ -187,8 +188,8 @@ def _sync_function(
                 t0 = _pc()
                 try:
                     result = func(*args, **kwargs)
-                except BaseException:
-                    h.append(~(_pc() - t0))
+                except BaseException as exc:
+                    h.append(_failed(_pc() - t0, exc))
                     raise
                 h.append(_pc() - t0)
                 if len(h) > _FOLD_AT:
@@ -218,9 +219,9 @@ def _sync_function(
                 raise
             try:
                 result = func(*args, **kwargs)
-            except BaseException:
+            except BaseException as exc:
                 if _M.on:
-                    h.append(~(_pc() - t0))
+                    h.append(_failed(_pc() - t0, exc))
                 raise
             finally:
                 _cv_reset(token)
@@ -314,9 +315,9 @@ def _timed(name: str, kind: SpanKind, s: Any, wrapped: Callable[..., Any], args:
         if s is not None:
             token = _cv_set(s)
         result = wrapped(*args, **kwargs)
-    except BaseException:
+    except BaseException as exc:
         if _M.on:
-            h.append(~(_pc() - t0))
+            h.append(_failed(_pc() - t0, exc))
         raise
     finally:
         if token is not None:
@@ -443,8 +444,8 @@ def _at_outer({helpers}):
                     _at_t0 = _at_pc()
                     try:
                         _at_result = await _at_func({forward})
-                    except _at_BaseException:
-                        _at_h.append(~(_at_pc() - _at_t0))
+                    except _at_BaseException as _at_exc:
+                        _at_h.append(_at_failed(_at_pc() - _at_t0, _at_exc))
                         raise
                     _at_h.append(_at_pc() - _at_t0)
                     if _at_len(_at_h) > _at_FOLD_AT:
@@ -482,9 +483,9 @@ def _at_outer({helpers}):
                     raise
                 try:
                     _at_result = await _at_func({forward})
-                except _at_BaseException:
+                except _at_BaseException as _at_exc:
                     if _at_timed:
-                        _at_h.append(~(_at_pc() - _at_t0))
+                        _at_h.append(_at_failed(_at_pc() - _at_t0, _at_exc))
                     raise
                 finally:
                     if _at_root:
@@ -565,6 +566,7 @@ def _async_maker(params: str, forward: str) -> Callable[..., Any]:
         "_at_type": type,
         "_at_dict": dict,
         "_at_BaseException": BaseException,
+        "_at_failed": _failed,
         "_at_ValueError": ValueError,
         "_at_int": int,
         "_at_M": _M,
@@ -681,9 +683,9 @@ def _async_wrapper(
                 if root and h is not None:
                     _OPEN[s] = (h, t0)
                 result = await coro
-            except BaseException:
+            except BaseException as exc:
                 if h is not None and _M.on:
-                    h.append(~(_pc() - t0))
+                    h.append(_failed(_pc() - t0, exc))
                 raise
             finally:
                 if root:

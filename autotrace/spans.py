@@ -25,6 +25,7 @@ from ._inflight import prune as _prune_roots
 from ._limits import LIMITS
 from ._metrics import FOLD_AT as _FOLD_AT
 from ._metrics import M as _M
+from ._metrics import failed as _failed
 from ._metrics import observe_span as _observe_span
 
 # The value types live in _model; their old import path (autotrace.spans) keeps working.
@@ -906,7 +907,7 @@ class _TimedSpan(NonRecordingSpan):
             self._series = None  # once per span, if it is left twice (and no longer open for /inflight)
             if _M.on:
                 d = _pc() - self._t0
-                h.append(d if exc is None else ~d)
+                h.append(d if exc is None else _failed(d, exc))
                 if len(h) > _FOLD_AT:
                     h.fold()
 
