@@ -24,8 +24,9 @@ from itertools import repeat, starmap
 from typing import Any
 
 from ._errors import internal_error, logger
+from ._limits import LIMITS
 
-__all__ = ["LE_SECONDS", "ITEM_BUCKETS", "M", "Hist", "Series", "failed", "series", "stream_series"]
+__all__ = ["LE_SECONDS", "ITEM_BUCKETS", "M", "Folded", "Hist", "Series", "failed", "series", "shown", "stream_series"]
 
 LE_SECONDS = (
     0.0001,
@@ -119,6 +120,14 @@ class Hist:
             j = bisect_left(items, high, i)
             fine[idx] = get(idx, 0) + j - i
             i = j
+
+    def copy(self) -> Hist:
+        """A copy a reader can keep reading while folds go on."""
+        made = Hist.__new__(Hist)
+        made.count, made.sum, made.min, made.max = self.count, self.sum, self.min, self.max
+        made.le = list(self.le)
+        made.fine = dict(self.fine)
+        return made
 
     def merge(self, other: Hist) -> None:
         """Add ``other`` into this one."""
@@ -323,16 +332,53 @@ def observe_span(s: Any) -> None:
         h.fold()
 
 
-def fold_all() -> list[Series]:
-    """Fold every series; the series, for a reader."""
+class Folded:
+    """One label pair as a reader sees it: copies taken under the fold lock, merged by shown name."""
+
+    __slots__ = ("hists", "kind", "name", "stream")
+
+    def __init__(self, name: str, kind: int) -> None:
+        self.name = name
+        self.kind = kind
+        self.hists = (Hist(), Hist(), Hist())  # unset, ok, error
+        self.stream: tuple[Hist, Hist, Hist] | None = None  # ttft, per item, items
+
+    def add(self, h: Series | Folded) -> None:
+        """Merge a series' folded histograms into this copy."""
+        for mine, theirs in zip(self.hists, h.hists, strict=True):
+            mine.merge(theirs)
+        if h.stream is not None:
+            if self.stream is None:
+                self.stream = (Hist(), Hist(), Hist(ITEM_BUCKETS))
+            for mine, theirs in zip(self.stream, h.stream, strict=True):
+                mine.merge(theirs)
+
+
+def shown(name: str) -> str:
+    """A span name as readers show it: cut at ``max_name_length`` (span() leaves the cut to the exporters)."""
+    limit = LIMITS.max_name_length
+    return name if len(name) <= limit else name[:limit]
+
+
+def fold_all() -> list[Folded]:
+    """Fold every series; for a reader, copies of them (taken under the fold lock, so a fold in
+    another thread cannot change them mid-read), merged by shown name and kind."""
     found = list(M.series.values())
-    if _locked():
-        try:
-            for h in found:
+    out: dict[tuple[str, int], Folded] = {}
+    held = _locked()
+    try:
+        for h in found:
+            if held:
                 h._fold()
-        finally:
+            key = (shown(h.name), h.kind)
+            view = out.get(key)
+            if view is None:
+                view = out[key] = Folded(key[0], key[1])
+            view.add(h)
+    finally:
+        if held:
             _LOCK.release()
-    return found
+    return list(out.values())
 
 
 def reset() -> None:

@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 import autotrace
-from autotrace import span, traced
+from autotrace import _metrics, span, traced
 from autotrace.config import TraceConfig
+from autotrace.server import ServerHandle, start_in_background
+from tests.server_helpers import fetch
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[ServerHandle]:
+    """The real server on a free loopback port, without a token."""
+    monkeypatch.delenv("AUTOTRACE_TOKEN", raising=False)
+    with start_in_background(port=0) as handle:
+        yield handle
 
 
 def _by_status(name: str) -> dict[str, int]:
@@ -58,3 +72,80 @@ def test_cancelled_call_is_labelled_alike_sampled_or_not(rate: float) -> None:
     asyncio.run(main())
     for name in ("cancel.root", "cancel.child", "cancel.parent", "cancel.sync", "cancel.span"):
         assert _by_status(name) == {"unset": 1}, (name, rate)
+
+
+def _scrape(url: str) -> tuple[str, list[Any]]:
+    reply = fetch(url, "/metrics")
+    assert reply.status == 200, reply.body[:200]
+    text = reply.body.decode("utf-8")
+    return text, list(text_string_to_metric_families(text))
+
+
+def _assert_well_formed(text: str, families: list[Any]) -> None:
+    """HELP and TYPE once per family, no label set twice in a family, histograms consistent."""
+    helps = [line.split()[2] for line in text.splitlines() if line.startswith("# HELP ")]
+    assert len(helps) == len(set(helps))
+    for family in families:
+        seen = set()
+        for sample in family.samples:
+            key = (sample.name, tuple(sorted(sample.labels.items())))
+            assert key not in seen, key
+            seen.add(key)
+
+
+def test_metrics_with_lone_surrogate_names_is_200_without_duplicate_series(server: ServerHandle) -> None:
+    """A span name with a lone surrogate cannot be UTF-8: /metrics answered 500; now shown as its \\udc80 text, once."""
+    autotrace.configure(TraceConfig(sample_rate=0.0))
+    for name in ("bad\udc80name", "bad\\udc80name", "bad\udc80name", 'q"\\\n\r\x00é'):
+        with span(name):
+            pass
+    text, families = _scrape(server.url)
+    _assert_well_formed(text, families)
+    counts = {
+        s.labels["span_name"]: s.value
+        for f in families
+        if f.name == "autotrace_span_duration_seconds"
+        for s in f.samples
+        if s.name.endswith("_count")
+    }
+    # The surrogate and its spelled-out text show alike: one series holding the three calls.
+    assert counts == {"bad\\udc80name": 3, 'q"\\\n\r\x00é': 1}
+
+
+def test_very_long_span_names_are_cut_in_every_reader(server: ServerHandle) -> None:
+    """A 100,000-character span() name is shown cut at max_name_length (it was written whole on 23 lines per series)."""
+    autotrace.configure(TraceConfig(sample_rate=0.0))
+    base = "x" * 100_000
+    for tail in ("a", "b"):
+        with span(base + tail):
+            pass
+    text, families = _scrape(server.url)
+    _assert_well_formed(text, families)
+    assert max(len(line) for line in text.splitlines()) < 1200
+    cut = base[:1024]
+    assert [r["count"] for r in autotrace.metrics.snapshot()["spans"] if r["name"].startswith("x")] == [2]
+    assert autotrace.metrics.stats_by_name()[cut]["count"] == 2
+    stats = fetch(server.url, "/stats").json()["names"]
+    assert [r["count"] for r in stats if r["name"].startswith("x")] == [2]
+
+
+def test_what_a_reader_holds_is_not_changed_by_a_later_fold() -> None:
+    """Readers get copies taken under the fold lock: a hot-path fold in another thread cannot tear a scrape mid-read."""
+    autotrace.configure(TraceConfig(sample_rate=0.0))
+    with span("held"):
+        pass
+    held = [h for h in _metrics.fold_all() if h.name == "held"]
+    before = [(x.count, list(x.le), dict(x.fine)) for x in held[0].hists]
+    done = threading.Event()
+
+    def record() -> None:
+        for _ in range(_metrics.FOLD_AT + 10):  # past FOLD_AT: this thread folds on its own
+            with span("held"):
+                pass
+        done.set()
+
+    thread = threading.Thread(target=record)
+    thread.start()
+    thread.join()
+    assert done.is_set()
+    assert [(x.count, list(x.le), dict(x.fine)) for x in held[0].hists] == before
