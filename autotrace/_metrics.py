@@ -26,7 +26,19 @@ from typing import Any
 from ._errors import internal_error, logger
 from ._limits import LIMITS
 
-__all__ = ["LE_SECONDS", "ITEM_BUCKETS", "M", "Folded", "Hist", "Series", "failed", "series", "shown", "stream_series"]
+__all__ = [
+    "LE_SECONDS",
+    "ITEM_BUCKETS",
+    "M",
+    "Folded",
+    "Hist",
+    "Series",
+    "add_failed",
+    "failed",
+    "series",
+    "shown",
+    "stream_series",
+]
 
 LE_SECONDS = (
     0.0001,
@@ -310,6 +322,14 @@ def failed(d: int, exc: BaseException) -> int:
     return d if aio is not None and isinstance(exc, aio.CancelledError) else ~d
 
 
+def add_failed(h: Series, d: int, exc: BaseException) -> None:
+    """Queue a call left by ``exc`` (see ``failed``), folding past ``FOLD_AT``: a call that always
+    raises, with no reader, would otherwise grow its queue for good."""
+    h.append(failed(d, exc))
+    if len(h) > FOLD_AT:
+        h.fold()
+
+
 def observe_span(s: Any) -> None:
     """Record a finished sampled span (its own start and end): the general path, by name and kind."""
     if not M.on:
@@ -326,6 +346,8 @@ def observe_span(s: Any) -> None:
         h.append(~d)
     elif code == 1:
         h.ok.append(d)
+        if len(h.ok) > FOLD_AT:  # (spans set OK queue here only: the check below never sees them)
+            h.fold()
     else:
         h.append(d)
     if len(h) > FOLD_AT:

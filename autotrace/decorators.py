@@ -64,7 +64,7 @@ _pinned = _metrics.pinned
 _observe_span = _metrics.observe_span
 _OPEN = _inflight.OPEN
 _FOLD_AT = _metrics.FOLD_AT
-_failed = _metrics.failed
+_add_failed = _metrics.add_failed
 
 
 def _fail(s: Span, exc: BaseException) -> None:
@@ -151,7 +151,7 @@ def _sync_function(
                 try:
                     result = func(*args, **kwargs)
                 except BaseException as exc:
-                    h.append(_failed(_pc() - t0, exc))
+                    _add_failed(h, _pc() - t0, exc)
                     raise
                 finally:
                     _cv_reset(token)
@@ -189,7 +189,7 @@ def _sync_function(
                 try:
                     result = func(*args, **kwargs)
                 except BaseException as exc:
-                    h.append(_failed(_pc() - t0, exc))
+                    _add_failed(h, _pc() - t0, exc)
                     raise
                 h.append(_pc() - t0)
                 if len(h) > _FOLD_AT:
@@ -221,12 +221,14 @@ def _sync_function(
                 result = func(*args, **kwargs)
             except BaseException as exc:
                 if _M.on:
-                    h.append(_failed(_pc() - t0, exc))
+                    _add_failed(h, _pc() - t0, exc)
                 raise
             finally:
                 _cv_reset(token)
             if _M.on:
                 h.append(_pc() - t0)
+                if len(h) > _FOLD_AT:
+                    h.fold()
             return result
         try:  # (a try block costs nothing until something is raised)
             token = _cv_set(s)
@@ -317,7 +319,7 @@ def _timed(name: str, kind: SpanKind, s: Any, wrapped: Callable[..., Any], args:
         result = wrapped(*args, **kwargs)
     except BaseException as exc:
         if _M.on:
-            h.append(_failed(_pc() - t0, exc))
+            _add_failed(h, _pc() - t0, exc)
         raise
     finally:
         if token is not None:
@@ -445,7 +447,7 @@ def _at_outer({helpers}):
                     try:
                         _at_result = await _at_func({forward})
                     except _at_BaseException as _at_exc:
-                        _at_h.append(_at_failed(_at_pc() - _at_t0, _at_exc))
+                        _at_add_failed(_at_h, _at_pc() - _at_t0, _at_exc)
                         raise
                     _at_h.append(_at_pc() - _at_t0)
                     if _at_len(_at_h) > _at_FOLD_AT:
@@ -485,7 +487,7 @@ def _at_outer({helpers}):
                     _at_result = await _at_func({forward})
                 except _at_BaseException as _at_exc:
                     if _at_timed:
-                        _at_h.append(_at_failed(_at_pc() - _at_t0, _at_exc))
+                        _at_add_failed(_at_h, _at_pc() - _at_t0, _at_exc)
                     raise
                 finally:
                     if _at_root:
@@ -566,7 +568,7 @@ def _async_maker(params: str, forward: str) -> Callable[..., Any]:
         "_at_type": type,
         "_at_dict": dict,
         "_at_BaseException": BaseException,
-        "_at_failed": _failed,
+        "_at_add_failed": _add_failed,
         "_at_ValueError": ValueError,
         "_at_int": int,
         "_at_M": _M,
@@ -685,7 +687,7 @@ def _async_wrapper(
                 result = await coro
             except BaseException as exc:
                 if h is not None and _M.on:
-                    h.append(_failed(_pc() - t0, exc))
+                    _add_failed(h, _pc() - t0, exc)
                 raise
             finally:
                 if root:
@@ -794,8 +796,9 @@ def _stream_done(h: Any, unsampled: bool, failed: bool, began: float, first: flo
         if unsampled:
             d = round((_perf_counter() - began) * 1e9)
             h.append(~d if failed else d)
-            if len(h) > _FOLD_AT:
-                h.fold()
+        # Both queues: a sampled stream's span may have been renamed (its duration queued elsewhere).
+        if len(h) > _FOLD_AT or len(h.streams) > _FOLD_AT:
+            h.fold()
     except Exception as exc:
         internal_error("stream metrics", exc)
 

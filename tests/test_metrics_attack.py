@@ -149,3 +149,66 @@ def test_what_a_reader_holds_is_not_changed_by_a_later_fold() -> None:
     thread.join()
     assert done.is_set()
     assert [(x.count, list(x.le), dict(x.fine)) for x in held[0].hists] == before
+
+
+def _queued() -> int:
+    """The most observations queued (not folded) in any one series."""
+    return max((len(h) + len(h.ok) + len(h.streams) for h in list(_metrics.M.series.values())), default=0)
+
+
+class _DropAll:
+    """A custom sampler that samples nothing."""
+
+    def should_sample(self, trace_id: int, parent: Any, name: str) -> bool:
+        """Drop every span."""
+        return False
+
+
+def test_queues_stay_bounded_with_no_reader_on_every_path() -> None:
+    """Calls that raise, spans set OK, custom-sampler roots and renamed streams fold past FOLD_AT with no scrape."""
+    n = 3 * _metrics.FOLD_AT
+    autotrace.configure(TraceConfig(sample_rate=0.0))
+
+    @traced("raises.root")
+    def raises() -> None:
+        raise ValueError
+
+    @traced("raises.async")
+    async def araises() -> None:
+        raise ValueError
+
+    @traced("renamed.stream")
+    def stream() -> Iterator[int]:
+        autotrace.current_span().update_name("renamed.other")
+        yield 1
+
+    async def many_async() -> None:
+        for _ in range(n):
+            with pytest.raises(ValueError):
+                await araises()
+
+    for _ in range(n):
+        with pytest.raises(ValueError):
+            raises()
+        with span("raises.parent"):
+            with pytest.raises(ValueError):
+                raises()  # an unsampled child
+    asyncio.run(many_async())
+    assert _queued() <= _metrics.FOLD_AT + 1
+    autotrace.configure(TraceConfig(sample_rate=1.0))
+    for _ in range(n):
+        with span("set.ok") as s:
+            s.set_status(autotrace.StatusCode.OK)
+        list(stream())
+    assert _queued() <= _metrics.FOLD_AT + 1
+    autotrace.configure(TraceConfig(sampler=_DropAll()))
+
+    @traced("custom.dropped")
+    def dropped() -> None:
+        pass
+
+    for _ in range(n):
+        dropped()
+    assert _queued() <= _metrics.FOLD_AT + 1
+    counts = {r["name"]: r["count"] for r in autotrace.metrics.stats_by_name().values()}
+    assert counts["raises.root"] == 2 * n and counts["set.ok"] == n and counts["custom.dropped"] == n
