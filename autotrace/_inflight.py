@@ -14,7 +14,10 @@ Two sources, so the hottest path files nothing:
   open while it has no end; ended ones are pruned past ``ROOTS_PRUNE_AT``
   entries and at each read;
 - unsampled async roots and wrapt-wrapped callables' roots are filed in
-  ``OPEN`` while they run: ``OPEN[seed] = (series, perf_counter_ns at start)``.
+  ``OPEN`` while they run: ``OPEN[seed] = (series, perf_counter_ns at start, name)``.
+
+Names are the roots' own (the wrapper's ``name``, span()'s ``_root``), not their
+series': past the series cap that is ``"_other"``.
 """
 
 from __future__ import annotations
@@ -110,9 +113,10 @@ def _unsampled(name: str, seed: int, t0: int, now_wall: int, now_perf: int) -> d
 
 def _non_recording(root: Any, now_wall: int, now_perf: int) -> dict[str, Any]:
     """span()'s unsampled root: its own seed, or (below a remote unsampled parent) its context."""
+    name = root._root if isinstance(root._root, str) else root._series.name
     if hasattr(root, "_seed"):
-        return _unsampled(root._series.name, root._seed, root._t0, now_wall, now_perf)
-    record = _unsampled(root._series.name, 1, root._t0, now_wall, now_perf)
+        return _unsampled(name, root._seed, root._t0, now_wall, now_perf)
+    record = _unsampled(name, 1, root._t0, now_wall, now_perf)
     ctx = root.get_span_context()
     record["trace_id"], record["span_id"] = ctx.trace_id_hex, ctx.span_id_hex
     return record
@@ -144,7 +148,10 @@ def _from_frames(now_wall: int, now_perf: int) -> list[dict[str, Any]]:
                 elif spans and s._trace_id == spans[0]._trace_id:
                     spans.append(s)
             elif local.get("parent", 0) is None and "t0" in local and "lo" in local and "h" in local:
-                found.append(_unsampled(local["h"].name, local["lo"], local["t0"], now_wall, now_perf))
+                name = local.get("name")
+                if not isinstance(name, str):
+                    name = local["h"].name
+                found.append(_unsampled(name, local["lo"], local["t0"], now_wall, now_perf))
         if spans:
             found.append(_sampled(spans[0], now_wall, spans))
     return found
@@ -169,8 +176,8 @@ def inflight(min_age: float = 0.0) -> list[dict[str, Any]]:
         if value is key:  # a sampled root span
             found.append(_sampled(value, now_wall, [value]))
         else:
-            h, t0 = value
-            found.append(_unsampled(h.name, key if isinstance(key, int) else 0, t0, now_wall, now_perf))
+            _, t0, name = value
+            found.append(_unsampled(name, key if isinstance(key, int) else 0, t0, now_wall, now_perf))
     found = [r for r in found if r["age_seconds"] >= min_age]
     found.sort(key=lambda r: r["start_time_unix_nano"])
     return found

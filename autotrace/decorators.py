@@ -313,7 +313,7 @@ def _timed(name: str, kind: SpanKind, s: Any, wrapped: Callable[..., Any], args:
     token = None
     try:
         if root:
-            _OPEN[s] = (h, t0)
+            _OPEN[s] = (h, t0, name)
         if s is not None:
             token = _cv_set(s)
         result = wrapped(*args, **kwargs)
@@ -475,7 +475,7 @@ def _at_outer({helpers}):
                     _at_t0 = _at_pc()
                     if _at_s.__class__ is _at_int:
                         _at_root = True
-                        _at_OPEN[_at_s] = (_at_h, _at_t0)
+                        _at_OPEN[_at_s] = (_at_h, _at_t0, _at_name)
                 try:
                     _at_token = _at_cv_set(_at_s)
                 except _at_BaseException:
@@ -683,7 +683,7 @@ def _async_wrapper(
                 token = _cv_set(s)
             try:
                 if root and h is not None:
-                    _OPEN[s] = (h, t0)
+                    _OPEN[s] = (h, t0, name)
                 result = await coro
             except BaseException as exc:
                 if h is not None and _M.on:

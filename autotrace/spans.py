@@ -863,7 +863,9 @@ class _TimedSpan(NonRecordingSpan):
         self._context = context
         self._token = None
         self._series: Any = None  # set by span(): its metrics series (None: not timed)
-        self._root = False  # a local root: listed by /inflight while open
+        self._root: str | None = (
+            None  # a local root's name (listed by /inflight while open; the series may be "_other")
+        )
         self._t0 = 0
 
     # Timed as a sampled span is (metrics over every span, sampled or not); a
@@ -873,7 +875,7 @@ class _TimedSpan(NonRecordingSpan):
     def __enter__(self) -> NonRecordingSpan:
         if self._series is not None:
             self._t0 = _pc()
-            if self._root:
+            if self._root is not None:
                 _ROOTS.append(self)
                 if len(_ROOTS) > _ROOTS_PRUNE_AT:
                     _prune_roots()
@@ -933,7 +935,7 @@ class _UnsampledRoot(_TimedSpan):
         self._seed = seed
         self._token = None
         self._series = None
-        self._root = False
+        self._root = None
         self._t0 = 0
 
     @property

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -212,3 +213,59 @@ def test_queues_stay_bounded_with_no_reader_on_every_path() -> None:
     assert _queued() <= _metrics.FOLD_AT + 1
     counts = {r["name"]: r["count"] for r in autotrace.metrics.stats_by_name().values()}
     assert counts["raises.root"] == 2 * n and counts["set.ok"] == n and counts["custom.dropped"] == n
+
+
+def _open_names(url: str, want: int) -> list[tuple[str, bool]]:
+    """The (name, sampled) pairs /inflight lists, once ``want`` roots show (or after 10 s)."""
+    deadline = time.monotonic() + 10
+    while True:
+        doc = fetch(url, "/inflight").json()
+        found = sorted((r["name"], r["sampled"]) for r in doc["inflight"])
+        if len(found) >= want or time.monotonic() > deadline:
+            return found
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("rate", [0.0, 1.0])
+def test_inflight_shows_every_kind_of_root_by_its_own_name(server: ServerHandle, rate: float) -> None:
+    """Past the series cap /inflight named unsampled roots "_other" (their series): each root shows its own name."""
+    autotrace.configure(TraceConfig(sample_rate=rate, metrics_max_series=1))
+    with span("fills the cap"):
+        pass
+    gate = threading.Event()
+    started = threading.Barrier(4)
+
+    @traced("sync root")
+    def sync_root() -> None:
+        started.wait(10)
+        gate.wait(30)
+
+    @traced("async root")
+    async def async_root() -> None:
+        await asyncio.get_running_loop().run_in_executor(None, started.wait, 10)
+        await asyncio.get_running_loop().run_in_executor(None, gate.wait, 30)
+
+    def span_root() -> None:
+        with span("span root"):
+            started.wait(10)
+            gate.wait(30)
+
+    threads = [
+        threading.Thread(target=sync_root),
+        threading.Thread(target=asyncio.run, args=(async_root(),)),
+        threading.Thread(target=span_root),
+    ]
+    for t in threads:
+        t.start()
+    try:
+        started.wait(10)
+        sampled = rate == 1.0
+        assert _open_names(server.url, 3) == [
+            ("async root", sampled),
+            ("span root", sampled),
+            ("sync root", sampled),
+        ]
+    finally:
+        gate.set()
+        for t in threads:
+            t.join()
