@@ -283,6 +283,8 @@ def _sync_capture_function(
         s = start(name, kind, attrs, _cv_get())
         if s.__class__ is not Span:
             return _run_started(s, func, args, kwargs, name, kind)
+        if s._parent_id is None:  # a local root: listed by /inflight while open
+            _inflight.add_root(s)
         capture.arguments(s, None, args, kwargs)  # type: ignore[arg-type]
         token = _cv_set(s)
         try:
@@ -853,6 +855,19 @@ def _unmark(tokens: dict[Any, Any]) -> None:
         pass
 
 
+def _list_root(s: Any, span: Span | None, sh: Any, name: str) -> bool:
+    """List a stream's root for /inflight from its first resume: a sampled one in ROOTS (until its
+    span ends), an unsampled one in OPEN (True: the driver takes it out when the stream ends)."""
+    if span is not None:
+        if span._parent_id is None:
+            _inflight.add_root(span)
+        return False
+    if s.__class__ is int and sh is not None:  # a new unsampled trace's seed
+        _OPEN[s] = (sh, _pc(), name)
+        return True
+    return False
+
+
 def _gen_wrapper(
     name: str, kind: SpanKind, attrs: dict[str, Any], capture: _Capture | None, awaitable: bool = False
 ) -> Callable[..., Any]:
@@ -880,6 +895,7 @@ def _gen_wrapper(
         if span is not None and capture is not None:
             capture.arguments(span, instance, args, kwargs)  # type: ignore[arg-type]
         sh = _series(name, kind) if _M.on else None  # every stream, sampled or not, in the metrics
+        opened = _list_root(s, span, sh, name)
         failed = False
         # The stream's figures, kept for every stream (sampled or not) in locals:
         # a perf_counter() per item is all the timing costs.
@@ -949,6 +965,8 @@ def _gen_wrapper(
                 if tokens is not None:
                     _unmark(tokens)
             finally:
+                if opened:
+                    _OPEN.pop(s, None)
                 if sh is not None:
                     _stream_done(sh, span is None, failed, started, first, last, count)
                 if span is not None:
@@ -978,6 +996,7 @@ def _asyncgen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture:
         if span is not None and capture is not None:
             capture.arguments(span, instance, args, kwargs)  # type: ignore[arg-type]
         sh = _series(name, kind) if _M.on else None  # every stream, sampled or not, in the metrics
+        opened = _list_root(s, span, sh, name)
         failed = False
         count = 0
         started = first = last = _perf_counter()
@@ -1045,6 +1064,8 @@ def _asyncgen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture:
                 _fail(span, exc)
             raise
         finally:
+            if opened:
+                _OPEN.pop(s, None)
             if sh is not None:
                 _stream_done(sh, span is None, failed, started, first, last, count)
             if span is not None:

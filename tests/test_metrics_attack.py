@@ -269,3 +269,55 @@ def test_inflight_shows_every_kind_of_root_by_its_own_name(server: ServerHandle,
         gate.set()
         for t in threads:
             t.join()
+
+
+@pytest.mark.parametrize("rate", [0.0, 1.0])
+def test_inflight_lists_stream_and_capture_roots(server: ServerHandle, rate: float) -> None:
+    """Traced generators, async generators and capture_args roots were missing from /inflight while they ran."""
+    autotrace.configure(TraceConfig(sample_rate=rate))
+    gate = threading.Event()
+    started = threading.Barrier(4)
+
+    @traced("capture root", capture_args=True)
+    def capture_root(x: int) -> None:
+        started.wait(10)
+        gate.wait(30)
+
+    @traced("stream root")
+    def stream_root() -> Iterator[int]:
+        yield 1
+        started.wait(10)
+        gate.wait(30)
+        yield 2
+
+    @traced("async stream root")
+    async def async_stream_root() -> Any:
+        yield 1
+        await asyncio.get_running_loop().run_in_executor(None, started.wait, 10)
+        await asyncio.get_running_loop().run_in_executor(None, gate.wait, 30)
+        yield 2
+
+    async def consume() -> None:
+        async for _ in async_stream_root():
+            pass
+
+    threads = [
+        threading.Thread(target=capture_root, args=(1,)),
+        threading.Thread(target=lambda: list(stream_root())),
+        threading.Thread(target=asyncio.run, args=(consume(),)),
+    ]
+    for t in threads:
+        t.start()
+    try:
+        started.wait(10)
+        sampled = rate == 1.0
+        assert _open_names(server.url, 3) == [
+            ("async stream root", sampled),
+            ("capture root", sampled),
+            ("stream root", sampled),
+        ]
+    finally:
+        gate.set()
+        for t in threads:
+            t.join()
+    assert _open_names(server.url, 0) == []
