@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
@@ -321,3 +323,34 @@ def test_inflight_lists_stream_and_capture_roots(server: ServerHandle, rate: flo
         for t in threads:
             t.join()
     assert _open_names(server.url, 0) == []
+
+
+def test_inflight_answer_is_bounded_and_limit_checked(server: ServerHandle) -> None:
+    """5,000 leaked span() roots made /inflight list all (megabytes); it lists the oldest `limit`, counts all."""
+    autotrace.configure(TraceConfig(sample_rate=0.0))  # one clock for every start: a strict order
+    leaked = []
+
+    def leak(i: int) -> None:
+        s = span(f"leaked {i}")
+        s.__enter__()  # never left: a root that never ends
+        leaked.append(s)
+
+    for i in range(5000):
+        contextvars.copy_context().run(leak, i)
+    doc = fetch(server.url, "/inflight").json()
+    assert doc["count"] == 5000 and doc["truncated"] is True and len(doc["inflight"]) == 1000
+    ages = [r["start_time_unix_nano"] for r in doc["inflight"]]
+    assert ages == sorted(ages)
+    small = fetch(server.url, "/inflight?limit=3").json()
+    assert (
+        small["count"] == 5000
+        and len(small["inflight"]) == 3
+        and [r["name"] for r in small["inflight"]] == ["leaked 0", "leaked 1", "leaked 2"]
+    )
+    every = fetch(server.url, "/inflight?limit=100000").json()
+    assert len(every["inflight"]) == 5000 and every["truncated"] is False
+    for bad in ("0", "-1", "1.5", "nan", "1e3", "100001", "9" * 5000, "%00", "", "\u0663"):
+        reply = fetch(server.url, "/inflight?limit=" + urllib.parse.quote(bad))
+        assert reply.status == 400 and "limit" in reply.json()["error"], bad
+    for s in leaked:
+        s.__exit__(None, None, None)
