@@ -493,7 +493,7 @@ def install(
         return _metrics_api.prometheus_text().encode("utf-8")
 
     def inflight() -> Any:
-        """The local root spans still open, oldest first; ?min_age=SECONDS keeps the older ones, ?limit=N the N oldest."""
+        """The local root spans still open, oldest first; ?min_age=SECONDS keeps older ones, ?limit=N the N oldest."""
         query = bottle.request.query
         unknown = sorted(set(query.keys()) - {"min_age", "limit"})
         if unknown:
