@@ -130,31 +130,42 @@ def _from_frames(now_wall: int, now_perf: int) -> list[dict[str, Any]]:
     for ident, frame in sys._current_frames().items():
         if ident == me:
             continue
-        mine: list[Any] = []  # wrapper frames, innermost first
-        f: Any = frame
-        while f is not None:
-            if f.f_code in codes:
-                mine.append(f)
-            f = f.f_back
-        if not mine:
+        try:
+            _from_stack(frame, codes, found, now_wall, now_perf)
+        except Exception:
+            # The thread runs on while it is read: a span it ends meanwhile is packed
+            # (its slots gone) or its frame's locals change. What it was running
+            # is over; the next look sees what runs now.
             continue
-        spans: list[Any] = []  # sampled spans still open, outermost first
-        for f in reversed(mine):
-            local = f.f_locals
-            s = local.get("s")
-            if s is not None and s.__class__.__name__ == "Span" and s._end is None:
-                if local.get("parent", 0) is None:
-                    spans = [s]
-                elif spans and s._trace_id == spans[0]._trace_id:
-                    spans.append(s)
-            elif local.get("parent", 0) is None and "t0" in local and "lo" in local and "h" in local:
-                name = local.get("name")
-                if not isinstance(name, str):
-                    name = local["h"].name
-                found.append(_unsampled(name, local["lo"], local["t0"], now_wall, now_perf))
-        if spans:
-            found.append(_sampled(spans[0], now_wall, spans))
     return found
+
+
+def _from_stack(frame: Any, codes: set[CodeType], found: list[dict[str, Any]], now_wall: int, now_perf: int) -> None:
+    """The open roots in one thread's stack, appended to ``found``."""
+    mine: list[Any] = []  # wrapper frames, innermost first
+    f: Any = frame
+    while f is not None:
+        if f.f_code in codes:
+            mine.append(f)
+        f = f.f_back
+    if not mine:
+        return
+    spans: list[Any] = []  # sampled spans still open, outermost first
+    for f in reversed(mine):
+        local = f.f_locals
+        s = local.get("s")
+        if s is not None and s.__class__.__name__ == "Span" and s._end is None:
+            if local.get("parent", 0) is None:
+                spans = [s]
+            elif spans and s._trace_id == spans[0]._trace_id:
+                spans.append(s)
+        elif local.get("parent", 0) is None and "t0" in local and "lo" in local and "h" in local:
+            name = local.get("name")
+            if not isinstance(name, str):
+                name = local["h"].name
+            found.append(_unsampled(name, local["lo"], local["t0"], now_wall, now_perf))
+    if spans:
+        found.append(_sampled(spans[0], now_wall, spans))
 
 
 def inflight(min_age: float = 0.0) -> list[dict[str, Any]]:
@@ -164,20 +175,25 @@ def inflight(min_age: float = 0.0) -> list[dict[str, Any]]:
     found = _from_frames(now_wall, now_perf)
     prune()
     for root in [*KEPT, *ROOTS]:
-        if not _is_open(root):
+        try:  # (a root ending in another thread meanwhile: as in _from_frames)
+            if not _is_open(root):
+                continue
+            if hasattr(root, "_series"):  # span()'s non-recording root
+                if root._series is not None:
+                    found.append(_non_recording(root, now_wall, now_perf))
+            else:
+                found.append(_sampled(root, now_wall, [root]))
+        except Exception:
             continue
-        if hasattr(root, "_series"):  # span()'s non-recording root
-            h = root._series
-            if h is not None:
-                found.append(_non_recording(root, now_wall, now_perf))
-        else:
-            found.append(_sampled(root, now_wall, [root]))
     for key, value in list(OPEN.items()):
-        if value is key:  # a sampled root span
-            found.append(_sampled(value, now_wall, [value]))
-        else:
-            _, t0, name = value
-            found.append(_unsampled(name, key if isinstance(key, int) else 0, t0, now_wall, now_perf))
+        try:
+            if value is key:  # a sampled root span
+                found.append(_sampled(value, now_wall, [value]))
+            else:
+                _, t0, name = value
+                found.append(_unsampled(name, key if isinstance(key, int) else 0, t0, now_wall, now_perf))
+        except Exception:
+            continue
     found = [r for r in found if r["age_seconds"] >= min_age]
     found.sort(key=lambda r: r["start_time_unix_nano"])
     return found

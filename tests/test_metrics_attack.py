@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import sys
 import threading
 import time
 import urllib.parse
@@ -14,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import autotrace
-from autotrace import _metrics, span, traced
+from autotrace import _inflight, _metrics, span, traced
 from autotrace.config import TraceConfig
 from autotrace.server import ServerHandle, start_in_background
 from tests.server_helpers import fetch
@@ -354,3 +355,33 @@ def test_inflight_answer_is_bounded_and_limit_checked(server: ServerHandle) -> N
         assert reply.status == 400 and "limit" in reply.json()["error"], bad
     for s in leaked:
         s.__exit__(None, None, None)
+
+
+def test_inflight_read_while_spans_end_in_other_threads_never_raises() -> None:
+    """/inflight read spans that ended (packed, slots gone) mid-read in another thread: AttributeError, a 500."""
+    autotrace.configure(TraceConfig(sample_rate=1.0))
+    stop = threading.Event()
+
+    @traced("deep")
+    def deep(n: int) -> int:
+        return deep(n - 1) if n else 0
+
+    def work() -> None:
+        while not stop.is_set():
+            deep(20)
+            with span("block"):
+                pass
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # switch threads often: reads land mid-end
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(3000):
+            _inflight.inflight()
+    finally:
+        sys.setswitchinterval(old)
+        stop.set()
+        for t in threads:
+            t.join()
