@@ -22,6 +22,7 @@ series': past the series cap that is ``"_other"``.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -43,6 +44,17 @@ ROOTS_PRUNE_AT = 1024
 KEPT: list[Any] = []  # roots found still open at a prune (only prune() writes it)
 _KEPT_PRUNE_AT = ROOTS_PRUNE_AT
 _PRUNING = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    """A new prune lock in a forked child: one held by another thread at fork time would stay held
+    there, and ROOTS would never be pruned again."""
+    global _PRUNING
+    _PRUNING = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _is_open(obj: Any) -> bool:

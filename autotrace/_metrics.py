@@ -15,6 +15,7 @@ of the exact value.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -424,6 +425,18 @@ def reset() -> None:
     finally:
         if held:
             _LOCK.release()
+
+
+def _after_fork_in_child() -> None:
+    """New locks in a forked child: one held by another thread at fork time is never released there
+    (no fold ever ran again: every queue grew for good, and each read waited READ_WAIT)."""
+    global _LOCK, _TABLE
+    _LOCK = threading.Lock()
+    _TABLE = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def configure(on: bool, max_series: int) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import os
 import sys
 import threading
 import time
@@ -385,3 +386,55 @@ def test_inflight_read_while_spans_end_in_other_threads_never_raises() -> None:
         stop.set()
         for t in threads:
             t.join()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # 3.12+: fork() with threads running
+def test_fork_while_a_thread_holds_the_metrics_locks_leaves_the_child_folding() -> None:
+    """A child forked while a thread folds and prunes: its queues and ROOTS stay bounded, reads do not wait."""
+    autotrace.configure(TraceConfig(sample_rate=0.0))
+    holding = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        with _metrics._LOCK, _metrics._TABLE, _inflight._PRUNING:  # a fold, a new series and a prune at once
+            holding.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holding.wait(10)
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: a hang is killed by the parent
+            status = 1
+            try:
+                for _ in range(3 * _metrics.FOLD_AT):
+                    with span("in child"):
+                        pass
+                with span("a new name"):  # a new series: the table lock
+                    pass
+                for _ in range(3 * _inflight.ROOTS_PRUNE_AT):
+                    contextvars.copy_context().run(lambda: span("root").__enter__().__exit__(None, None, None))
+                began = time.monotonic()
+                counts = {r["name"]: r["count"] for r in autotrace.metrics.stats_by_name().values()}
+                ok = _queued() <= _metrics.FOLD_AT + 1 and len(_inflight.ROOTS) <= _inflight.ROOTS_PRUNE_AT + 1
+                ok = ok and time.monotonic() - began < _metrics.READ_WAIT  # the read did not wait for the lock
+                ok = ok and counts["in child"] == 3 * _metrics.FOLD_AT and counts["a new name"] == 1
+                status = 0 if ok else 3
+            finally:
+                os._exit(status)
+    finally:
+        release.set()
+        holder.join(10)
+    deadline = time.monotonic() + 60
+    while True:
+        done, code = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung on a lock held at fork time")
+        time.sleep(0.05)
+    assert os.waitstatus_to_exitcode(code) == 0
