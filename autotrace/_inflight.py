@@ -92,9 +92,15 @@ def prune() -> None:
             _PRUNING.release()
 
 
+CHAIN_MAX = 64  # spans of a chain listed: the root and the innermost ones (deep recursion is not megabytes)
+
+
 def _sampled(s: Any, now_wall: int, chain: list[Any]) -> dict[str, Any]:
     ctx = s.get_span_context()
     start = s._start
+    skipped = max(0, len(chain) - CHAIN_MAX)
+    if skipped:
+        chain = [chain[0], *chain[skipped + 1 :]]
     return {
         "name": s.name,
         "trace_id": ctx.trace_id_hex,
@@ -106,6 +112,7 @@ def _sampled(s: Any, now_wall: int, chain: list[Any]) -> dict[str, Any]:
             {"name": c.name, "span_id": f"{c._span_id:016x}", "age_seconds": max(0, now_wall - c._start) / 1e9}
             for c in chain
         ],
+        "chain_skipped": skipped,  # open spans left out between the root and the innermost ones
     }
 
 
@@ -120,6 +127,7 @@ def _unsampled(name: str, seed: int, t0: int, now_wall: int, now_perf: int) -> d
         "age_seconds": age / 1e9,
         "sampled": False,
         "chain": [],
+        "chain_skipped": 0,
     }
 
 

@@ -438,3 +438,31 @@ def test_fork_while_a_thread_holds_the_metrics_locks_leaves_the_child_folding() 
             pytest.fail("the forked child hung on a lock held at fork time")
         time.sleep(0.05)
     assert os.waitstatus_to_exitcode(code) == 0
+
+
+def test_inflight_chain_of_a_deep_recursion_is_bounded(server: ServerHandle) -> None:
+    """A request 300 traced calls deep listed all 300 in its chain: the root and the innermost 63, the rest counted."""
+    autotrace.configure(TraceConfig(sample_rate=1.0))
+    entered = threading.Event()
+    release = threading.Event()
+
+    @traced("level")
+    def level(n: int) -> None:
+        if n:
+            level(n - 1)
+        else:
+            entered.set()
+            release.wait(30)
+
+    worker = threading.Thread(target=level, args=(299,))
+    worker.start()
+    try:
+        assert entered.wait(10)
+        (record,) = fetch(server.url, "/inflight").json()["inflight"]
+        assert len(record["chain"]) == _inflight.CHAIN_MAX and record["chain_skipped"] == 300 - _inflight.CHAIN_MAX
+        assert record["chain"][0]["span_id"] == record["span_id"]
+        ages = [c["age_seconds"] for c in record["chain"]]
+        assert ages == sorted(ages, reverse=True)  # root first, innermost last
+    finally:
+        release.set()
+        worker.join()
