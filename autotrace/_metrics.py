@@ -404,13 +404,23 @@ def fold_all() -> list[Folded]:
     return list(out.values())
 
 
+# References to a series held only by the table while reset() looks at it: the dict, the
+# (key, series) pair of its copy, the loop variable and getrefcount's argument (+1 in by_name).
+_TABLE_REFS = 4
+_refcount = getattr(sys, "getrefcount", lambda obj: 1 << 30)  # (no refcounts: every series kept)
+
+
 def reset() -> None:
-    """Forget every observation; the series decorators hold stay (emptied), the others go (freeing the cap)."""
+    """Forget every observation; series still held (decorators, open calls) stay, emptied; the others go."""
     held = _locked()
     try:
         with _TABLE:
             for key, h in list(M.series.items()):
-                if not h.pinned:
+                kinds = M.by_name.get(h.name)
+                listed = kinds is not None and any(k is h for k in kinds)
+                # Held elsewhere too (an open span() or stream, a call running): kept, emptied, or
+                # what it records when it ends would go to a series no reader sees any more.
+                if not h.pinned and _refcount(h) <= _TABLE_REFS + listed:
                     del M.series[key]
                     kinds = M.by_name.get(h.name)
                     if kinds is not None:  # (by identity: a Series is a list, == compares contents)

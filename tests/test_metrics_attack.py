@@ -466,3 +466,29 @@ def test_inflight_chain_of_a_deep_recursion_is_bounded(server: ServerHandle) -> 
     finally:
         release.set()
         worker.join()
+
+
+@pytest.mark.parametrize("rate", [0.0, 1.0])
+def test_calls_open_across_reset_are_counted_sampled_or_not(rate: float) -> None:
+    """reset() dropped the series an open span() or stream held: unsampled, what they recorded at their end was lost."""
+    autotrace.configure(TraceConfig(sample_rate=rate))
+
+    @traced("stream across reset")
+    def stream() -> Iterator[int]:
+        yield 1
+        yield 2
+
+    with span("done before reset"):
+        pass
+    with span("open across reset"):
+        it = stream()
+        next(it)
+        autotrace.metrics.reset()
+    assert list(it) == [2]
+    counts = {name: row["count"] for name, row in autotrace.metrics.stats_by_name().items()}
+    assert counts == {"open across reset": 1, "stream across reset": 1}
+    streams = [(r["name"], r["items"]["count"]) for r in autotrace.metrics.snapshot()["streams"]]
+    assert streams == [("stream across reset", 1)]
+    # A series nothing holds any more still goes at reset (freeing the cap).
+    autotrace.metrics.reset()
+    assert not [key for key in _metrics.M.series if key[0] in ("done before reset", "open across reset")]
