@@ -14,7 +14,10 @@ Two sources, so the hottest path files nothing:
   open while it has no end; ended ones are pruned past ``ROOTS_PRUNE_AT``
   entries and at each read;
 - unsampled async roots and wrapt-wrapped callables' roots are filed in
-  ``OPEN`` while they run: ``OPEN[seed] = (series, perf_counter_ns at start)``.
+  ``OPEN`` while they run: ``OPEN[seed] = (series, perf_counter_ns at start, name)``.
+
+Names are the roots' own (the wrapper's ``name``, span()'s ``_root``), not their
+series': past the series cap that is ``"_other"``.
 """
 
 from __future__ import annotations
@@ -40,13 +43,14 @@ ROOTS: list[Any] = []
 ROOTS_PRUNE_AT = 1024
 KEPT: list[Any] = []  # roots found still open at a prune (only prune() writes it)
 _KEPT_PRUNE_AT = ROOTS_PRUNE_AT
-_PRUNING = threading.RLock()  # an RLock for _is_owned() (see prune)
+_PRUNING = threading.Lock()  # taken by `with` only (see _metrics.Series.fold)
 
 
 def _after_fork_in_child() -> None:
-    """A new prune lock in a forked child: a thread of the parent may have been pruning."""
+    """A new prune lock in a forked child: one held by another thread at fork time would stay held
+    there, and ROOTS would never be pruned again."""
     global _PRUNING
-    _PRUNING = threading.RLock()
+    _PRUNING = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
@@ -67,28 +71,32 @@ def add_root(root: Any) -> None:
 def prune() -> None:
     """Drop ended roots from ROOTS (unless another thread is at it); the open ones move to KEPT."""
     global _KEPT_PRUNE_AT
-    try:  # a signal handler raising just after acquire() must not leave it held: see the finally
-        if _PRUNING.acquire(blocking=False):
-            # The first n entries, taken and deleted in one step each (atomic under
-            # the GIL): roots appended meanwhile land past them and stay.
-            n = len(ROOTS)
-            taken = ROOTS[:n]
-            del ROOTS[:n]
-            KEPT.extend([r for r in taken if _is_open(r)])
-            # Roots open for long (or never closed) wait in KEPT, pruned when it has
-            # doubled since: each root is looked at O(1) times on average, however
-            # many stay open.
-            if len(KEPT) > _KEPT_PRUNE_AT:
-                KEPT[:] = [r for r in KEPT if _is_open(r)]
-                _KEPT_PRUNE_AT = max(ROOTS_PRUNE_AT, 2 * len(KEPT))
-    finally:
-        if _PRUNING._is_owned():  # type: ignore[attr-defined]  # (held by this thread, whatever interrupted it)
-            _PRUNING.release()
+    if _PRUNING.locked():  # another thread is at it
+        return
+    with _PRUNING:  # (two threads passing the check at once prune one after the other)
+        # The first n entries, taken and deleted in one step each (atomic under
+        # the GIL): roots appended meanwhile land past them and stay.
+        n = len(ROOTS)
+        taken = ROOTS[:n]
+        del ROOTS[:n]
+        KEPT.extend([r for r in taken if _is_open(r)])
+        # Roots open for long (or never closed) wait in KEPT, pruned when it has
+        # doubled since: each root is looked at O(1) times on average, however
+        # many stay open.
+        if len(KEPT) > _KEPT_PRUNE_AT:
+            KEPT[:] = [r for r in KEPT if _is_open(r)]
+            _KEPT_PRUNE_AT = max(ROOTS_PRUNE_AT, 2 * len(KEPT))
+
+
+CHAIN_MAX = 64  # spans of a chain listed: the root and the innermost ones (deep recursion is not megabytes)
 
 
 def _sampled(s: Any, now_wall: int, chain: list[Any]) -> dict[str, Any]:
     ctx = s.get_span_context()
     start = s._start
+    skipped = max(0, len(chain) - CHAIN_MAX)
+    if skipped:
+        chain = [chain[0], *chain[skipped + 1 :]]
     return {
         "name": s.name,
         "trace_id": ctx.trace_id_hex,
@@ -100,6 +108,7 @@ def _sampled(s: Any, now_wall: int, chain: list[Any]) -> dict[str, Any]:
             {"name": c.name, "span_id": f"{c._span_id:016x}", "age_seconds": max(0, now_wall - c._start) / 1e9}
             for c in chain
         ],
+        "chain_skipped": skipped,  # open spans left out between the root and the innermost ones
     }
 
 
@@ -114,14 +123,16 @@ def _unsampled(name: str, seed: int, t0: int, now_wall: int, now_perf: int) -> d
         "age_seconds": age / 1e9,
         "sampled": False,
         "chain": [],
+        "chain_skipped": 0,
     }
 
 
 def _non_recording(root: Any, now_wall: int, now_perf: int) -> dict[str, Any]:
     """span()'s unsampled root: its own seed, or (below a remote unsampled parent) its context."""
+    name = root._root if isinstance(root._root, str) else root._series.name
     if hasattr(root, "_seed"):
-        return _unsampled(root._series.name, root._seed, root._t0, now_wall, now_perf)
-    record = _unsampled(root._series.name, 1, root._t0, now_wall, now_perf)
+        return _unsampled(name, root._seed, root._t0, now_wall, now_perf)
+    record = _unsampled(name, 1, root._t0, now_wall, now_perf)
     ctx = root.get_span_context()
     record["trace_id"], record["span_id"] = ctx.trace_id_hex, ctx.span_id_hex
     return record
@@ -135,28 +146,42 @@ def _from_frames(now_wall: int, now_perf: int) -> list[dict[str, Any]]:
     for ident, frame in sys._current_frames().items():
         if ident == me:
             continue
-        mine: list[Any] = []  # wrapper frames, innermost first
-        f: Any = frame
-        while f is not None:
-            if f.f_code in codes:
-                mine.append(f)
-            f = f.f_back
-        if not mine:
+        try:
+            _from_stack(frame, codes, found, now_wall, now_perf)
+        except Exception:
+            # The thread runs on while it is read: a span it ends meanwhile is packed
+            # (its slots gone) or its frame's locals change. What it was running
+            # is over; the next look sees what runs now.
             continue
-        spans: list[Any] = []  # sampled spans still open, outermost first
-        for f in reversed(mine):
-            local = f.f_locals
-            s = local.get("s")
-            if s is not None and s.__class__.__name__ == "Span" and s._end is None:
-                if local.get("parent", 0) is None:
-                    spans = [s]
-                elif spans and s._trace_id == spans[0]._trace_id:
-                    spans.append(s)
-            elif local.get("parent", 0) is None and "t0" in local and "lo" in local and "h" in local:
-                found.append(_unsampled(local["h"].name, local["lo"], local["t0"], now_wall, now_perf))
-        if spans:
-            found.append(_sampled(spans[0], now_wall, spans))
     return found
+
+
+def _from_stack(frame: Any, codes: set[CodeType], found: list[dict[str, Any]], now_wall: int, now_perf: int) -> None:
+    """The open roots in one thread's stack, appended to ``found``."""
+    mine: list[Any] = []  # wrapper frames, innermost first
+    f: Any = frame
+    while f is not None:
+        if f.f_code in codes:
+            mine.append(f)
+        f = f.f_back
+    if not mine:
+        return
+    spans: list[Any] = []  # sampled spans still open, outermost first
+    for f in reversed(mine):
+        local = f.f_locals
+        s = local.get("s")
+        if s is not None and s.__class__.__name__ == "Span" and s._end is None:
+            if local.get("parent", 0) is None:
+                spans = [s]
+            elif spans and s._trace_id == spans[0]._trace_id:
+                spans.append(s)
+        elif local.get("parent", 0) is None and "t0" in local and "lo" in local and "h" in local:
+            name = local.get("name")
+            if not isinstance(name, str):
+                name = local["h"].name
+            found.append(_unsampled(name, local["lo"], local["t0"], now_wall, now_perf))
+    if spans:
+        found.append(_sampled(spans[0], now_wall, spans))
 
 
 def inflight(min_age: float = 0.0) -> list[dict[str, Any]]:
@@ -166,20 +191,25 @@ def inflight(min_age: float = 0.0) -> list[dict[str, Any]]:
     found = _from_frames(now_wall, now_perf)
     prune()
     for root in [*KEPT, *ROOTS]:
-        if not _is_open(root):
+        try:  # (a root ending in another thread meanwhile: as in _from_frames)
+            if not _is_open(root):
+                continue
+            if hasattr(root, "_series"):  # span()'s non-recording root
+                if root._series is not None:
+                    found.append(_non_recording(root, now_wall, now_perf))
+            else:
+                found.append(_sampled(root, now_wall, [root]))
+        except Exception:
             continue
-        if hasattr(root, "_series"):  # span()'s non-recording root
-            h = root._series
-            if h is not None:
-                found.append(_non_recording(root, now_wall, now_perf))
-        else:
-            found.append(_sampled(root, now_wall, [root]))
     for key, value in list(OPEN.items()):
-        if value is key:  # a sampled root span
-            found.append(_sampled(value, now_wall, [value]))
-        else:
-            h, t0 = value
-            found.append(_unsampled(h.name, key if isinstance(key, int) else 0, t0, now_wall, now_perf))
+        try:
+            if value is key:  # a sampled root span
+                found.append(_sampled(value, now_wall, [value]))
+            else:
+                _, t0, name = value
+                found.append(_unsampled(name, key if isinstance(key, int) else 0, t0, now_wall, now_perf))
+        except Exception:
+            continue
     found = [r for r in found if r["age_seconds"] >= min_age]
     found.sort(key=lambda r: r["start_time_unix_nano"])
     return found

@@ -16,6 +16,7 @@ of the exact value.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from bisect import bisect_left, bisect_right
@@ -23,9 +24,22 @@ from collections import deque
 from itertools import repeat, starmap
 from typing import Any
 
-from ._errors import internal_error, logger
+from ._errors import logger
+from ._limits import LIMITS
 
-__all__ = ["LE_SECONDS", "ITEM_BUCKETS", "M", "Hist", "Series", "series", "stream_series"]
+__all__ = [
+    "LE_SECONDS",
+    "ITEM_BUCKETS",
+    "M",
+    "Folded",
+    "Hist",
+    "Series",
+    "add_failed",
+    "failed",
+    "series",
+    "shown",
+    "stream_series",
+]
 
 LE_SECONDS = (
     0.0001,
@@ -120,6 +134,14 @@ class Hist:
             fine[idx] = get(idx, 0) + j - i
             i = j
 
+    def copy(self) -> Hist:
+        """A copy a reader can keep reading while folds go on."""
+        made = Hist.__new__(Hist)
+        made.count, made.sum, made.min, made.max = self.count, self.sum, self.min, self.max
+        made.le = list(self.le)
+        made.fine = dict(self.fine)
+        return made
+
     def merge(self, other: Hist) -> None:
         """Add ``other`` into this one."""
         if not other.count:
@@ -175,14 +197,15 @@ class Series(list):  # type: ignore[type-arg]
 
     def fold(self) -> None:
         """Fold what is queued, unless another thread is folding (then it will)."""
-        # A signal handler may raise (a deadline's TimeoutError) just after
-        # acquire() returned, before its result is kept: the finally asks the
-        # lock whether this thread holds it instead (see _release).
-        try:
-            if _LOCK.acquire(blocking=False):
+        # Skipped while another thread folds (it takes what is queued; two that
+        # pass the check at once fold one after the other). The lock is only
+        # ever taken by `with`: its __enter__ and __exit__ run in C with no room
+        # between them and the block for a signal handler's exception (a
+        # deadline's TimeoutError), so it can never be left held, unlike a
+        # `got = acquire()` interrupted before `got` is stored.
+        if not _LOCK.locked():
+            with _LOCK:
                 self._fold()
-        finally:
-            _release()
 
     def _fold(self) -> None:
         n = len(self)
@@ -234,36 +257,8 @@ class _Metrics:
 
 
 M = _Metrics()
-# Folds and reads. An RLock for _is_owned(): whether this thread holds it, which
-# a `got = acquire()` cannot tell when a signal handler raises between the two.
-_LOCK = threading.RLock()
-_TABLE = threading.Lock()  # the series table's writes (taken by `with` only: no window there)
-
-
-def _release() -> None:
-    """Let go of the fold lock if this thread holds it (whatever interrupted the holder)."""
-    if _LOCK._is_owned():  # type: ignore[attr-defined]
-        _LOCK.release()
-
-
-def _after_fork_in_child() -> None:
-    """New locks in a forked child: a thread of the parent may have been folding or adding a series."""
-    global _LOCK, _TABLE
-    _LOCK = threading.RLock()
-    _TABLE = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-READ_WAIT = 5.0  # seconds a reader waits for a fold in progress before reading without folding
-
-
-def _locked() -> bool:
-    """Take the fold lock for a reader; False (logged once) if it stays held past READ_WAIT."""
-    if _LOCK.acquire(timeout=READ_WAIT):
-        return True
-    internal_error("metrics", TimeoutError("the fold lock stayed held; reading without folding"))
-    return False
+_LOCK = threading.Lock()  # folds and reads; taken by `with` only (see Series.fold)
+_TABLE = threading.Lock()  # the series table's writes (taken by `with` only)
 
 
 def pinned(name: str, kind: int) -> Series:
@@ -311,6 +306,21 @@ def series(name: str, kind: int) -> Series:
 stream_series = series
 
 
+def failed(d: int, exc: BaseException) -> int:
+    """What a call left by ``exc`` queues: ``~d`` (an error), or ``d`` for an asyncio cancellation, no error
+    (the sampled span's status stays unset then, as OpenTelemetry does: both paths label it alike)."""
+    aio = sys.modules.get("asyncio")  # not imported for this: without asyncio there is no cancellation
+    return d if aio is not None and isinstance(exc, aio.CancelledError) else ~d
+
+
+def add_failed(h: Series, d: int, exc: BaseException) -> None:
+    """Queue a call left by ``exc`` (see ``failed``), folding past ``FOLD_AT``: a call that always
+    raises, with no reader, would otherwise grow its queue for good."""
+    h.append(failed(d, exc))
+    if len(h) > FOLD_AT:
+        h.fold()
+
+
 def observe_span(s: Any) -> None:
     """Record a finished sampled span (its own start and end): the general path, by name and kind."""
     if not M.on:
@@ -327,44 +337,96 @@ def observe_span(s: Any) -> None:
         h.append(~d)
     elif code == 1:
         h.ok.append(d)
+        if len(h.ok) > FOLD_AT:  # (spans set OK queue here only: the check below never sees them)
+            h.fold()
     else:
         h.append(d)
     if len(h) > FOLD_AT:
         h.fold()
 
 
-def fold_all() -> list[Series]:
-    """Fold every series; the series, for a reader."""
+class Folded:
+    """One label pair as a reader sees it: copies taken under the fold lock, merged by shown name."""
+
+    __slots__ = ("hists", "kind", "name", "stream")
+
+    def __init__(self, name: str, kind: int) -> None:
+        self.name = name
+        self.kind = kind
+        self.hists = (Hist(), Hist(), Hist())  # unset, ok, error
+        self.stream: tuple[Hist, Hist, Hist] | None = None  # ttft, per item, items
+
+    def add(self, h: Series | Folded) -> None:
+        """Merge a series' folded histograms into this copy."""
+        for mine, theirs in zip(self.hists, h.hists, strict=True):
+            mine.merge(theirs)
+        if h.stream is not None:
+            if self.stream is None:
+                self.stream = (Hist(), Hist(), Hist(ITEM_BUCKETS))
+            for mine, theirs in zip(self.stream, h.stream, strict=True):
+                mine.merge(theirs)
+
+
+def shown(name: str) -> str:
+    """A span name as readers show it: cut at ``max_name_length`` (span() leaves the cut to the exporters)."""
+    limit = LIMITS.max_name_length
+    return name if len(name) <= limit else name[:limit]
+
+
+def fold_all() -> list[Folded]:
+    """Fold every series; for a reader, copies of them (taken under the fold lock, so a fold in
+    another thread cannot change them mid-read), merged by shown name and kind."""
     found = list(M.series.values())
-    try:
-        if _locked():
-            for h in found:
-                h._fold()
-    finally:
-        _release()
-    return found
+    out: dict[tuple[str, int], Folded] = {}
+    with _LOCK:  # (a `with`: a signal handler's exception cannot leave the lock held, see Series.fold)
+        for h in found:
+            h._fold()
+            key = (shown(h.name), h.kind)
+            view = out.get(key)
+            if view is None:
+                view = out[key] = Folded(key[0], key[1])
+            view.add(h)
+    return list(out.values())
+
+
+# References to a series held only by the table while reset() looks at it: the dict, the
+# (key, series) pair of its copy, the loop variable and getrefcount's argument (+1 in by_name).
+_TABLE_REFS = 4
+_refcount = getattr(sys, "getrefcount", lambda obj: 1 << 30)  # (no refcounts: every series kept)
 
 
 def reset() -> None:
-    """Forget every observation; the series decorators hold stay (emptied), the others go (freeing the cap)."""
-    try:
-        _locked()  # (folded or not, the observations go)
-        with _TABLE:
-            for key, h in list(M.series.items()):
-                if not h.pinned:
-                    del M.series[key]
-                    kinds = M.by_name.get(h.name)
-                    if kinds is not None:  # (by identity: a Series is a list, == compares contents)
-                        kinds[:] = [None if k is h else k for k in kinds]
-                        if all(k is None for k in kinds):
-                            del M.by_name[h.name]
-            M.named = sum(1 for n, _ in M.series if n != OTHER)
+    """Forget every observation; series still held (decorators, open calls) stay, emptied; the others go."""
+    with _LOCK, _TABLE:
+        for key, h in list(M.series.items()):
+            kinds = M.by_name.get(h.name)
+            listed = kinds is not None and any(k is h for k in kinds)
+            # Held elsewhere too (an open span() or stream, a call running): kept, emptied, or
+            # what it records when it ends would go to a series no reader sees any more.
+            if not h.pinned and _refcount(h) <= _TABLE_REFS + listed:
+                del M.series[key]
+                kinds = M.by_name.get(h.name)
+                if kinds is not None:  # (by identity: a Series is a list, == compares contents)
+                    kinds[:] = [None if k is h else k for k in kinds]
+                    if all(k is None for k in kinds):
+                        del M.by_name[h.name]
+        M.named = sum(1 for n, _ in M.series if n != OTHER)
         for h in list(M.series.values()):
             h.clear_all()
         M.overflow = 0
         M.since = time.time()
-    finally:
-        _release()
+
+
+def _after_fork_in_child() -> None:
+    """New locks in a forked child: one held by another thread at fork time is never released there
+    (no fold ever ran again: every queue grew for good, and each read waited for good)."""
+    global _LOCK, _TABLE
+    _LOCK = threading.Lock()
+    _TABLE = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def configure(on: bool, max_series: int) -> None:

@@ -64,6 +64,7 @@ _pinned = _metrics.pinned
 _observe_span = _metrics.observe_span
 _OPEN = _inflight.OPEN
 _FOLD_AT = _metrics.FOLD_AT
+_add_failed = _metrics.add_failed
 
 
 def _fail(s: Span, exc: BaseException) -> None:
@@ -149,8 +150,8 @@ def _sync_function(
                     raise
                 try:
                     result = func(*args, **kwargs)
-                except BaseException:
-                    h.append(~(_pc() - t0))
+                except BaseException as exc:
+                    _add_failed(h, _pc() - t0, exc)
                     raise
                 finally:
                     _cv_reset(token)
@@ -187,8 +188,8 @@ def _sync_function(
                 t0 = _pc()
                 try:
                     result = func(*args, **kwargs)
-                except BaseException:
-                    h.append(~(_pc() - t0))
+                except BaseException as exc:
+                    _add_failed(h, _pc() - t0, exc)
                     raise
                 h.append(_pc() - t0)
                 if len(h) > _FOLD_AT:
@@ -218,14 +219,16 @@ def _sync_function(
                 raise
             try:
                 result = func(*args, **kwargs)
-            except BaseException:
+            except BaseException as exc:
                 if _M.on:
-                    h.append(~(_pc() - t0))
+                    _add_failed(h, _pc() - t0, exc)
                 raise
             finally:
                 _cv_reset(token)
             if _M.on:
                 h.append(_pc() - t0)
+                if len(h) > _FOLD_AT:
+                    h.fold()
             return result
         try:  # (a try block costs nothing until something is raised)
             token = _cv_set(s)
@@ -280,6 +283,8 @@ def _sync_capture_function(
         s = start(name, kind, attrs, _cv_get())
         if s.__class__ is not Span:
             return _run_started(s, func, args, kwargs, name, kind)
+        if s._parent_id is None:  # a local root: listed by /inflight while open
+            _inflight.add_root(s)
         capture.arguments(s, None, args, kwargs)  # type: ignore[arg-type]
         token = _cv_set(s)
         try:
@@ -310,13 +315,13 @@ def _timed(name: str, kind: SpanKind, s: Any, wrapped: Callable[..., Any], args:
     token = None
     try:
         if root:
-            _OPEN[s] = (h, t0)
+            _OPEN[s] = (h, t0, name)
         if s is not None:
             token = _cv_set(s)
         result = wrapped(*args, **kwargs)
-    except BaseException:
+    except BaseException as exc:
         if _M.on:
-            h.append(~(_pc() - t0))
+            _add_failed(h, _pc() - t0, exc)
         raise
     finally:
         if token is not None:
@@ -443,8 +448,8 @@ def _at_outer({helpers}):
                     _at_t0 = _at_pc()
                     try:
                         _at_result = await _at_func({forward})
-                    except _at_BaseException:
-                        _at_h.append(~(_at_pc() - _at_t0))
+                    except _at_BaseException as _at_exc:
+                        _at_add_failed(_at_h, _at_pc() - _at_t0, _at_exc)
                         raise
                     _at_h.append(_at_pc() - _at_t0)
                     if _at_len(_at_h) > _at_FOLD_AT:
@@ -472,7 +477,7 @@ def _at_outer({helpers}):
                     _at_t0 = _at_pc()
                     if _at_s.__class__ is _at_int:
                         _at_root = True
-                        _at_OPEN[_at_s] = (_at_h, _at_t0)
+                        _at_OPEN[_at_s] = (_at_h, _at_t0, _at_name)
                 try:
                     _at_token = _at_cv_set(_at_s)
                 except _at_BaseException:
@@ -482,9 +487,9 @@ def _at_outer({helpers}):
                     raise
                 try:
                     _at_result = await _at_func({forward})
-                except _at_BaseException:
+                except _at_BaseException as _at_exc:
                     if _at_timed:
-                        _at_h.append(~(_at_pc() - _at_t0))
+                        _at_add_failed(_at_h, _at_pc() - _at_t0, _at_exc)
                     raise
                 finally:
                     if _at_root:
@@ -565,6 +570,7 @@ def _async_maker(params: str, forward: str) -> Callable[..., Any]:
         "_at_type": type,
         "_at_dict": dict,
         "_at_BaseException": BaseException,
+        "_at_add_failed": _add_failed,
         "_at_ValueError": ValueError,
         "_at_int": int,
         "_at_M": _M,
@@ -679,11 +685,11 @@ def _async_wrapper(
                 token = _cv_set(s)
             try:
                 if root and h is not None:
-                    _OPEN[s] = (h, t0)
+                    _OPEN[s] = (h, t0, name)
                 result = await coro
-            except BaseException:
+            except BaseException as exc:
                 if h is not None and _M.on:
-                    h.append(~(_pc() - t0))
+                    _add_failed(h, _pc() - t0, exc)
                 raise
             finally:
                 if root:
@@ -792,8 +798,9 @@ def _stream_done(h: Any, unsampled: bool, failed: bool, began: float, first: flo
         if unsampled:
             d = round((_perf_counter() - began) * 1e9)
             h.append(~d if failed else d)
-            if len(h) > _FOLD_AT:
-                h.fold()
+        # Both queues: a sampled stream's span may have been renamed (its duration queued elsewhere).
+        if len(h) > _FOLD_AT or len(h.streams) > _FOLD_AT:
+            h.fold()
     except Exception as exc:
         internal_error("stream metrics", exc)
 
@@ -848,6 +855,19 @@ def _unmark(tokens: dict[Any, Any]) -> None:
         pass
 
 
+def _list_root(s: Any, span: Span | None, sh: Any, name: str) -> bool:
+    """List a stream's root for /inflight from its first resume: a sampled one in ROOTS (until its
+    span ends), an unsampled one in OPEN (True: the driver takes it out when the stream ends)."""
+    if span is not None:
+        if span._parent_id is None:
+            _inflight.add_root(span)
+        return False
+    if s.__class__ is int and sh is not None:  # a new unsampled trace's seed
+        _OPEN[s] = (sh, _pc(), name)
+        return True
+    return False
+
+
 def _gen_wrapper(
     name: str, kind: SpanKind, attrs: dict[str, Any], capture: _Capture | None, awaitable: bool = False
 ) -> Callable[..., Any]:
@@ -875,6 +895,7 @@ def _gen_wrapper(
         if span is not None and capture is not None:
             capture.arguments(span, instance, args, kwargs)  # type: ignore[arg-type]
         sh = _series(name, kind) if _M.on else None  # every stream, sampled or not, in the metrics
+        opened = _list_root(s, span, sh, name)
         failed = False
         # The stream's figures, kept for every stream (sampled or not) in locals:
         # a perf_counter() per item is all the timing costs.
@@ -944,6 +965,8 @@ def _gen_wrapper(
                 if tokens is not None:
                     _unmark(tokens)
             finally:
+                if opened:
+                    _OPEN.pop(s, None)
                 if sh is not None:
                     _stream_done(sh, span is None, failed, started, first, last, count)
                 if span is not None:
@@ -973,6 +996,7 @@ def _asyncgen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture:
         if span is not None and capture is not None:
             capture.arguments(span, instance, args, kwargs)  # type: ignore[arg-type]
         sh = _series(name, kind) if _M.on else None  # every stream, sampled or not, in the metrics
+        opened = _list_root(s, span, sh, name)
         failed = False
         count = 0
         started = first = last = _perf_counter()
@@ -1040,6 +1064,8 @@ def _asyncgen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture:
                 _fail(span, exc)
             raise
         finally:
+            if opened:
+                _OPEN.pop(s, None)
             if sh is not None:
                 _stream_done(sh, span is None, failed, started, first, last, count)
             if span is not None:

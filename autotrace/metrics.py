@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import _errors, _metrics
-from ._metrics import LE_SECONDS, Hist
+from ._metrics import LE_SECONDS, Folded, Hist
 from ._model import SpanKind
 from ._state import _S
 
@@ -129,9 +129,14 @@ def stats_by_name() -> dict[str, dict[str, Any]]:
 # -- Prometheus text exposition format 0.0.4 ------------------------------------------------
 
 
+def _utf8(value: str) -> str:
+    """``value`` made encodable: a lone surrogate (a name from undecodable bytes) as its ``\\udc80`` text."""
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _label(value: str) -> str:
-    """A label value escaped as the format asks: backslash, double quote and newline."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    """A label value escaped as the format asks: backslash, double quote and newline (after ``_utf8``)."""
+    return _utf8(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def _labels(pairs: list[tuple[str, str]]) -> str:
@@ -162,7 +167,16 @@ _HELP = {
 
 def prometheus_text() -> str:
     """Every metric in the Prometheus text exposition format 0.0.4."""
-    found = _metrics.fold_all()
+    # Two names the text shows alike (a lone surrogate and its "\\udc80" spelled out) are one series
+    # there: merged, as the format allows each label set once.
+    shown_as: dict[tuple[str, int], Folded] = {}
+    for h in _metrics.fold_all():
+        shown = (_utf8(h.name), h.kind)
+        if shown in shown_as:
+            shown_as[shown].add(h)
+        else:
+            shown_as[shown] = h
+    found = list(shown_as.values())
     lines: list[str] = []
     family = "autotrace_span_duration_seconds"
     lines += [f"# HELP {family} {_HELP[family]}", f"# TYPE {family} histogram"]

@@ -84,6 +84,8 @@ _INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.S)
 _INLINE_STYLE = re.compile(r"<style>(.*?)</style>", re.S)
 _COMMENT = re.compile(r"<!--.*?-->", re.S)
 # The server's own routes: TracingMiddleware leaves them out (the viewer polls /traces).
+INFLIGHT_LIMIT = 1000  # roots GET /inflight lists by default (the oldest); ?limit= up to INFLIGHT_MAX
+INFLIGHT_MAX = 100_000
 OWN_PATHS = ("/", "/traces", "/traces/summary", "/stats", "/metrics", "/inflight", "/health", "/ready", "/v1/traces")
 _OWN_PREFIX = "/traces/"  # GET /traces/{trace_id}: not traced either
 
@@ -491,11 +493,17 @@ def install(
         return _metrics_api.prometheus_text().encode("utf-8")
 
     def inflight() -> Any:
-        """The local root spans still open, oldest first; ?min_age=SECONDS keeps the older ones."""
+        """The local root spans still open, oldest first; ?min_age=SECONDS keeps older ones, ?limit=N the N oldest."""
         query = bottle.request.query
-        unknown = sorted(set(query.keys()) - {"min_age"})
+        unknown = sorted(set(query.keys()) - {"min_age", "limit"})
         if unknown:
-            raise Problem(400, f"unknown query parameter {unknown[0][:40]!r}; /inflight takes min_age")
+            raise Problem(400, f"unknown query parameter {unknown[0][:40]!r}; /inflight takes min_age and limit")
+        limit = INFLIGHT_LIMIT
+        text = _single("limit")
+        if text is not None:
+            if not (text.isascii() and text.isdigit() and 1 <= len(text) <= 6 and 1 <= int(text) <= INFLIGHT_MAX):
+                raise Problem(400, f"limit must be a whole number from 1 to {INFLIGHT_MAX}; got {text[:40]!r}")
+            limit = int(text)
         min_age = 0.0
         text = _single("min_age")
         if text is not None:
@@ -507,7 +515,16 @@ def install(
                 raise Problem(400, f"min_age must be a number of seconds >= 0; got {text[:40]!r}") from None
         open_now = _inflight.inflight(min_age)
         bottle.response.content_type = _JSON
-        return _dumps({"inflight": open_now, "count": len(open_now), "min_age": min_age})
+        # Every open root is counted; the answer lists the oldest `limit` (leaked roots by the
+        # thousand would otherwise make it megabytes).
+        return _dumps(
+            {
+                "inflight": open_now[:limit],
+                "count": len(open_now),
+                "truncated": len(open_now) > limit,
+                "min_age": min_age,
+            }
+        )
 
     def receive_traces() -> bottle.HTTPResponse:
         """The OTLP/HTTP trace receiver: an ExportTraceServiceRequest (JSON or protobuf, gzip or not) into the store."""

@@ -25,6 +25,7 @@ from ._inflight import prune as _prune_roots
 from ._limits import LIMITS
 from ._metrics import FOLD_AT as _FOLD_AT
 from ._metrics import M as _M
+from ._metrics import failed as _failed
 from ._metrics import observe_span as _observe_span
 
 # The value types live in _model; their old import path (autotrace.spans) keeps working.
@@ -887,7 +888,9 @@ class _TimedSpan(NonRecordingSpan):
         self._context = context
         self._token = None
         self._series: Any = None  # set by span(): its metrics series (None: not timed)
-        self._root = False  # a local root: listed by /inflight while open
+        self._root: str | None = (
+            None  # a local root's name (listed by /inflight while open; the series may be "_other")
+        )
         self._t0 = 0
 
     # Timed as a sampled span is (metrics over every span, sampled or not); a
@@ -897,7 +900,7 @@ class _TimedSpan(NonRecordingSpan):
     def __enter__(self) -> NonRecordingSpan:
         if self._series is not None:
             self._t0 = _pc()
-            if self._root:
+            if self._root is not None:
                 _ROOTS.append(self)
                 if len(_ROOTS) > _ROOTS_PRUNE_AT:
                     _prune_roots()
@@ -931,7 +934,7 @@ class _TimedSpan(NonRecordingSpan):
             self._series = None  # once per span, if it is left twice (and no longer open for /inflight)
             if _M.on:
                 d = _pc() - self._t0
-                h.append(d if exc is None else ~d)
+                h.append(d if exc is None else _failed(d, exc))
                 if len(h) > _FOLD_AT:
                     h.fold()
 
@@ -957,7 +960,7 @@ class _UnsampledRoot(_TimedSpan):
         self._seed = seed
         self._token = None
         self._series = None
-        self._root = False
+        self._root = None
         self._t0 = 0
 
     @property

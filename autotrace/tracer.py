@@ -225,7 +225,7 @@ def span(
                 if _M.on:  # timed, and listed by /inflight while open
                     h = _SERIES_GET((name, kind))
                     r._series = _series(name, kind) if h is None else h
-                    r._root = True
+                    r._root = name
                 return r
             pid = None
             # The new trace's store buffer, opened inline as TraceStore._new_trace does
@@ -246,7 +246,7 @@ def span(
                     if isinstance(nr, _TimedSpan):
                         nr._series = _series(name, kind)
                         # A root: a new trace, or a remote parent's child (a request from elsewhere).
-                        nr._root = result.__class__ is int or _is_remote(cur)
+                        nr._root = name if result.__class__ is int or _is_remote(cur) else None
                 return nr
             return _with_extras(result, attributes, links)  # type: ignore[arg-type]
         s = _new(Span)

@@ -429,43 +429,61 @@ def test_names_past_the_cap_do_not_recount_the_series_table() -> None:
     assert autotrace.metrics.snapshot()["health"]["series_overflow"] >= 200
 
 
-def _raise_after_acquire(event_name: str = "acquire") -> Any:
-    """A profile hook raising, as a signal handler would, right after a lock's acquire() returns."""
+def _raise_at(n: int) -> Any:
+    """A profile hook raising, as a signal handler would, when the n-th call it sees has returned."""
+    seen = 0
 
     def hook(frame: Any, event: str, arg: Any) -> None:
-        if event == "c_return" and getattr(arg, "__name__", "") == event_name:
+        nonlocal seen
+        if event not in ("c_return", "return") or frame.f_code.co_name == "<genexpr>":
+            return  # (signal handlers run after a call; a closing generator would only report it as unraisable)
+        seen += 1
+        if seen == n:
             sys.setprofile(None)
             raise TimeoutError("deadline")
 
     return hook
 
 
+def _free_in_another_thread(lock: Any) -> bool:
+    """Whether another thread can take the lock within a second (no thread left holding it)."""
+    got: list[bool] = []
+
+    def take() -> None:
+        got.append(lock.acquire(timeout=1))
+        if got[-1]:
+            lock.release()
+
+    t = threading.Thread(target=take)
+    t.start()
+    t.join()
+    return got == [True]
+
+
 @pytest.mark.parametrize("where", ["fold", "reset", "snapshot", "prune"])
-def test_a_signal_right_after_a_lock_is_taken_leaves_it_free(where: str) -> None:
-    """A deadline raised between acquire() and its result being kept propagates and leaves no lock held."""
+def test_a_signal_anywhere_in_a_locked_step_leaves_the_lock_free(where: str) -> None:
+    """A deadline raised after any call in a fold, reset, read or prune propagates and leaves no lock held."""
     from autotrace import _inflight, _metrics
 
-    h = _metrics.series("signal", 1)
-    h.append(5)
-    act = {
-        "fold": h.fold,
+    acts = {
+        "fold": lambda: _metrics.series("signal", 1).fold(),
         "reset": autotrace.metrics.reset,
         "snapshot": autotrace.metrics.snapshot,
         "prune": _inflight.prune,
-    }[where]
-    sys.setprofile(_raise_after_acquire())
-    try:
-        with pytest.raises(TimeoutError):
-            act()
-    finally:
-        sys.setprofile(None)
-    lock = _inflight._PRUNING if where == "prune" else _metrics._LOCK
-    free = lock.acquire(blocking=False)
-    assert free
-    lock.release()
-    # Held by no thread: another thread takes it at once too.
-    got: list[bool] = []
-    t = threading.Thread(target=lambda: got.append(lock.acquire(timeout=1)) or (got[-1] and lock.release()))
-    t.start()
-    t.join()
-    assert got == [True]
+    }
+    raised = 0
+    for n in range(1, 400):
+        h = _metrics.series("signal", 1)
+        h.append(5)
+        sys.setprofile(_raise_at(n))
+        try:
+            acts[where]()
+        except TimeoutError:
+            raised += 1
+        else:
+            break  # past the last point: the step ran whole
+        finally:
+            sys.setprofile(None)
+        for lock in (_metrics._LOCK, _metrics._TABLE, _inflight._PRUNING):
+            assert _free_in_another_thread(lock), (where, n)
+    assert raised > 0
