@@ -20,6 +20,17 @@ that ends later (a task outliving its root) is filed in the kept trace or
 dropped and counted, and ``get_span_context()`` still reports the head decision
 (sampled flag 0) for every span of the trace.
 
+The common case decides without coming here: a ``@traced`` root (decorators.py,
+the plain-function wrapper) that ends fast and fine while its trace is
+``touched`` by nothing else (no span of it ended, no context handed out) is
+discarded in its wrapper, as ``decide`` would: state DISCARDED, counted, its
+duration into the metrics as a sampled root's (no ``_state.finish``, no
+``__len__``, no lock). A span of the trace sets ``touched`` first thing as it
+ends and then reads the state; the root sets the state and then reads
+``touched`` again: one of the two sees the other (the span is then dropped,
+counted, or let go with the trace by ``let_go``). Every other root goes
+through ``_state.finish`` to ``decide``.
+
 Memory: spans held in open provisional traces are counted; past
 ``max_provisional_spans`` the oldest open provisional traces are discarded, down
 to 7/8 of it (their spans let go at once), counted and logged once. One trace holds at most
