@@ -34,6 +34,7 @@ from ._errors import internal_error
 from ._limits import LIMITS
 from ._state import _S
 from ._state import finish as _finish
+from ._state import finish_provisional as _finish_provisional
 from ._tail import COUNTS as _TAIL_COUNTS
 from ._tail import DISCARDED as _DISCARDED
 from ._tail import TailSampling, _Provisional
@@ -274,31 +275,38 @@ def _sync_function(
                         else:
                             _observe_span(s)
                 else:
-                    p = s._trace if parent is None else None
-                    # The local root of a provisional trace (tail sampling) that holds only itself,
-                    # nothing failed, fast: discarded here, as _tail.TailSampling.decide would.
-                    # `touched` says whether anything else happened to the trace: a span of it
-                    # ended (its end marks it first) or its context was handed out.
-                    if (
-                        p.__class__ is _Provisional
-                        and not p.touched
-                        and s._extra is None  # status UNSET, no exception event
-                        and s._name is name  # (for the metrics below)
-                        and end - s._t0 <= p.sampling.fast_ns
-                    ):
-                        p.state = _DISCARDED
-                        if p.touched:  # a span of it ended in another thread just now: not left held
-                            _tail_let_go(p)
-                        next(_TAIL_COUNTS.discarded)
-                        if _M.on:  # counted once, as the inline filing above counts its span
-                            if h is None:
-                                h = _pinned(name, kind)
-                            d = end - s._t0
-                            h.append(d if d > 0 else 0)
-                            if len(h) > _FOLD_AT:
-                                h.fold()
-                    else:
+                    p = s._trace
+                    if p.__class__ is not _Provisional:
                         _finish(s)
+                    else:  # a span of a provisional trace (tail sampling): timed here, as above
+                        d = end - s._t0
+                        if (
+                            parent is None
+                            and not p.touched
+                            and s._extra is None  # status UNSET, no exception event
+                            and s._name is name  # (for the metrics below)
+                            and d <= p.sampling.fast_ns
+                        ):
+                            # The local root of a trace that holds only itself, nothing failed,
+                            # fast: discarded here, as _tail.TailSampling.decide would. `touched`
+                            # says whether anything else happened to the trace: a span of it
+                            # ended (its end marks it first) or its context was handed out.
+                            p.state = _DISCARDED
+                            if p.touched:  # a span of it ended in another thread just now: not left held
+                                _tail_let_go(p)
+                            next(_TAIL_COUNTS.discarded)
+                            p = None
+                        if _M.on:  # counted once, whether its trace is kept or not (not by _finish_provisional)
+                            if s._extra is None and s._name is name:
+                                if h is None:
+                                    h = _pinned(name, kind)
+                                h.append(d if d > 0 else 0)
+                                if len(h) > _FOLD_AT:
+                                    h.fold()
+                            else:
+                                _observe_span(s)
+                        if p is not None:
+                            _finish_provisional(s, p)
 
     return functools.update_wrapper(call, func)
 
