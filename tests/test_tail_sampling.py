@@ -1050,6 +1050,11 @@ def test_traced_roots_count_once_in_the_metrics_however_their_trace_is_decided(s
     store = tail(keep_slower_than=slow)
     handed: list[Any] = []
 
+    @traced("a traced child")
+    def traced_child(fail: bool) -> None:
+        if fail:
+            raise KeyError("the child failed")
+
     @traced("lone root")
     def lone(mode: str) -> None:
         s = autotrace.current_span()
@@ -1065,8 +1070,15 @@ def test_traced_roots_count_once_in_the_metrics_however_their_trace_is_decided(s
             handed.append(s.get_span_context())
         elif mode == "child":
             span("a child").end()
+        elif mode == "traced child":
+            traced_child(False)
+        elif mode == "failed child":
+            try:
+                traced_child(True)
+            except KeyError:
+                pass
 
-    modes = ["fine", "fail", "status", "slow", "renamed", "handed out", "child"]
+    modes = ["fine", "fail", "status", "slow", "renamed", "handed out", "child", "traced child", "failed child"]
     for mode in modes * 3:
         try:
             lone(mode)
@@ -1074,14 +1086,22 @@ def test_traced_roots_count_once_in_the_metrics_however_their_trace_is_decided(s
             pass
     slow_kept = 3 if slow is not None else 0
     c = counts()
-    assert (c["kept_error"], c["kept_slow"], c["discarded"]) == (6, slow_kept, 21 - 6 - slow_kept)
+    assert (c["kept_error"], c["kept_slow"], c["discarded"]) == (9, slow_kept, 27 - 9 - slow_kept)
     assert (c["open_traces"], c["open_spans"], c["dropped_spans"]) == (0, 0, 0)
     assert _tail._SHARED == {}  # the handed-out contexts were forgotten when their roots decided
     assert all(not ctx.sampled for ctx in handed)
-    kept = sorted((t[0].name, t[0].attributes[KEPT]) for t in store.traces())
-    expected = [("lone root", "error")] * 6 + [("lone root", "slow")] * slow_kept
+    kept = sorted(
+        (root.name, root.attributes[KEPT], len(trace))
+        for trace in store.traces()
+        for root in trace
+        if root.parent_span_id is None
+    )
+    expected = (
+        [("lone root", "error", 1)] * 6 + [("lone root", "error", 2)] * 3 + [("lone root", "slow", 1)] * slow_kept
+    )
     assert kept == sorted(expected)
-    assert _metric_counts("lone root") == {"unset": 12, "error": 6}
+    assert _metric_counts("lone root") == {"unset": 18, "error": 6}
+    assert _metric_counts("a traced child") == {"unset": 3, "error": 3}
     assert _metric_counts("lone root renamed") == {"unset": 3}
     assert _metric_counts("a child") == {"unset": 3}
 
