@@ -206,6 +206,19 @@ def finish(span: Span) -> None:
         internal_error("trace store", exc)
 
 
+def finish_provisional(span: Span, buf: _Provisional) -> None:
+    """``finish()`` for a span of a provisional trace whose metrics the caller recorded (``@traced``); never raises."""
+    try:
+        if type(span._attr_data) is dict:  # attributes of its own: pack them (see attributes.pack)
+            pack(span)
+        tail = buf.sampling
+        filed = tail.decide(span, buf, _S._store) if span._parent_id == buf.parent else tail.end(span, buf, _S._store)
+        if filed and _S._processors:
+            _process_kept(filed, _S._processors)
+    except Exception as exc:  # the store itself broke: drop the span, keep the host alive
+        internal_error("trace store", exc)
+
+
 def _process(span: Span, procs: tuple[Any, ...]) -> None:
     """Hand a filed span to the processors (a signal handler's exception goes on once all have it)."""
     foreign = None

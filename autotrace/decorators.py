@@ -34,7 +34,11 @@ from ._errors import internal_error
 from ._limits import LIMITS
 from ._state import _S
 from ._state import finish as _finish
-from ._tail import TailSampling
+from ._state import finish_provisional as _finish_provisional
+from ._tail import COUNTS as _TAIL_COUNTS
+from ._tail import DISCARDED as _DISCARDED
+from ._tail import TailSampling, _Provisional
+from ._tail import let_go as _tail_let_go
 from .attributes import SharedAttrs
 from .attributes import pack as _pack
 from .context import CURRENT
@@ -162,18 +166,30 @@ def _sync_function(
             custom = _S.custom
             if custom and custom.__class__ is not TailSampling:
                 s = start(name, kind, attrs, None)
+            elif custom and lo >= custom.bound:  # type: ignore[union-attr]
+                # Tail sampling: left out by the head rule, recorded provisionally (_tail.py).
+                # Built here as below, but `buf` stays None: the root's end then skips the
+                # inline filing (no len() through _Provisional.__len__) and decides below.
+                s = _new(Span)
+                s._name = name
+                s._kind = kind
+                s._trace_id = tid
+                s._sid = _getrandbits(64) or 1
+                s._parent_id = None
+                s._attr_data = attrs
+                s._extra = None
+                s._token = None
+                s._t1 = None
+                s._trace = custom.open(tid)  # type: ignore[union-attr]
+                s._t0 = _time_ns()
             else:
                 pid = None
-                if custom and lo >= custom.bound:  # type: ignore[union-attr]
-                    # Tail sampling: left out by the head rule, recorded provisionally (_tail.py).
-                    buf = custom.open(tid)  # type: ignore[union-attr]
-                else:
-                    buf = [tid, None]  # opened inline as TraceStore._new_trace does (room for one span)
-                    buf.pop()
-                    try:  # counted even when a signal handler raises just after the append
-                        _S.ring.append(buf)
-                    finally:
-                        next(_S.pushes)
+                buf = [tid, None]  # opened inline as TraceStore._new_trace does (room for one span)
+                buf.pop()
+                try:  # counted even when a signal handler raises just after the append
+                    _S.ring.append(buf)
+                finally:
+                    next(_S.pushes)
         elif parent.__class__ is Span and parent._trace is not None:
             tid = parent._trace_id
             pid = parent._sid or parent._span_id  # (the property when it is being packed by its end in another thread)
@@ -262,7 +278,38 @@ def _sync_function(
                         else:
                             _observe_span(s)
                 else:
-                    _finish(s)
+                    p = s._trace
+                    if p.__class__ is not _Provisional:
+                        _finish(s)
+                    else:  # a span of a provisional trace (tail sampling): timed here, as above
+                        d = end - s._t0
+                        if (
+                            parent is None
+                            and not p.touched
+                            and s._extra is None  # status UNSET, no exception event
+                            and s._name is name  # (for the metrics below)
+                            and d <= p.sampling.fast_ns
+                        ):
+                            # The local root of a trace that holds only itself, nothing failed,
+                            # fast: discarded here, as _tail.TailSampling.decide would. `touched`
+                            # says whether anything else happened to the trace: a span of it
+                            # ended (its end marks it first) or its context was handed out.
+                            p.state = _DISCARDED
+                            if p.touched:  # a span of it ended in another thread just now: not left held
+                                _tail_let_go(p)
+                            next(_TAIL_COUNTS.discarded)
+                            p = None
+                        if _M.on:  # counted once, whether its trace is kept or not (not by _finish_provisional)
+                            if s._extra is None and s._name is name:
+                                if h is None:
+                                    h = _pinned(name, kind)
+                                h.append(d if d > 0 else 0)
+                                if len(h) > _FOLD_AT:
+                                    h.fold()
+                            else:
+                                _observe_span(s)
+                        if p is not None:
+                            _finish_provisional(s, p)
 
     return functools.update_wrapper(call, func)
 

@@ -1034,3 +1034,142 @@ def test_a_root_deciding_while_its_first_child_is_listed_is_not_taken_for_evicte
         assert c["kept_error"] == 1
     else:
         assert c["discarded"] == 1
+
+
+# -- a @traced root alone in its trace decides in the wrapper ------------------------------
+
+
+def _metric_counts(name: str) -> dict[str, int]:
+    """The metrics' span counts of ``name`` by status code."""
+    return {r["status_code"]: r["count"] for r in autotrace.metrics.snapshot()["spans"] if r["name"] == name}
+
+
+@pytest.mark.parametrize("slow", [0.05, None])
+def test_traced_roots_count_once_in_the_metrics_however_their_trace_is_decided(slow: float | None) -> None:
+    """Roots alone (fine, failed, slow, renamed, context handed out) or with a child: each decided and counted once."""
+    store = tail(keep_slower_than=slow)
+    handed: list[Any] = []
+
+    @traced("a traced child")
+    def traced_child(fail: bool) -> None:
+        if fail:
+            raise KeyError("the child failed")
+
+    @traced("lone root")
+    def lone(mode: str) -> None:
+        s = autotrace.current_span()
+        if mode == "fail":
+            raise ValueError("failed alone")
+        if mode == "status":
+            s.set_status(StatusCode.ERROR, "failed without raising")
+        elif mode == "slow":
+            time.sleep(0.06)
+        elif mode == "renamed":
+            s.update_name("lone root renamed")
+        elif mode == "handed out":
+            handed.append(s.get_span_context())
+        elif mode == "child":
+            span("a child").end()
+        elif mode == "traced child":
+            traced_child(False)
+        elif mode == "failed child":
+            try:
+                traced_child(True)
+            except KeyError:
+                pass
+
+    modes = ["fine", "fail", "status", "slow", "renamed", "handed out", "child", "traced child", "failed child"]
+    for mode in modes * 3:
+        try:
+            lone(mode)
+        except ValueError:
+            pass
+    slow_kept = 3 if slow is not None else 0
+    c = counts()
+    assert (c["kept_error"], c["kept_slow"], c["discarded"]) == (9, slow_kept, 27 - 9 - slow_kept)
+    assert (c["open_traces"], c["open_spans"], c["dropped_spans"]) == (0, 0, 0)
+    assert _tail._SHARED == {}  # the handed-out contexts were forgotten when their roots decided
+    assert all(not ctx.sampled for ctx in handed)
+    kept = sorted(
+        (root.name, root.attributes[KEPT], len(trace))
+        for trace in store.traces()
+        for root in trace
+        if root.parent_span_id is None
+    )
+    expected = (
+        [("lone root", "error", 1)] * 6 + [("lone root", "error", 2)] * 3 + [("lone root", "slow", 1)] * slow_kept
+    )
+    assert kept == sorted(expected)
+    assert _metric_counts("lone root") == {"unset": 18, "error": 6}
+    assert _metric_counts("a traced child") == {"unset": 3, "error": 3}
+    assert _metric_counts("lone root renamed") == {"unset": 3}
+    assert _metric_counts("a child") == {"unset": 3}
+
+
+def test_a_fast_fine_traced_root_alone_is_decided_without_filing_it() -> None:
+    """A @traced root alone, fast and fine: discarded and counted in the wrapper, no _finish, observe or decide."""
+    tail()
+
+    @traced("alone and fine")
+    def fine() -> int:
+        return 7
+
+    assert fine() == 7  # the series is made at the first call
+    called: list[str] = []
+
+    def note(frame: Any, event: str, arg: Any) -> None:
+        if event == "call":
+            called.append(frame.f_code.co_qualname)
+
+    sys.setprofile(note)
+    try:
+        result = fine()
+    finally:
+        sys.setprofile(None)
+    assert result == 7
+    assert [name for name in called if "fine" not in name] == ["_sync_function.<locals>.call", "TailSampling.open"]
+    assert (counts()["discarded"], autotrace.get_trace_store().trace_count()) == (2, 0)
+    assert _metric_counts("alone and fine") == {"unset": 2}
+
+
+def test_a_span_ending_just_as_a_traced_root_decides_alone_is_not_left_held() -> None:
+    """A child ending in another thread between the root's check and its decision: let go, nothing held, once."""
+    from autotrace import decorators
+
+    tail()
+    lines, first = inspect.getsourcelines(decorators._sync_function)
+    # The line of the wrapper's own discard, just after it found the trace untouched.
+    discard = first + next(i for i, text in enumerate(lines) if text.strip() == "p.state = _DISCARDED")
+    children: list[Any] = []
+
+    def end_child_elsewhere() -> None:
+        t = threading.Thread(target=children[0].end)
+        t.start()
+        t.join()
+
+    def local(frame: Any, event: str, arg: Any) -> Any:
+        if event == "line" and frame.f_lineno == discard:
+            end_child_elsewhere()  # filed and listed open: the trace is still open there
+        return local
+
+    def at_the_discard(frame: Any, event: str, arg: Any) -> Any:
+        # A scheduler, not a stand-in: the real code runs, held where another thread may file a span.
+        return local if frame.f_code.co_filename == decorators.__file__ and frame.f_code.co_name == "call" else None
+
+    @traced("root with a late child")
+    def root() -> None:
+        children.append(span("late child"))  # made here, ended by another thread at the root's decision
+
+    sys.settrace(at_the_discard)
+    try:
+        root()
+    finally:
+        sys.settrace(None)
+    assert children and not children[0].is_recording
+    c = counts()
+    assert (c["discarded"], c["kept_error"], c["dropped_spans"]) == (1, 0, 0)
+    assert (c["open_traces"], c["open_spans"]) == (0, 0)
+    assert _tail._OPEN == {}
+    assert autotrace.get_trace_store().trace_count() == 0
+    assert _metric_counts("root with a late child") == {"unset": 1}
+    assert _metric_counts("late child") == {"unset": 1}
