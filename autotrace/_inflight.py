@@ -10,9 +10,10 @@ Two sources, so the hottest path files nothing:
   Nested frames of a sampled root give the chain of open spans down to the
   innermost one;
 - ``span()`` roots and sampled async roots are appended to ``ROOTS`` when
-  entered and never taken out on the hot path (one list append): a root is
-  open while it has no end; ended ones are pruned past ``ROOTS_PRUNE_AT``
-  entries and at each read;
+  entered: a root is open while it has no end. A ``span()`` root leaving its
+  block takes itself out again when it is the last one listed (the common
+  case); the others (sampled async roots, roots ended another way or left in
+  another order) are pruned past ``ROOTS_PRUNE_AT`` entries and at each read;
 - unsampled async roots and wrapt-wrapped callables' roots are filed in
   ``OPEN`` while they run: ``OPEN[seed] = (series, perf_counter_ns at start)``.
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections import deque
 from types import CodeType
 from typing import Any
 
@@ -31,11 +33,13 @@ __all__ = ["FRAME_CODES", "OPEN", "inflight"]
 
 OPEN: dict[Any, Any] = {}
 FRAME_CODES: set[CodeType] = set()
-# span()'s roots, appended when entered and never taken out on the hot path: a
-# root is open while its span has no end (or, unsampled, still has its series).
-# Pruned of ended ones past ROOTS_PRUNE_AT entries (and at each read), so at
-# most that many ended roots stay referenced here.
-ROOTS: list[Any] = []
+# span()'s roots, appended when entered: a root is open while its span has no
+# end (or, unsampled, still has its series). A deque: a root appended and taken
+# out again (span()'s exit) costs no allocation, where a list emptied and filled
+# again reallocates its storage each time. Pruned of ended ones past
+# ROOTS_PRUNE_AT entries (and at each read), so at most that many ended roots
+# stay referenced here.
+ROOTS: deque[Any] = deque()
 ROOTS_PRUNE_AT = 1024
 KEPT: list[Any] = []  # roots found still open at a prune (only prune() writes it)
 _KEPT_PRUNE_AT = ROOTS_PRUNE_AT
@@ -60,11 +64,16 @@ def prune() -> None:
     try:  # taken inside the try: a signal handler raising here must not leave it held
         got = _PRUNING.acquire(blocking=False)
         if got:
-            # The first n entries, taken and deleted in one step each (atomic under
-            # the GIL): roots appended meanwhile land past them and stay.
-            n = len(ROOTS)
-            taken = ROOTS[:n]
-            del ROOTS[:n]
+            # The first n entries, taken one by one from the left (each popleft is
+            # atomic under the GIL): roots appended meanwhile land past them and
+            # stay. Fewer may be left: exits in other threads take theirs out.
+            taken: list[Any] = []
+            take = ROOTS.popleft
+            try:
+                for _ in range(len(ROOTS)):
+                    taken.append(take())
+            except IndexError:
+                pass
             KEPT.extend([r for r in taken if _is_open(r)])
             # Roots open for long (or never closed) wait in KEPT, pruned when it has
             # doubled since: each root is looked at O(1) times on average, however
@@ -75,6 +84,16 @@ def prune() -> None:
     finally:
         if got:
             _PRUNING.release()
+
+
+def _listed() -> list[Any]:
+    """A copy of ROOTS while other threads append and take out (a copy cut by a change is made again)."""
+    for _ in range(100):
+        try:
+            return list(ROOTS)
+        except RuntimeError:  # "deque mutated during iteration": only if the copy ran Python code (a collection)
+            continue
+    return []
 
 
 def _sampled(s: Any, now_wall: int, chain: list[Any]) -> dict[str, Any]:
@@ -156,7 +175,7 @@ def inflight(min_age: float = 0.0) -> list[dict[str, Any]]:
     now_perf = time.perf_counter_ns()
     found = _from_frames(now_wall, now_perf)
     prune()
-    for root in [*KEPT, *ROOTS]:
+    for root in [*KEPT, *_listed()]:
         if not _is_open(root):
             continue
         if hasattr(root, "_series"):  # span()'s non-recording root
