@@ -10,9 +10,10 @@ Two sources, so the hottest path files nothing:
   Nested frames of a sampled root give the chain of open spans down to the
   innermost one;
 - ``span()`` roots and sampled async roots are appended to ``ROOTS`` when
-  entered and never taken out on the hot path (one list append): a root is
-  open while it has no end; ended ones are pruned past ``ROOTS_PRUNE_AT``
-  entries and at each read;
+  entered: a root is open while it has no end. A ``span()`` root leaving its
+  block takes itself out again when it is the last one listed (the common
+  case); the others (sampled async roots, roots ended another way or left in
+  another order) are pruned past ``ROOTS_PRUNE_AT`` entries and at each read;
 - unsampled async roots and wrapt-wrapped callables' roots are filed in
   ``OPEN`` while they run: ``OPEN[seed] = (series, perf_counter_ns at start, name)``.
 
@@ -26,6 +27,7 @@ import os
 import sys
 import threading
 import time
+from collections import deque
 from types import CodeType
 from typing import Any
 
@@ -35,11 +37,13 @@ __all__ = ["FRAME_CODES", "OPEN", "inflight"]
 
 OPEN: dict[Any, Any] = {}
 FRAME_CODES: set[CodeType] = set()
-# span()'s roots, appended when entered and never taken out on the hot path: a
-# root is open while its span has no end (or, unsampled, still has its series).
-# Pruned of ended ones past ROOTS_PRUNE_AT entries (and at each read), so at
-# most that many ended roots stay referenced here.
-ROOTS: list[Any] = []
+# span()'s roots, appended when entered: a root is open while its span has no
+# end (or, unsampled, still has its series). A deque: a root appended and taken
+# out again (span()'s exit) costs no allocation, where a list emptied and filled
+# again reallocates its storage each time. Pruned of ended ones past
+# ROOTS_PRUNE_AT entries (and at each read), so at most that many ended roots
+# stay referenced here.
+ROOTS: deque[Any] = deque()
 ROOTS_PRUNE_AT = 1024
 KEPT: list[Any] = []  # roots found still open at a prune (only prune() writes it)
 _KEPT_PRUNE_AT = ROOTS_PRUNE_AT
@@ -74,11 +78,16 @@ def prune() -> None:
     if _PRUNING.locked():  # another thread is at it
         return
     with _PRUNING:  # (two threads passing the check at once prune one after the other)
-        # The first n entries, taken and deleted in one step each (atomic under
-        # the GIL): roots appended meanwhile land past them and stay.
-        n = len(ROOTS)
-        taken = ROOTS[:n]
-        del ROOTS[:n]
+        # The first n entries, taken one by one from the left (each popleft is
+        # atomic under the GIL): roots appended meanwhile land past them and
+        # stay. Fewer may be left: exits in other threads take theirs out.
+        taken: list[Any] = []
+        take = ROOTS.popleft
+        try:
+            for _ in range(len(ROOTS)):
+                taken.append(take())
+        except IndexError:
+            pass
         KEPT.extend([r for r in taken if _is_open(r)])
         # Roots open for long (or never closed) wait in KEPT, pruned when it has
         # doubled since: each root is looked at O(1) times on average, however
@@ -89,6 +98,16 @@ def prune() -> None:
 
 
 CHAIN_MAX = 64  # spans of a chain listed: the root and the innermost ones (deep recursion is not megabytes)
+
+
+def _listed() -> list[Any]:
+    """A copy of ROOTS while other threads append and take out (a copy cut by a change is made again)."""
+    for _ in range(100):
+        try:
+            return list(ROOTS)
+        except RuntimeError:  # "deque mutated during iteration": only if the copy ran Python code (a collection)
+            continue
+    return []
 
 
 def _sampled(s: Any, now_wall: int, chain: list[Any]) -> dict[str, Any]:
@@ -190,7 +209,7 @@ def inflight(min_age: float = 0.0) -> list[dict[str, Any]]:
     now_perf = time.perf_counter_ns()
     found = _from_frames(now_wall, now_perf)
     prune()
-    for root in [*KEPT, *ROOTS]:
+    for root in [*KEPT, *_listed()]:
         try:  # (a root ending in another thread meanwhile: as in _from_frames)
             if not _is_open(root):
                 continue

@@ -14,12 +14,11 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import _secrets, _stacktrace
+from . import _inflight, _secrets, _stacktrace
 from . import attributes as _attributes
 from ._current import CURRENT
 from ._errors import internal_error as _internal_error
 from ._errors import reraise_foreign
-from ._inflight import ROOTS as _ROOTS
 from ._inflight import ROOTS_PRUNE_AT as _ROOTS_PRUNE_AT
 from ._inflight import prune as _prune_roots
 from ._limits import LIMITS
@@ -65,6 +64,12 @@ _BY_NAME_GET = _M.by_name.get
 _cv_set = CURRENT.set
 _cv_reset = CURRENT.reset
 _Token = contextvars.Token
+# /inflight's list of open roots, and its methods bound once. (Not imported by
+# name: Python 3.11 looks up `imported_name.method` as a plain attribute, a bound
+# method object made on every call, ~1/10 of a `with span()` block.)
+_ROOTS = _inflight.ROOTS
+_ROOTS_APPEND = _ROOTS.append
+_ROOTS_POP = _ROOTS.pop
 
 
 # `@span("x")` over a function is a common first guess (OpenTelemetry's
@@ -664,7 +669,7 @@ class Span:
         # A local root (no parent, or one from another process): listed by
         # /inflight while open (ended ones are pruned there).
         if self._parent_id is None or (self._extra is not None and self._extra.remote_parent):
-            _ROOTS.append(self)
+            _ROOTS_APPEND(self)
             if len(_ROOTS) > _ROOTS_PRUNE_AT:
                 _prune_roots()
         if self._token is None:
@@ -683,9 +688,12 @@ class Span:
             # Most often the root leaving is the last one listed: take it out now
             # (pop, then put back what another thread appended since), so an ended
             # root is not kept alive until the next prune.
-            last = _ROOTS.pop()
-            if last is not self:
-                _ROOTS.append(last)
+            try:
+                last = _ROOTS_POP()
+                if last is not self:
+                    _ROOTS_APPEND(last)
+            except IndexError:  # emptied meanwhile by a prune in another thread
+                pass
         if exc is None and token.__class__ is _Token:
             try:
                 self._token = None
@@ -901,7 +909,7 @@ class _TimedSpan(NonRecordingSpan):
         if self._series is not None:
             self._t0 = _pc()
             if self._root is not None:
-                _ROOTS.append(self)
+                _ROOTS_APPEND(self)
                 if len(_ROOTS) > _ROOTS_PRUNE_AT:
                     _prune_roots()
         if self._token is None:
@@ -932,6 +940,13 @@ class _TimedSpan(NonRecordingSpan):
         h = self._series
         if h is not None:
             self._series = None  # once per span, if it is left twice (and no longer open for /inflight)
+            if self._root is not None:  # taken out of /inflight's list now, as Span.__exit__ does: no prune needed
+                try:
+                    last = _ROOTS_POP()
+                    if last is not self:
+                        _ROOTS_APPEND(last)
+                except IndexError:  # emptied meanwhile by a prune in another thread
+                    pass
             if _M.on:
                 d = _pc() - self._t0
                 h.append(d if exc is None else _failed(d, exc))

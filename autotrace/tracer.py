@@ -40,7 +40,7 @@ from .provider import force_sampling as force_sampling
 from .provider import shutdown as shutdown
 from .spans import NonRecordingSpan, Span, _TimedSpan, _UnsampledRoot, record_hand_built
 
-_SERIES_GET = _M.series.get
+_BY_NAME_GET = _M.by_name.get
 
 __all__ = ["SpanProcessor", "record_span", "span"]
 
@@ -221,11 +221,20 @@ def span(
             tid = _getrandbits(128) or 1  # the low 64 bits decide sampling, as in start()
             lo = tid & _MASK64
             if lo >= _S.bound:
-                r = _UnsampledRoot(lo)
+                # Built as _UnsampledRoot(lo) is, inline: a Python __init__ call
+                # is ~1/10 of an unsampled block. Every slot is stored.
+                r = _new(_UnsampledRoot)
+                r._seed = lo
+                r._token = None
+                r._t0 = 0
                 if _M.on:  # timed, and listed by /inflight while open
-                    h = _SERIES_GET((name, kind))
+                    kinds = _BY_NAME_GET(name)  # the series by name, then kind (as Span.__exit__ reads it)
+                    h = None if kinds is None else kinds[kind]
                     r._series = _series(name, kind) if h is None else h
                     r._root = name
+                else:
+                    r._series = None
+                    r._root = None
                 return r
             pid = None
             # The new trace's store buffer, opened inline as TraceStore._new_trace does
@@ -246,7 +255,8 @@ def span(
                     if isinstance(nr, _TimedSpan):
                         nr._series = _series(name, kind)
                         # A root: a new trace, or a remote parent's child (a request from elsewhere).
-                        nr._root = name if result.__class__ is int or _is_remote(cur) else None
+                        # (None: a child in an unsampled trace started here, never remote.)
+                        nr._root = name if result.__class__ is int or (result is not None and _is_remote(cur)) else None
                 return nr
             return _with_extras(result, attributes, links)  # type: ignore[arg-type]
         s = _new(Span)
