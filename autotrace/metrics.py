@@ -67,7 +67,11 @@ def _health() -> dict[str, Any]:
         "traces_evicted": store.evicted_traces,
         "exporters": exporters,
         "internal_errors": sum(_errors.COUNTS.values()),
-        "series_overflow": _metrics.M.overflow,
+        # Read off the "_other" series themselves (folded by the caller): every span counted
+        # there, a decorator's calls included (it looks its series up once, not per call).
+        "series_overflow": sum(
+            hist.count for h in list(_metrics.M.series.values()) if h.name == _metrics.OTHER for hist in h.hists
+        ),
     }
 
 
@@ -237,7 +241,7 @@ def prometheus_text() -> str:
     )
     counter(
         "autotrace_metrics_series_overflow_total",
-        'Span name/kind pairs past the series cap, counted under span_name="_other".',
+        'Spans counted under span_name="_other": their name/kind came past the series cap.',
         [([], health["series_overflow"])],
     )
     return "\n".join(lines) + "\n"

@@ -287,7 +287,7 @@ def install(
     encode_wait: float = DEFAULT_ENCODE_WAIT,
     max_receive_bytes: int = _receiver.DEFAULT_MAX_RECEIVE_BYTES,
 ) -> bottle.Bottle:
-    """Add /traces, /health, /ready, POST /v1/traces, the viewer at / and JSON error pages to a Bottle app.
+    """Add the server's routes (/traces..., /stats, /metrics, /inflight, the viewer...) and JSON errors to a Bottle app.
 
     ``create_app()`` is this on a fresh app. Pass ``guard`` (a ``Guard``) instead
     of ``token`` to protect routes of your own with the same token.

@@ -207,6 +207,30 @@ def test_cardinality_cap_with_5000_distinct_names(caplog: pytest.LogCaptureFixtu
     assert sum("max_series" in r.getMessage() for r in caplog.records) <= 1  # logged once per process
 
 
+def test_series_overflow_counts_every_span_under_other_a_decorators_calls_included() -> None:
+    """The overflow counter is the spans counted under _other: each call of a decorator past the cap too."""
+    autotrace.configure(TraceConfig(sample_rate=0.0, metrics_max_series=1))
+    with span("first"):  # takes the one place, unless a decorator of an earlier test holds it
+        pass
+    before = autotrace.metrics.snapshot()["health"]["series_overflow"]
+
+    @traced("past the cap")
+    def late() -> None:
+        pass
+
+    for _ in range(10):
+        late()
+    for _ in range(3):
+        with span("also past"):
+            pass
+    snap = autotrace.metrics.snapshot()
+    assert snap["health"]["series_overflow"] - before == 13
+    assert snap["health"]["series_overflow"] == sum(r["count"] for r in rows(snap, "_other"))
+    text = autotrace.metrics.prometheus_text()
+    (family,) = [f for f in text_string_to_metric_families(text) if f.name == "autotrace_metrics_series_overflow"]
+    assert [s.value for s in family.samples] == [snap["health"]["series_overflow"]]
+
+
 def test_metrics_off_by_configure_and_environment() -> None:
     """configure(metrics=False) stops recording for decorators made before; AUTOTRACE_METRICS=false reads as off."""
 

@@ -132,3 +132,19 @@ def test_readme_and_changelog_for_the_release() -> None:
     changelog = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8").splitlines()
     assert changelog[0] == "# Changelog"
     assert "## [Unreleased]" in changelog
+
+
+def test_readme_names_every_public_submodule_of_the_api_reference() -> None:
+    """README "API reference" lists exactly the public submodules docs/build.py documents."""
+    pytest.importorskip("pdoc")
+    sys.path.insert(0, str(ROOT / "docs"))
+    try:
+        import build
+    finally:
+        sys.path.remove(str(ROOT / "docs"))
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## API reference", 1)[1].split("\n## ", 1)[0]
+    listed = re.search(r"the public\s+submodules \(([^)]*)\)", section)
+    assert listed, "the API reference section lists the public submodules in parentheses"
+    named = {f"autotrace.{m}" for m in re.findall(r"`(\w+)`", listed.group(1))}
+    assert named == set(build.public_modules()) - {"autotrace"}

@@ -9,6 +9,9 @@ after it whose commands are all ``curl`` form a pair: the program is started, th
 run by a shell while it serves, and their output is compared with the printed one; then the
 program gets Ctrl-C and must exit cleanly. A ```console block starting with ``$ autotrace demo``
 or ``$ autotrace serve`` is run the same way. The README's port 8080 is swapped for a free one.
+A standalone block's output is checked too: a ```text block right after it is its whole output
+(decimal numbers, the times, masked), and ``print(...)  # 1 1 1`` comments that start with Python
+literals are lines of it. ```bash and ```yaml blocks are not run (installs, gunicorn, Prometheus).
 
 Printed output is compared like this: JSON is matched as a subset (every printed key with its
 printed value; extra keys in the real answer are fine), other text exactly; output containing
@@ -17,6 +20,7 @@ printed value; extra keys in the real answer are fine), other text exactly; outp
 
 from __future__ import annotations
 
+import ast
 import itertools
 import json
 import os
@@ -106,6 +110,10 @@ def serving_pairs() -> list[tuple[Block, Block]]:
 
 
 PAIRS = serving_pairs()
+# A ```text block right after a python block is what that block prints.
+PRINTS = {
+    id(block): after for block, after in itertools.pairwise(BLOCKS) if block.lang == "python" and after.lang == "text"
+}
 SERVED = {id(block) for block, _ in PAIRS}
 STANDALONE = [b for b in PYTHON if id(b) not in SERVED]
 CLI_SESSIONS = [b for b in BLOCKS if b.lang == "console" and re.match(r"\$ autotrace (demo|serve)\b", b.code.lstrip())]
@@ -127,6 +135,15 @@ def free_port() -> str:
 
 def with_port(text: str, port: str) -> str:
     return re.sub(rf"\b{README_PORT}\b", port, text)
+
+
+def literal(text: str) -> bool:
+    """True when ``text`` is one Python literal (``8``, ``['error', 'slow']``)."""
+    try:
+        ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return False
+    return True
 
 
 def default_sigint() -> None:
@@ -279,6 +296,21 @@ def test_python_block_runs_as_printed(block: Block, tmp_path: Path) -> None:
         pytest.fail(f"{block.where}: still running after {TIMEOUT} s (a server example needs its curl session)")
     assert done.returncode == 0, f"{block.where} exited {done.returncode}:\n{done.stderr}"
     assert "Traceback" not in done.stderr, f"{block.where} printed a traceback:\n{done.stderr}"
+    out = [line.strip() for line in done.stdout.splitlines()]
+    # `print(...)  # 1 1 1` (or `# 8: why`): a comment that starts with Python literals is what
+    # that print shows, and such lines come out in that order; other comments only explain.
+    lines = iter(out)
+    for comment in re.findall(r"^[ \t]*print\(.*\)[ \t]+#[ \t]*(.+)$", block.code, flags=re.M):
+        shown = comment.split(": ", 1)[0].strip()
+        if not (literal(shown) or all(literal(token) for token in shown.split())):
+            continue
+        assert any(line == shown for line in lines), f"{block.where}: printed {out}, not {shown!r} in that order"
+    printed = PRINTS.get(id(block))
+    if printed is not None:  # the ```text block after it, times masked (they vary)
+        masked = [re.sub(r"\d+\.\d+", "<n>", line.strip()) for line in printed.code.splitlines()]
+        assert [re.sub(r"\d+\.\d+", "<n>", line) for line in out] == masked, (
+            f"{block.where} printed\n{done.stdout}\nnot what {printed.where} shows"
+        )
 
 
 @pytest.mark.parametrize(("program", "console"), PAIRS, ids=lambda b: f"line{b.line}")
