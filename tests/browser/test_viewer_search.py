@@ -409,3 +409,40 @@ def test_open_trace_is_fetched_again_only_when_it_changes(server: Any, page: Any
         pass
     expect(page.locator("#waterfall .wf-row")).to_have_count(2)
     assert len(requests) == 2, requests
+
+
+def test_xss_inert_in_the_inflight_tab(server: Any, page: Any, probe: Any) -> None:
+    """Markup in the names of open requests and their open spans stays text in the In-flight tab."""
+    import threading
+
+    from autotrace import traced
+
+    expect = _expect()
+    release = threading.Event()
+    entered = threading.Event()
+
+    @traced(XSS_NAME, kind="server")
+    def handle() -> None:
+        inner()
+
+    @traced('<svg onload="window.__xss=7">')
+    def inner() -> None:
+        entered.set()
+        release.wait(60)
+
+    worker = threading.Thread(target=handle)
+    worker.start()
+    try:
+        assert entered.wait(10)
+        open_viewer(page, server.url, "#tab=inflight")
+        rows = page.locator("#inflight-table tbody tr")
+        expect(rows).to_have_count(1)
+        expect(rows.first.locator("td[data-col='where']")).to_have_text(f'{XSS_NAME} › <svg onload="window.__xss=7">')
+        page.wait_for_timeout(300)  # give a stray onerror/onload time to fire
+        assert page.evaluate("document.querySelectorAll('img, svg').length") == 0
+        assert page.evaluate("document.scripts.length") == 1
+        assert page.evaluate("window.__xss") is None
+        assert probe.dialogs == []
+    finally:
+        release.set()
+        worker.join()
