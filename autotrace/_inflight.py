@@ -23,6 +23,7 @@ series': past the series cap that is ``"_other"``.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import threading
@@ -162,16 +163,27 @@ def _from_frames(now_wall: int, now_perf: int) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     me = threading.get_ident()
     codes = FRAME_CODES
-    for ident, frame in sys._current_frames().items():
-        if ident == me:
-            continue
-        try:
-            _from_stack(frame, codes, found, now_wall, now_perf)
-        except Exception:
-            # The thread runs on while it is read: a span it ends meanwhile is packed
-            # (its slots gone) or its frame's locals change. What it was running
-            # is over; the next look sees what runs now.
-            continue
+    # No collection while another thread's frames are read: a collection inside
+    # f_locals (which copies the frame's fast locals into a dict, in C) can run
+    # finalizers, that is Python code, that is a switch to the thread whose
+    # frame is being copied, which may return from it meanwhile (a crash seen
+    # under load on 3.11).
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        for ident, frame in sys._current_frames().items():
+            if ident == me:
+                continue
+            try:
+                _from_stack(frame, codes, found, now_wall, now_perf)
+            except Exception:
+                # The thread runs on while it is read: a span it ends meanwhile is packed
+                # (its slots gone) or its frame's locals change. What it was running
+                # is over; the next look sees what runs now.
+                continue
+    finally:
+        if collecting:
+            gc.enable()
     return found
 
 
