@@ -403,7 +403,7 @@ def reset() -> None:
             listed = kinds is not None and any(k is h for k in kinds)
             # Held elsewhere too (an open span() or stream, a call running): kept, emptied, or
             # what it records when it ends would go to a series no reader sees any more.
-            if not h.pinned and _refcount(h) <= _TABLE_REFS + listed:
+            if _refcount(h) <= _TABLE_REFS + listed:  # (pinned too: a dropped decorator holds it no more)
                 del M.series[key]
                 kinds = M.by_name.get(h.name)
                 if kinds is not None:  # (by identity: a Series is a list, == compares contents)

@@ -511,3 +511,23 @@ def test_a_signal_anywhere_in_a_locked_step_leaves_the_lock_free(where: str) -> 
         for lock in (_metrics._LOCK, _metrics._TABLE, _inflight._PRUNING):
             assert _free_in_another_thread(lock), (where, n)
     assert raised > 0
+
+
+def test_reset_frees_the_series_of_decorators_no_longer_alive() -> None:
+    """Decorators made and dropped (a plugin reloaded, a test suite) do not use up the series cap for good."""
+    import gc
+
+    autotrace.configure(TraceConfig(sample_rate=0.0, metrics_max_series=20))
+    for i in range(50):
+
+        @traced(f"short-lived {i}")
+        def f() -> None:
+            pass
+
+        f()
+        del f
+        gc.collect()
+        autotrace.metrics.reset()
+    with span("after"):
+        pass
+    assert [r["name"] for r in autotrace.metrics.snapshot()["spans"]] == ["after"]
