@@ -54,7 +54,7 @@ class _Record:
 
     __slots__ = ("chain", "exc_id", "head_id", "lines", "raw")
 
-    def __init__(self, exc_id: int) -> None:
+    def __init__(self, exc_id: tuple[int, type, int, int]) -> None:
         self.exc_id = exc_id
         self.head_id = 0
         self.chain: str | None = None  # the chained exceptions' text, made once
@@ -115,8 +115,10 @@ def _sync(exc: BaseException) -> _Record:
     """The record of ``exc``, walked up to its current traceback head."""
     head = exc.__traceback__
     rec: _Record | None = getattr(_local, "rec", None)
-    if rec is None or rec.exc_id != id(exc):
-        rec = _Record(id(exc))
+    # Not the id alone: a freed exception's id is soon another's, whose chain differs.
+    key = (id(exc), type(exc), id(exc.__cause__), id(exc.__context__))
+    if rec is None or rec.exc_id != key:
+        rec = _Record(key)
         _local.rec = rec
     elif rec.head_id == id(head):
         return rec  # recorded already at this level (a span ended inside another's frame)
@@ -220,7 +222,7 @@ def _chain(exc: BaseException) -> list[str]:
 
 def _block(exc: BaseException) -> str:
     """One chained exception's traceback, walked apart from the per-exception record."""
-    rec = _Record(id(exc))
+    rec = _Record((id(exc), type(exc), 0, 0))
     tb: types.TracebackType | None = exc.__traceback__
     while tb is not None:
         code = tb.tb_frame.f_code
