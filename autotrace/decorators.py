@@ -550,19 +550,22 @@ def _at_outer({helpers}):
                     if _at_len(_at_h) > _at_FOLD_AT:
                         _at_h.fold()
                 return _at_result
-            if _at_parent.__class__ is not _at_Span:
-                _at_add_root(_at_s)
+            _at_root = _at_parent.__class__ is not _at_Span
             try:
                 _at_token = _at_cv_set(_at_s)
             except _at_BaseException:
                 _at_cv_set(_at_parent)
                 raise
             try:
+                if _at_root:
+                    _at_OPEN[_at_s] = _at_s
                 return await _at_func({forward})
             except _at_BaseException as _at_exc:
                 _at_fail(_at_s, _at_exc)
                 raise
             finally:
+                if _at_root:
+                    _at_OPEN.pop(_at_s, None)
                 try:
                     _at_cv_reset(_at_token)
                 except _at_ValueError:
@@ -625,7 +628,6 @@ def _async_maker(params: str, forward: str) -> Callable[..., Any]:
         "_at_pinned": _pinned,
         "_at_FOLD_AT": _FOLD_AT,
         "_at_OPEN": _OPEN,
-        "_at_add_root": _inflight.add_root,
         "_at_observe_span": _observe_span,
     }
     # They reach the wrapper as free variables of the maker, never as globals:
