@@ -446,3 +446,42 @@ def test_xss_inert_in_the_inflight_tab(server: Any, page: Any, probe: Any) -> No
     finally:
         release.set()
         worker.join()
+
+
+def test_inflight_tab_says_what_it_left_out(server: Any, page: Any) -> None:
+    """A chain cut by the server shows "… N more"; past the 200 oldest open requests, a note gives the count."""
+    import threading
+
+    from autotrace import traced
+    from autotrace.propagation import extract
+
+    expect = _expect()
+    release = threading.Event()
+    entered = threading.Event()
+
+    @traced("dig")
+    def dig(depth: int) -> None:
+        if depth:
+            dig(depth - 1)
+            return
+        entered.set()
+        release.wait(60)
+
+    autotrace.configure(autotrace.TraceConfig(sample_rate=1.0))
+    deep = threading.Thread(target=dig, args=(69,))  # 70 open spans: the server lists the root and the 63 innermost
+    deep.start()
+    remote = extract({"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"})
+    try:
+        assert entered.wait(10)
+        with ExitStack() as stack:
+            for i in range(205):  # local roots below a remote parent, all open at once
+                stack.enter_context(span(f"request {i}", kind="server", parent=remote))
+            open_viewer(page, server.url, "#tab=inflight")
+            expect(page.locator("#inflight-truncated")).to_have_text("The 200 oldest of 206 open requests are shown.")
+            rows = page.locator("#inflight-table tbody tr")
+            expect(rows).to_have_count(200)
+            where = rows.first.locator("td[data-col='where']")
+            expect(where).to_have_text(re.compile(r"^dig › … 6 more › dig( › dig){62}$"))
+    finally:
+        release.set()
+        deep.join()
