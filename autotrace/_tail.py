@@ -75,7 +75,17 @@ class _Counts:
     lock: a lock taken per root would cost more than the rest of the decision).
     """
 
-    __slots__ = ("discarded", "dropped_spans", "evicted", "kept_error", "kept_slow", "open_spans", "opened", "warned")
+    __slots__ = (
+        "discarded",
+        "dropped_spans",
+        "evicted",
+        "interrupted",
+        "kept_error",
+        "kept_slow",
+        "open_spans",
+        "opened",
+        "warned",
+    )
 
     def __init__(self) -> None:
         self.clear()
@@ -87,6 +97,7 @@ class _Counts:
         self.discarded = itertools.count()
         self.evicted = itertools.count()  # discarded while open, to stay within max_provisional_spans
         self.dropped_spans = itertools.count()  # spans of a trace decided already, or past a trace's limit
+        self.interrupted = itertools.count()  # decisions a signal handler's exception cut short: trace let go
         self.opened = itertools.count(1)  # provisional traces started (the held count is recounted every RECOUNT)
         self.open_spans = 0  # spans held now in open provisional traces (each root counts one; see _recount)
         self.warned = False
@@ -143,6 +154,7 @@ def stats() -> dict[str, int]:
         "discarded": _value(c.discarded),
         "evicted": _value(c.evicted),
         "dropped_spans": _value(c.dropped_spans),
+        "interrupted": _value(c.interrupted),
         "open_traces": len(_OPEN),
         "open_spans": _recount(),
     }
@@ -361,6 +373,16 @@ class TailSampling:
 
     def decide(self, root: Span, buf: _Provisional, store: TraceStore) -> list[Span]:
         """The local root ended: keep the trace (into ``store``, returned for the processors) or let it go."""
+        try:
+            return self._decide(root, buf, store)
+        except BaseException:
+            # A signal handler's exception (KeyboardInterrupt, a deadline's TimeoutError) cut the
+            # decision short. It goes on, but the trace is not left in between: held by nothing,
+            # neither filed nor counted.
+            _settle(root, buf, store)
+            raise
+
+    def _decide(self, root: Span, buf: _Provisional, store: TraceStore) -> list[Span]:
         if buf.shared:  # decided now: a span started from its context no longer joins it
             _unshare(buf)
         if buf.state != OPEN or (buf.listed and _OPEN.pop(id(buf), None) is None):
@@ -394,6 +416,7 @@ class TailSampling:
             _OPEN.pop(id(buf), None)  # listed by a span ending in another thread just now: not left behind
             buf.kept = kept
             buf.state = KEPT
+            next(COUNTS.kept_error if reason == "error" else COUNTS.kept_slow)  # counted once it is kept
             n = _list_len(buf)
             spans: list[Span] = buf[1:n]
             del buf[1:n]
@@ -402,11 +425,57 @@ class TailSampling:
             store._ring.append(kept)
         finally:
             store._pushes()
-        for s in spans:
-            s._trace = None  # no buffer <-> span cycle once filed (see Span.__exit__)
-            store._put(kept, s)
-        next(COUNTS.kept_error if reason == "error" else COUNTS.kept_slow)
+        filed = False
+        try:
+            for s in spans:
+                s._trace = None  # no buffer <-> span cycle once filed (see Span.__exit__)
+                store._put(kept, s)
+            filed = True
+        finally:
+            if not filed:  # cut short by a signal handler's exception: the rest is filed before it goes on
+                _file_missing(spans, kept, store)
         return spans
+
+
+def _file_missing(spans: list[Span], kept: list[Any], store: TraceStore) -> None:
+    """File in ``kept`` each of ``spans`` it does not hold yet (after a filing loop cut short)."""
+    for s in spans:
+        if not any(x is s for x in kept):
+            s._trace = None
+            store._put(kept, s)
+
+
+def _settle(root: Span, buf: _Provisional, store: TraceStore) -> None:
+    """After a decision cut short: an undecided trace is let go and counted; a kept one is filed whole."""
+    if buf.state == OPEN:
+        buf.state = DISCARDED
+        _OPEN.pop(id(buf), None)
+        if buf.shared:
+            _unshare(buf)
+        del buf[1:]
+        next(COUNTS.interrupted)
+    elif buf.state == KEPT:
+        with _LOCK:
+            left = list.__getitem__(buf, slice(1, None))  # spans still in the buffer: not taken yet
+            del buf[1:]
+        left.append(root)
+        kept = buf.kept
+        if not _in_ring(kept, store):  # cut short before the trace's list went into the store
+            try:
+                store._ring.append(kept)
+            finally:
+                store._pushes()
+        _file_missing(left, kept, store)
+
+
+def _in_ring(kept: list[Any], store: TraceStore) -> bool:
+    """Whether the store holds the trace list ``kept`` (True when it cannot tell: never filed twice)."""
+    for _ in range(100):
+        try:
+            return any(x is kept for x in store._ring)
+        except RuntimeError:  # the ring changed in another thread while it was read: look again
+            continue
+    return True
 
 
 def _mark(root: Span, reason: str) -> None:

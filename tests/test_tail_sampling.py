@@ -1173,3 +1173,82 @@ def test_a_span_ending_just_as_a_traced_root_decides_alone_is_not_left_held() ->
     assert autotrace.get_trace_store().trace_count() == 0
     assert _metric_counts("root with a late child") == {"unset": 1}
     assert _metric_counts("late child") == {"unset": 1}
+
+
+# -- a signal handler's exception in the middle of a decision ----------------------------------
+
+
+def _interrupt_at(func: Any, text: str, nth: int = 1) -> Any:
+    """A trace function raising KeyboardInterrupt before the ``nth`` run of the line of ``func`` holding
+    ``text``, as a signal handler's exception arrives between two bytecodes."""
+    lines, first = inspect.getsourcelines(func)
+    target = first + next(i for i, line in enumerate(lines) if text in line)
+    code = func.__code__
+    seen = 0
+
+    def local(frame: Any, event: str, arg: Any) -> Any:
+        nonlocal seen
+        if event == "line" and frame.f_lineno == target:
+            seen += 1
+            if seen == nth:
+                raise KeyboardInterrupt
+        return local
+
+    def glob(frame: Any, event: str, arg: Any) -> Any:
+        return local if frame.f_code is code else None
+
+    return glob
+
+
+def _failing_request_interrupted(tracer: Any) -> str:
+    """Run a failing 4-span request whose root's decision ``tracer`` interrupts; its trace id."""
+    ids: list[str] = []
+    with pytest.raises(KeyboardInterrupt):
+        with span("interrupted root") as root:
+            ids.append(root.trace_id)
+            with span("child a"), span("child b"):
+                pass
+            try:
+                leaf(True)
+            except ValueError:
+                pass
+            sys.settrace(tracer)
+    sys.settrace(None)
+    return ids[0]
+
+
+def test_a_decision_cut_short_before_it_decides_lets_the_trace_go_counted() -> None:
+    """KeyboardInterrupt at the start of a root's decision: it goes on; the trace is let go, counted, nothing held."""
+    from autotrace._tail import TailSampling
+
+    tail()
+    _failing_request_interrupted(_interrupt_at(TailSampling._decide, "n = _list_len(buf)"))
+    got = counts()
+    assert (got["interrupted"], got["open_traces"], got["open_spans"]) == (1, 0, 0)
+    assert got["kept_error"] + got["discarded"] == 0
+    assert autotrace.get_trace_store().trace_count() == 0
+
+
+def test_a_kept_trace_whose_filing_is_cut_short_is_filed_whole() -> None:
+    """KeyboardInterrupt while a kept trace's spans go into the store: it goes on, and every span is stored once."""
+    from autotrace._tail import TailSampling
+
+    tail()
+    tid = _failing_request_interrupted(_interrupt_at(TailSampling._keep, "store._put(kept, s)", nth=2))
+    spans = autotrace.get_trace_store().get_trace(tid) or []
+    assert sorted(s.name for s in spans) == sorted(["interrupted root", "child a", "child b", "leaf"])
+    assert len({s.span_id for s in spans}) == 4
+    assert counts()["kept_error"] == 1
+
+
+def test_a_trace_cut_short_as_it_is_taken_for_keeping_is_filed_whole() -> None:
+    """KeyboardInterrupt just after a trace is marked kept, before its spans are taken: all of them stored once."""
+    from autotrace._tail import TailSampling
+
+    tail()
+    tid = _failing_request_interrupted(_interrupt_at(TailSampling._keep, "n = _list_len(buf)"))
+    spans = autotrace.get_trace_store().get_trace(tid) or []
+    assert sorted(s.name for s in spans) == sorted(["interrupted root", "child a", "child b", "leaf"])
+    assert len({s.span_id for s in spans}) == 4
+    got = counts()
+    assert (got["open_traces"], got["interrupted"]) == (0, 0)
