@@ -197,6 +197,12 @@ def _spans_json(spans: Iterable[Span]) -> str:
     return ",".join(out)
 
 
+def _dropped_attributes(item: Any) -> str:
+    """An event's or link's ``droppedAttributesCount`` member, or nothing when none was dropped."""
+    n = item.dropped_attributes_count
+    return f',"droppedAttributesCount":{n}' if n else ""
+
+
 def _extra_json(extra: Any) -> str:
     """The dropped counts, events and links of a span that has an ``_Extra``, as otlp orders them."""
     dropped = extra.dropped
@@ -205,13 +211,10 @@ def _extra_json(extra: Any) -> str:
     if events:
         parts = []
         for ev in events:
-            part = (
+            parts.append(
                 f'{{"timeUnixNano":"{ev.timestamp}","name":{_string(ev.name)},'
-                f'"attributes":{attributes_json(ev.attributes)}'
+                f'"attributes":{attributes_json(ev.attributes)}{_dropped_attributes(ev)}}}'
             )
-            if ev.dropped_attributes_count:
-                part += f',"droppedAttributesCount":{ev.dropped_attributes_count}'
-            parts.append(part + "}")
         text += ',"events":[' + ",".join(parts) + "]"
     else:
         text += ',"events":[]'
@@ -223,14 +226,11 @@ def _extra_json(extra: Any) -> str:
         for lk in links:
             ctx = lk.context
             flags = _HAS_IS_REMOTE | (_IS_REMOTE if ctx.is_remote else 0) | ctx.trace_flags
-            part = (
+            parts.append(
                 f'{{"traceId":"{ctx.trace_id.to_bytes(16, "big").hex()}","spanId":"{_hex64(ctx.span_id)}",'
                 f'"traceState":{_string(ctx.trace_state)},"attributes":{attributes_json(lk.attributes)},'
-                f'"flags":{flags}'
+                f'"flags":{flags}{_dropped_attributes(lk)}}}'
             )
-            if lk.dropped_attributes_count:
-                part += f',"droppedAttributesCount":{lk.dropped_attributes_count}'
-            parts.append(part + "}")
         text += ',"links":[' + ",".join(parts) + "]"
     else:
         text += ',"links":[]'

@@ -29,24 +29,24 @@ def _port(text: str) -> int:
     return value
 
 
-def _rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1; got {text!r}")
-    if math.isnan(value) or not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be from 0 to 1; got {text}")
-    return value
+def _float_between(low: float, high: float, unit: str = "") -> Callable[[str], float]:
+    """A parser of a number from ``low`` to ``high`` (``unit`` names what it counts in its errors)."""
+    bounds = f"from {low:g} to {high:g}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number{unit and ' of' + unit} {bounds}; got {text!r}")
+        if math.isnan(value) or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be {bounds}{unit}; got {text}")
+        return value
+
+    return parse
 
 
-def _delay(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds from 0 to 10; got {text!r}")
-    if math.isnan(value) or not 0.0 <= value <= 10.0:
-        raise argparse.ArgumentTypeError(f"must be from 0 to 10 seconds; got {text}")
-    return value
+_rate = _float_between(0.0, 1.0)
+_delay = _float_between(0.0, 10.0, " seconds")
 
 
 def _int_at_least(minimum: int) -> Callable[[str], int]:
