@@ -14,6 +14,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ._current import CURRENT, current_span_context
@@ -340,20 +341,24 @@ def get_config() -> TraceConfig | None:
     return _S.config
 
 
-def _time_left(deadline: float | None) -> float | None:
-    """Seconds until ``deadline`` (0 once it passed); None for no deadline."""
-    return None if deadline is None else max(0.0, deadline - time.monotonic())
+def each_within(procs: Iterable[Any], method: str, timeout: float | None) -> bool:
+    """Call ``method`` on each processor within one deadline of ``timeout`` seconds; True when every one succeeded.
+
+    Each processor gets what the ones before it left over; past the deadline each
+    is still called, with 0 s. A processor that raises is logged and counts as a failure.
+    """
+    deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+    ok = True
+    for proc in procs:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            ok = bool(getattr(proc, method)(left)) and ok
+        except Exception as exc:
+            internal_error(f"{type(proc).__name__}.{method}", exc)
+            ok = False
+    return ok
 
 
 def flush(timeout: float | None = 5.0) -> bool:
     """Send whatever exporters have queued; True when all of it was delivered within ``timeout`` seconds."""
-    # One deadline for all: each processor gets what the ones before it left over.
-    deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
-    ok = True
-    for proc in _S.processors:
-        try:
-            ok = bool(proc.force_flush(_time_left(deadline))) and ok
-        except Exception as exc:
-            internal_error(f"{type(proc).__name__}.force_flush", exc)
-            ok = False
-    return ok
+    return each_within(_S.processors, "force_flush", timeout)

@@ -8,14 +8,13 @@ limits and the root sampling bound the hot path reads from ``_state``).
 from __future__ import annotations
 
 import logging
-import time
 from typing import TYPE_CHECKING, Any
 
 from . import _metrics, _resource
 from . import attributes as _attributes
 from ._errors import internal_error, is_foreign
 from ._limits import LIMITS
-from ._state import _S, CaptureProcessor, _time_left, ask
+from ._state import _S, CaptureProcessor, ask, each_within
 from ._tail import TailSampling
 from .store import TraceStore
 
@@ -164,12 +163,4 @@ def shutdown(timeout: float | None = 5.0) -> bool:
         procs = [p for p in _S.processors if not isinstance(p, CaptureProcessor)]
         _S.processors = tuple(p for p in _S.processors if isinstance(p, CaptureProcessor))
     # One deadline for all; past it, each processor is still told to stop (with 0 s to do so).
-    deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
-    ok = True
-    for proc in procs:
-        try:
-            ok = bool(proc.shutdown(_time_left(deadline))) and ok
-        except Exception as exc:
-            internal_error(f"{type(proc).__name__}.shutdown", exc)
-            ok = False
-    return ok
+    return each_within(procs, "shutdown", timeout)
