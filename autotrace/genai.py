@@ -334,6 +334,16 @@ class LLMSpan:
             completion = _field(usage, "output_tokens")
         self.set_usage(prompt, completion)
 
+    def _end_with(self, result: Any) -> None:
+        """Record what the call returned (a failure to read it is logged, never raised) and end the span."""
+        try:
+            try:
+                self._result(result)
+            except Exception as exc:
+                internal_error("llm response", exc)  # raises again a signal handler's exception
+        finally:
+            self._finish()  # the span ends whatever happened reading the result
+
     def _result(self, result: Any) -> None:
         """A client's response (OpenAI- or Anthropic-shaped): usage, model, id, finish reasons, text."""
         if isinstance(result, (str, bytes, int, float)) or result is None:
@@ -648,11 +658,7 @@ class LLMCall:
                 rec._error = type(exc)  # the type only: the exception would hold this frame, a cycle
                 rec._finish()
                 raise
-            try:
-                rec._result(result)
-            except Exception as exc:
-                internal_error("llm response", exc)
-            rec._finish()
+            rec._end_with(result)
             return result
 
         return inner
@@ -668,11 +674,7 @@ class LLMCall:
                 rec._error = type(exc)  # the type only: the exception would hold this frame, a cycle
                 rec._finish()
                 raise
-            try:
-                rec._result(result)
-            except Exception as exc:
-                internal_error("llm response", exc)
-            rec._finish()
+            rec._end_with(result)
             return result
 
         return inner
