@@ -450,3 +450,37 @@ def test_one_llm_object_used_for_nested_blocks() -> None:
     by_total = {s.attributes["llm.token_count.total"]: s for s in all_spans()}
     assert set(by_total) == {2, 10}
     assert by_total[10].parent_span_id == by_total[2].span_id
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_signal_while_the_response_is_read_goes_on_and_the_span_ends(kind: str) -> None:
+    """A KeyboardInterrupt arriving while @llm reads the response reaches the caller, and the span's end still runs."""
+    import sys
+
+    code = LLMSpan._result.__code__
+
+    def interrupt(frame: Any, event: str, arg: Any) -> Any:
+        if frame.f_code is code and event == "call":
+            raise KeyboardInterrupt  # as a signal handler's exception, on entering the response reader
+        return None
+
+    @autotrace.llm("chat", model="m")
+    def answer(prompt: str) -> str:
+        return "fine"
+
+    @autotrace.llm("chat", model="m")
+    async def answer_async(prompt: str) -> str:
+        return "fine"
+
+    sys.settrace(interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            if kind == "sync":
+                answer("p")
+            else:
+                asyncio.run(answer_async("p"))
+    finally:
+        sys.settrace(None)
+    (s,) = all_spans()
+    assert s.end_time_unix_nano is not None
+    assert genai_module.LATENCY_E2E in s.attributes  # what the end writes: the end ran
