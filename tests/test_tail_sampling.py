@@ -754,23 +754,19 @@ def test_contexts_handed_out_by_provisional_traces_are_held_within_a_bound() -> 
     assert len(_tail._SHARED) == _tail.SHARED_MAX
 
 
-@pytest.mark.parametrize("fail", [False, True])
-def test_a_span_ending_while_its_root_decides_leaves_no_open_trace_behind(fail: bool) -> None:
-    """A child filed in another thread just as its root decides: exactly once, and nothing stays listed open."""
-    tail()
-    appended, decided = threading.Event(), threading.Event()
+def _end_a_child_held_while_its_root_decides(hold_at: Any, fail: bool) -> Any:
+    """End a child in another thread, held in TailSampling.end at the first line where ``hold_at(frame, event)``
+    is true while its root (ERROR when ``fail``) ends and decides; the function that lets the child go on."""
+    held, decided = threading.Event(), threading.Event()
     code = _tail.TailSampling.end.__code__
-    lines, first = inspect.getsourcelines(_tail.TailSampling.end)
-    # The line right after the span went into the buffer, before the trace is listed as open.
-    after_append = first + next(i for i, text in enumerate(lines) if text.strip() == "c = COUNTS")
 
     def local(frame: Any, event: str, arg: Any) -> Any:
-        if event == "line" and frame.f_lineno == after_append:
-            appended.set()
+        if not held.is_set() and hold_at(frame, event):
+            held.set()
             decided.wait(30)
         return local
 
-    def pause_after_the_append(frame: Any, event: str, arg: Any) -> Any:
+    def hold(frame: Any, event: str, arg: Any) -> Any:
         # A scheduler, not a stand-in: the real code runs, held where another thread may decide.
         return local if frame.f_code is code else None
 
@@ -778,7 +774,7 @@ def test_a_span_ending_while_its_root_decides_leaves_no_open_trace_behind(fail: 
         child = span("child")
 
         def end_child() -> None:
-            sys.settrace(pause_after_the_append)
+            sys.settrace(hold)
             try:
                 child.end()
             finally:
@@ -786,11 +782,28 @@ def test_a_span_ending_while_its_root_decides_leaves_no_open_trace_behind(fail: 
 
         t = threading.Thread(target=end_child)
         t.start()
-        assert appended.wait(30)
+        assert held.wait(30)
         if fail:
             root.set_status("ERROR")
-    decided.set()
-    t.join()
+
+    def go_on() -> None:
+        decided.set()
+        t.join()
+
+    return go_on
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_a_span_ending_while_its_root_decides_leaves_no_open_trace_behind(fail: bool) -> None:
+    """A child filed in another thread just as its root decides: exactly once, and nothing stays listed open."""
+    tail()
+    lines, first = inspect.getsourcelines(_tail.TailSampling.end)
+    # The line right after the span went into the buffer, before the trace is listed as open.
+    after_append = first + next(i for i, text in enumerate(lines) if text.strip() == "c = COUNTS")
+    decided = _end_a_child_held_while_its_root_decides(
+        lambda frame, event: event == "line" and frame.f_lineno == after_append, fail
+    )
+    decided()
     assert _tail._OPEN == {}
     assert counts()["open_traces"] == 0
     if fail:
@@ -995,37 +1008,12 @@ def test_kept_traces_through_a_flaky_collector_arrive_once_and_parse_with_opente
 def test_a_root_deciding_while_its_first_child_is_listed_is_not_taken_for_evicted(fail: bool) -> None:
     """A child's first filing in another thread, held just after the trace is marked listed: the root still decides."""
     tail()
-    marked, decided = threading.Event(), threading.Event()
-    code = _tail.TailSampling.end.__code__
-
-    def local(frame: Any, event: str, arg: Any) -> Any:
-        buf = frame.f_locals.get("buf")
-        if event == "line" and buf is not None and buf.listed and not marked.is_set():
-            marked.set()  # the first line run once the trace says it is listed
-            decided.wait(30)
-        return local
-
-    def hold_once_listed(frame: Any, event: str, arg: Any) -> Any:
-        # A scheduler, not a stand-in: the real code runs, held where another thread may decide.
-        return local if frame.f_code is code else None
-
-    with span("root") as root:
-        child = span("child")
-
-        def end_child() -> None:
-            sys.settrace(hold_once_listed)
-            try:
-                child.end()
-            finally:
-                sys.settrace(None)
-
-        t = threading.Thread(target=end_child)
-        t.start()
-        assert marked.wait(30)
-        if fail:
-            root.set_status("ERROR")
-    decided.set()
-    t.join()
+    decided = _end_a_child_held_while_its_root_decides(
+        # The first line run once the trace says it is listed.
+        lambda frame, event: event == "line" and getattr(frame.f_locals.get("buf"), "listed", False),
+        fail,
+    )
+    decided()
     c = counts()
     assert (c["open_traces"], c["evicted"]) == (0, 0)
     if fail:
