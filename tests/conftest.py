@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -27,3 +29,18 @@ def fresh_autotrace() -> Iterator[None]:
 def all_spans() -> list[autotrace.Span]:
     """Every span in the global store, trace by trace."""
     return [s for trace in autotrace.get_trace_store().traces() for s in trace]
+
+
+def exit_code_of_forked(pid: int, seconds: float) -> int:
+    """The exit code of a forked child, failing the test (child killed) if it has not ended in ``seconds``:
+    what a child hung on a lock held at fork time does."""
+    deadline = time.monotonic() + seconds
+    while True:
+        done, code = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(code)
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung on a lock held at fork time")
+        time.sleep(0.05)

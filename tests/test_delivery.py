@@ -6,7 +6,6 @@ import contextvars
 import gc
 import os
 import threading
-import time
 import weakref
 
 import pytest
@@ -16,7 +15,7 @@ from autotrace import Span, span, traced
 from autotrace.export import BatchSpanProcessor
 from autotrace.testing import capture_spans
 from autotrace.tracer import _S
-from tests.conftest import all_spans
+from tests.conftest import all_spans, exit_code_of_forked
 
 
 def _other_trace(name: str) -> None:
@@ -184,17 +183,7 @@ def test_fork_while_other_threads_hold_the_locks_leaves_the_child_working() -> N
     finally:
         release.set()
         holder.join(10)
-    deadline = time.monotonic() + 30
-    while True:
-        done, code = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        if time.monotonic() > deadline:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            pytest.fail("the forked child hung on a lock held at fork time")
-        time.sleep(0.05)
-    assert os.waitstatus_to_exitcode(code) == 0
+    assert exit_code_of_forked(pid, 30) == 0
     assert [s.name for s in all_spans()] == []  # the parent's store is its own
 
 

@@ -19,6 +19,7 @@ import autotrace
 from autotrace import _inflight, _metrics, span, traced
 from autotrace.config import TraceConfig
 from autotrace.server import ServerHandle, start_in_background
+from tests.conftest import exit_code_of_forked
 from tests.server_helpers import fetch
 
 
@@ -427,17 +428,7 @@ def test_fork_while_a_thread_holds_the_metrics_locks_leaves_the_child_folding() 
     finally:
         release.set()
         holder.join(10)
-    deadline = time.monotonic() + 60
-    while True:
-        done, code = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        if time.monotonic() > deadline:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            pytest.fail("the forked child hung on a lock held at fork time")
-        time.sleep(0.05)
-    assert os.waitstatus_to_exitcode(code) == 0
+    assert exit_code_of_forked(pid, 60) == 0
 
 
 def test_inflight_chain_of_a_deep_recursion_is_bounded(server: ServerHandle) -> None:
