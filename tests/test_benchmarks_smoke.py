@@ -36,6 +36,7 @@ AUTOTRACE_CASES = [
     "gen_unsampled",
     "bare_agen",
     "agen_sampled",
+    "agen_unsampled",
 ]
 # the same cases with opentelemetry-sdk, when it is installed
 OTEL_CASES = [
@@ -128,6 +129,8 @@ def test_bars_are_listed_but_not_judged(smoke: tuple[subprocess.CompletedProcess
     names = [b["bar"] for b in doc["bars"]]
     assert any("2-thread" in n for n in names) and any("bytes" in n for n in names), names
     assert any("json.dumps(export_traces())" in n for n in names), names
+    if HAVE_OTEL:
+        assert any("traced async generator sampled" in n for n in names), names
     assert all(b["judged"] is False for b in doc["bars"])
     assert "| bare call |" in proc.stdout
     assert "traces of 1 span" in proc.stdout
