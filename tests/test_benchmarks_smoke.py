@@ -155,6 +155,26 @@ def test_export_faults_smoke_runs_every_mode_and_prints_its_bars() -> None:
     assert "| json, compression=gzip |" in out and "| protobuf, compression=none |" in out
 
 
+def test_agen_steps_smoke_prints_every_step_of_the_async_generator_driver() -> None:
+    """benchmarks/agen_steps.py --smoke: one row per step of the driver, the real rows and OTel's when installed."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "agen_steps.py"), "--smoke"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = [line.split("|")[1:-1] for line in done.stdout.splitlines() if line.startswith("| ")]
+    labels = [r[0].strip() for r in rows[1:]]
+    assert labels[:2] == ["bare async generator", "+ an async generator layer around it"], labels
+    assert {"traced async generator, sampled", "traced async generator, unsampled"} <= set(labels)
+    assert ("OTel async generator in start_as_current_span" in labels) == HAVE_OTEL
+    assert all(float(r[1]) > 0 for r in rows[1:]), rows
+
+
 def test_server_section_smoke_reports_every_route_and_client_count(tmp_path: Path) -> None:
     """run.py --server-only --smoke: /traces?limit=10 and the bare route at 1, 4, 16 clients; bars printed, unjudged."""
     out = tmp_path / "server.json"
