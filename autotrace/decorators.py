@@ -1030,17 +1030,57 @@ def _gen_wrapper(
     return wrapper
 
 
+_ITEM = object()  # what _pump hands back when the body has yielded; anything else is what the body awaits
+
+
+def _pump(cell: list[Any], aw: Any) -> Generator[Any, Any, None]:
+    """Step an async generator's asend/athrow/aclose awaitables, each sent in, in the Context running this.
+
+    ``yield from`` passes what the body awaits up to the caller and takes the
+    item the body yields as the awaitable's result, in C: no StopIteration is
+    caught in Python. The item goes in ``cell``; ``_ITEM`` comes back.
+    """
+    while True:
+        cell[0] = yield from aw
+        del aw  # a finished athrow() keeps its exception: not held while the stream is suspended
+        aw = yield _ITEM
+
+
+@types.coroutine
+def _relay(run: Callable[..., Any], pump: Generator[Any, Any, None], waiting: Any) -> Generator[Any, Any, None]:
+    """Pass what a stream's body awaits up to the task and the task's answer back, in the body's Context,
+    until the body yields (or ends: its exception goes up)."""
+    while True:
+        try:
+            answer = yield waiting
+        except BaseException as exc:  # the awaiting task cancelled or closed: the body's to handle, at its await
+            waiting = run(pump.throw, exc)
+        else:
+            waiting = run(pump.send, answer)
+        if waiting is _ITEM:
+            return
+
+
 def _asyncgen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture: _Capture | None) -> Callable[..., Any]:
     async def drive(
-        agen: AsyncGenerator[Any, Any], parent: Any, instance: Any, args: Any, kwargs: Any
+        agen: AsyncGenerator[Any, Any], ctx: contextvars.Context, instance: Any, args: Any, kwargs: Any
     ) -> AsyncGenerator[Any, Any]:
-        # An async generator's body runs in the awaiting task, whose context is
-        # the consumer's: its span is set around every resume and reset before
-        # the item goes out. (Running it in a Context of its own, as the sync
-        # driver does, would take a Python step per await inside the body:
-        # measured, dearer than the set and reset.)
-        s = start(name, kind, attrs, parent)
-        target: Any = parent if s is None else s
+        # As the sync driver does, the body runs in a Context of its own
+        # (`ctx`, copied where the generator was made): its span is current
+        # there at every resume, as is a span it leaves open across a yield,
+        # while the consumer's context never holds either, with no ContextVar
+        # set and reset per item (they were a third of an item's cost). Each
+        # step is a ctx.run() of _pump, whose `yield from` takes the item from
+        # the body's awaitable in C; when the body awaits something, _relay
+        # passes it up to the task (and the task's answer or cancellation back
+        # to the body), still in ctx. Any other ContextVar the body writes is
+        # written in the consumer's context too (_mirror), as it is untraced.
+        run = ctx.run
+        s = start(name, kind, attrs, run(_cv_get))
+        if s is not None:
+            run(_cv_set, s)
+        snap = ctx.copy()
+        tokens: dict[Any, Any] | None = None
         span = s if s.__class__ is Span else None
         if span is not None and capture is not None:
             capture.arguments(span, instance, args, kwargs)  # type: ignore[arg-type]
@@ -1050,57 +1090,67 @@ def _asyncgen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture:
         count = 0
         started = first = last = _perf_counter()
         max_gap = 0.0
-        closed_early = False
+        closed_early = closing = False
         asend = agen.asend
-        value: Any = None
+        cell: list[Any] = [None]
+        pump = _pump(cell, asend(None))
+        step = pump.send
         thrown: Any = None
         try:
+            try:
+                waiting = run(step, None)
+                if waiting is not _ITEM:  # the body awaits something: so does the task, through us
+                    await _relay(run, pump, waiting)
+                    waiting = None
+            except StopAsyncIteration:
+                return
+            if ctx != snap:
+                snap, tokens = _mirror(ctx, snap, tokens)
+            first = last = _perf_counter()
+            count = 1
             while True:
-                token = _cv_set(target)
                 try:
-                    if thrown is None:
-                        item = await asend(value)
-                    else:
-                        try:
-                            item = await agen.athrow(thrown)
-                        finally:
-                            thrown = None  # not kept: no frame <-> traceback cycle
+                    value = yield cell[0]
+                except GeneratorExit:
+                    closed_early = closing = True
+                    waiting = run(step, agen.aclose())  # in the body's Context, as every step
+                    if waiting is not _ITEM:
+                        await _relay(run, pump, waiting)
+                    raise
+                except BaseException as exc:  # thrown in by the consumer: passed on below, outside this handler
+                    thrown = exc
+                else:
+                    try:
+                        waiting = run(step, asend(value))
+                        if waiting is not _ITEM:
+                            await _relay(run, pump, waiting)
+                            waiting = None
+                    except StopAsyncIteration:
+                        return
+                    if ctx != snap:
+                        snap, tokens = _mirror(ctx, snap, tokens)
+                    now = _perf_counter()
+                    if now - last > max_gap:
+                        max_gap = now - last
+                    last = now
+                    count += 1
+                    continue
+                try:
+                    waiting = run(step, agen.athrow(thrown))
+                    if waiting is not _ITEM:
+                        await _relay(run, pump, waiting)
+                        waiting = None
                 except StopAsyncIteration:
                     return
                 finally:
-                    # What is current inside when it pauses (a span the body left
-                    # open across the yield) is current again at the next resume,
-                    # unless this resume ran in another Context (driven by hand; see _reset_elsewhere).
-                    inside = _cv_get()
-                    try:
-                        _cv_reset(token)
-                        target = inside
-                    except ValueError:
-                        _reset_elsewhere(token, target)
+                    thrown = None  # not kept: no frame <-> traceback cycle
+                if ctx != snap:
+                    snap, tokens = _mirror(ctx, snap, tokens)
                 now = _perf_counter()
-                if count:
-                    if now - last > max_gap:
-                        max_gap = now - last
-                else:
-                    first = now
+                if now - last > max_gap:
+                    max_gap = now - last
                 last = now
                 count += 1
-                try:
-                    value = yield item
-                except GeneratorExit:
-                    closed_early = True
-                    token = _cv_set(target)
-                    try:
-                        await agen.aclose()
-                    finally:
-                        try:
-                            _cv_reset(token)
-                        except ValueError:
-                            _reset_elsewhere(token, target)
-                    raise
-                except BaseException as exc:  # thrown in by the consumer: passed on at the next resume
-                    thrown = exc
-                    value = None
         except GeneratorExit:
             raise
         except BaseException as exc:
@@ -1113,15 +1163,21 @@ def _asyncgen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture:
                 _fail(span, exc)
             raise
         finally:
-            if opened:
-                _OPEN.pop(s, None)
-            if sh is not None:
-                _stream_done(sh, span is None, failed, started, first, last, count)
-            if span is not None:
-                _end_stream(span, closed_early, started, first, count, max_gap)
+            try:
+                if ctx != snap:  # what the last resume wrote: its end, a failure, a close
+                    _, tokens = _mirror(ctx, snap, tokens, closing)
+                if tokens is not None:
+                    _unmark(tokens)
+            finally:
+                if opened:
+                    _OPEN.pop(s, None)
+                if sh is not None:
+                    _stream_done(sh, span is None, failed, started, first, last, count)
+                if span is not None:
+                    _end_stream(span, closed_early, started, first, count, max_gap)
 
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return drive(wrapped(*args, **kwargs), _cv_get(), instance, args, kwargs)
+        return drive(wrapped(*args, **kwargs), _copy_context(), instance, args, kwargs)
 
     return wrapper
 

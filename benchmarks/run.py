@@ -473,6 +473,14 @@ def autotrace_cases() -> list[Case]:
             units=GEN_ITEMS,
             setup=sampled,
         ),
+        Case(
+            "agen_unsampled",
+            "traced async generator, unsampled",
+            agen_timer(traced_agen),
+            per="item",
+            units=GEN_ITEMS,
+            setup=unsampled,
+        ),
     ]
 
 
@@ -841,6 +849,7 @@ ROWS = [
     ("gen_unsampled", None),
     ("bare_agen", None),
     ("agen_sampled", "otel_agen"),
+    ("agen_unsampled", None),
     ("traced_tail", None),
     ("root10_tail", None),
     ("decide_discard", None),
@@ -944,6 +953,12 @@ def report(results: dict[str, Any]) -> tuple[str, list[tuple[str, bool, str]]]:
             "traced generator sampled ≤ OTel generator in start_as_current_span, per item",
             r <= 1,
             f"{r:.2f}x ({fmt_ns(med['gen_sampled'])} vs {fmt_ns(med['otel_gen'])})",
+        )
+        r = med["agen_sampled"] / med["otel_agen"]
+        bar(
+            "traced async generator sampled ≤ OTel async generator in start_as_current_span, per item",
+            r <= 1,
+            f"{r:.2f}x ({fmt_ns(med['agen_sampled'])} vs {fmt_ns(med['otel_agen'])})",
         )
     # Traces of one span are judged too: most requests of a simple service make one, and
     # that span carries its trace's whole bookkeeping (the store's list, the trace id) alone.

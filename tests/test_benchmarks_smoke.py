@@ -36,6 +36,7 @@ AUTOTRACE_CASES = [
     "gen_unsampled",
     "bare_agen",
     "agen_sampled",
+    "agen_unsampled",
 ]
 # the same cases with opentelemetry-sdk, when it is installed
 OTEL_CASES = [
@@ -128,6 +129,8 @@ def test_bars_are_listed_but_not_judged(smoke: tuple[subprocess.CompletedProcess
     names = [b["bar"] for b in doc["bars"]]
     assert any("2-thread" in n for n in names) and any("bytes" in n for n in names), names
     assert any("json.dumps(export_traces())" in n for n in names), names
+    if HAVE_OTEL:
+        assert any("traced async generator sampled" in n for n in names), names
     assert all(b["judged"] is False for b in doc["bars"])
     assert "| bare call |" in proc.stdout
     assert "traces of 1 span" in proc.stdout
@@ -150,6 +153,26 @@ def test_export_faults_smoke_runs_every_mode_and_prints_its_bars() -> None:
         assert f"| {mode} |" in out, mode
     assert out.count("(smoke, not judged)") == 7
     assert "| json, compression=gzip |" in out and "| protobuf, compression=none |" in out
+
+
+def test_agen_steps_smoke_prints_every_step_of_the_async_generator_driver() -> None:
+    """benchmarks/agen_steps.py --smoke: one row per step of the driver, the real rows and OTel's when installed."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "agen_steps.py"), "--smoke"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = [line.split("|")[1:-1] for line in done.stdout.splitlines() if line.startswith("| ")]
+    labels = [r[0].strip() for r in rows[1:]]
+    assert labels[:2] == ["bare async generator", "+ an async generator layer around it"], labels
+    assert {"traced async generator, sampled", "traced async generator, unsampled"} <= set(labels)
+    assert ("OTel async generator in start_as_current_span" in labels) == HAVE_OTEL
+    assert all(float(r[1]) > 0 for r in rows[1:]), rows
 
 
 def test_server_section_smoke_reports_every_route_and_client_count(tmp_path: Path) -> None:

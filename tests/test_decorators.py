@@ -15,6 +15,7 @@ import pytest
 
 import autotrace
 from autotrace import SpanKind, StatusCode, span, traced
+from autotrace.context import CURRENT
 from autotrace.testing import capture_spans
 
 
@@ -880,3 +881,189 @@ def test_an_exception_thrown_into_an_async_generator_reaches_its_body() -> None:
     assert spans.one(tolerant.__qualname__).attributes["autotrace.stream.items"] == 2
     s = spans.one(strict.__qualname__)
     assert s.status.code is StatusCode.ERROR and s.attributes["autotrace.stream.items"] == 1
+
+
+# -- async generators: the body in a Context of its own, as a sync generator's -----------------
+
+
+def test_an_async_generator_body_sees_its_creators_context_and_its_writes_reach_the_consumer() -> None:
+    """As a sync generator's: the body runs in a copy of its creator's context; its writes reach the consumer."""
+    seen = []
+
+    @traced
+    async def agen() -> AsyncIterator[int]:
+        seen.append(_REQUEST.get())
+        _REQUEST.set("inside")
+        yield 1
+        seen.append(_REQUEST.get())
+        yield 2
+
+    async def main() -> list[str]:
+        _REQUEST.set("created")
+        g = agen()
+        _REQUEST.set("consumer")
+        got = [str(await g.__anext__()), _REQUEST.get()]  # the body's write, seen while it is suspended
+        _REQUEST.set("consumer again")
+        got += [str(await g.__anext__()), _REQUEST.get()]  # written by the consumer after the body's: kept
+        return got
+
+    assert asyncio.run(main()) == ["1", "inside", "2", "consumer again"]
+    assert seen == ["created", "inside"]  # a write of the consumer after creating it is not seen inside
+
+
+@contextlib.asynccontextmanager
+@traced
+async def _as_tenant_async(name: str) -> AsyncIterator[str]:
+    """The async form of _as_tenant: a ContextVar set for the `async with` block, across an await."""
+    token = _TENANT.set(name)
+    try:
+        await asyncio.sleep(0)
+        with span("tenant.scope"):
+            yield name
+    finally:
+        await asyncio.sleep(0)
+        _TENANT.reset(token)
+
+
+def test_an_asynccontextmanager_over_a_traced_async_generator_sets_its_context_variables_for_the_block() -> None:
+    """`@asynccontextmanager @traced`: the block sees what the body set, not its span; unset again after it."""
+
+    async def main() -> None:
+        before = set(contextvars.copy_context())
+        async with _as_tenant_async("acme") as name:
+            assert name == _TENANT.get() == "acme"
+            async with _as_tenant_async("nested"):
+                assert _TENANT.get() == "nested"
+            assert _TENANT.get() == "acme"
+            with span("in the block") as block:
+                assert autotrace.current_span() is block
+        assert _TENANT.get("unset") == "unset"
+        with pytest.raises(KeyError):
+            async with _as_tenant_async("failing"):
+                assert _TENANT.get() == "failing"
+                raise KeyError("x")
+        assert _TENANT.get("unset") == "unset"
+        assert set(contextvars.copy_context()) == before  # nothing of the streams' left in the consumer's context
+
+    with capture_spans() as spans:
+        asyncio.run(main())
+    assert spans.one("in the block").parent_span_id is None
+    assert spans.names().count("tenant.scope") == 3
+    assert all(s.parent_span_id is not None for s in spans.by_name("tenant.scope"))
+    assert autotrace.tracer.errors() == {}
+
+
+def test_an_async_generator_closed_by_aclosing_restores_the_consumers_context_variables() -> None:
+    """`aclosing()` + `break`: its aclose() runs in the consumer's context, where its `finally` restores the value."""
+
+    @traced
+    async def scoped() -> AsyncIterator[int]:
+        token = _TENANT.set("stream")
+        try:
+            yield 1
+            yield 2
+        finally:
+            await asyncio.sleep(0)  # the close awaits: relayed to the task like any other await
+            _TENANT.reset(token)
+
+    async def main() -> list[str]:
+        _TENANT.set("consumer")
+        seen = []
+        async with contextlib.aclosing(scoped()) as g:
+            async for _ in g:
+                seen.append(_TENANT.get())
+                break
+        seen.append(_TENANT.get())
+        return seen
+
+    with capture_spans() as spans:
+        assert asyncio.run(main()) == ["stream", "consumer"]
+    s = spans.one("test_an_async_generator_closed_by_aclosing_restores_the_consumers_context_variables.<locals>.scoped")
+    assert s.attributes["autotrace.stream.closed_early"] is True and s.attributes["autotrace.stream.items"] == 1
+    assert autotrace.tracer.errors() == {}
+
+
+def test_an_async_generator_body_awaiting_real_io_keeps_its_span_and_the_consumers_context_clean() -> None:
+    """Awaits that suspend the task (a timer, a future another task resolves): the span is current inside after each."""
+    inside: list[object] = []
+    outside: list[object] = []
+
+    @traced
+    async def agen(ready: asyncio.Future[int]) -> AsyncIterator[int]:
+        await asyncio.sleep(0.001)
+        inside.append(autotrace.current_span())
+        yield 1
+        value = await ready
+        inside.append(autotrace.current_span())
+        with span("after the future"):
+            await asyncio.sleep(0.001)
+        yield value
+
+    async def watcher(stop: asyncio.Event) -> None:
+        while not stop.is_set():  # runs while the stream's body waits: never sees the stream's span
+            outside.append(CURRENT.get())
+            await asyncio.sleep(0)
+
+    async def main() -> list[int]:
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[int] = loop.create_future()
+        loop.call_later(0.005, ready.set_result, 2)
+        stop = asyncio.Event()
+        task = asyncio.ensure_future(watcher(stop))
+        with span("consumer") as consumer:
+            got = []
+            async for x in agen(ready):
+                assert autotrace.current_span() is consumer
+                got.append(x)
+        stop.set()
+        await task
+        return got
+
+    with capture_spans() as spans:
+        assert asyncio.run(main()) == [1, 2]
+    s = spans.one(
+        "test_an_async_generator_body_awaiting_real_io_keeps_its_span_and_the_consumers_context_clean.<locals>.agen"
+    )
+    assert [x.span_id for x in inside] == [s.span_id, s.span_id]  # type: ignore[attr-defined]
+    assert outside and all(x is None for x in outside)
+    assert spans.one("after the future").parent_span_id == s.span_id
+    assert s.attributes["autotrace.stream.items"] == 2
+
+
+def test_a_consumer_cancelled_while_the_async_generator_body_awaits_cancels_the_body_there() -> None:
+    """The CancelledError reaches the body at its await, its span current; the stream ends closed early, UNSET."""
+    cleanup: list[str] = []
+    waiting = asyncio.Event()
+
+    @traced
+    async def agen() -> AsyncIterator[int]:
+        try:
+            yield 1
+            with span("waiting"):
+                waiting.set()
+                await asyncio.Event().wait()  # forever
+            yield 2
+        finally:
+            cleanup.append(autotrace.current_span().name)
+
+    async def main() -> None:
+        async def consume() -> None:
+            async for _ in agen():
+                pass
+
+        task = asyncio.ensure_future(consume())
+        await waiting.wait()
+        task.cancel("shutting down")
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    with capture_spans() as spans:
+        asyncio.run(main())
+    name = "test_a_consumer_cancelled_while_the_async_generator_body_awaits_cancels_the_body_there.<locals>.agen"
+    assert cleanup == [name]
+    s = spans.one(name)
+    assert s.attributes["autotrace.stream.closed_early"] is True and s.attributes["autotrace.stream.items"] == 1
+    for x in (s, spans.one("waiting")):
+        assert x.status.code is StatusCode.UNSET
+        assert [e.name for e in x.events] == ["cancelled"]
+    assert autotrace.tracer.errors() == {}

@@ -394,6 +394,52 @@ def test_an_async_generator_driven_by_hand_in_two_contexts() -> None:
     assert second.run(CURRENT.get) is None and CURRENT.get() is None
 
 
+@types.coroutine
+def _trap(what: str) -> Generator[str, Any, Any]:
+    """An await that suspends with ``what`` for its driver and returns what the driver sends back (as trio does)."""
+    return (yield what)
+
+
+def test_an_async_generator_driven_by_hand_gets_what_its_driver_sends_and_throws_at_its_awaits() -> None:
+    """Values sent (not None) and exceptions thrown while the body awaits reach that await, its span current."""
+    inside: list[object] = []
+
+    @traced
+    async def agen() -> AsyncIterator[object]:
+        got = await _trap("first")
+        inside.append(CURRENT.get())
+        yield got
+        try:
+            await _trap("second")
+        except KeyError as exc:
+            inside.append(CURRENT.get())
+            yield f"handled {exc.args[0]}"
+        yield await _trap("third")
+
+    with capture_spans() as spans:
+        g = agen()
+        step = g.asend(None)
+        assert step.send(None) == "first"  # what the body awaits reaches the driver
+        assert CURRENT.get() is None
+        with pytest.raises(StopIteration) as got:
+            step.send(42)
+        assert got.value.value == 42
+        step = g.asend(None)
+        assert step.send(None) == "second"
+        with pytest.raises(StopIteration) as got:
+            step.throw(KeyError("x"))
+        assert got.value.value == "handled x"
+        step = g.asend(None)
+        assert step.send(None) == "third"
+        with pytest.raises(KeyError) as failed:
+            step.throw(KeyError("not handled"))
+        assert failed.value.args == ("not handled",)
+        assert CURRENT.get() is None
+    s = spans.one(agen.__qualname__)
+    assert [x.span_id for x in inside] == [s.span_id] * 2  # type: ignore[attr-defined]
+    assert s.attributes["autotrace.stream.items"] == 2 and s.status.code is StatusCode.ERROR
+
+
 def test_a_cancelled_task_leaves_status_unset_with_a_cancelled_event() -> None:
     """Cancellation is not an error (as in OpenTelemetry): status UNSET, a 'cancelled' event; span() too."""
 
