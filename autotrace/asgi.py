@@ -316,16 +316,15 @@ class _Request:
         if isinstance(status, int):
             self.status = status
         scope = self.scope
-        matched = scope.get("route")
         s = self.span
-        if matched is not None:
+        # Not recording: no route to name it after (an unsampled request skips the lookup).
+        if s.__class__ is Span and (matched := scope.get("route")) is not None:
             known = _ROUTES.get(id(matched))
-            # The common case inline: the route seen before, a recording span, limits that allow it
+            # The common case inline: the route seen before, limits that allow it
             # (the span's own dict read from its slot: the _attrs property is a call).
             if (
                 known is not None
                 and known[0] is matched
-                and s.__class__ is Span
                 and not self.fixed_name
                 and known[1] == (scope.get("root_path") or "")
                 and known[2] == self.root_path
