@@ -137,7 +137,8 @@ class TracingMiddleware:
                     request.finish()
             except Exception as exc:
                 internal_error("asgi middleware (end)", exc)
-            s.__exit__(None, None, None)
+            finally:  # ended and no longer current whatever a signal handler raised above
+                s.__exit__(None, None, None)
 
 
 class _Request:
