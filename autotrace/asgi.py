@@ -95,38 +95,50 @@ class TracingMiddleware:
         if request is None:
             await self.app(scope, receive, send)
             return
+        s = request.span
+        if s.__class__ is not Span:  # not recording: current while the app runs, nothing to end
+            token = CURRENT.set(s)
+            try:
+                await self.app(scope, request._receive, request._send)
+            except BaseException as exc:
+                request._fail(exc)
+                raise
+            finally:
+                CURRENT.reset(token)
+            return
+        # Entered and left as a `with span()` block: current while the app runs, listed by
+        # /inflight while open, and ended on the span's own inline path to the store and the
+        # metrics (a handful of calls less per request than end()).
+        s.__enter__()
         # Run here rather than in a method of the request: one coroutine less per request.
-        token = CURRENT.set(request.span)
         try:
             await self.app(scope, request._receive, request._send)
         except BaseException as exc:
             request._fail(exc)
             raise
         finally:
-            CURRENT.reset(token)
             try:
-                s = request.span
                 # The common end inline (one call less per request): a status below 500, nothing
-                # streamed, no disconnect, limits that allow setting straight into the span's dict.
+                # streamed, no disconnect, limits that allow setting straight into the span's dict
+                # (its slot, not the _attrs property: a call less; a dict only while the span is open).
                 code = request.status
-                attrs = s._attrs if s.__class__ is Span else None  # type: ignore[union-attr]
+                attrs = s._attr_data
                 if (
-                    attrs is not None
-                    and code is not None
+                    code is not None
                     and code < 500
                     and not request.streaming
                     and not request.disconnected
                     and not request.websocket
                     and attrs.__class__ is dict
                     and len(attrs) < LIMITS.max_attributes
-                    and s._end is None  # type: ignore[union-attr]
                 ):
                     attrs["http.response.status_code"] = code
-                    s.end()
                 else:
                     request.finish()
             except Exception as exc:
                 internal_error("asgi middleware (end)", exc)
+            finally:  # ended and no longer current whatever a signal handler raised above
+                s.__exit__(None, None, None)
 
 
 class _Request:
@@ -178,14 +190,18 @@ class _Request:
                 if carrier is None:
                     carrier = []
                 carrier.append((key, value))
-        raw_method = "WEBSOCKET" if websocket else scope.get("method")
-        scheme = scope.get("scheme")
-        version = scope.get("http_version")
-        server = None if host else scope.get("server")  # no Host header: the server's socket address
-        bases_key = (raw_method, host, agent, scheme, version, server)
+        # (method, Host, User-Agent, scheme, HTTP version, the server's socket address when no Host)
+        bases_key = (
+            "WEBSOCKET" if websocket else scope.get("method"),
+            host,
+            agent,
+            scope.get("scheme"),
+            scope.get("http_version"),
+            None if host else scope.get("server"),
+        )
         known = _BASES.get(bases_key)
         if known is None:
-            known = _base_attributes(raw_method, host, agent, scheme, version, server, websocket)
+            known = _base_attributes(*bases_key, websocket)
             if len(_BASES) >= _MAX_BASES:
                 _BASES.clear()  # a flood of distinct clients only costs building them again
             _BASES[bases_key] = known
@@ -220,7 +236,7 @@ class _Request:
                 attrs = clean(attrs, LIMITS)[0]  # limits configured below what is built here: apply them
             # The values are already str and int: the span takes the dict as its own, saving a
             # coercion per attribute (a third of the middleware's cost with span(attributes=...)).
-            started._attrs = attrs  # type: ignore[union-attr]
+            started._attr_data = attrs  # type: ignore[union-attr]
             self.span: Span | NonRecordingSpan = started  # type: ignore[assignment]
         else:
             self.span = _tracer._non_recording(parent, started)
@@ -300,24 +316,25 @@ class _Request:
         status = message.get("status")
         if isinstance(status, int):
             self.status = status
-        matched = self.scope.get("route")
-        if matched is not None:
+        scope = self.scope
+        s = self.span
+        # Not recording: no route to name it after (an unsampled request skips the lookup).
+        if s.__class__ is Span and (matched := scope.get("route")) is not None:
             known = _ROUTES.get(id(matched))
-            s = self.span
-            # The common case inline: the route seen before, a recording span, limits that allow it.
+            # The common case inline: the route seen before, limits that allow it
+            # (the span's own dict read from its slot: the _attrs property is a call).
             if (
                 known is not None
                 and known[0] is matched
-                and s.__class__ is Span
                 and not self.fixed_name
-                and known[1] == (self.scope.get("root_path") or "")
+                and known[1] == (scope.get("root_path") or "")
                 and known[2] == self.root_path
                 and (name := known[4].get(self.method)) is not None
-                and s._attrs.__class__ is dict  # type: ignore[union-attr]
-                and len(s._attrs) < LIMITS.max_attributes  # type: ignore[union-attr]
+                and (attrs := s._attr_data).__class__ is dict  # type: ignore[union-attr]
+                and len(attrs) < LIMITS.max_attributes
                 and LIMITS.max_attribute_length is None
             ):
-                s._attrs["http.route"] = known[3]  # type: ignore[union-attr]
+                attrs["http.route"] = known[3]
                 s._name = name  # type: ignore[union-attr]
             else:
                 self._route()
@@ -329,9 +346,9 @@ class _Request:
         for key, _ in headers:
             if len(key) == 11 and key.lower() == _TRACEPARENT_BYTES:
                 return message  # the app set its own
-        s = self.span
         if s.__class__ is Span:  # sampled: the ids as they are, no SpanContext built
-            value = b"00-%032x-%016x-01" % (s._trace_id, s._span_id)  # type: ignore[union-attr]
+            # The span id from its slot while open (the _span_id property, a call, decodes an ended span's).
+            value = b"00-%032x-%016x-01" % (s._trace_id, s._sid or s._span_id)  # type: ignore[union-attr]
         else:
             # An unsampled new trace: its ids straight from its seed (no property, no import per call).
             ctx = unsampled_context(s._seed) if s.__class__ is _UnsampledRoot else s.get_span_context()  # type: ignore[union-attr]
@@ -389,11 +406,11 @@ class _Request:
             internal_error("asgi middleware (exception)", error)
 
     def finish(self) -> None:
-        """Write the status, the stream figures, and end the span."""
+        """Write the status and the stream figures on the span (the caller ends it)."""
         s = self.span
         try:
             if s.__class__ is not Span or s._end is not None:  # type: ignore[union-attr]
-                return  # not recording
+                return  # not recording, or ended by the app itself
             if self.status is None and self.websocket is False:
                 self._route()  # no response started (an exception before it): the route may still be known
             code = self.status
@@ -413,7 +430,6 @@ class _Request:
                 s.set_attribute(CHUNKS, self.chunks)
             if self.disconnected and not self.complete and s.status.code != StatusCode.ERROR:
                 s.set_status(StatusCode.ERROR, "the client disconnected before the response was complete")
-            s.end()
         except Exception as exc:
             internal_error("asgi middleware (end)", exc)
 

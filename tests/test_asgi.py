@@ -21,6 +21,7 @@ import httpx
 import pytest
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import StreamingResponse
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
@@ -30,9 +31,11 @@ from starlette.websockets import WebSocket
 import autotrace
 from autotrace import SpanKind, StatusCode, span, traced
 from autotrace.asgi import TracingMiddleware
+from autotrace.server import start_in_background
 from autotrace.tracer import errors
 from tests.asgi_helpers import Uvicorn
 from tests.conftest import all_spans
+from tests.server_helpers import fetch
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 PARENT = "b7ad6b7169203331"
@@ -701,3 +704,55 @@ def test_one_route_served_for_several_methods_names_each_span_after_its_own_meth
         [b"content-type", b"traceparent"],
         [b"x-a", b"traceparent"],
     ]
+
+
+@pytest.mark.parametrize("with_parent", [True, False])
+def test_an_open_request_is_listed_by_inflight_under_its_route_until_it_ends(
+    fastapi_server: Uvicorn, monkeypatch: pytest.MonkeyPatch, with_parent: bool
+) -> None:
+    """/inflight lists a request still streaming as its route's span, in its trace; gone once it has ended."""
+    monkeypatch.delenv("AUTOTRACE_TOKEN", raising=False)
+    headers = {"traceparent": TRACEPARENT} if with_parent else {}
+
+    def listed(url: str, trace_id: str) -> list[dict[str, Any]]:
+        return [x for x in fetch(url, "/inflight").json()["inflight"] if x["trace_id"] == trace_id]
+
+    with start_in_background(port=0) as handle:
+        with (
+            httpx.Client(base_url=fastapi_server.url, timeout=30) as c,
+            c.stream("GET", "/endless", headers=headers) as r,
+        ):
+            _, trace_id, span_id, _ = r.headers["traceparent"].split("-")
+            assert trace_id == TRACE or not with_parent
+            lines = r.iter_lines()  # kept: a line generator let go closes the response
+            next(lines)
+            next(lines)
+            found = listed(handle.url, trace_id)
+            assert [(x["name"], x["sampled"], x["span_id"]) for x in found] == [("GET /endless", True, span_id)]
+            lines.close()
+        wait_for(lambda: [s for s in server_spans() if s.trace_id == trace_id], "the request's span")
+        assert listed(handle.url, trace_id) == []
+
+
+def test_each_request_is_one_observation_of_its_server_span_in_the_metrics(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GET /metrics: 7 requests to a route are 7 observations of its SERVER span, the 2 failed ones as errors."""
+    monkeypatch.delenv("AUTOTRACE_TOKEN", raising=False)
+
+    async def counted(request: Request) -> PlainTextResponse:
+        if request.query_params.get("fail"):
+            return PlainTextResponse("no", status_code=500)
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route("/counted-by-metrics", counted)])
+    with Uvicorn(TracingMiddleware(app)) as server, start_in_background(port=0) as handle:
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            for i in range(7):
+                c.get("/counted-by-metrics", params={"fail": "1"} if i < 2 else {})
+        wait_for(lambda: len([s for s in server_spans() if s.name == "GET /counted-by-metrics"]) == 7, "7 spans")
+        families = {f.name: f for f in text_string_to_metric_families(fetch(handle.url, "/metrics").body.decode())}
+    counts = {
+        (s.labels["span_kind"], s.labels["status_code"]): s.value
+        for s in families["autotrace_span_duration_seconds"].samples
+        if s.name.endswith("_count") and s.labels["span_name"] == "GET /counted-by-metrics"
+    }
+    assert counts == {("server", "unset"): 5.0, ("server", "error"): 2.0}
