@@ -66,9 +66,15 @@ def test_every_call_counted_at_rate_0_1_with_percentiles_within_2_percent(server
     stats = {r["name"]: r for r in fetch(server.url, "/stats").json()["names"]}["work"]
     assert stats["count"] == 1000 and stats["errors"] == 100 and stats["source"] == "all"
     assert stats["stored_count"] == stored
+    # The test's clock reads each call from outside the wrapper's, so each of its durations is at
+    # least the wrapper's: the wrapper's percentile is at most the test's. It is at least the
+    # test's a few ranks lower: a call whose outside reading was stretched (another thread took
+    # the GIL between the wrapper's end and the test's, a preemption) moves up at most one rank.
+    # Up to 5 such calls of the 1,000 are allowed; the 2% is the histogram's own error.
     for key, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
-        exact = nearest_rank(measured, q) / 1e9
-        assert abs(stats[key] - exact) / exact < 0.02, (key, stats[key], exact)
+        high = nearest_rank(measured, q) / 1e9
+        low = nearest_rank(measured, q - 5 / len(measured)) / 1e9
+        assert low * 0.98 <= stats[key] <= high * 1.02, (key, stats[key], low, high)
     assert stats["max"] <= max(measured) / 1e9
 
 
