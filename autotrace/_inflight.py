@@ -9,8 +9,9 @@ into another thread's stack or frames. Where each kind is filed:
   one the metrics take), keyed by what the call makes current (the trace's
   seed, or a non-recording span below an unsampled context from elsewhere). A
   dict per function, so the name needs no tuple per call. The entry is set
-  inside the call's ``try`` and popped in its ``finally``: whatever is raised
-  (a signal handler's exception, KeyboardInterrupt), nothing outlives the call;
+  inside the call's ``try`` and taken out first thing in its ``finally``: whatever
+  is raised (a signal handler's exception, KeyboardInterrupt), nothing outlives
+  the call;
 - ``span()`` roots, capture and stream roots are appended to ``ROOTS`` when
   entered: a root is open while it has no end. A ``span()`` root leaving its
   block takes itself out again when it is the last one listed (the common
@@ -30,9 +31,13 @@ when it starts as a child of an open span, writes itself in its parent's
 ended and packed its attributes: see ``Span.__slots__``). The chain follows
 those links from the root while they lead to open spans of its trace. One
 slot store per child and nothing at its end: a link always points from a span
-to a newer one (no cycle), and only to a span of the same trace. With
-children running at once (threads, ``asyncio.gather``), it follows the one
-started last; it stops at the first ended span.
+to a newer one of the same trace (no cycle; an ended span that packed no
+attributes keeps its last child, freed with the trace). The child checks that
+its parent is open and writes the link in one straight run (no call between):
+the parent's end, which sets its end before it packs, cannot come between them
+in another thread. With children running at once (threads,
+``asyncio.gather``), the chain follows the one started last; it stops at the
+first ended span.
 
 Names are the roots' own (the wrapper's ``name``, span()'s ``_root``), not their
 series': past the series cap that is ``"_other"``.
@@ -126,7 +131,7 @@ _CHAIN_WALK = 1_000_000  # links followed at most (they never loop: this only bo
 def watch(function: Callable[..., Any], name: str, roots: dict[Any, Any]) -> None:
     """List the open roots a sync ``@traced`` wrapper files in ``roots`` (under ``name``) while it lives."""
     number = next(_numbers)
-    ref = weakref.ref(function, lambda _: _WATCHED.pop(number, None))
+    ref = weakref.ref(function, lambda _, forget=_WATCHED.pop: forget(number, None))  # (bound now: also at exit)
     _WATCHED[number] = (ref, name, roots)
 
 
