@@ -131,8 +131,12 @@ _CHAIN_WALK = 1_000_000  # links followed at most (they never loop: this only bo
 def watch(function: Callable[..., Any], name: str, roots: dict[Any, Any]) -> None:
     """List the open roots a sync ``@traced`` wrapper files in ``roots`` (under ``name``) while it lives."""
     number = next(_numbers)
-    ref = weakref.ref(function, lambda _, forget=_WATCHED.pop: forget(number, None))  # (bound now: also at exit)
-    _WATCHED[number] = (ref, name, roots)
+    forget = _WATCHED.pop  # (bound now: it works at interpreter exit too)
+
+    def unwatch(_: Any) -> None:
+        forget(number, None)
+
+    _WATCHED[number] = (weakref.ref(function, unwatch), name, roots)
 
 
 def _copied(source: Callable[[], Any]) -> list[Any]:

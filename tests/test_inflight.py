@@ -402,3 +402,21 @@ def test_a_parents_attributes_survive_the_link_to_its_children() -> None:
     assert {name: keys for name, keys in exported.items() if name.startswith("parent")} == {
         f"parent {n}": {f"k{k}" for k in range(n)} for n in (0, 1, 2, 3)
     }
+
+
+def test_functions_made_and_dropped_leave_nothing_watched() -> None:
+    """Each sync @traced function's dict of open roots is let go with the function (decorators made per request)."""
+    gc.collect()
+    before = len(_inflight._WATCHED)
+
+    def make_and_call() -> None:
+        @traced("short-lived")
+        def short_lived() -> None:
+            pass
+
+        short_lived()
+
+    for _ in range(200):
+        make_and_call()
+    gc.collect()
+    assert len(_inflight._WATCHED) == before
