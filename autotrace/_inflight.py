@@ -3,15 +3,14 @@
 Every root is filed while it runs by the code that runs it; nothing here looks
 into another thread's stack or frames. Where each kind is filed:
 
-- a plain sync ``@traced`` function files its roots in a dict of its own
-  (``watch``): ``{span: span}`` for a sampled root, ``{seed: start}`` for an
-  unsampled one while metrics are on (the start, ``perf_counter_ns``, is the
-  one the metrics take), keyed by what the call makes current (the trace's
-  seed, or a non-recording span below an unsampled context from elsewhere). A
-  dict per function, so the name needs no tuple per call. The entry is set
-  inside the call's ``try`` and taken out first thing in its ``finally``: whatever
-  is raised (a signal handler's exception, KeyboardInterrupt), nothing outlives
-  the call;
+- a plain sync ``@traced`` function appends its roots to a list of its own
+  (``watch``): the span of a sampled root, ``(seed, start)`` for an unsampled
+  one while metrics are on (the start, ``perf_counter_ns``, is the one the
+  metrics take). A list per function, so the entry needs no name. The entry
+  is appended inside the call's ``try`` and removed in its ``finally`` (after the
+  context reset, in a ``finally`` of its own): whatever is raised (a signal
+  handler's exception, KeyboardInterrupt), nothing outlives the call. Its roots
+  below a context from elsewhere (a traceparent) go to ``OPEN``, as below;
 - ``span()`` roots, capture and stream roots are appended to ``ROOTS`` when
   entered: a root is open while it has no end. A ``span()`` root leaving its
   block takes itself out again when it is the last one listed (the common
@@ -19,7 +18,8 @@ into another thread's stack or frames. Where each kind is filed:
   pruned past ``ROOTS_PRUNE_AT`` entries and at each read;
 - async roots and wrapt-wrapped callables' unsampled roots are filed in ``OPEN``
   while they run: ``OPEN[span] = span`` sampled, ``OPEN[seed] = (series,
-  perf_counter_ns at start, name)`` unsampled.
+  perf_counter_ns at start, name)`` unsampled (the key a non-recording span
+  below an unsampled context from elsewhere).
 
 Unsampled roots are listed while metrics are on (their start is taken for
 the metrics); with metrics off an unsampled call files nothing, so it costs
@@ -59,9 +59,9 @@ from ._model import unsampled_context
 __all__ = ["OPEN", "inflight", "watch"]
 
 OPEN: dict[Any, Any] = {}
-# The sync @traced functions' dicts of open roots: {number: (weakref to the function, name, dict)},
+# The sync @traced functions' lists of open roots: {number: (weakref to the function, name, list)},
 # each entry removed when its function is freed. A plain dict: copied in one C step at a read.
-_WATCHED: dict[int, tuple[Any, str, dict[Any, Any]]] = {}
+_WATCHED: dict[int, tuple[Any, str, list[Any]]] = {}
 _numbers = itertools.count()
 
 # span()'s roots, appended when entered: a root is open while its span has no
@@ -128,7 +128,7 @@ CHAIN_MAX = 64  # spans of a chain listed: the root and the innermost ones (deep
 _CHAIN_WALK = 1_000_000  # links followed at most (they never loop: this only bounds a read)
 
 
-def watch(function: Callable[..., Any], name: str, roots: dict[Any, Any]) -> None:
+def watch(function: Callable[..., Any], name: str, roots: list[Any]) -> None:
     """List the open roots a sync ``@traced`` wrapper files in ``roots`` (under ``name``) while it lives."""
     number = next(_numbers)
     forget = _WATCHED.pop  # (bound now: it works at interpreter exit too)
@@ -218,12 +218,12 @@ def inflight(min_age: float = 0.0) -> list[dict[str, Any]]:
     # meanwhile is packed (its slots gone), a dict entry popped. What it was
     # running is over; the next look sees what runs now.
     for _, name, roots in _copied(_WATCHED.values):
-        for key, value in _copied(roots.items):
+        for root in _copied(roots.__iter__):
             try:
-                if value.__class__ is int:  # an unsampled root's start
-                    found.append(_unsampled(name, key, value, now_wall, now_perf))
-                elif _is_open(value):
-                    found.append(_sampled(value, now_wall))
+                if root.__class__ is tuple:  # an unsampled root: (seed, start)
+                    found.append(_unsampled(name, root[0], root[1], now_wall, now_perf))
+                elif _is_open(root):
+                    found.append(_sampled(root, now_wall))
             except Exception:
                 continue
     prune()
@@ -244,7 +244,7 @@ def inflight(min_age: float = 0.0) -> list[dict[str, Any]]:
                 found.append(_sampled(value, now_wall))
             else:
                 _, t0, name = value
-                found.append(_unsampled(name, key if isinstance(key, int) else 0, t0, now_wall, now_perf))
+                found.append(_unsampled(name, key, t0, now_wall, now_perf))
         except Exception:
             continue
     found = [r for r in found if r["age_seconds"] >= min_age]

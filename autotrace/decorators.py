@@ -108,11 +108,14 @@ def _sync_function(
     if capture is not None:
         return functools.update_wrapper(_sync_capture_function(func, name, kind, attrs, capture), func)
     h: Any = None  # this function's metrics series, looked up at its first call
-    # Its open local roots, for /inflight (see _inflight.py): {span: span} sampled,
-    # {seed: perf_counter_ns at start} unsampled (metrics on). Set inside each call's
-    # try and popped in its finally: nothing outlives a call, whatever is raised.
-    roots: dict[Any, Any] = {}
-    roots_pop = roots.pop
+    # Its open local roots, for /inflight (see _inflight.py): the span if sampled,
+    # (seed, perf_counter_ns at start) if not (metrics on). Appended inside each call's
+    # try and removed in its finally: nothing outlives a call, whatever is raised. A
+    # list: an append and a remove of the one entry cost half a dict's set and delete
+    # (no hashing, no table rebuilt as entries come and go).
+    roots: list[Any] = []
+    roots_append = roots.append
+    roots_remove = roots.remove
 
     def call(*args: Any, **kwargs: Any) -> Any:
         nonlocal h
@@ -151,25 +154,26 @@ def _sync_function(
                 if h is None:
                     h = _pinned(name, kind)
                 t0 = _pc()
+                filed = (lo, t0)
                 try:
                     token = _cv_set(lo)
                 except BaseException:  # a signal handler raised before the token was kept
                     _cv_set(None)
                     raise
                 try:
-                    roots[lo] = t0  # (in the try: the finally takes it out whatever is raised)
+                    roots_append(filed)  # (in the try: the finally takes it out whatever is raised)
                     result = func(*args, **kwargs)
                 except BaseException as exc:
                     _add_failed(h, _pc() - t0, exc)
                     raise
                 finally:
-                    # Out before the reset: no call between the two, so no signal handler's
-                    # exception can come between them and leave either undone.
                     try:
-                        del roots[lo]
-                    except KeyError:  # (never filed, as below, or a call of the same seed in another thread)
-                        pass
-                    _cv_reset(token)
+                        _cv_reset(token)
+                    finally:  # (also when a signal handler raises as the reset returns)
+                        try:
+                            roots_remove(filed)
+                        except ValueError:  # never appended: a signal handler raised as the try began
+                            pass
                 h.append(_pc() - t0)
                 if len(h) > _FOLD_AT:
                     h.fold()
@@ -248,16 +252,18 @@ def _sync_function(
                 _cv_set(parent)
                 raise
             try:
-                if _M.on and (parent is None or _is_remote(parent)):  # a local root: filed as above
-                    roots[s] = t0
+                if _M.on and (parent is None or _is_remote(parent)):  # a local root: listed while it runs
+                    _OPEN[s] = (h, t0, name)
                 result = func(*args, **kwargs)
             except BaseException as exc:
                 if _M.on:
                     _add_failed(h, _pc() - t0, exc)
                 raise
             finally:
-                roots_pop(s, None)  # (before the reset: as above)
-                _cv_reset(token)
+                try:
+                    _cv_reset(token)
+                finally:
+                    _OPEN.pop(s, None)
             if _M.on:
                 h.append(_pc() - t0)
                 if len(h) > _FOLD_AT:
@@ -269,8 +275,8 @@ def _sync_function(
             _cv_set(parent)
             raise
         try:
-            if parent is None:  # a local root: filed for /inflight while it runs
-                roots[s] = s
+            if parent is None:  # a local root: listed for /inflight while it runs
+                roots_append(s)
             elif buf is not None:  # the parent is a Span (a child that start() made is linked there)
                 # The chain /inflight shows: the parent's latest child, while the parent is open
                 # (_inflight.py). The check and the store are one straight run (no call): under
@@ -278,20 +284,22 @@ def _sync_function(
                 if parent._t1 is None:
                     parent._attr0 = s
             elif s._extra is not None and s._extra.remote_parent:  # below a context from elsewhere: a local root
-                roots[s] = s
+                _OPEN[s] = s
             return func(*args, **kwargs)
         except BaseException as exc:
             _fail(s, exc)
             raise
         finally:
-            if parent is None:  # out before the reset, as above
-                try:
-                    del roots[s]
-                except KeyError:  # (a signal handler raised as the try began, under a tracer's line events)
-                    pass
-            elif buf is None:  # (start() made it: a local root below a remote parent, or a child)
-                roots_pop(s, None)
-            _cv_reset(token)
+            try:
+                _cv_reset(token)
+            finally:  # (also when a signal handler raises as the reset returns)
+                if parent is None:
+                    try:
+                        roots_remove(s)
+                    except ValueError:  # never appended: a signal handler raised as the try began
+                        pass
+                elif buf is None:  # (start() made it: a local root below a remote parent, or a child)
+                    _OPEN.pop(s, None)
             if s._t1 is None:  # not ended by hand inside the call (_t1: the end, see Span.__slots__)
                 end = _time_ns()
                 s._t1 = end

@@ -76,8 +76,8 @@ def well_formed(record: dict[str, Any]) -> None:
 
 
 def filed() -> list[Any]:
-    """Everything the sync @traced wrappers have filed as open right now."""
-    return [entry for _, _, roots in list(_inflight._WATCHED.values()) for entry in list(roots.items())]
+    """Everything filed as open right now: by the sync @traced wrappers, and in OPEN."""
+    return [entry for _, _, roots in list(_inflight._WATCHED.values()) for entry in list(roots)] + list(_inflight.OPEN)
 
 
 @pytest.mark.parametrize("rate", [1.0, 0.0])
