@@ -1,21 +1,43 @@
 """Local root spans still open, sampled or not: what ``GET /inflight`` lists.
 
-Two sources, so the hottest path files nothing:
+Every root is filed while it runs by the code that runs it; nothing here looks
+into another thread's stack or frames. Where each kind is filed:
 
-- a plain sync ``@traced`` function is found in the stacks of the running
-  threads (``sys._current_frames()``): each frame of its wrapper (codes in
-  ``FRAME_CODES``) holds the parent it ran under (``parent``, None for a local
-  root), its span ``s`` when sampled, else the trace's seed ``lo`` and the start
-  ``t0`` (``perf_counter_ns``, taken while metrics are on) and series ``h``.
-  Nested frames of a sampled root give the chain of open spans down to the
-  innermost one;
-- ``span()`` roots and sampled async roots are appended to ``ROOTS`` when
+- a plain sync ``@traced`` function appends its roots to a list of its own
+  (``watch``): the span of a sampled root, ``(seed, start)`` for an unsampled
+  one while metrics are on (the start, ``perf_counter_ns``, is the one the
+  metrics take). A list per function, so the entry needs no name. The entry
+  is appended inside the call's ``try`` and removed in its ``finally`` (after the
+  context reset, in a ``finally`` of its own): whatever is raised (a signal
+  handler's exception, KeyboardInterrupt), nothing outlives the call. Its roots
+  below a context from elsewhere (a traceparent) go to ``OPEN``, as below;
+- ``span()`` roots, capture and stream roots are appended to ``ROOTS`` when
   entered: a root is open while it has no end. A ``span()`` root leaving its
   block takes itself out again when it is the last one listed (the common
-  case); the others (sampled async roots, roots ended another way or left in
-  another order) are pruned past ``ROOTS_PRUNE_AT`` entries and at each read;
-- unsampled async roots and wrapt-wrapped callables' roots are filed in
-  ``OPEN`` while they run: ``OPEN[seed] = (series, perf_counter_ns at start, name)``.
+  case); the others (roots ended another way or left in another order) are
+  pruned past ``ROOTS_PRUNE_AT`` entries and at each read;
+- async roots and wrapt-wrapped callables' unsampled roots are filed in ``OPEN``
+  while they run: ``OPEN[span] = span`` sampled, ``OPEN[seed] = (series,
+  perf_counter_ns at start, name)`` unsampled (the key a non-recording span
+  below an unsampled context from elsewhere).
+
+Unsampled roots are listed while metrics are on (their start is taken for
+the metrics); with metrics off an unsampled call files nothing, so it costs
+no more than without /inflight. Sampled roots are listed either way.
+
+The chain of a sampled root (where the request is now): every sampled span,
+when it starts as a child of an open span, writes itself in its parent's
+``_attr0`` slot (a slot that holds an attribute value only once the span has
+ended and packed its attributes: see ``Span.__slots__``). The chain follows
+those links from the root while they lead to open spans of its trace. One
+slot store per child and nothing at its end: a link always points from a span
+to a newer one of the same trace (no cycle; an ended span that packed no
+attributes keeps its last child, freed with the trace). The child checks that
+its parent is open and writes the link in one straight run (no call between):
+the parent's end, which sets its end before it packs, cannot come between them
+in another thread. With children running at once (threads,
+``asyncio.gather``), the chain follows the one started last; it stops at the
+first ended span.
 
 Names are the roots' own (the wrapper's ``name``, span()'s ``_root``), not their
 series': past the series cap that is ``"_other"``.
@@ -23,21 +45,25 @@ series': past the series cap that is ``"_other"``.
 
 from __future__ import annotations
 
-import gc
+import itertools
 import os
-import sys
 import threading
 import time
+import weakref
 from collections import deque
-from types import CodeType
+from collections.abc import Callable
 from typing import Any
 
 from ._model import unsampled_context
 
-__all__ = ["FRAME_CODES", "OPEN", "inflight"]
+__all__ = ["OPEN", "inflight", "watch"]
 
 OPEN: dict[Any, Any] = {}
-FRAME_CODES: set[CodeType] = set()
+# The sync @traced functions' lists of open roots: {number: (weakref to the function, name, list)},
+# each entry removed when its function is freed. A plain dict: copied in one C step at a read.
+_WATCHED: dict[int, tuple[Any, str, list[Any]]] = {}
+_numbers = itertools.count()
+
 # span()'s roots, appended when entered: a root is open while its span has no
 # end (or, unsampled, still has its series). A deque: a root appended and taken
 # out again (span()'s exit) costs no allocation, where a list emptied and filled
@@ -99,24 +125,53 @@ def prune() -> None:
 
 
 CHAIN_MAX = 64  # spans of a chain listed: the root and the innermost ones (deep recursion is not megabytes)
+_CHAIN_WALK = 1_000_000  # links followed at most (they never loop: this only bounds a read)
 
 
-def _listed() -> list[Any]:
-    """A copy of ROOTS while other threads append and take out (a copy cut by a change is made again)."""
+def watch(function: Callable[..., Any], name: str, roots: list[Any]) -> None:
+    """List the open roots a sync ``@traced`` wrapper files in ``roots`` (under ``name``) while it lives."""
+    number = next(_numbers)
+    forget = _WATCHED.pop  # (bound now: it works at interpreter exit too)
+
+    def unwatch(_: Any) -> None:
+        forget(number, None)
+
+    _WATCHED[number] = (weakref.ref(function, unwatch), name, roots)
+
+
+def _copied(source: Callable[[], Any]) -> list[Any]:
+    """A copy of a list, deque or dict view while other threads change it (a copy cut by a change is made again)."""
     for _ in range(100):
         try:
-            return list(ROOTS)
-        except RuntimeError:  # "deque mutated during iteration": only if the copy ran Python code (a collection)
+            return list(source())
+        except RuntimeError:  # "mutated during iteration": only if the copy ran Python code (a collection)
             continue
     return []
 
 
-def _sampled(s: Any, now_wall: int, chain: list[Any]) -> dict[str, Any]:
+def _chain(root: Any) -> tuple[list[Any], int]:
+    """The open spans from ``root`` down to the innermost one (at most CHAIN_MAX) and how many were left out."""
+    span_type = root.__class__
+    trace_id = root._trace_id
+    inner: deque[Any] = deque(maxlen=CHAIN_MAX - 1)
+    seen = 0
+    s = root
+    for _ in range(_CHAIN_WALK):
+        try:
+            s = s._attr0  # its latest child while it is open (see the module docstring)
+        except AttributeError:  # never had a child
+            break
+        if s.__class__ is not span_type or s._t1 is not None or s._trace_id != trace_id:
+            break  # an attribute value (it ended meanwhile), or a child that has ended
+        inner.append(s)
+        seen += 1
+    return [root, *inner], seen - len(inner)
+
+
+def _sampled(s: Any, now_wall: int) -> dict[str, Any]:
     ctx = s.get_span_context()
     start = s._start
-    skipped = max(0, len(chain) - CHAIN_MAX)
-    if skipped:
-        chain = [chain[0], *chain[skipped + 1 :]]
+    chain, skipped = _chain(s)
     return {
         "name": s.name,
         "trace_id": ctx.trace_id_hex,
@@ -132,9 +187,10 @@ def _sampled(s: Any, now_wall: int, chain: list[Any]) -> dict[str, Any]:
     }
 
 
-def _unsampled(name: str, seed: int, t0: int, now_wall: int, now_perf: int) -> dict[str, Any]:
+def _unsampled(name: str, seed: Any, t0: int, now_wall: int, now_perf: int) -> dict[str, Any]:
+    """An unsampled root: ``seed`` the low 64 bits of a new trace's id, or its span below a context from elsewhere."""
     age = max(0, now_perf - t0)
-    ctx = unsampled_context(seed)
+    ctx = unsampled_context(seed) if seed.__class__ is int else seed.get_span_context()
     return {
         "name": name,
         "trace_id": ctx.trace_id_hex,
@@ -150,95 +206,45 @@ def _unsampled(name: str, seed: int, t0: int, now_wall: int, now_perf: int) -> d
 def _non_recording(root: Any, now_wall: int, now_perf: int) -> dict[str, Any]:
     """span()'s unsampled root: its own seed, or (below a remote unsampled parent) its context."""
     name = root._root if isinstance(root._root, str) else root._series.name
-    if hasattr(root, "_seed"):
-        return _unsampled(name, root._seed, root._t0, now_wall, now_perf)
-    record = _unsampled(name, 1, root._t0, now_wall, now_perf)
-    ctx = root.get_span_context()
-    record["trace_id"], record["span_id"] = ctx.trace_id_hex, ctx.span_id_hex
-    return record
-
-
-def _from_frames(now_wall: int, now_perf: int) -> list[dict[str, Any]]:
-    """Open roots of plain sync ``@traced`` functions, from the stacks of the other threads."""
-    found: list[dict[str, Any]] = []
-    me = threading.get_ident()
-    codes = FRAME_CODES
-    # No collection while another thread's frames are read: a collection inside
-    # f_locals (which copies the frame's fast locals into a dict, in C) can run
-    # finalizers, that is Python code, that is a switch to the thread whose
-    # frame is being copied, which may return from it meanwhile (a crash seen
-    # under load on 3.11).
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        for ident, frame in sys._current_frames().items():
-            if ident == me:
-                continue
-            try:
-                _from_stack(frame, codes, found, now_wall, now_perf)
-            except Exception:
-                # The thread runs on while it is read: a span it ends meanwhile is packed
-                # (its slots gone) or its frame's locals change. What it was running
-                # is over; the next look sees what runs now.
-                continue
-    finally:
-        if collecting:
-            gc.enable()
-    return found
-
-
-def _from_stack(frame: Any, codes: set[CodeType], found: list[dict[str, Any]], now_wall: int, now_perf: int) -> None:
-    """The open roots in one thread's stack, appended to ``found``."""
-    mine: list[Any] = []  # wrapper frames, innermost first
-    f: Any = frame
-    while f is not None:
-        if f.f_code in codes:
-            mine.append(f)
-        f = f.f_back
-    if not mine:
-        return
-    spans: list[Any] = []  # sampled spans still open, outermost first
-    for f in reversed(mine):
-        local = f.f_locals
-        s = local.get("s")
-        if s is not None and s.__class__.__name__ == "Span" and s._end is None:
-            if local.get("parent", 0) is None:
-                spans = [s]
-            elif spans and s._trace_id == spans[0]._trace_id:
-                spans.append(s)
-        elif local.get("parent", 0) is None and "t0" in local and "lo" in local and "h" in local:
-            name = local.get("name")
-            if not isinstance(name, str):
-                name = local["h"].name
-            found.append(_unsampled(name, local["lo"], local["t0"], now_wall, now_perf))
-    if spans:
-        found.append(_sampled(spans[0], now_wall, spans))
+    return _unsampled(name, root._seed if hasattr(root, "_seed") else root, root._t0, now_wall, now_perf)
 
 
 def inflight(min_age: float = 0.0) -> list[dict[str, Any]]:
     """The open local roots, oldest first, at least ``min_age`` seconds old."""
     now_wall = time.time_ns()
     now_perf = time.perf_counter_ns()
-    found = _from_frames(now_wall, now_perf)
+    found: list[dict[str, Any]] = []
+    # Each record is read while its root may end in another thread: a span ended
+    # meanwhile is packed (its slots gone), a dict entry popped. What it was
+    # running is over; the next look sees what runs now.
+    for _, name, roots in _copied(_WATCHED.values):
+        for root in _copied(roots.__iter__):
+            try:
+                if root.__class__ is tuple:  # an unsampled root: (seed, start)
+                    found.append(_unsampled(name, root[0], root[1], now_wall, now_perf))
+                elif _is_open(root):
+                    found.append(_sampled(root, now_wall))
+            except Exception:
+                continue
     prune()
-    for root in [*KEPT, *_listed()]:
-        try:  # (a root ending in another thread meanwhile: as in _from_frames)
+    for root in [*KEPT, *_copied(ROOTS.__iter__)]:
+        try:
             if not _is_open(root):
                 continue
             if hasattr(root, "_series"):  # span()'s non-recording root
                 if root._series is not None:
                     found.append(_non_recording(root, now_wall, now_perf))
             else:
-                found.append(_sampled(root, now_wall, [root]))
+                found.append(_sampled(root, now_wall))
         except Exception:
             continue
-    for key, value in list(OPEN.items()):
+    for key, value in _copied(OPEN.items):
         try:
             if value is key:  # a sampled root span
-                found.append(_sampled(value, now_wall, [value]))
+                found.append(_sampled(value, now_wall))
             else:
                 _, t0, name = value
-                found.append(_unsampled(name, key if isinstance(key, int) else 0, t0, now_wall, now_perf))
+                found.append(_unsampled(name, key, t0, now_wall, now_perf))
         except Exception:
             continue
     found = [r for r in found if r["age_seconds"] >= min_age]

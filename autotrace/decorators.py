@@ -43,7 +43,7 @@ from .attributes import SharedAttrs
 from .attributes import pack as _pack
 from .context import CURRENT
 from .spans import Span, SpanKind, _is_cancellation
-from .tracer import start
+from .tracer import _is_remote, start
 
 __all__ = ["traced"]
 
@@ -108,6 +108,14 @@ def _sync_function(
     if capture is not None:
         return functools.update_wrapper(_sync_capture_function(func, name, kind, attrs, capture), func)
     h: Any = None  # this function's metrics series, looked up at its first call
+    # Its open local roots, for /inflight (see _inflight.py): the span if sampled,
+    # (seed, perf_counter_ns at start) if not (metrics on). Appended inside each call's
+    # try and removed in its finally: nothing outlives a call, whatever is raised. A
+    # list: an append and a remove of the one entry cost half a dict's set and delete
+    # (no hashing, no table rebuilt as entries come and go).
+    roots: list[Any] = []
+    roots_append = roots.append
+    roots_remove = roots.remove
 
     def call(*args: Any, **kwargs: Any) -> Any:
         nonlocal h
@@ -126,8 +134,8 @@ def _sync_function(
         #   always called from here, so a traced call costs one frame more than
         #   an untraced one, however it is sampled (deep recursion).
         parent = _cv_get()
-        s: Any = None
-        buf: list[Any] | None = None
+        s: Any  # (set in each branch below: two stores fewer for the paths that return early)
+        buf: list[Any] | None
         if parent is None:
             tid = _getrandbits(128) or 1
             lo = tid & _MASK64
@@ -142,23 +150,30 @@ def _sync_function(
                         return func(*args, **kwargs)
                     finally:
                         _cv_reset(token)
-                # Timed for the metrics. /inflight finds this frame (its `lo`, `t0`
-                # and `h`) in the thread's stack: nothing to file here (_inflight.py).
+                # Timed for the metrics, and filed for /inflight with the same start.
                 if h is None:
                     h = _pinned(name, kind)
                 t0 = _pc()
+                filed = (lo, t0)
                 try:
                     token = _cv_set(lo)
                 except BaseException:  # a signal handler raised before the token was kept
                     _cv_set(None)
                     raise
                 try:
+                    roots_append(filed)  # (in the try: the finally takes it out whatever is raised)
                     result = func(*args, **kwargs)
                 except BaseException as exc:
                     _add_failed(h, _pc() - t0, exc)
                     raise
                 finally:
-                    _cv_reset(token)
+                    try:
+                        _cv_reset(token)
+                    finally:  # (also when a signal handler raises as the reset returns)
+                        try:
+                            roots_remove(filed)
+                        except ValueError:  # never appended: a signal handler raised as the try began
+                            pass
                 h.append(_pc() - t0)
                 if len(h) > _FOLD_AT:
                     h.fold()
@@ -166,6 +181,7 @@ def _sync_function(
             custom = _S.custom
             if custom and custom.__class__ is not TailSampling:
                 s = start(name, kind, attrs, None)
+                buf = None
             elif custom and lo >= custom.bound:  # type: ignore[union-attr]
                 # Tail sampling: left out by the head rule, recorded provisionally (_tail.py).
                 # Built here as below, but `buf` stays None: the root's end then skips the
@@ -182,6 +198,7 @@ def _sync_function(
                 s._t1 = None
                 s._trace = custom.open(tid)  # type: ignore[union-attr]
                 s._t0 = _time_ns()
+                buf = None
             else:
                 pid = None
                 buf = [tid, None]  # opened inline as TraceStore._new_trace does (room for one span)
@@ -211,6 +228,7 @@ def _sync_function(
                 if len(h) > _FOLD_AT:
                     h.fold()
                 return result
+            buf = None
         if buf is not None:
             s = _new(Span)
             s._name = name
@@ -234,13 +252,18 @@ def _sync_function(
                 _cv_set(parent)
                 raise
             try:
+                if _M.on and (parent is None or _is_remote(parent)):  # a local root: listed while it runs
+                    _OPEN[s] = (h, t0, name)
                 result = func(*args, **kwargs)
             except BaseException as exc:
                 if _M.on:
                     _add_failed(h, _pc() - t0, exc)
                 raise
             finally:
-                _cv_reset(token)
+                try:
+                    _cv_reset(token)
+                finally:
+                    _OPEN.pop(s, None)
             if _M.on:
                 h.append(_pc() - t0)
                 if len(h) > _FOLD_AT:
@@ -252,12 +275,31 @@ def _sync_function(
             _cv_set(parent)
             raise
         try:
+            if parent is None:  # a local root: listed for /inflight while it runs
+                roots_append(s)
+            elif buf is not None:  # the parent is a Span (a child that start() made is linked there)
+                # The chain /inflight shows: the parent's latest child, while the parent is open
+                # (_inflight.py). The check and the store are one straight run (no call): under
+                # the GIL the parent's end cannot come between them and pack an attribute there.
+                if parent._t1 is None:
+                    parent._attr0 = s
+            elif s._extra is not None and s._extra.remote_parent:  # below a context from elsewhere: a local root
+                _OPEN[s] = s
             return func(*args, **kwargs)
         except BaseException as exc:
             _fail(s, exc)
             raise
         finally:
-            _cv_reset(token)
+            try:
+                _cv_reset(token)
+            finally:  # (also when a signal handler raises as the reset returns)
+                if parent is None:
+                    try:
+                        roots_remove(s)
+                    except ValueError:  # never appended: a signal handler raised as the try began
+                        pass
+                elif buf is None:  # (start() made it: a local root below a remote parent, or a child)
+                    _OPEN.pop(s, None)
             if s._t1 is None:  # not ended by hand inside the call (_t1: the end, see Span.__slots__)
                 end = _time_ns()
                 s._t1 = end
@@ -311,14 +353,8 @@ def _sync_function(
                         if p is not None:
                             _finish_provisional(s, p)
 
+    _inflight.watch(call, name, roots)
     return functools.update_wrapper(call, func)
-
-
-# /inflight reads open roots and their chain of open spans from the frames of this
-# function's `call` in each thread's stack, so the hot path files nothing.
-_inflight.FRAME_CODES.update(
-    c for c in _sync_function.__code__.co_consts if isinstance(c, types.CodeType) and c.co_name == "call"
-)
 
 
 def _sync_capture_function(
@@ -559,6 +595,8 @@ def _at_outer({helpers}):
             try:
                 if _at_root:
                     _at_OPEN[_at_s] = _at_s
+                elif _at_parent._t1 is None:  # the parent's latest child: /inflight's chain (as in _sync_function)
+                    _at_parent._attr0 = _at_s
                 return await _at_func({forward})
             except _at_BaseException as _at_exc:
                 _at_fail(_at_s, _at_exc)

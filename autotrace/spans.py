@@ -193,6 +193,10 @@ class Span:
     # tuple (shared by every span that set the same keys); more go in a
     # FrozenAttrs. A 3-item dict is 184 bytes, a FrozenAttrs of 3 values 80;
     # three slots are 24, set only when used. `_attrs` reads any of these as a mapping.
+    # While the span is open, `_attr0` holds its latest started child (set by the
+    # child as it starts, while the span is open): /inflight follows these links
+    # from a root down to the innermost open span (_inflight.py). Packing writes
+    # over it; a span that packs nothing keeps it: a span of its own trace.
     # The span id, start and end are `_sid`, `_t0` and `_t1` (read them as
     # `_span_id`, `_start`, `_end`). The same pack folds the three 64-bit ints
     # (36 bytes each) into one, in `_t1` (52 bytes), and sets `_sid` and `_t0`

@@ -130,7 +130,10 @@ def start(
                 return _unsampled_child(p.get_span_context())
             trace = _S.store._open(p._trace_id, everywhere=True)
         # p._trace_id as it is: it carries the trace's W3C state, if any (spans._TraceId).
-        return _new_span(name, kind, attrs, p._trace_id, p._span_id, trace)
+        s = _new_span(name, kind, attrs, p._trace_id, p._span_id, trace)
+        if p._t1 is None:  # its parent's latest child: /inflight's chain (_inflight.py)
+            p._attr0 = s
+        return s
     if parent.__class__ is int or parent.__class__ is _UnsampledRoot:
         # A child in an unsampled trace started here runs without a span of its
         # own: it sends the local root's id, which is ours (W3C asks no more).
@@ -271,6 +274,9 @@ def span(
         s._t1 = None
         s._trace = buf
         s._t0 = _time_ns()
+        # A child links itself as its open parent's latest child: /inflight's chain (_inflight.py).
+        if pid is not None and cur._t1 is None:  # type: ignore[union-attr]
+            cur._attr0 = s  # type: ignore[union-attr]
         if attributes or links:
             return _with_extras(s, attributes, links)
         return s
