@@ -30,12 +30,13 @@ when it starts as a child of an open span, writes itself in its parent's
 ``_attr0`` slot (a slot that holds an attribute value only once the span has
 ended and packed its attributes: see ``Span.__slots__``). The chain follows
 those links from the root while they lead to open spans of its trace. One
-slot store per child and nothing at its end: a link always points from a span
-to a newer one of the same trace (no cycle; an ended span that packed no
-attributes keeps its last child, freed with the trace). The child checks that
-its parent is open and writes the link in one straight run (no call between):
-the parent's end, which sets its end before it packs, cannot come between them
-in another thread. With children running at once (threads,
+slot store per child, and one at the span's end, which lets its link go (packing
+writes over it, or None): a stored span must not keep alive a child dropped past
+max_spans_per_trace, nor close a cycle through a child left entered (its token
+holds the parent). The child checks that its parent is open and writes the link
+in one statement on one line, with no call (``spans.ENDED``): the parent's end,
+which sets its end before it packs, cannot come between them in another thread,
+not even through a tracer's line event. With children running at once (threads,
 ``asyncio.gather``), the chain follows the one started last; it stops at the
 first ended span.
 
@@ -169,16 +170,18 @@ def _chain(root: Any) -> tuple[list[Any], int]:
 
 
 def _sampled(s: Any, now_wall: int) -> dict[str, Any]:
-    ctx = s.get_span_context()
+    """A recorded root with its chain; ``sampled`` False when tail sampling records it provisionally."""
     start = s._start
     chain, skipped = _chain(s)
     return {
         "name": s.name,
-        "trace_id": ctx.trace_id_hex,
-        "span_id": ctx.span_id_hex,
+        # The ids as they are, not through get_span_context(): in a provisional trace that call
+        # shares it (_tail.share), so a look at /inflight would change what tail sampling does.
+        "trace_id": f"{int(s._trace_id):032x}",
+        "span_id": f"{s._span_id:016x}",
         "start_time_unix_nano": start,
         "age_seconds": max(0, now_wall - start) / 1e9,
-        "sampled": True,
+        "sampled": s.is_sampled,  # (a property reading the trace's buffer: no side effect)
         "chain": [
             {"name": c.name, "span_id": f"{c._span_id:016x}", "age_seconds": max(0, now_wall - c._start) / 1e9}
             for c in chain

@@ -42,7 +42,7 @@ from ._tail import let_go as _tail_let_go
 from .attributes import SharedAttrs
 from .attributes import pack as _pack
 from .context import CURRENT
-from .spans import Span, SpanKind, _is_cancellation
+from .spans import ENDED, Span, SpanKind, _is_cancellation
 from .tracer import _is_remote, start
 
 __all__ = ["traced"]
@@ -273,10 +273,9 @@ def _sync_function(
                 roots[s] = s
             elif buf is not None:  # the parent is a Span (a child that start() made is linked there)
                 # The chain /inflight shows: the parent's latest child, while the parent is open
-                # (_inflight.py). The check and the store are one straight run (no call): under
-                # the GIL the parent's end cannot come between them and pack an attribute there.
-                if parent._t1 is None:
-                    parent._attr0 = s
+                # (_inflight.py). The check and the store are one statement on one line, no call:
+                # the parent's end cannot come between them and pack an attribute there (spans.ENDED).
+                (parent if parent._t1 is None else ENDED)._attr0 = s
             elif s._extra is not None and s._extra.remote_parent:  # below a context from elsewhere: a local root
                 roots[s] = s
             return func(*args, **kwargs)
@@ -300,6 +299,8 @@ def _sync_function(
                     d = end - s._t0  # (before packing folds _t0 into _t1)
                     if type(s._attr_data) is dict:  # attributes of its own: pack them (see attributes.pack)
                         _pack(s)
+                    else:  # its latest child, linked while it was open (see Span.__slots__): let go
+                        s._attr0 = None
                     s._trace = None  # no span <-> buffer cycle (see Span.__exit__)
                     buf.append(s)
                     if _M.on:  # _finish() records the metrics of the other branch
@@ -587,8 +588,8 @@ def _at_outer({helpers}):
             try:
                 if _at_root:
                     _at_OPEN[_at_s] = _at_s
-                elif _at_parent._t1 is None:  # the parent's latest child: /inflight's chain (as in _sync_function)
-                    _at_parent._attr0 = _at_s
+                else:  # the parent's latest child: /inflight's chain (one statement, as in _sync_function)
+                    (_at_parent if _at_parent._t1 is None else _at_ENDED)._attr0 = _at_s
                 return await _at_func({forward})
             except _at_BaseException as _at_exc:
                 _at_fail(_at_s, _at_exc)
@@ -607,6 +608,8 @@ def _at_outer({helpers}):
                         _at_d = _at_end - _at_s._t0
                         if _at_type(_at_s._attr_data) is _at_dict:
                             _at_pack(_at_s)
+                        else:
+                            _at_s._attr0 = None
                         _at_s._trace = None
                         _at_buf.append(_at_s)
                         if _at_M.on:
@@ -639,6 +642,7 @@ def _async_maker(params: str, forward: str) -> Callable[..., Any]:
         "_at_S": _S,
         "_at_start": start,
         "_at_Span": Span,
+        "_at_ENDED": ENDED,
         "_at_new": _new,
         "_at_time_ns": _time_ns,
         "_at_reset_elsewhere": _reset_elsewhere,
