@@ -247,7 +247,7 @@ def inflight(min_age: float = 0.0) -> list[dict[str, Any]]:
                 found.append(_sampled(value, now_wall))
             else:
                 _, t0, name = value
-                found.append(_unsampled(name, key if isinstance(key, int) else 0, t0, now_wall, now_perf))
+                found.append(_unsampled(name, key, t0, now_wall, now_perf))  # a seed, or a span below a remote parent
         except Exception:
             continue
     found = [r for r in found if r["age_seconds"] >= min_age]

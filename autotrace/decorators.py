@@ -386,7 +386,8 @@ def _sync_capture_function(
 def _timed(name: str, kind: SpanKind, s: Any, wrapped: Callable[..., Any], args: Any, kwargs: Any) -> Any:
     """Run an unsampled call (``s`` from start(), not a Span) and record its duration in the metrics."""
     h = _series(name, kind)
-    root = s.__class__ is int
+    # A local root: a new trace, or below a context from elsewhere (_cv_get(): the parent, still current).
+    root = s.__class__ is int or (s is not None and _is_remote(_cv_get()))
     t0 = _pc()
     token = None
     try:
@@ -425,7 +426,7 @@ def _run_started(
             finally:
                 _cv_reset(token)
         return _timed(name, kind, s, wrapped, args, kwargs)
-    if s._parent_id is None:  # a local root: listed by /inflight while open
+    if s._parent_id is None or s._remote_parent:  # a local root: listed by /inflight while open
         _inflight.add_root(s)
     token = _cv_set(s)
     try:
@@ -551,7 +552,7 @@ def _at_outer({helpers}):
                     if _at_h is None:
                         _at_h = _at_pinned(_at_name, _at_kind)
                     _at_t0 = _at_pc()
-                    if _at_s.__class__ is _at_int:
+                    if _at_s.__class__ is _at_int or _at_is_remote(_at_parent):
                         _at_root = True
                         _at_OPEN[_at_s] = (_at_h, _at_t0, _at_name)
                 try:
@@ -643,6 +644,7 @@ def _async_maker(params: str, forward: str) -> Callable[..., Any]:
         "_at_start": start,
         "_at_Span": Span,
         "_at_ENDED": ENDED,
+        "_at_is_remote": _is_remote,
         "_at_new": _new,
         "_at_time_ns": _time_ns,
         "_at_reset_elsewhere": _reset_elsewhere,
@@ -757,10 +759,11 @@ def _async_wrapper(
         coro = pending.coro
         pending.coro = None
         # The span starts when the coroutine is first awaited, in the awaiting task's context.
-        s = start(name, kind, attrs, _cv_get())
+        parent = _cv_get()
+        s = start(name, kind, attrs, parent)
         if s.__class__ is not Span:
             h = _series(name, kind) if _M.on else None
-            root = s.__class__ is int
+            root = s.__class__ is int or (s is not None and _is_remote(parent))  # a new trace, or from elsewhere
             t0 = _pc()
             if s is None:
                 token = None
@@ -789,7 +792,7 @@ def _async_wrapper(
             return result
         if capture is not None:
             capture.arguments(s, instance, args, kwargs)  # type: ignore[arg-type]
-        if s._parent_id is None:  # type: ignore[union-attr]  # a local root: listed by /inflight while open
+        if s._parent_id is None or s._remote_parent:  # type: ignore[union-attr]  # a local root: listed while open
             _inflight.add_root(s)
         token = _cv_set(s)
         try:
@@ -938,14 +941,15 @@ def _unmark(tokens: dict[Any, Any]) -> None:
         pass
 
 
-def _list_root(s: Any, span: Span | None, sh: Any, name: str) -> bool:
+def _list_root(s: Any, span: Span | None, sh: Any, name: str, parent: Any) -> bool:
     """List a stream's root for /inflight from its first resume: a sampled one in ROOTS (until its
-    span ends), an unsampled one in OPEN (True: the driver takes it out when the stream ends)."""
+    span ends), an unsampled one in OPEN (True: the driver takes it out when the stream ends).
+    A root: a new trace, or below a context from elsewhere (``parent``)."""
     if span is not None:
-        if span._parent_id is None:
+        if span._parent_id is None or span._remote_parent:
             _inflight.add_root(span)
         return False
-    if s.__class__ is int and sh is not None:  # a new unsampled trace's seed
+    if sh is not None and (s.__class__ is int or (s is not None and _is_remote(parent))):
         _OPEN[s] = (sh, _pc(), name)
         return True
     return False
@@ -978,7 +982,7 @@ def _gen_wrapper(
         if span is not None and capture is not None:
             capture.arguments(span, instance, args, kwargs)  # type: ignore[arg-type]
         sh = _series(name, kind) if _M.on else None  # every stream, sampled or not, in the metrics
-        opened = _list_root(s, span, sh, name)
+        opened = _list_root(s, span, sh, name, parent)
         failed = False
         # The stream's figures, kept for every stream (sampled or not) in locals:
         # a perf_counter() per item is all the timing costs.
@@ -1110,7 +1114,8 @@ def _asyncgen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture:
         # to the body), still in ctx. Any other ContextVar the body writes is
         # written in the consumer's context too (_mirror), as it is untraced.
         run = ctx.run
-        s = start(name, kind, attrs, run(_cv_get))
+        parent = run(_cv_get)
+        s = start(name, kind, attrs, parent)
         if s is not None:
             run(_cv_set, s)
         snap = ctx.copy()
@@ -1119,7 +1124,7 @@ def _asyncgen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture:
         if span is not None and capture is not None:
             capture.arguments(span, instance, args, kwargs)  # type: ignore[arg-type]
         sh = _series(name, kind) if _M.on else None  # every stream, sampled or not, in the metrics
-        opened = _list_root(s, span, sh, name)
+        opened = _list_root(s, span, sh, name, parent)
         failed = False
         count = 0
         started = first = last = _perf_counter()

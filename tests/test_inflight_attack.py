@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import gc
 import json
 import sys
@@ -18,6 +19,7 @@ import pytest
 import autotrace
 from autotrace import _inflight, _tail, decorators, span, traced, tracer
 from autotrace.config import TraceConfig
+from autotrace.propagation import attach
 from autotrace.server import ServerHandle, start_in_background
 from autotrace.spans import Span
 from tests.server_helpers import fetch
@@ -293,7 +295,6 @@ def test_inflight_read_from_several_threads_over_http_while_roots_come_and_go(se
 @pytest.mark.parametrize("how", ["traced", "span"])
 def test_recursion_10000_deep_lists_a_bounded_chain(how: str) -> None:
     """A request 10,000 calls deep, read at the bottom: the root and the innermost CHAIN_MAX - 1, the rest counted."""
-    sys.setrecursionlimit(max(sys.getrecursionlimit(), 50_000))
     seen: list[dict[str, Any]] = []
     depth = 10_000
 
@@ -312,13 +313,67 @@ def test_recursion_10000_deep_lists_a_bounded_chain(how: str) -> None:
                 seen.extend(_inflight.inflight())
 
     worker = threading.Thread(target=deep_traced if how == "traced" else deep_span, args=(depth - 1,))
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 4 * depth))  # (the interpreter's: put back, or a later test overflows the C stack)
     threading.stack_size(256 * 1024 * 1024)
     try:
         worker.start()
+        worker.join()
     finally:
         threading.stack_size(0)
-    worker.join()
+        sys.setrecursionlimit(limit)
     (record,) = seen
     well_formed(record)
     assert len(record["chain"]) == _inflight.CHAIN_MAX and record["chain_skipped"] == depth - _inflight.CHAIN_MAX
     assert _inflight.inflight() == []
+
+
+@pytest.mark.parametrize("flags", ["01", "00"])
+@pytest.mark.parametrize("how", ["async", "async method", "partial", "generator", "async generator"])
+def test_every_kind_of_root_below_a_remote_parent_is_listed(how: str, flags: str) -> None:
+    """A traced call under a traceparent from elsewhere is a local root, sampled or not, whatever it wraps (as sync)."""
+    seen: list[dict[str, Any]] = []
+
+    def look() -> None:
+        seen.extend(r for r in _inflight.inflight() if r["name"] == "remote root")
+
+    @traced("remote root")
+    async def plain_async() -> None:
+        look()
+
+    class Handler:
+        @traced("remote root")
+        async def method(self) -> None:
+            look()
+
+    @traced("remote root")
+    def stream() -> Iterator[int]:
+        look()
+        yield 1
+
+    @traced("remote root")
+    async def async_stream() -> Any:
+        look()
+        yield 1
+
+    async def drain() -> None:
+        async for _ in async_stream():
+            pass
+
+    partial = traced("remote root")(functools.partial(look))
+    with attach({"traceparent": f"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-{flags}"}):
+        if how == "async":
+            asyncio.run(plain_async())
+        elif how == "async method":
+            asyncio.run(Handler().method())
+        elif how == "partial":
+            partial()
+        elif how == "generator":
+            assert list(stream()) == [1]
+        else:
+            asyncio.run(drain())
+    (record,) = seen
+    well_formed(record)
+    assert record["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736" and record["sampled"] is (flags == "01")
+    assert record["span_id"] != "00f067aa0ba902b7"  # its own span, below the remote one
+    assert _inflight.inflight() == [] and _inflight.OPEN == {}
