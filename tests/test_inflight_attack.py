@@ -10,6 +10,7 @@ import json
 import sys
 import threading
 import time
+import tracemalloc
 from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
@@ -377,3 +378,36 @@ def test_every_kind_of_root_below_a_remote_parent_is_listed(how: str, flags: str
     assert record["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736" and record["sampled"] is (flags == "01")
     assert record["span_id"] != "00f067aa0ba902b7"  # its own span, below the remote one
     assert _inflight.inflight() == [] and _inflight.OPEN == {}
+
+
+def test_a_read_follows_the_chains_of_the_oldest_roots_it_shows_only(server: ServerHandle) -> None:
+    """2,000 open roots 64 spans deep, ?limit=5: all counted, only 5 chains followed (a read's memory stays small)."""
+    opened: list[Span] = []
+
+    def open_deep() -> None:
+        for depth in range(64):
+            s = span(f"level {depth}")
+            s.__enter__()
+            assert isinstance(s, Span)
+            opened.append(s)
+
+    for _ in range(2000):
+        contextvars.copy_context().run(open_deep)
+    try:
+        tracemalloc.start()  # (it sees the server's thread too)
+        try:
+            reply = fetch(server.url, "/inflight?limit=5")
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 12_000_000, peak  # (before: all 128,000 chain links built, ~37 MB)
+        body = reply.json()
+        assert reply.status == 200 and body["count"] == 2000 and body["truncated"] is True
+        assert [len(r["chain"]) for r in body["inflight"]] == [_inflight.CHAIN_MAX] * 5
+        for record in body["inflight"]:
+            well_formed(record)
+            assert record["chain"][-1]["name"] == "level 63" and record["chain_skipped"] == 0
+    finally:
+        for s in reversed(opened):
+            s.end()
+    assert _inflight.inflight() == []
