@@ -426,7 +426,7 @@ def _run_started(
             finally:
                 _cv_reset(token)
         return _timed(name, kind, s, wrapped, args, kwargs)
-    if s._parent_id is None or s._remote_parent:  # a local root: listed by /inflight while open
+    if s._parent_id is None or (s._extra is not None and s._extra.remote_parent):  # a local root: listed by /inflight
         _inflight.add_root(s)
     token = _cv_set(s)
     try:
@@ -792,7 +792,7 @@ def _async_wrapper(
             return result
         if capture is not None:
             capture.arguments(s, instance, args, kwargs)  # type: ignore[arg-type]
-        if s._parent_id is None or s._remote_parent:  # type: ignore[union-attr]  # a local root: listed while open
+        if s._parent_id is None or (s._extra is not None and s._extra.remote_parent):  # type: ignore[union-attr]
             _inflight.add_root(s)
         token = _cv_set(s)
         try:
@@ -946,7 +946,7 @@ def _list_root(s: Any, span: Span | None, sh: Any, name: str, parent: Any) -> bo
     span ends), an unsampled one in OPEN (True: the driver takes it out when the stream ends).
     A root: a new trace, or below a context from elsewhere (``parent``)."""
     if span is not None:
-        if span._parent_id is None or span._remote_parent:
+        if span._parent_id is None or (span._extra is not None and span._extra.remote_parent):
             _inflight.add_root(span)
         return False
     if sh is not None and (s.__class__ is int or (s is not None and _is_remote(parent))):
