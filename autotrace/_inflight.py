@@ -30,12 +30,13 @@ when it starts as a child of an open span, writes itself in its parent's
 ``_attr0`` slot (a slot that holds an attribute value only once the span has
 ended and packed its attributes: see ``Span.__slots__``). The chain follows
 those links from the root while they lead to open spans of its trace. One
-slot store per child and nothing at its end: a link always points from a span
-to a newer one of the same trace (no cycle; an ended span that packed no
-attributes keeps its last child, freed with the trace). The child checks that
-its parent is open and writes the link in one straight run (no call between):
-the parent's end, which sets its end before it packs, cannot come between them
-in another thread. With children running at once (threads,
+slot store per child, and one at the span's end, which lets its link go (packing
+writes over it, or None): a stored span must not keep alive a child dropped past
+max_spans_per_trace, nor close a cycle through a child left entered (its token
+holds the parent). The child checks that its parent is open and writes the link
+in one statement on one line, with no call (``spans.ENDED``): the parent's end,
+which sets its end before it packs, cannot come between them in another thread,
+not even through a tracer's line event. With children running at once (threads,
 ``asyncio.gather``), the chain follows the one started last; it stops at the
 first ended span.
 
@@ -54,9 +55,10 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from ._errors import reraise_foreign
 from ._model import unsampled_context
 
-__all__ = ["OPEN", "inflight", "watch"]
+__all__ = ["OPEN", "inflight", "oldest", "watch"]
 
 OPEN: dict[Any, Any] = {}
 # The sync @traced functions' lists of open roots: {number: (weakref to the function, name, list)},
@@ -169,22 +171,38 @@ def _chain(root: Any) -> tuple[list[Any], int]:
 
 
 def _sampled(s: Any, now_wall: int) -> dict[str, Any]:
-    ctx = s.get_span_context()
+    """A recorded root; ``sampled`` False when tail sampling records it provisionally. Its chain is
+    followed by ``_with_chain`` once the roots to show are known: the record holds the span till then."""
     start = s._start
-    chain, skipped = _chain(s)
     return {
         "name": s.name,
-        "trace_id": ctx.trace_id_hex,
-        "span_id": ctx.span_id_hex,
+        # The ids as they are, not through get_span_context(): in a provisional trace that call
+        # shares it (_tail.share), so a look at /inflight would change what tail sampling does.
+        "trace_id": f"{int(s._trace_id):032x}",
+        "span_id": f"{s._span_id:016x}",
         "start_time_unix_nano": start,
         "age_seconds": max(0, now_wall - start) / 1e9,
-        "sampled": True,
-        "chain": [
+        "sampled": s.is_sampled,  # (a property reading the trace's buffer: no side effect)
+        "chain": s,  # (the root until _with_chain)
+        "chain_skipped": 0,  # open spans left out between the root and the innermost ones
+    }
+
+
+def _with_chain(record: dict[str, Any], now_wall: int) -> None:
+    """Follow a recorded root's chain (its span in ``chain``) into the record; an unsampled one has none."""
+    root = record["chain"]
+    if root.__class__ is list:
+        return
+    try:
+        chain, skipped = _chain(root)
+        record["chain"] = [
             {"name": c.name, "span_id": f"{c._span_id:016x}", "age_seconds": max(0, now_wall - c._start) / 1e9}
             for c in chain
-        ],
-        "chain_skipped": skipped,  # open spans left out between the root and the innermost ones
-    }
+        ]
+        record["chain_skipped"] = skipped
+    except Exception as exc:  # (it ended meanwhile, in another thread: as in inflight())
+        reraise_foreign(exc)
+        record["chain"] = [{"name": record["name"], "span_id": record["span_id"], "age_seconds": record["age_seconds"]}]
 
 
 def _unsampled(name: str, seed: Any, t0: int, now_wall: int, now_perf: int) -> dict[str, Any]:
@@ -211,6 +229,15 @@ def _non_recording(root: Any, now_wall: int, now_perf: int) -> dict[str, Any]:
 
 def inflight(min_age: float = 0.0) -> list[dict[str, Any]]:
     """The open local roots, oldest first, at least ``min_age`` seconds old."""
+    return oldest(min_age)[0]
+
+
+def oldest(min_age: float = 0.0, limit: int | None = None) -> tuple[list[dict[str, Any]], int]:
+    """The ``limit`` oldest open local roots at least ``min_age`` seconds old, and how many there are.
+
+    Chains are followed for those only: thousands of open roots, each deep, cost a reader the
+    records it shows (at most CHAIN_MAX links each), not megabytes per look.
+    """
     now_wall = time.time_ns()
     now_perf = time.perf_counter_ns()
     found: list[dict[str, Any]] = []
@@ -224,7 +251,8 @@ def inflight(min_age: float = 0.0) -> list[dict[str, Any]]:
                     found.append(_unsampled(name, root[0], root[1], now_wall, now_perf))
                 elif _is_open(root):
                     found.append(_sampled(root, now_wall))
-            except Exception:
+            except Exception as exc:  # (a signal handler's exception goes on)
+                reraise_foreign(exc)
                 continue
     prune()
     for root in [*KEPT, *_copied(ROOTS.__iter__)]:
@@ -236,7 +264,8 @@ def inflight(min_age: float = 0.0) -> list[dict[str, Any]]:
                     found.append(_non_recording(root, now_wall, now_perf))
             else:
                 found.append(_sampled(root, now_wall))
-        except Exception:
+        except Exception as exc:  # (a signal handler's exception goes on)
+            reraise_foreign(exc)
             continue
     for key, value in _copied(OPEN.items):
         try:
@@ -244,9 +273,13 @@ def inflight(min_age: float = 0.0) -> list[dict[str, Any]]:
                 found.append(_sampled(value, now_wall))
             else:
                 _, t0, name = value
-                found.append(_unsampled(name, key, t0, now_wall, now_perf))
-        except Exception:
+                found.append(_unsampled(name, key, t0, now_wall, now_perf))  # a seed, or a span below a remote parent
+        except Exception as exc:  # (a signal handler's exception goes on)
+            reraise_foreign(exc)
             continue
     found = [r for r in found if r["age_seconds"] >= min_age]
     found.sort(key=lambda r: r["start_time_unix_nano"])
-    return found
+    shown = found if limit is None else found[:limit]
+    for record in shown:
+        _with_chain(record, now_wall)
+    return shown, len(found)

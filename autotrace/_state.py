@@ -181,8 +181,11 @@ def finish(span: Span) -> None:
     try:
         if _M.on:  # every span ending here is counted in the metrics (the inline paths count their own)
             _observe_span(span)
-        if type(span._attr_data) is dict:  # attributes of its own: pack them (see attributes.pack)
+        data = span._attr_data
+        if type(data) is dict:  # attributes of its own: pack them (see attributes.pack)
             pack(span)
+        elif data.__class__ is not tuple:  # (a tuple: packed already, its values in the slots)
+            span._attr0 = None  # its latest child, linked while it was open (see Span.__slots__): let go
         # The span's trace buffer was found when the trace's local root started
         # (see store.py): filing the span is one atomic list.append, no lock.
         buf = span._trace
@@ -210,8 +213,11 @@ def finish(span: Span) -> None:
 def finish_provisional(span: Span, buf: _Provisional) -> None:
     """``finish()`` for a span of a provisional trace whose metrics the caller recorded (``@traced``); never raises."""
     try:
-        if type(span._attr_data) is dict:  # attributes of its own: pack them (see attributes.pack)
+        data = span._attr_data
+        if type(data) is dict:  # attributes of its own: pack them (see attributes.pack)
             pack(span)
+        elif data.__class__ is not tuple:  # (as in finish)
+            span._attr0 = None
         tail = buf.sampling
         filed = tail.decide(span, buf, _S._store) if span._parent_id == buf.parent else tail.end(span, buf, _S._store)
         if filed and _S._processors:

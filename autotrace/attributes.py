@@ -336,12 +336,15 @@ def pack(span: Any) -> None:
         n = len(values)
     if n > INLINE:
         span._attr_data = FrozenAttrs((_shared_keys(keys), *values))
+        span._attr0 = None  # (its latest child while it was open, see Span.__slots__: let go)
     elif n == 3:
         span._attr0, span._attr1, span._attr2 = values
     elif n == 2:
         span._attr0, span._attr1 = values
     elif n == 1:
         span._attr0 = values[0]
+    else:
+        span._attr0 = None  # (as above)
     if n <= INLINE:
         span._attr_data = _shared_keys(keys)
     # Span id, start and end: three 64-bit ints of 36 bytes each become one of 52.

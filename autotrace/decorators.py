@@ -42,7 +42,7 @@ from ._tail import let_go as _tail_let_go
 from .attributes import SharedAttrs
 from .attributes import pack as _pack
 from .context import CURRENT
-from .spans import Span, SpanKind, _is_cancellation
+from .spans import ENDED, Span, SpanKind, _is_cancellation
 from .tracer import _is_remote, start
 
 __all__ = ["traced"]
@@ -279,10 +279,9 @@ def _sync_function(
                 roots_append(s)
             elif buf is not None:  # the parent is a Span (a child that start() made is linked there)
                 # The chain /inflight shows: the parent's latest child, while the parent is open
-                # (_inflight.py). The check and the store are one straight run (no call): under
-                # the GIL the parent's end cannot come between them and pack an attribute there.
-                if parent._t1 is None:
-                    parent._attr0 = s
+                # (_inflight.py). The check and the store are one statement on one line, no call:
+                # the parent's end cannot come between them and pack an attribute there (spans.ENDED).
+                (parent if parent._t1 is None else ENDED)._attr0 = s
             elif s._extra is not None and s._extra.remote_parent:  # below a context from elsewhere: a local root
                 _OPEN[s] = s
             return func(*args, **kwargs)
@@ -308,6 +307,8 @@ def _sync_function(
                     d = end - s._t0  # (before packing folds _t0 into _t1)
                     if type(s._attr_data) is dict:  # attributes of its own: pack them (see attributes.pack)
                         _pack(s)
+                    else:  # its latest child, linked while it was open (see Span.__slots__): let go
+                        s._attr0 = None
                     s._trace = None  # no span <-> buffer cycle (see Span.__exit__)
                     buf.append(s)
                     if _M.on:  # _finish() records the metrics of the other branch
@@ -393,7 +394,8 @@ def _sync_capture_function(
 def _timed(name: str, kind: SpanKind, s: Any, wrapped: Callable[..., Any], args: Any, kwargs: Any) -> Any:
     """Run an unsampled call (``s`` from start(), not a Span) and record its duration in the metrics."""
     h = _series(name, kind)
-    root = s.__class__ is int
+    # A local root: a new trace, or below a context from elsewhere (_cv_get(): the parent, still current).
+    root = s.__class__ is int or (s is not None and _is_remote(_cv_get()))
     t0 = _pc()
     token = None
     try:
@@ -432,7 +434,7 @@ def _run_started(
             finally:
                 _cv_reset(token)
         return _timed(name, kind, s, wrapped, args, kwargs)
-    if s._parent_id is None:  # a local root: listed by /inflight while open
+    if s._parent_id is None or (s._extra is not None and s._extra.remote_parent):  # a local root: listed by /inflight
         _inflight.add_root(s)
     token = _cv_set(s)
     try:
@@ -558,7 +560,7 @@ def _at_outer({helpers}):
                     if _at_h is None:
                         _at_h = _at_pinned(_at_name, _at_kind)
                     _at_t0 = _at_pc()
-                    if _at_s.__class__ is _at_int:
+                    if _at_s.__class__ is _at_int or _at_is_remote(_at_parent):
                         _at_root = True
                         _at_OPEN[_at_s] = (_at_h, _at_t0, _at_name)
                 try:
@@ -595,8 +597,8 @@ def _at_outer({helpers}):
             try:
                 if _at_root:
                     _at_OPEN[_at_s] = _at_s
-                elif _at_parent._t1 is None:  # the parent's latest child: /inflight's chain (as in _sync_function)
-                    _at_parent._attr0 = _at_s
+                else:  # the parent's latest child: /inflight's chain (one statement, as in _sync_function)
+                    (_at_parent if _at_parent._t1 is None else _at_ENDED)._attr0 = _at_s
                 return await _at_func({forward})
             except _at_BaseException as _at_exc:
                 _at_fail(_at_s, _at_exc)
@@ -615,6 +617,8 @@ def _at_outer({helpers}):
                         _at_d = _at_end - _at_s._t0
                         if _at_type(_at_s._attr_data) is _at_dict:
                             _at_pack(_at_s)
+                        else:
+                            _at_s._attr0 = None
                         _at_s._trace = None
                         _at_buf.append(_at_s)
                         if _at_M.on:
@@ -647,6 +651,8 @@ def _async_maker(params: str, forward: str) -> Callable[..., Any]:
         "_at_S": _S,
         "_at_start": start,
         "_at_Span": Span,
+        "_at_ENDED": ENDED,
+        "_at_is_remote": _is_remote,
         "_at_new": _new,
         "_at_time_ns": _time_ns,
         "_at_reset_elsewhere": _reset_elsewhere,
@@ -761,10 +767,11 @@ def _async_wrapper(
         coro = pending.coro
         pending.coro = None
         # The span starts when the coroutine is first awaited, in the awaiting task's context.
-        s = start(name, kind, attrs, _cv_get())
+        parent = _cv_get()
+        s = start(name, kind, attrs, parent)
         if s.__class__ is not Span:
             h = _series(name, kind) if _M.on else None
-            root = s.__class__ is int
+            root = s.__class__ is int or (s is not None and _is_remote(parent))  # a new trace, or from elsewhere
             t0 = _pc()
             if s is None:
                 token = None
@@ -793,7 +800,7 @@ def _async_wrapper(
             return result
         if capture is not None:
             capture.arguments(s, instance, args, kwargs)  # type: ignore[arg-type]
-        if s._parent_id is None:  # type: ignore[union-attr]  # a local root: listed by /inflight while open
+        if s._parent_id is None or (s._extra is not None and s._extra.remote_parent):  # type: ignore[union-attr]
             _inflight.add_root(s)
         token = _cv_set(s)
         try:
@@ -942,14 +949,15 @@ def _unmark(tokens: dict[Any, Any]) -> None:
         pass
 
 
-def _list_root(s: Any, span: Span | None, sh: Any, name: str) -> bool:
+def _list_root(s: Any, span: Span | None, sh: Any, name: str, parent: Any) -> bool:
     """List a stream's root for /inflight from its first resume: a sampled one in ROOTS (until its
-    span ends), an unsampled one in OPEN (True: the driver takes it out when the stream ends)."""
+    span ends), an unsampled one in OPEN (True: the driver takes it out when the stream ends).
+    A root: a new trace, or below a context from elsewhere (``parent``)."""
     if span is not None:
-        if span._parent_id is None:
+        if span._parent_id is None or (span._extra is not None and span._extra.remote_parent):
             _inflight.add_root(span)
         return False
-    if s.__class__ is int and sh is not None:  # a new unsampled trace's seed
+    if sh is not None and (s.__class__ is int or (s is not None and _is_remote(parent))):
         _OPEN[s] = (sh, _pc(), name)
         return True
     return False
@@ -982,7 +990,7 @@ def _gen_wrapper(
         if span is not None and capture is not None:
             capture.arguments(span, instance, args, kwargs)  # type: ignore[arg-type]
         sh = _series(name, kind) if _M.on else None  # every stream, sampled or not, in the metrics
-        opened = _list_root(s, span, sh, name)
+        opened = _list_root(s, span, sh, name, parent)
         failed = False
         # The stream's figures, kept for every stream (sampled or not) in locals:
         # a perf_counter() per item is all the timing costs.
@@ -1114,7 +1122,8 @@ def _asyncgen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture:
         # to the body), still in ctx. Any other ContextVar the body writes is
         # written in the consumer's context too (_mirror), as it is untraced.
         run = ctx.run
-        s = start(name, kind, attrs, run(_cv_get))
+        parent = run(_cv_get)
+        s = start(name, kind, attrs, parent)
         if s is not None:
             run(_cv_set, s)
         snap = ctx.copy()
@@ -1123,7 +1132,7 @@ def _asyncgen_wrapper(name: str, kind: SpanKind, attrs: dict[str, Any], capture:
         if span is not None and capture is not None:
             capture.arguments(span, instance, args, kwargs)  # type: ignore[arg-type]
         sh = _series(name, kind) if _M.on else None  # every stream, sampled or not, in the metrics
-        opened = _list_root(s, span, sh, name)
+        opened = _list_root(s, span, sh, name, parent)
         failed = False
         count = 0
         started = first = last = _perf_counter()

@@ -513,15 +513,15 @@ def install(
                     raise ValueError
             except ValueError:
                 raise Problem(400, f"min_age must be a number of seconds >= 0; got {text[:40]!r}") from None
-        open_now = _inflight.inflight(min_age)
+        shown, count = _inflight.oldest(min_age, limit)
         bottle.response.content_type = _JSON
-        # Every open root is counted; the answer lists the oldest `limit` (leaked roots by the
-        # thousand would otherwise make it megabytes).
+        # Every open root is counted; the answer lists the oldest `limit`, and only their chains
+        # are followed (leaked roots by the thousand would otherwise make it megabytes).
         return _dumps(
             {
-                "inflight": open_now[:limit],
-                "count": len(open_now),
-                "truncated": len(open_now) > limit,
+                "inflight": shown,
+                "count": count,
+                "truncated": count > limit,
                 "min_age": min_age,
             }
         )

@@ -170,6 +170,28 @@ class _Extra:
         self.origin: Any = None
 
 
+class _Ended:
+    """Where a child starting below a parent that has ended writes its link (see Span.__slots__): nowhere."""
+
+    __slots__ = ()
+
+    @property
+    def _attr0(self) -> None:
+        return None
+
+    @_attr0.setter
+    def _attr0(self, child: Any) -> None:
+        pass
+
+
+# A child links itself in one statement, `(parent if parent._t1 is None else ENDED)._attr0 = child`:
+# one line, so no tracer's line event (a debugger, coverage) can run between the check and the
+# store, and the parent's end in another thread cannot pack an attribute value in `_attr0` there
+# for the child to overwrite. (Two lines, `if ...:` then the store, let a trace function switch
+# threads in between.)
+ENDED = _Ended()
+
+
 class Span:
     """One timed operation in a trace, with attributes, events, links and a status.
 
@@ -194,9 +216,11 @@ class Span:
     # FrozenAttrs. A 3-item dict is 184 bytes, a FrozenAttrs of 3 values 80;
     # three slots are 24, set only when used. `_attrs` reads any of these as a mapping.
     # While the span is open, `_attr0` holds its latest started child (set by the
-    # child as it starts, while the span is open): /inflight follows these links
-    # from a root down to the innermost open span (_inflight.py). Packing writes
-    # over it; a span that packs nothing keeps it: a span of its own trace.
+    # child as it starts, while the span is open, see ENDED): /inflight follows these
+    # links from a root down to the innermost open span (_inflight.py). The span's
+    # end lets it go (packing writes over it, or None): a parent in the store must not
+    # keep alive a child dropped past max_spans_per_trace, nor make a reference cycle
+    # (child -> its token -> parent) with a child left entered.
     # The span id, start and end are `_sid`, `_t0` and `_t1` (read them as
     # `_span_id`, `_start`, `_end`). The same pack folds the three 64-bit ints
     # (36 bytes each) into one, in `_t1` (52 bytes), and sets `_sid` and `_t0`
@@ -720,6 +744,8 @@ class Span:
                 # room in the trace's buffer and no processors to tell.
                 if type(self._attr_data) is dict:  # its own attributes: pack them
                     _pack(self)
+                else:  # its latest child, linked while it was open (see __slots__): let go with it
+                    self._attr0 = None
                 buf = self._trace
                 if buf is not None and len(buf) <= _S.fast_limit:
                     # Drop the span's link to the buffer that now holds it:

@@ -38,7 +38,7 @@ from .context import CURRENT
 from .provider import apply_config as apply_config
 from .provider import force_sampling as force_sampling
 from .provider import shutdown as shutdown
-from .spans import NonRecordingSpan, Span, _TimedSpan, _UnsampledRoot, record_hand_built
+from .spans import ENDED, NonRecordingSpan, Span, _TimedSpan, _UnsampledRoot, record_hand_built
 
 _BY_NAME_GET = _M.by_name.get
 
@@ -131,8 +131,7 @@ def start(
             trace = _S.store._open(p._trace_id, everywhere=True)
         # p._trace_id as it is: it carries the trace's W3C state, if any (spans._TraceId).
         s = _new_span(name, kind, attrs, p._trace_id, p._span_id, trace)
-        if p._t1 is None:  # its parent's latest child: /inflight's chain (_inflight.py)
-            p._attr0 = s
+        (p if p._t1 is None else ENDED)._attr0 = s  # its open parent's latest child: /inflight's chain
         return s
     if parent.__class__ is int or parent.__class__ is _UnsampledRoot:
         # A child in an unsampled trace started here runs without a span of its
@@ -274,9 +273,10 @@ def span(
         s._t1 = None
         s._trace = buf
         s._t0 = _time_ns()
-        # A child links itself as its open parent's latest child: /inflight's chain (_inflight.py).
-        if pid is not None and cur._t1 is None:  # type: ignore[union-attr]
-            cur._attr0 = s  # type: ignore[union-attr]
+        # A child links itself as its open parent's latest child: /inflight's chain (_inflight.py),
+        # in one statement (see spans.ENDED).
+        if pid is not None:
+            (cur if cur._t1 is None else ENDED)._attr0 = s  # type: ignore[union-attr]
         if attributes or links:
             return _with_extras(s, attributes, links)
         return s
