@@ -3,6 +3,7 @@
     python benchmarks/asgi.py            # 20 rounds of pairs of 0.5 s visits (~1 min); judges the bar
     python benchmarks/asgi.py --quick    # 6 rounds of 0.3 s visits
     python benchmarks/asgi.py --smoke    # 1 short round: figures printed, bar not judged (for CI)
+    python benchmarks/asgi.py --http httptools   # uvicorn's C parser (uvicorn[standard]) instead of its default
 
 Each server runs in its own process (uvicorn, one worker); one client, in this
 process, drives them in turn with the same keep-alive connections: a minimal
@@ -111,7 +112,9 @@ def serve(key: str) -> None:
     # IPPROTO_TCP said outright: asyncio sets TCP_NODELAY only then (else ~40 ms per response).
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, log_level="error", access_log=False, lifespan="off")
+    # uvicorn's HTTP parser: "auto" (its default) takes httptools when installed (uvicorn[standard]), else h11.
+    http = os.environ.get("BENCH_ASGI_HTTP", "auto")
+    config = uvicorn.Config(app, log_level="error", access_log=False, lifespan="off", http=http)
     server = uvicorn.Server(config)
     config.load()
     print(sock.getsockname()[1], config.http_protocol_class.__name__, flush=True)
@@ -319,8 +322,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="1 short round; the bar is printed, not judged")
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     parser.add_argument("--diagnose", action="store_true", help="also measure a noise floor and the cost of parts")
+    parser.add_argument(
+        "--http",
+        choices=["auto", "h11", "httptools"],
+        default="auto",
+        help="uvicorn's HTTP parser (default auto, as uvicorn: httptools when installed, else h11)",
+    )
     parser.add_argument("--serve", metavar="SERVER", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    os.environ["BENCH_ASGI_HTTP"] = args.http  # read by the server processes (serve())
     if args.serve:
         serve(args.serve)
         return 0
